@@ -1,0 +1,189 @@
+"""Argument checking shared by every backend's public kernels.
+
+Each check names the argument and says what was expected, so a user sees which call was wrong.
+Inputs that are merely non-contiguous are copied; arrays a kernel writes into (outputs,
+parameters updated in place) must already be C-contiguous, or the call is refused.
+"""
+import operator
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _dtype_name(dtype):
+    return np.dtype(dtype).name
+
+
+def float_array(name, a, ndim, xp=np):
+    """`a` as a C-contiguous float32/float64 array of `ndim` dimensions (copied only if strided)."""
+    if not isinstance(a, xp.ndarray):
+        raise TypeError(f"{name} must be a {xp.__name__} ndarray, got {type(a).__name__}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {_dtype_name(a.dtype)}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(a.shape)}")
+    if not a.flags.c_contiguous:
+        a = xp.ascontiguousarray(a)
+    return a
+
+
+def writable_array(name, a, shape, dtype, xp=np):
+    """An array the kernel writes into: exact shape and dtype, C-contiguous, writeable."""
+    if not isinstance(a, xp.ndarray):
+        raise TypeError(f"{name} must be a {xp.__name__} ndarray, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name} must be {_dtype_name(dtype)}, got {_dtype_name(a.dtype)}")
+    if tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(a.shape)}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (it is written in place)")
+    if xp is np and not a.flags.writeable:
+        raise ValueError(f"{name} must be writeable (it is written in place)")
+    return a
+
+
+def writable_float(name, a, xp=np):
+    """A float32/float64 array updated in place (parameters, optimizer state)."""
+    if not isinstance(a, xp.ndarray):
+        raise TypeError(f"{name} must be a {xp.__name__} ndarray, got {type(a).__name__}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {_dtype_name(a.dtype)}")
+    return writable_array(name, a, a.shape, a.dtype, xp)
+
+
+def same_dtype(**arrays):
+    """Refuse mixed float dtypes: every array given must share the first one's dtype."""
+    items = [(k, v) for k, v in arrays.items() if v is not None]
+    first_name, first = items[0]
+    for name, a in items[1:]:
+        if a.dtype != first.dtype:
+            raise TypeError(
+                f"{name} is {_dtype_name(a.dtype)} but {first_name} is "
+                f"{_dtype_name(first.dtype)}; mixed dtypes are not supported")
+    return first.dtype
+
+
+def expect_shape(name, a, shape):
+    if tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(a.shape)}")
+
+
+def finite(name, a, xp=np):
+    if not bool(xp.isfinite(a).all()):
+        raise ValueError(f"{name} contains NaN or infinity")
+
+
+def positive_int(name, value, minimum=1):
+    """A Python or NumPy integer >= minimum (bools refused), returned as int."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def real(name, value, minimum=None, maximum=None, min_inclusive=True):
+    """A finite real number within the given bounds, returned as float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None:
+        if value < minimum or (not min_inclusive and value == minimum):
+            op = ">=" if min_inclusive else ">"
+            raise ValueError(f"{name} must be {op} {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def labels(name, y, n, classes, xp=np):
+    """Integer class indices of shape (n,), every one in [0, classes); returned as int64."""
+    if not isinstance(y, xp.ndarray):
+        raise TypeError(f"{name} must be a {xp.__name__} ndarray, got {type(y).__name__}")
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer class indices, got dtype {_dtype_name(y.dtype)}")
+    if y.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) to match the logits, got {tuple(y.shape)}")
+    if n:
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= classes:
+            bad = low if low < 0 else high
+            raise ValueError(f"{name} must be in [0, {classes}), found {bad}")
+    return xp.ascontiguousarray(y, dtype=xp.int64)
+
+
+def conv_output_size(size, kernel, stride, padding, what="input"):
+    out = (size + 2 * padding - kernel) // stride + 1
+    if size + 2 * padding < kernel or out < 1:
+        raise ValueError(
+            f"kernel {kernel} does not fit the {what} of size {size} with padding {padding}"
+            f" (output size would be {out})")
+    return out
+
+
+def conv_args(x, w, b, stride, padding, xp=np):
+    """Check conv2d's x (N,C,H,W), w (Co,C,kH,kW), b (Co,) or None; returns them and the output shape."""
+    x = float_array("x", x, 4, xp)
+    w = float_array("w", w, 4, xp)
+    b = None if b is None else float_array("b", b, 1, xp)
+    same_dtype(x=x, w=w, b=b)
+    stride = positive_int("stride", stride, 1)
+    padding = positive_int("padding", padding, 0)
+    n, c, h, wd = x.shape
+    co, ci, kh, kw = w.shape
+    if ci != c:
+        raise ValueError(f"w must have shape ({co}, {c}, kH, kW) for x with {c} channels, "
+                         f"got {tuple(w.shape)}")
+    if kh < 1 or kw < 1 or co < 1:
+        raise ValueError(f"w must have a non-empty kernel, got shape {tuple(w.shape)}")
+    if b is not None:
+        expect_shape("b", b, (co,))
+    if n < 1 or c < 1:
+        raise ValueError(f"x must have at least one sample and one channel, got {tuple(x.shape)}")
+    ho = conv_output_size(h, kh, stride, padding, "height")
+    wo = conv_output_size(wd, kw, stride, padding, "width")
+    return x, w, b, stride, padding, (n, co, ho, wo)
+
+
+def pool_args(x_shape, kernel, stride):
+    """Check max-pool sizes; returns (kernel, stride, output shape)."""
+    kernel = positive_int("kernel", kernel, 1)
+    stride = kernel if stride is None else positive_int("stride", stride, 1)
+    if len(x_shape) != 4:
+        raise ValueError(f"x must have 4 dimensions (N, C, H, W), got shape {tuple(x_shape)}")
+    n, c, h, w = x_shape
+    ho = conv_output_size(h, kernel, stride, 0, "height")
+    wo = conv_output_size(w, kernel, stride, 0, "width")
+    return kernel, stride, (n, c, ho, wo)
+
+
+def shape_tuple(name, shape):
+    try:
+        shape = tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of integers, got {shape!r}") from None
+    if len(shape) != 4 or any(s < 1 for s in shape):
+        raise ValueError(f"{name} must be 4 positive sizes (N, C, H, W), got {shape}")
+    return shape
+
+
+def argmax_array(argmax, y_shape, plane, xp=np):
+    """Max-pool argmax: integer indices into each (H*W) plane, all in [0, plane)."""
+    if not isinstance(argmax, xp.ndarray):
+        raise TypeError(f"argmax must be a {xp.__name__} ndarray, got {type(argmax).__name__}")
+    if argmax.dtype.kind not in "iu":
+        raise TypeError(f"argmax must be an integer array, got {_dtype_name(argmax.dtype)}")
+    expect_shape("argmax", argmax, y_shape)
+    if argmax.size:
+        low, high = int(argmax.min()), int(argmax.max())
+        if low < 0 or high >= plane:
+            raise ValueError(f"argmax indices must be in [0, {plane}), found "
+                             f"{low if low < 0 else high}")
+    return xp.ascontiguousarray(argmax, dtype=xp.int32)

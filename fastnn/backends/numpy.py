@@ -1,0 +1,233 @@
+"""The reference backend: the kernel contract in plain, readable NumPy.
+
+Every other backend is tested against this one, and this one is tested by finite differences
+in float64. Clarity wins over speed here.
+
+Conventions (see DESIGN.md): Linear weight (out, in), y = x @ w.T + b. Conv2d NCHW, weight
+(C_out, C_in, kH, kW). Max-pool keeps, for each output, the index of its maximum within the
+(H*W) plane of its input channel; among equal values the first in row-major window order wins,
+and a NaN wins over numbers (as np.argmax does).
+"""
+import numpy as np
+
+from . import _checks as check
+
+
+class NumpyBackend:
+    name = "numpy"
+    xp = np
+    dtypes = check.FLOAT_DTYPES
+
+    # ---- arrays -------------------------------------------------------------------------------
+
+    def asarray(self, a, dtype=None):
+        """`a` as a C-contiguous array of this backend (float32 unless it is already float64)."""
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    def to_numpy(self, a):
+        return np.asarray(a)
+
+    def zeros(self, shape, dtype=np.float32):
+        return np.zeros(shape, dtype=dtype)
+
+    def synchronize(self):
+        """Wait for queued work (a no-op on the CPU)."""
+
+    # ---- linear -------------------------------------------------------------------------------
+
+    def _linear_args(self, x, w, b=None):
+        x = check.float_array("x", x, 2)
+        w = check.float_array("w", w, 2)
+        b = None if b is None else check.float_array("b", b, 1)
+        check.same_dtype(x=x, w=w, b=b)
+        if x.shape[1] != w.shape[1]:
+            raise ValueError(f"x has {x.shape[1]} features but w has shape {w.shape} "
+                             f"(expected (out_features, {x.shape[1]}))")
+        if b is not None:
+            check.expect_shape("b", b, (w.shape[0],))
+        return x, w, b
+
+    def linear_forward(self, x, w, b, relu=False, *, check_finite=True):
+        x, w, b = self._linear_args(x, w, b)
+        if check_finite:
+            check.finite("x", x)
+        y = x @ w.T + b
+        if relu:
+            y = np.maximum(y, 0)
+        return y
+
+    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True):
+        x, w, _ = self._linear_args(x, w)
+        out_shape = (x.shape[0], w.shape[0])
+        y = check.float_array("y", y, 2)
+        dy = check.float_array("dy", dy, 2)
+        check.same_dtype(x=x, y=y, dy=dy)
+        check.expect_shape("y", y, out_shape)
+        check.expect_shape("dy", dy, out_shape)
+        if check_finite:
+            check.finite("dy", dy)
+        if relu:
+            dy = dy * (y > 0)
+        dx = dy @ w
+        dw = dy.T @ x
+        db = dy.sum(axis=0)
+        return dx, dw, db
+
+    # ---- conv2d -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _window(xpad, i, j, stride, ho, wo):
+        """The input values that kernel tap (i, j) sees, for every output position."""
+        return xpad[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+
+    def conv2d_forward(self, x, w, b, stride=1, padding=0, relu=False, *, check_finite=True):
+        x, w, b, stride, padding, (n, co, ho, wo) = check.conv_args(x, w, b, stride, padding)
+        if check_finite:
+            check.finite("x", x)
+        xpad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+        y = np.zeros((n, co, ho, wo), dtype=x.dtype)
+        for i in range(w.shape[2]):
+            for j in range(w.shape[3]):
+                # (n, ci, ho, wo) x (co, ci) -> (n, co, ho, wo)
+                y += np.einsum("nchw,oc->nohw", self._window(xpad, i, j, stride, ho, wo), w[:, :, i, j])
+        y += b[None, :, None, None]
+        if relu:
+            y = np.maximum(y, 0)
+        return y
+
+    def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *, check_finite=True):
+        x, w, _, stride, padding, out_shape = check.conv_args(x, w, None, stride, padding)
+        y = check.float_array("y", y, 4)
+        dy = check.float_array("dy", dy, 4)
+        check.same_dtype(x=x, y=y, dy=dy)
+        check.expect_shape("y", y, out_shape)
+        check.expect_shape("dy", dy, out_shape)
+        if check_finite:
+            check.finite("dy", dy)
+        if relu:
+            dy = dy * (y > 0)
+        _, _, ho, wo = out_shape
+        xpad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+        dxpad = np.zeros_like(xpad)
+        dw = np.zeros_like(w)
+        for i in range(w.shape[2]):
+            for j in range(w.shape[3]):
+                window = self._window(xpad, i, j, stride, ho, wo)
+                dw[:, :, i, j] = np.einsum("nohw,nchw->oc", dy, window)
+                self._window(dxpad, i, j, stride, ho, wo)[...] += np.einsum("nohw,oc->nchw", dy, w[:, :, i, j])
+        h, wd = x.shape[2], x.shape[3]
+        dx = np.ascontiguousarray(dxpad[:, :, padding:padding + h, padding:padding + wd])
+        db = dy.sum(axis=(0, 2, 3))
+        return dx, dw, db
+
+    # ---- max-pool -----------------------------------------------------------------------------
+
+    def maxpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True):
+        x = check.float_array("x", x, 4)
+        kernel, stride, (n, c, ho, wo) = check.pool_args(x.shape, kernel, stride)
+        if check_finite:
+            check.finite("x", x)
+        width = x.shape[3]
+        y = np.empty((n, c, ho, wo), dtype=x.dtype)
+        argmax = np.empty((n, c, ho, wo), dtype=np.int32)
+        for oh in range(ho):
+            for ow in range(wo):
+                top, left = oh * stride, ow * stride
+                window = x[:, :, top:top + kernel, left:left + kernel].reshape(n, c, kernel * kernel)
+                best = window.argmax(axis=2)  # first maximum in row-major order; NaN wins
+                y[:, :, oh, ow] = np.take_along_axis(window, best[:, :, None], axis=2)[:, :, 0]
+                argmax[:, :, oh, ow] = (top + best // kernel) * width + left + best % kernel
+        return y, argmax
+
+    def maxpool2d_backward(self, dy, argmax, x_shape, kernel=2, stride=None, *, check_finite=True):
+        dy = check.float_array("dy", dy, 4)
+        x_shape = check.shape_tuple("x_shape", x_shape)
+        kernel, stride, y_shape = check.pool_args(x_shape, kernel, stride)
+        check.expect_shape("dy", dy, y_shape)
+        n, c, h, w = x_shape
+        argmax = check.argmax_array(argmax, y_shape, h * w)
+        if check_finite:
+            check.finite("dy", dy)
+        dx = np.zeros((n * c, h * w), dtype=dy.dtype)
+        rows = np.arange(n * c)[:, None]
+        # overlapping windows (stride < kernel) may send several gradients to one input
+        np.add.at(dx, (rows, argmax.reshape(n * c, -1)), dy.reshape(n * c, -1))
+        return dx.reshape(x_shape)
+
+    # ---- loss ---------------------------------------------------------------------------------
+
+    def softmax_cross_entropy(self, logits, labels, *, check_finite=True):
+        """Mean cross-entropy of softmax(logits) and its gradient (already divided by N)."""
+        logits = check.float_array("logits", logits, 2)
+        n, classes = logits.shape
+        if n < 1 or classes < 1:
+            raise ValueError(f"logits must have at least one row and one class, got {logits.shape}")
+        labels = check.labels("labels", labels, n, classes)
+        if check_finite:
+            check.finite("logits", logits)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_sum_exp = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        log_probs = shifted - log_sum_exp
+        rows = np.arange(n)
+        loss = -log_probs[rows, labels].mean()
+        dlogits = np.exp(log_probs)
+        dlogits[rows, labels] -= 1
+        dlogits /= n
+        return logits.dtype.type(loss), dlogits
+
+    # ---- optimizer updates (in place) ---------------------------------------------------------
+
+    def _step_args(self, param, grad, **state):
+        param = check.writable_float("param", param)
+        grad = check.float_array("grad", grad, param.ndim)
+        check.expect_shape("grad", grad, param.shape)
+        check.same_dtype(param=param, grad=grad)
+        for name, a in state.items():
+            if a is not None:
+                check.writable_array(name, a, param.shape, param.dtype)
+        return param, grad
+
+    def sgd_step(self, param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0,
+                 nesterov=False):
+        """PyTorch's SGD: g = grad + wd*p; v = momentum*v + g; p -= lr*(g + momentum*v if
+        nesterov else v). `velocity` is needed (and updated) only when momentum > 0."""
+        lr = check.real("lr", lr, minimum=0.0, min_inclusive=False)
+        momentum = check.real("momentum", momentum, minimum=0.0, maximum=1.0)
+        weight_decay = check.real("weight_decay", weight_decay, minimum=0.0)
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
+        if momentum and velocity is None:
+            raise ValueError("velocity is required when momentum > 0")
+        param, grad = self._step_args(param, grad, velocity=velocity if momentum else None)
+        g = grad + weight_decay * param if weight_decay else grad.copy()
+        if momentum:
+            velocity *= momentum
+            velocity += g
+            g = g + momentum * velocity if nesterov else velocity
+        param -= param.dtype.type(lr) * g
+
+    def adam_step(self, param, grad, m, v, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8,
+                  weight_decay=0.0):
+        """PyTorch's Adam (L2 weight decay added to the gradient); `step` counts from 1."""
+        lr = check.real("lr", lr, minimum=0.0, min_inclusive=False)
+        step = check.positive_int("step", step, 1)
+        beta1 = check.real("beta1", beta1, minimum=0.0)
+        beta2 = check.real("beta2", beta2, minimum=0.0)
+        if beta1 >= 1 or beta2 >= 1:
+            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {beta1}, {beta2}")
+        eps = check.real("eps", eps, minimum=0.0, min_inclusive=False)
+        weight_decay = check.real("weight_decay", weight_decay, minimum=0.0)
+        param, grad = self._step_args(param, grad, m=m, v=v)
+        g = grad + weight_decay * param if weight_decay else grad
+        m *= beta1
+        m += (1 - beta1) * g
+        v *= beta2
+        v += (1 - beta2) * g * g
+        m_hat = m / (1 - beta1 ** step)
+        v_hat = v / (1 - beta2 ** step)
+        param -= (lr * m_hat / (np.sqrt(v_hat) + eps)).astype(param.dtype, copy=False)
+
+
+def probe():
+    """None: NumPy is always available."""
+    return None

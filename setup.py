@@ -1,0 +1,80 @@
+"""Build the Cython kernels.
+
+Directives are set once here. FASTNN_DEBUG=1 turns bounds and wraparound checks back on (and
+-O0 -g) for debugging builds. OpenMP is used when a test compile with -fopenmp succeeds;
+otherwise the build is serial and says so.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from glob import glob
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("FASTNN_DEBUG", "0") not in ("", "0")
+
+# C sources compiled into a given extension module, beside its .pyx.
+EXTRA_SOURCES = {}
+
+
+def openmp_flags():
+    """Return (compile_args, link_args) for OpenMP, or ([], []) when the compiler lacks it."""
+    if os.environ.get("FASTNN_NO_OPENMP"):
+        return [], []
+    cc = os.environ.get("CC", "cc")
+    if sys.platform == "darwin":
+        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"])]
+    else:
+        candidates = [(["-fopenmp"], ["-fopenmp"])]
+    source = "#include <omp.h>\nint main(void){int n=0;\n#pragma omp parallel\n{n=omp_get_num_threads();}\nreturn n<1;}\n"
+    for compile_args, link_args in candidates:
+        tmp = tempfile.mkdtemp()
+        try:
+            src = os.path.join(tmp, "omp_test.c")
+            with open(src, "w") as f:
+                f.write(source)
+            cmd = [cc, *compile_args, src, "-o", os.path.join(tmp, "omp_test"), *link_args]
+            result = subprocess.run(cmd, capture_output=True)
+            if result.returncode == 0:
+                return compile_args, link_args
+        except OSError:
+            pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print("WARNING: fastnn: the compiler does not support OpenMP; building serial kernels.",
+          file=sys.stderr)
+    return [], []
+
+
+def extensions():
+    omp_compile, omp_link = openmp_flags()
+    base_compile = ["-O0", "-g"] if DEBUG else ["-O3"]
+    base_compile += ["-fno-strict-aliasing", "-Wno-unused-function", "-Wno-unreachable-code"]
+    exts = []
+    for pyx in sorted(glob(os.path.join("fastnn", "_kernels", "*.pyx"))):
+        module = pyx[:-4].replace(os.sep, ".")
+        exts.append(Extension(
+            module,
+            [pyx, *EXTRA_SOURCES.get(module, [])],
+            include_dirs=[numpy.get_include(), os.path.join("fastnn", "_kernels", "src")],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            extra_compile_args=base_compile + omp_compile,
+            extra_link_args=omp_link,
+        ))
+    directives = {
+        "language_level": 3,
+        "boundscheck": DEBUG,
+        "wraparound": DEBUG,
+        "initializedcheck": DEBUG,
+        "cdivision": not DEBUG,
+        "embedsignature": True,
+    }
+    return cythonize(exts, compiler_directives=directives,
+                     compile_time_env={"FASTNN_OPENMP": bool(omp_compile)})
+
+
+setup(ext_modules=extensions())
