@@ -1,6 +1,6 @@
 """fastnn: small, fast MNIST-scale neural networks with Cython kernels and a NumPy reference."""
 __version__ = "0.1.0"
 
-from . import backends
+from . import backends, datasets
 
-__all__ = ["__version__", "backends"]
+__all__ = ["__version__", "backends", "datasets"]
