@@ -18,7 +18,11 @@ from setuptools import Extension, setup
 DEBUG = os.environ.get("FASTNN_DEBUG", "0") not in ("", "0")
 
 # C sources compiled into a given extension module, beside its .pyx.
-EXTRA_SOURCES = {}
+_SRC = os.path.join("fastnn", "_kernels", "src")
+EXTRA_SOURCES = {
+    "fastnn._kernels.gemm": [os.path.join(_SRC, name) for name in (
+        "gemm.c", "gemm_avx512.c", "gemm_avx2.c", "gemm_portable.c")],
+}
 
 
 def openmp_flags():

@@ -1,0 +1,9 @@
+# The GEMM every CPU kernel builds on: C = op(A) @ op(B) (+ beta*C), then bias and ReLU fused
+# into the store. See src/gemm.h for the exact semantics. Use from other modules with
+#     from fastnn._kernels.gemm cimport gemm
+from cython cimport floating
+
+cdef void gemm(bint transa, bint transb, int M, int N, int K,
+               const floating* A, int lda, const floating* B, int ldb, floating beta,
+               floating* C, int ldc, const floating* bias, int bias_mode, bint relu,
+               int nthreads) noexcept nogil
