@@ -51,7 +51,9 @@ class NumpyBackend:
         x, w, b = self._linear_args(x, w, b)
         if check_finite:
             check.finite("x", x)
-        y = x @ w.T + b
+        y = x @ w.T
+        if b is not None:  # a layer without bias passes None
+            y += b
         if relu:
             y = np.maximum(y, 0)
         return y
@@ -90,7 +92,8 @@ class NumpyBackend:
             for j in range(w.shape[3]):
                 # (n, ci, ho, wo) x (co, ci) -> (n, co, ho, wo)
                 y += np.einsum("nchw,oc->nohw", self._window(xpad, i, j, stride, ho, wo), w[:, :, i, j])
-        y += b[None, :, None, None]
+        if b is not None:
+            y += b[None, :, None, None]
         if relu:
             y = np.maximum(y, 0)
         return y
@@ -187,10 +190,7 @@ class NumpyBackend:
                 check.writable_array(name, a, param.shape, param.dtype)
         return param, grad
 
-    def sgd_step(self, param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0,
-                 nesterov=False):
-        """PyTorch's SGD: g = grad + wd*p; v = momentum*v + g; p -= lr*(g + momentum*v if
-        nesterov else v). `velocity` is needed (and updated) only when momentum > 0."""
+    def _sgd_args(self, param, grad, velocity, lr, momentum, weight_decay, nesterov):
         lr = check.real("lr", lr, minimum=0.0, min_inclusive=False)
         momentum = check.real("momentum", momentum, minimum=0.0, maximum=1.0)
         weight_decay = check.real("weight_decay", weight_decay, minimum=0.0)
@@ -199,6 +199,28 @@ class NumpyBackend:
         if momentum and velocity is None:
             raise ValueError("velocity is required when momentum > 0")
         param, grad = self._step_args(param, grad, velocity=velocity if momentum else None)
+        return param, grad, lr, momentum, weight_decay
+
+    def _adam_args(self, param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay):
+        lr = check.real("lr", lr, minimum=0.0, min_inclusive=False)
+        step = check.positive_int("step", step, 1)
+        beta1 = check.real("beta1", beta1, minimum=0.0)
+        beta2 = check.real("beta2", beta2, minimum=0.0)
+        if beta1 >= 1 or beta2 >= 1:
+            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {beta1}, {beta2}")
+        eps = check.real("eps", eps, minimum=0.0, min_inclusive=False)
+        weight_decay = check.real("weight_decay", weight_decay, minimum=0.0)
+        if m is None or v is None:
+            raise TypeError("m and v (Adam's moment estimates) must be arrays, got None")
+        param, grad = self._step_args(param, grad, m=m, v=v)
+        return param, grad, lr, step, beta1, beta2, eps, weight_decay
+
+    def sgd_step(self, param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0,
+                 nesterov=False):
+        """PyTorch's SGD: g = grad + wd*p; v = momentum*v + g; p -= lr*(g + momentum*v if
+        nesterov else v). `velocity` is needed (and updated) only when momentum > 0."""
+        param, grad, lr, momentum, weight_decay = self._sgd_args(
+            param, grad, velocity, lr, momentum, weight_decay, nesterov)
         g = grad + weight_decay * param if weight_decay else grad.copy()
         if momentum:
             velocity *= momentum
@@ -209,15 +231,8 @@ class NumpyBackend:
     def adam_step(self, param, grad, m, v, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8,
                   weight_decay=0.0):
         """PyTorch's Adam (L2 weight decay added to the gradient); `step` counts from 1."""
-        lr = check.real("lr", lr, minimum=0.0, min_inclusive=False)
-        step = check.positive_int("step", step, 1)
-        beta1 = check.real("beta1", beta1, minimum=0.0)
-        beta2 = check.real("beta2", beta2, minimum=0.0)
-        if beta1 >= 1 or beta2 >= 1:
-            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {beta1}, {beta2}")
-        eps = check.real("eps", eps, minimum=0.0, min_inclusive=False)
-        weight_decay = check.real("weight_decay", weight_decay, minimum=0.0)
-        param, grad = self._step_args(param, grad, m=m, v=v)
+        param, grad, lr, step, beta1, beta2, eps, weight_decay = self._adam_args(
+            param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay)
         g = grad + weight_decay * param if weight_decay else grad
         m *= beta1
         m += (1 - beta1) * g

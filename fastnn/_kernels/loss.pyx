@@ -1,0 +1,70 @@
+"""Fused softmax cross-entropy: per-row loss and gradient in one sweep over the row.
+
+Stable: every row is shifted by its maximum before exp, so logits of +-1e4 give a finite loss
+and gradient. Rows run in parallel; the mean is then summed serially in row order, so the loss
+is the same for every thread count.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport exp, log
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+
+from fastnn._kernels.runtime cimport num_threads
+
+# Below this many logits one thread is faster than waking the others.
+cdef Py_ssize_t PARALLEL_MIN_SIZE = 16384
+
+
+cdef inline double _row(const floating* z, Py_ssize_t label, Py_ssize_t classes,
+                        floating* d, double scale) noexcept nogil:
+    """Write scale * (softmax(z) - onehot(label)) into d; return the row's cross-entropy.
+    d may be z itself (an in-place gradient): each z[j] is read before d[j] is written."""
+    cdef Py_ssize_t j
+    cdef double zmax = z[0], z_label = z[label], total = 0.0, p, norm
+    for j in range(1, classes):
+        if z[j] > zmax:
+            zmax = z[j]
+    for j in range(classes):
+        p = exp(z[j] - zmax)
+        d[j] = <floating>p
+        total += p
+    norm = scale / total
+    for j in range(classes):
+        d[j] = <floating>(d[j] * norm)
+    d[label] -= <floating>scale
+    return log(total) + zmax - z_label
+
+
+def softmax_cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labels,
+                          floating[:, ::1] dlogits):
+    """Mean cross-entropy of softmax(logits) against labels; writes d(mean loss)/d(logits).
+
+    labels are checked again here (cheaply, serially) so that no label can make the kernel read
+    or write outside the row, whatever the caller checked.
+    """
+    cdef Py_ssize_t n = logits.shape[0], classes = logits.shape[1], i
+    cdef double total = 0.0, scale
+    cdef double* row_loss
+    cdef int threads
+    if labels.shape[0] != n:
+        raise ValueError(f"labels must have shape ({n},), got ({labels.shape[0]},)")
+    if dlogits.shape[0] != n or dlogits.shape[1] != classes:
+        raise ValueError(f"dlogits must have shape ({n}, {classes})")
+    if n < 1 or classes < 1:
+        raise ValueError(f"logits must have at least one row and one class, got ({n}, {classes})")
+    for i in range(n):
+        if labels[i] < 0 or labels[i] >= classes:
+            raise ValueError(f"labels must be in [0, {classes}), found {labels[i]}")
+    row_loss = <double*>malloc(n * sizeof(double))
+    if row_loss == NULL:
+        raise MemoryError()
+    scale = 1.0 / n
+    threads = num_threads() if n * classes >= PARALLEL_MIN_SIZE else 1
+    with nogil:
+        for i in prange(n, schedule="static", num_threads=threads):
+            row_loss[i] = _row(&logits[i, 0], labels[i], classes, &dlogits[i, 0], scale)
+        for i in range(n):
+            total += row_loss[i]
+    free(row_loss)
+    return total / n

@@ -1,0 +1,79 @@
+"""Max-pool forward (keeping the argmax) and backward, one (n, c) plane per task.
+
+Planes are independent, so the backward scatter-add has no races even when windows overlap,
+and each plane's sums happen in the same order as the reference's np.add.at.
+Arrays arrive as (planes, H*W) views of the NCHW arrays.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdint cimport int32_t
+from libc.string cimport memset
+
+from fastnn._kernels.runtime cimport num_threads
+
+cdef Py_ssize_t PARALLEL_MIN_SIZE = 16384
+
+
+cdef inline void _forward_plane(const floating* x, Py_ssize_t width, Py_ssize_t kernel,
+                                Py_ssize_t stride, Py_ssize_t out_h, Py_ssize_t out_w,
+                                floating* y, int32_t* argmax) noexcept nogil:
+    cdef Py_ssize_t oh, ow, i, j, best_at, at
+    cdef floating best, v
+    for oh in range(out_h):
+        for ow in range(out_w):
+            best_at = oh * stride * width + ow * stride
+            best = x[best_at]
+            # First maximum in row-major window order wins; the first NaN beats any number.
+            for i in range(kernel):
+                at = (oh * stride + i) * width + ow * stride
+                for j in range(kernel):
+                    v = x[at + j]
+                    if v > best or (v != v and best == best):
+                        best = v
+                        best_at = at + j
+            y[oh * out_w + ow] = best
+            argmax[oh * out_w + ow] = <int32_t>best_at
+
+
+def maxpool_forward(const floating[:, ::1] x, Py_ssize_t height, Py_ssize_t width,
+                    Py_ssize_t kernel, Py_ssize_t stride, floating[:, ::1] y,
+                    int32_t[:, ::1] argmax, Py_ssize_t out_h, Py_ssize_t out_w):
+    cdef Py_ssize_t planes = x.shape[0], p
+    cdef int threads
+    if kernel < 1 or stride < 1 or out_h < 1 or out_w < 1:
+        raise ValueError("kernel, stride and the output size must be >= 1")
+    if x.shape[1] != height * width or height * width >= 2**31:
+        raise ValueError(f"x planes must hold height*width = {height * width} values (< 2**31)")
+    if (out_h - 1) * stride + kernel > height or (out_w - 1) * stride + kernel > width:
+        raise ValueError("the pooling windows do not fit the input")
+    if (y.shape[0] != planes or y.shape[1] != out_h * out_w
+            or argmax.shape[0] != planes or argmax.shape[1] != out_h * out_w):
+        raise ValueError(f"y and argmax must have shape ({planes}, {out_h * out_w})")
+    threads = num_threads() if planes * height * width >= PARALLEL_MIN_SIZE else 1
+    with nogil:
+        for p in prange(planes, schedule="static", num_threads=threads):
+            _forward_plane(&x[p, 0], width, kernel, stride, out_h, out_w, &y[p, 0], &argmax[p, 0])
+
+
+def maxpool_backward(const floating[:, ::1] dy, const int32_t[:, ::1] argmax,
+                     floating[:, ::1] dx):
+    """dx[p, argmax[p, j]] += dy[p, j]; returns how many argmax entries were out of range
+    (skipped, never written)."""
+    cdef Py_ssize_t planes = dy.shape[0], size = dy.shape[1], plane = dx.shape[1], p, j
+    cdef int32_t at
+    cdef Py_ssize_t bad = 0
+    cdef int threads
+    if argmax.shape[0] != planes or argmax.shape[1] != size or dx.shape[0] != planes:
+        raise ValueError(f"dy, argmax and dx must all have {planes} planes, dy and argmax "
+                         f"{size} values per plane")
+    threads = num_threads() if planes * plane >= PARALLEL_MIN_SIZE else 1
+    with nogil:
+        for p in prange(planes, schedule="static", num_threads=threads):
+            memset(&dx[p, 0], 0, plane * sizeof(floating))
+            for j in range(size):
+                at = argmax[p, j]
+                if at < 0 or at >= plane:
+                    bad += 1
+                else:
+                    dx[p, at] += dy[p, j]
+    return bad

@@ -1,0 +1,73 @@
+"""What every kernel module shares at run time: the thread count and whether OpenMP is in.
+
+Kernels pass `num_threads()` to each prange (and to GEMM) instead of relying on the OpenMP
+default, because omp_set_num_threads only affects the thread that calls it: a count stored here
+holds for kernels called from any Python thread.
+"""
+from libc.stdint cimport uint32_t, uint64_t
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int fastnn_openmp_enabled(void) { return 1; }
+    static int fastnn_omp_max_threads(void) { return omp_get_max_threads(); }
+    static void fastnn_omp_set_threads(int n) { omp_set_num_threads(n); }
+    #else
+    static int fastnn_openmp_enabled(void) { return 0; }
+    static int fastnn_omp_max_threads(void) { return 1; }
+    static void fastnn_omp_set_threads(int n) { (void)n; }
+    #endif
+    """
+    int fastnn_openmp_enabled() noexcept nogil
+    int fastnn_omp_max_threads() noexcept nogil
+    void fastnn_omp_set_threads(int n) noexcept nogil
+
+# omp_get_max_threads() already honours OMP_NUM_THREADS.
+cdef int _num_threads = max(1, fastnn_omp_max_threads())
+
+
+cdef int num_threads() noexcept nogil:
+    return _num_threads
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP (otherwise they run serially)."""
+    return bool(fastnn_openmp_enabled())
+
+
+def get_num_threads():
+    """Threads the kernels use (always 1 in a build without OpenMP)."""
+    return _num_threads
+
+
+def set_num_threads(int n):
+    """Use `n` threads (>= 1) in every kernel; a build without OpenMP stays at 1."""
+    global _num_threads
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not fastnn_openmp_enabled():
+        n = 1
+    _num_threads = n
+    fastnn_omp_set_threads(n)
+
+
+ctypedef fused float_bits:
+    uint32_t
+    uint64_t
+
+
+def all_finite_bits(const float_bits[::1] bits):
+    """True when no float in the array is NaN or infinite; the array is passed as its raw bits
+    (float32 viewed as uint32, float64 as uint64) so the exponent test is an integer test that
+    vectorises without -ffast-math."""
+    cdef Py_ssize_t i
+    cdef float_bits exponent, bad = 0
+    if float_bits is uint32_t:
+        exponent = 0x7f800000u
+    else:
+        exponent = 0x7ff0000000000000u
+    with nogil:
+        for i in range(bits.shape[0]):
+            bad |= (bits[i] & exponent) == exponent
+    return bad == 0
