@@ -38,6 +38,50 @@ def normal(rng, shape, dtype, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(dtype)
 
 
+# ---- linear -------------------------------------------------------------------------------
+
+LINEAR_SHAPES = [(1, 1, 1), (1, 784, 10), (5, 1, 13), (13, 17, 19), (64, 31, 1), (2, 3, 97),
+                 (128, 100, 37), (31, 257, 129), (7, 64, 64)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("n,fin,fout", LINEAR_SHAPES)
+def test_linear(n, fin, fout, relu, dtype):
+    rng = np.random.default_rng(n * 1000 + fin + fout)
+    x, w, b = normal(rng, (n, fin), dtype), normal(rng, (fout, fin), dtype), normal(rng, fout, dtype)
+    y = cpu.linear_forward(x, w, b, relu=relu)
+    assert_matches(y, ref.linear_forward(x, w, b, relu=relu))
+    dy = normal(rng, y.shape, dtype)
+    assert_matches(cpu.linear_backward(x, w, y, dy, relu=relu),
+                   ref.linear_backward(x, w, y, dy, relu=relu))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_without_bias_and_with_outputs(dtype):
+    rng = np.random.default_rng(5)
+    x, w = normal(rng, (9, 6), dtype), normal(rng, (4, 6), dtype)
+    y = np.full((9, 4), np.nan, dtype)  # never read
+    assert cpu.linear_forward(x, w, None, relu=True, out=y) is y
+    assert_matches(y, ref.linear_forward(x, w, None, relu=True))
+    dy = normal(rng, y.shape, dtype)
+    outs = (np.empty_like(x), np.empty_like(w), np.empty(4, dtype))
+    work = np.empty_like(dy)
+    result = cpu.linear_backward(x, w, y, dy, relu=True, out=outs, work=work)
+    assert all(r is o for r, o in zip(result, outs))
+    assert_matches(result, ref.linear_backward(x, w, y, dy, relu=True))
+
+
+def test_linear_backward_can_skip_dx():
+    rng = np.random.default_rng(6)
+    x, w = normal(rng, (8, 5), np.float64), normal(rng, (3, 5), np.float64)
+    y = cpu.linear_forward(x, w, np.zeros(3))
+    dy = normal(rng, y.shape, np.float64)
+    dx, dw, db = cpu.linear_backward(x, w, y, dy, compute_dx=False)
+    assert dx is None
+    assert_matches((dw, db), ref.linear_backward(x, w, y, dy)[1:])
+
+
 # ---- max-pool -----------------------------------------------------------------------------
 
 POOL_CASES = [(k, s) for k in range(1, 6) for s in (None, 1, 2, 3)]

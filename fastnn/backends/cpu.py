@@ -12,6 +12,7 @@ from . import _checks as check
 from .numpy import NumpyBackend
 
 try:
+    from fastnn._kernels import dense as _dense
     from fastnn._kernels import loss as _loss
     from fastnn._kernels import optim as _optim
     from fastnn._kernels import pool as _pool
@@ -69,6 +70,49 @@ def _distinct(**outputs):
 class CpuBackend(NumpyBackend):
     name = "cpu"
 
+    # ---- linear -------------------------------------------------------------------------------
+
+    def linear_forward(self, x, w, b, relu=False, *, check_finite=True, out=None):
+        """y = x @ w.T + b (b may be None), ReLU if relu: one GEMM with bias and ReLU fused into
+        its store. out= receives y, shape (N, out_features)."""
+        x, w, b = self._linear_args(x, w, b)
+        if check_finite:
+            _finite("x", x)
+        y = _output("out", out, (x.shape[0], w.shape[0]), x.dtype, {"x": x, "w": w, "b": b})
+        _dense.linear_forward(x, w, b, bool(relu), y)
+        return y
+
+    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True, out=None,
+                        work=None, compute_dx=True):
+        """(dx, dw, db) as the reference. out=(dx, dw, db) reuses arrays (any may be None);
+        work, shape (N, out_features), holds the ReLU-masked dy (it may be dy itself, which is
+        then overwritten). compute_dx=False skips dx (returned as None), e.g. for the first
+        layer."""
+        x, w, _ = self._linear_args(x, w)
+        out_shape = (x.shape[0], w.shape[0])
+        y = check.float_array("y", y, 2)
+        dy = check.float_array("dy", dy, 2)
+        dtype = check.same_dtype(x=x, y=y, dy=dy)
+        check.expect_shape("y", y, out_shape)
+        check.expect_shape("dy", dy, out_shape)
+        if check_finite:
+            _finite("dy", dy)
+        dx_out, dw_out, db_out = _output_tuple(out, 3)
+        reads = {"x": x, "w": w, "y": y, "dy": dy}
+        dx = _output("dx", dx_out, x.shape, dtype, reads) if compute_dx else None
+        dw = _output("dw", dw_out, w.shape, dtype, reads)
+        db = _output("db", db_out, (w.shape[0],), dtype, reads)
+        if not relu:
+            work = None
+        elif work is dy:  # mask in place: each element is read before it is written
+            work = check.writable_array("work", work, out_shape, dtype)
+        else:
+            work = _output("work", work, out_shape, dtype, reads)
+        if out is not None or work is not None:
+            _distinct(dx=dx, dw=dw, db=db, work=work)
+        _dense.linear_backward(x, w, y, dy, bool(relu), dx, dw, db, work)
+        return dx, dw, db
+
     # ---- conv2d -------------------------------------------------------------------------------
     # CONV2D: owned by the conv kernels (fastnn/_kernels/conv.pyx). Until they land, these two
     # methods are the reference's (inherited) -- correct, but not compiled.
@@ -84,7 +128,8 @@ class CpuBackend(NumpyBackend):
         y_out, argmax_out = _output_tuple(out, 2)
         y = _output("y", y_out, y_shape, x.dtype, {"x": x})
         argmax = _output("argmax", argmax_out, y_shape, np.int32, {"x": x})
-        _distinct(y=y, argmax=argmax)
+        if out is not None:
+            _distinct(y=y, argmax=argmax)
         n, c, h, w = x.shape
         ho, wo = y_shape[2], y_shape[3]
         _pool.maxpool_forward(x.reshape(n * c, h * w), h, w, kernel, stride,
