@@ -1,0 +1,461 @@
+"""conv2d forward and backward (NCHW, weight (Co, Ci, kH, kW), stride, zero padding, fused
+bias + ReLU), for arrays already checked by the backend (fastnn.backends.cpu).
+
+Two algorithms:
+  "gemm"      any shape, float32 and float64: per sample, im2col into a per-thread buffer and
+              one GEMM with the bias and ReLU fused into its store; backward: dW and db summed
+              over a fixed partition of the batch (so results do not depend on the thread
+              count), dX by GEMM + col2im.
+  "winograd"  5x5 kernels, stride 1, float32 (src/conv_winograd.c): about 6x fewer multiplies;
+              agrees with the direct sum to a few 1e-6 of the output's norm.
+"auto" picks winograd where it applies and pays (several input channels), else gemm.
+
+Scratch memory is kept per Python thread and reused, so a training loop does not allocate;
+`workspace=` passes a buffer instead (a 1-D array of the arrays' dtype, at least
+`workspace_size(...)` elements).
+"""
+import threading
+
+import numpy as np
+
+cimport cython
+from cython cimport floating
+from cython.parallel cimport prange, parallel, threadid
+from libc.string cimport memset
+
+from fastnn._kernels.gemm cimport gemm
+
+
+cdef extern from "conv_winograd.h" nogil:
+    ctypedef struct fastnn_wino_shape:
+        int n, ci, h, w, co, pad
+    int fastnn_wino_available()
+    const char *fastnn_wino_isa()
+    const char *fastnn_wino_set_isa(const char *name)
+    size_t fastnn_wino_forward_floats(const fastnn_wino_shape *s, int nthreads)
+    void fastnn_wino_forward(const fastnn_wino_shape *s, const float *x, const float *w,
+                             const float *bias, int relu, float *y, float *work, int nthreads)
+    size_t fastnn_wino_backward_floats(const fastnn_wino_shape *s, int nthreads)
+    void fastnn_wino_backward(const fastnn_wino_shape *s, const float *x, const float *w,
+                              const float *y, const float *dy, int relu, float *dx, float *dw,
+                              float *db, float *work, int nthreads)
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int fastnn_conv_default_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int fastnn_conv_default_threads(void) { return 1; }
+    #endif
+    """
+    int fastnn_conv_default_threads() noexcept nogil
+
+
+ALGORITHMS = ("auto", "gemm", "winograd")
+
+# The batch is cut into at most this many parts for dW and db: each part is summed by one
+# thread, then the parts are added in order, whatever the thread count.
+cdef enum:
+    GEMM_PARTS = 4
+
+# Winograd needs a few input channels to beat GEMM: its transforms cost per channel, and
+# channels are padded to multiples of 8. Its rounding error scales with the products, not with
+# their sum, so it is used only where there are enough outputs per channel for the result's
+# norm to be of the products' size (a handful of outputs can cancel to almost nothing).
+WINOGRAD_MIN_CHANNELS = 4
+WINOGRAD_MIN_OUTPUTS = 256
+
+
+def winograd_isa():
+    """The instruction set the Winograd kernels run: "avx2", "portable" or "none"."""
+    return fastnn_wino_isa().decode()
+
+
+def _set_winograd_isa(name=None):
+    """Testing hook: run the Winograd kernels' "avx2" or "portable" path (clamped to what this
+    CPU has); None restores the default. Returns the path now in use."""
+    if name is not None and name not in ("avx2", "portable"):
+        raise ValueError(f"isa must be 'avx2', 'portable' or None, got {name!r}")
+    cdef bytes encoded = b"" if name is None else name.encode()
+    return fastnn_wino_set_isa(encoded).decode()
+
+
+def choose(x_shape, w_shape, dtype, stride, padding, algorithm="auto"):
+    """The algorithm a call with these arguments runs: "gemm" or "winograd"."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    fits = (np.dtype(dtype) == np.float32 and tuple(w_shape[2:]) == (5, 5) and stride == 1
+            and fastnn_wino_available() != 0)
+    if algorithm == "winograd":
+        if not fits:
+            raise ValueError("the winograd algorithm needs float32, a 5x5 kernel and stride 1")
+        return "winograd"
+    if algorithm == "auto" and fits and x_shape[1] >= WINOGRAD_MIN_CHANNELS:
+        n, _, h, wd = x_shape
+        outputs = n * _out_size(h, 5, 1, padding) * _out_size(wd, 5, 1, padding)
+        if outputs >= WINOGRAD_MIN_OUTPUTS:
+            return "winograd"
+    return "gemm"
+
+
+cdef int _threads(int nthreads) noexcept nogil:
+    return nthreads if nthreads > 0 else fastnn_conv_default_threads()
+
+
+def _out_size(int size, int k, int stride, int padding):
+    return (size + 2 * padding - k) // stride + 1
+
+
+def workspace_size(kind, x_shape, w_shape, dtype, stride=1, padding=0, algorithm="auto",
+                   nthreads=0, need_dx=True):
+    """Elements of `dtype` a call of `kind` ("forward" or "backward") needs as workspace."""
+    n, ci, h, wd = x_shape
+    co, _, kh, kw = w_shape
+    nt = _threads(nthreads)
+    cdef fastnn_wino_shape s
+    if choose(x_shape, w_shape, dtype, stride, padding, algorithm) == "winograd":
+        s.n, s.ci, s.h, s.w, s.co, s.pad = n, ci, h, wd, co, padding
+        if kind == "forward":
+            return fastnn_wino_forward_floats(&s, nt)
+        return fastnn_wino_backward_floats(&s, nt)
+    ho, wo = _out_size(h, kh, stride, padding), _out_size(wd, kw, stride, padding)
+    k, p = ci * kh * kw, ho * wo
+    if kind == "forward":
+        return 0 if _is_pointwise(kh, kw, stride, padding) else nt * k * p
+    parts = min(n, GEMM_PARTS)
+    per_thread = (k * p if not _is_pointwise(kh, kw, stride, padding) else 0) + co * p
+    if need_dx:
+        per_thread += k * p
+    return parts * (co * k + co) + nt * per_thread
+
+
+cdef bint _is_pointwise(int kh, int kw, int stride, int padding) noexcept nogil:
+    """1x1 kernel, stride 1, no padding: the input plane is its own im2col matrix."""
+    return kh == 1 and kw == 1 and stride == 1 and padding == 0
+
+
+_local = threading.local()
+
+
+def _scratch(size, dtype, workspace):
+    """A 1-D buffer of at least `size` elements: `workspace` (checked) or this thread's own."""
+    dtype = np.dtype(dtype)
+    size = max(int(size), 1)
+    if workspace is not None:
+        if not isinstance(workspace, np.ndarray):
+            raise TypeError(f"workspace must be a numpy.ndarray, got {type(workspace).__name__}")
+        if workspace.dtype != dtype:
+            raise TypeError(f"workspace must be {dtype.name}, got {workspace.dtype.name}")
+        if workspace.ndim != 1 or not workspace.flags.c_contiguous \
+                or not workspace.flags.writeable:
+            raise ValueError("workspace must be a writeable, C-contiguous 1-D array")
+        if workspace.shape[0] < size:
+            raise ValueError(f"workspace must have at least {size} elements, "
+                             f"got {workspace.shape[0]}")
+        return workspace
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+    buf = buffers.get(dtype)
+    if buf is None or buf.shape[0] < size:
+        # grow with headroom, so layers of slightly different sizes share one buffer
+        buf = buffers[dtype] = np.empty(size + size // 4, dtype)
+    return buf
+
+
+def release_workspaces():
+    """Free this thread's cached scratch memory."""
+    _local.buffers = {}
+
+
+# ---- im2col / col2im -----------------------------------------------------------------------
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _im2col(const floating *x, int ci, int h, int wd, int kh, int kw, int stride,
+                  int padding, int ho, int wo, floating *col) noexcept nogil:
+    """col[(c, i, j), (oh, ow)] = xpad[c, oh*stride + i, ow*stride + j]."""
+    cdef int c, i, j, oh, ow, ih, iw
+    cdef const floating *plane
+    cdef floating *row
+    for c in range(ci):
+        plane = x + <Py_ssize_t>c * h * wd
+        for i in range(kh):
+            for j in range(kw):
+                row = col + (<Py_ssize_t>(c * kh + i) * kw + j) * ho * wo
+                for oh in range(ho):
+                    ih = oh * stride + i - padding
+                    if ih < 0 or ih >= h:
+                        for ow in range(wo):
+                            row[oh * wo + ow] = 0
+                        continue
+                    if stride == 1:
+                        for ow in range(wo):
+                            iw = ow + j - padding
+                            row[oh * wo + ow] = plane[ih * wd + iw] if 0 <= iw < wd else 0
+                    else:
+                        for ow in range(wo):
+                            iw = ow * stride + j - padding
+                            row[oh * wo + ow] = plane[ih * wd + iw] if 0 <= iw < wd else 0
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _col2im(const floating *col, int ci, int h, int wd, int kh, int kw, int stride,
+                  int padding, int ho, int wo, floating *x) noexcept nogil:
+    """x = 0, then x[c, oh*stride + i - pad, ow*stride + j - pad] += col[(c, i, j), (oh, ow)]."""
+    cdef int c, i, j, oh, ow, ih, iw
+    cdef floating *plane
+    cdef const floating *row
+    memset(x, 0, sizeof(floating) * <size_t>ci * h * wd)
+    for c in range(ci):
+        plane = x + <Py_ssize_t>c * h * wd
+        for i in range(kh):
+            for j in range(kw):
+                row = col + (<Py_ssize_t>(c * kh + i) * kw + j) * ho * wo
+                for oh in range(ho):
+                    ih = oh * stride + i - padding
+                    if ih < 0 or ih >= h:
+                        continue
+                    for ow in range(wo):
+                        iw = ow * stride + j - padding
+                        if 0 <= iw < wd:
+                            plane[ih * wd + iw] += row[oh * wo + ow]
+
+
+# ---- GEMM algorithm ------------------------------------------------------------------------
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _gemm_forward(const floating *x, const floating *w, const floating *b, floating *y,
+                        int n, int ci, int h, int wd, int co, int kh, int kw, int stride,
+                        int padding, int ho, int wo, bint relu, floating *work,
+                        int nt) noexcept nogil:
+    cdef int s, tid
+    cdef int k = ci * kh * kw, p = ho * wo
+    cdef bint pointwise = _is_pointwise(kh, kw, stride, padding)
+    cdef floating *col
+    cdef const floating *cols
+    for s in prange(n, nogil=True, schedule="static", num_threads=nt):
+        tid = threadid()
+        if pointwise:
+            cols = x + <Py_ssize_t>s * ci * h * wd
+        else:
+            col = work + <Py_ssize_t>tid * k * p
+            _im2col(x + <Py_ssize_t>s * ci * h * wd, ci, h, wd, kh, kw, stride, padding,
+                    ho, wo, col)
+            cols = col
+        # y[s] (co x p) = w (co x k) @ cols (k x p) + b[:, None], ReLU, one store
+        gemm(False, False, co, p, k, w, k, cols, p, 0, y + <Py_ssize_t>s * co * p, p, b,
+             2 if b != NULL else 0, relu, 1)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _gemm_backward(const floating *x, const floating *w, const floating *y,
+                         const floating *dy, floating *dx, floating *dw, floating *db,
+                         int n, int ci, int h, int wd, int co, int kh, int kw, int stride,
+                         int padding, int ho, int wo, bint relu, floating *work,
+                         int nt) noexcept nogil:
+    cdef int k = ci * kh * kw, p = ho * wo
+    cdef int parts = n if n < GEMM_PARTS else GEMM_PARTS
+    cdef bint pointwise = _is_pointwise(kh, kw, stride, padding)
+    cdef Py_ssize_t per_thread = (0 if pointwise else <Py_ssize_t>k * p) + <Py_ssize_t>co * p \
+        + (<Py_ssize_t>k * p if dx != NULL else 0)
+    cdef floating *dw_parts = work                          # [part][co][k]
+    cdef floating *db_parts = work + <Py_ssize_t>parts * co * k   # [part][co]
+    cdef floating *thread_base = db_parts + <Py_ssize_t>parts * co
+    cdef int part, s, tid, o, q, begin, end
+    cdef Py_ssize_t i, size
+    cdef floating *col
+    cdef floating *dym
+    cdef floating *dcol
+    cdef const floating *cols
+    cdef const floating *src
+    cdef const floating *ys
+    cdef floating acc
+    for part in prange(parts, nogil=True, schedule="static", chunksize=1, num_threads=nt):
+        tid = threadid()
+        col = thread_base + tid * per_thread
+        dym = col + (0 if pointwise else <Py_ssize_t>k * p)
+        dcol = dym + <Py_ssize_t>co * p
+        begin = <int>((<long long>n * part) // parts)
+        end = <int>((<long long>n * (part + 1)) // parts)
+        for o in range(co):
+            db_parts[part * co + o] = 0
+        for s in range(begin, end):
+            # the ReLU mask, once; db from the masked gradient
+            src = dy + <Py_ssize_t>s * co * p
+            ys = y + <Py_ssize_t>s * co * p
+            for o in range(co):
+                acc = 0
+                for q in range(p):
+                    i = <Py_ssize_t>o * p + q
+                    if relu and not (ys[i] > 0):
+                        dym[i] = 0
+                    else:
+                        dym[i] = src[i]
+                    acc = acc + dym[i]
+                db_parts[part * co + o] += acc
+            if pointwise:
+                cols = x + <Py_ssize_t>s * ci * h * wd
+            else:
+                _im2col(x + <Py_ssize_t>s * ci * h * wd, ci, h, wd, kh, kw, stride, padding,
+                        ho, wo, col)
+                cols = col
+            # dW_part (co x k) (+)= dym (co x p) @ cols^T (p x k)
+            gemm(False, True, co, k, p, dym, p, cols, p, 0 if s == begin else 1,
+                 dw_parts + <Py_ssize_t>part * co * k, k, NULL, 0, False, 1)
+            if dx != NULL:
+                # dcol (k x p) = w^T (k x co) @ dym (co x p), scattered back onto dx[s]
+                if pointwise:
+                    gemm(True, False, k, p, co, w, k, dym, p, 0,
+                         dx + <Py_ssize_t>s * ci * h * wd, p, NULL, 0, False, 1)
+                else:
+                    gemm(True, False, k, p, co, w, k, dym, p, 0, dcol, p, NULL, 0, False, 1)
+                    _col2im(dcol, ci, h, wd, kh, kw, stride, padding, ho, wo,
+                            dx + <Py_ssize_t>s * ci * h * wd)
+    # the parts, added in order
+    size = <Py_ssize_t>co * k
+    for i in range(size):
+        acc = dw_parts[i]
+        for part in range(1, parts):
+            acc = acc + dw_parts[part * size + i]
+        dw[i] = acc
+    for o in range(co):
+        acc = db_parts[o]
+        for part in range(1, parts):
+            acc = acc + db_parts[part * co + o]
+        db[o] = acc
+
+
+# ---- entry points --------------------------------------------------------------------------
+
+def _check(x, w, b, y, stride, padding, dy=None, dx=None, dw=None, db=None):
+    """The backend checks the arguments; this only refuses what would make the kernels read or
+    write out of bounds, so that a wrong call from elsewhere raises instead of crashing."""
+    arrays = dict(x=x, w=w, y=y, dy=dy, dx=dx, dw=dw, b=b, db=db)
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        if not isinstance(a, np.ndarray) or a.dtype != x.dtype or not a.flags.c_contiguous:
+            raise TypeError(f"{name} must be a C-contiguous {x.dtype} numpy.ndarray")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"x must be float32 or float64, got {x.dtype}")
+    if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1] or min(x.shape) < 1 \
+            or min(w.shape) < 1:
+        raise ValueError(f"x {x.shape} and w {w.shape} do not make a convolution")
+    if stride < 1 or padding < 0:
+        raise ValueError(f"stride must be >= 1 and padding >= 0, got {stride}, {padding}")
+    n, _, h, wd = x.shape
+    co, ci, kh, kw = w.shape
+    ho, wo = _out_size(h, kh, stride, padding), _out_size(wd, kw, stride, padding)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"kernel {kh}x{kw} does not fit the input {h}x{wd} with padding "
+                         f"{padding}")
+    want = dict(y=(n, co, ho, wo), dy=(n, co, ho, wo), dx=x.shape, dw=w.shape, b=(co,),
+                db=(co,))
+    for name, shape in want.items():
+        a = arrays[name]
+        if a is not None and a.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    if max(n * co * ho * wo, x.size, ci * kh * kw * ho * wo) >= 2**31:
+        raise ValueError("arrays this large are not supported (sizes must be < 2**31)")
+
+
+def forward(x, w, b, y, int stride, int padding, bint relu, *, algorithm="auto",
+            int nthreads=0, workspace=None):
+    """y = conv2d(x, w) + b, ReLU'd when relu. x (N,Ci,H,W), w (Co,Ci,kH,kW), b (Co,) or None,
+    y (N,Co,Ho,Wo): C-contiguous, one dtype, checked by the caller; y must not overlap them."""
+    _check(x, w, b, y, stride, padding)
+    cdef int nt = _threads(nthreads)
+    algo = choose(x.shape, w.shape, x.dtype, stride, padding, algorithm)
+    size = workspace_size("forward", x.shape, w.shape, x.dtype, stride, padding, algo, nt)
+    work = _scratch(size, x.dtype, workspace)
+    if algo == "winograd":
+        _winograd_forward(x, w, b, y, padding, relu, work, nt)
+    elif x.dtype == np.float32:
+        _forward_gemm[float](x, w, b, y, stride, padding, relu, work, nt)
+    else:
+        _forward_gemm[double](x, w, b, y, stride, padding, relu, work, nt)
+    return y
+
+
+def backward(x, w, y, dy, dx, dw, db, int stride, int padding, bint relu, *,
+             algorithm="auto", int nthreads=0, workspace=None):
+    """dx (or None: not computed), dw and db of conv2d, written in place. y is the forward
+    output (its > 0 mask gates dy when relu)."""
+    _check(x, w, None, y, stride, padding, dy, dx, dw, db)
+    cdef int nt = _threads(nthreads)
+    algo = choose(x.shape, w.shape, x.dtype, stride, padding, algorithm)
+    size = workspace_size("backward", x.shape, w.shape, x.dtype, stride, padding, algo, nt,
+                          dx is not None)
+    work = _scratch(size, x.dtype, workspace)
+    if algo == "winograd":
+        _winograd_backward(x, w, y, dy, dx, dw, db, padding, relu, work, nt)
+    elif x.dtype == np.float32:
+        _backward_gemm[float](x, w, y, dy, dx, dw, db, stride, padding, relu, work, nt)
+    else:
+        _backward_gemm[double](x, w, y, dy, dx, dw, db, stride, padding, relu, work, nt)
+
+
+cdef _forward_gemm(floating[:, :, :, ::1] x, floating[:, :, :, ::1] w, b,
+                   floating[:, :, :, ::1] y, int stride, int padding, bint relu,
+                   floating[::1] work, int nt):
+    cdef const floating[::1] bv
+    cdef const floating *pb = NULL
+    if b is not None:
+        bv = b
+        pb = &bv[0]
+    with nogil:
+        _gemm_forward(&x[0, 0, 0, 0], &w[0, 0, 0, 0], pb, &y[0, 0, 0, 0],
+                      x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0], w.shape[2],
+                      w.shape[3], stride, padding, y.shape[2], y.shape[3], relu, &work[0], nt)
+
+
+cdef _backward_gemm(floating[:, :, :, ::1] x, floating[:, :, :, ::1] w,
+                    floating[:, :, :, ::1] y, floating[:, :, :, ::1] dy, dx,
+                    floating[:, :, :, ::1] dw, floating[::1] db, int stride, int padding,
+                    bint relu, floating[::1] work, int nt):
+    cdef floating[:, :, :, ::1] dxv
+    cdef floating *pdx = NULL
+    if dx is not None:
+        dxv = dx
+        pdx = &dxv[0, 0, 0, 0]
+    with nogil:
+        _gemm_backward(&x[0, 0, 0, 0], &w[0, 0, 0, 0], &y[0, 0, 0, 0], &dy[0, 0, 0, 0], pdx,
+                       &dw[0, 0, 0, 0], &db[0], x.shape[0], x.shape[1], x.shape[2],
+                       x.shape[3], w.shape[0], w.shape[2], w.shape[3], stride, padding,
+                       y.shape[2], y.shape[3], relu, &work[0], nt)
+
+
+cdef _winograd_forward(float[:, :, :, ::1] x, float[:, :, :, ::1] w, b,
+                       float[:, :, :, ::1] y, int padding, bint relu, float[::1] work, int nt):
+    cdef fastnn_wino_shape s
+    cdef const float[::1] bv
+    cdef const float *pb = NULL
+    if b is not None:
+        bv = b
+        pb = &bv[0]
+    s.n, s.ci, s.h, s.w, s.co, s.pad = x.shape[0], x.shape[1], x.shape[2], x.shape[3], \
+        w.shape[0], padding
+    with nogil:
+        fastnn_wino_forward(&s, &x[0, 0, 0, 0], &w[0, 0, 0, 0], pb, relu, &y[0, 0, 0, 0],
+                            &work[0], nt)
+
+
+cdef _winograd_backward(float[:, :, :, ::1] x, float[:, :, :, ::1] w, float[:, :, :, ::1] y,
+                        float[:, :, :, ::1] dy, dx, float[:, :, :, ::1] dw, float[::1] db,
+                        int padding, bint relu, float[::1] work, int nt):
+    cdef fastnn_wino_shape s
+    cdef float[:, :, :, ::1] dxv
+    cdef float *pdx = NULL
+    if dx is not None:
+        dxv = dx
+        pdx = &dxv[0, 0, 0, 0]
+    s.n, s.ci, s.h, s.w, s.co, s.pad = x.shape[0], x.shape[1], x.shape[2], x.shape[3], \
+        w.shape[0], padding
+    with nogil:
+        fastnn_wino_backward(&s, &x[0, 0, 0, 0], &w[0, 0, 0, 0], &y[0, 0, 0, 0],
+                             &dy[0, 0, 0, 0], relu, pdx, &dw[0, 0, 0, 0], &db[0], &work[0], nt)

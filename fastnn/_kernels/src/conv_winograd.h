@@ -1,0 +1,58 @@
+/* fastnn Winograd convolution F(4x4, 5x5): 5x5 kernels, stride 1, any zero padding, float32,
+   NCHW in and out, weights (Co, Ci, 5, 5).
+
+   Each 4x4 block of the output comes from an 8x8 block of the (padded) input with 64 multiplies
+   per (input, output) channel pair instead of 400 for the direct form: the transformed input
+   V = B^T d B and weights U = G g G^T are multiplied element by element, summed over input
+   channels (64 small GEMMs, one per "frequency"), and transformed back, Y = A^T M A.
+   The backward pass is the same algorithm transposed: dU = sum over tiles of (A dY A^T) . V
+   gives dW = G^T dU G, and dX tiles are B (sum over output channels of U . (A dY A^T)) B^T,
+   overlapped and added. Interpolation points 0, +-1, +-2, +-1/2 and infinity; in float32 the
+   result differs from the direct sum by a few 1e-6 of its norm.
+
+   Results do not depend on the thread count: every output element is computed by one thread
+   with the same arithmetic, and the weight gradient is summed over a fixed partition of the
+   batch in a fixed order.
+
+   fastnn_wino_available() is 0 where the compiler lacks GCC vector extensions; the caller then
+   uses another algorithm. Workspace sizes are in floats; pass a buffer of at least that many
+   (any alignment). */
+#ifndef FASTNN_CONV_WINOGRAD_H
+#define FASTNN_CONV_WINOGRAD_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    int n, ci, h, w;   /* input (N, Ci, H, W) */
+    int co, pad;       /* output channels, zero padding on every side */
+} fastnn_wino_shape;
+
+int fastnn_wino_available(void);
+
+/* "avx2" or "portable": the code path the kernels run (chosen once from the CPU's features). */
+const char *fastnn_wino_isa(void);
+
+/* Testing hook: "avx2" or "portable" (clamped to what the CPU has); NULL or "" restores the
+   default choice (FASTNN_CONV_ISA=portable in the environment also forces the portable path).
+   Returns the path now in use. Not safe while another thread runs a convolution. */
+const char *fastnn_wino_set_isa(const char *name);
+
+size_t fastnn_wino_forward_floats(const fastnn_wino_shape *s, int nthreads);
+void fastnn_wino_forward(const fastnn_wino_shape *s, const float *x, const float *w,
+                         const float *bias, int relu, float *y, float *work, int nthreads);
+
+/* dy is masked with y > 0 when relu (y may be NULL otherwise); dx may be NULL (not wanted). */
+size_t fastnn_wino_backward_floats(const fastnn_wino_shape *s, int nthreads);
+void fastnn_wino_backward(const fastnn_wino_shape *s, const float *x, const float *w,
+                          const float *y, const float *dy, int relu, float *dx, float *dw,
+                          float *db, float *work, int nthreads);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

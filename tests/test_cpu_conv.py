@@ -1,0 +1,224 @@
+"""conv2d kernels (fastnn._kernels.conv) against the NumPy reference, forward and backward.
+
+Both algorithms are checked on every shape they accept: "gemm" (im2col + GEMM, any shape,
+float32 and float64) and "winograd" (5x5, stride 1, float32), the latter on its AVX2 and its
+portable path. GEMM sums the same products as the reference, so it must agree to 1e-5 of the
+result's norm (float32) or 1e-10 (float64). Winograd's rounding error scales with the sizes of
+the products, not with their sum, so on these small random problems it is held to 1e-5 of the
+norm of the same convolution of absolute values (|x| and |w|, |dy|), which bounds the
+result's; `auto` uses it only on problems big enough for the result's norm to be of that size
+(checked on the CNN's conv2 below).
+"""
+import numpy as np
+import pytest
+
+from fastnn.backends.numpy import NumpyBackend
+
+conv = pytest.importorskip("fastnn._kernels.conv")
+
+REF = NumpyBackend()
+TOL = {np.float32: 1e-5, np.float64: 1e-10}
+
+# (n, ci, h, w, co, k, stride, padding)
+SHAPES = [
+    (1, 1, 5, 5, 1, 5, 1, 0),       # batch 1, kernel the size of the input
+    (1, 2, 3, 3, 3, 5, 1, 1),       # kernel the size of the padded input
+    (2, 3, 7, 7, 5, 5, 1, 0),
+    (3, 5, 11, 13, 7, 5, 1, 2),     # primes, padding 2, non-square
+    (2, 1, 28, 28, 6, 5, 1, 2),     # LeNet conv1
+    (2, 6, 14, 14, 16, 5, 1, 0),    # LeNet conv2
+    (3, 32, 12, 12, 64, 5, 1, 0),   # mnist_cnn conv2
+    (5, 9, 10, 9, 11, 5, 1, 1),     # 9 input channels: one full and one partial block of 8
+    (2, 3, 9, 8, 4, 3, 2, 1),       # stride 2
+    (1, 3, 4, 4, 2, 4, 3, 2),       # stride 3, kernel 4
+    (3, 4, 6, 7, 5, 1, 1, 0),       # 1x1 pointwise
+    (2, 2, 5, 6, 3, 1, 2, 1),       # 1x1 with stride and padding
+    (7, 3, 8, 8, 2, 2, 1, 0),       # kernel 2, batch prime
+    (2, 5, 6, 5, 3, 3, 3, 0),       # stride 3
+    (1, 1, 1, 1, 1, 3, 1, 1),       # 1x1 input, 3x3 kernel, padding 1
+]
+
+
+def winograd_fits(shape, dtype):
+    k, stride = shape[5], shape[6]
+    return k == 5 and stride == 1 and dtype == np.float32
+
+
+def cases():
+    for shape in SHAPES:
+        for dtype in (np.float32, np.float64):
+            yield pytest.param(shape, dtype, "gemm", id=f"gemm-{dtype.__name__}-{shape}")
+            if winograd_fits(shape, dtype):
+                for isa in ("avx2", "portable"):
+                    yield pytest.param(shape, dtype, f"winograd-{isa}",
+                                       id=f"winograd-{isa}-{shape}")
+
+
+@pytest.fixture
+def winograd_isa():
+    """Select a Winograd code path for one test and restore the default afterwards."""
+    yield conv._set_winograd_isa
+    conv._set_winograd_isa(None)
+
+
+def make(shape, dtype, seed=0):
+    n, ci, h, w, co, k, stride, padding = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, ci, h, w)).astype(dtype)
+    wt = (rng.standard_normal((co, ci, k, k)) / np.sqrt(ci * k * k)).astype(dtype)
+    b = rng.standard_normal(co).astype(dtype)
+    ho = (h + 2 * padding - k) // stride + 1
+    wo = (w + 2 * padding - k) // stride + 1
+    dy = rng.standard_normal((n, co, ho, wo)).astype(dtype)
+    return x, wt, b, dy
+
+
+def rel_err(a, ref):
+    scale = np.linalg.norm(ref)
+    return np.linalg.norm(a.astype(np.float64) - ref) / (scale if scale else 1.0)
+
+
+def scaled_err(a, ref, scale_ref):
+    """|a - ref| relative to the norm of the problem's absolute-value version."""
+    return np.linalg.norm(a.astype(np.float64) - ref) / np.linalg.norm(scale_ref)
+
+
+def run(x, w, b, dy, stride, padding, relu, algorithm, need_dx=True, nthreads=0):
+    n, co = x.shape[0], w.shape[0]
+    y = np.full(dy.shape, np.nan, x.dtype)
+    conv.forward(x, w, b, y, stride, padding, relu, algorithm=algorithm, nthreads=nthreads)
+    dx = np.full(x.shape, np.nan, x.dtype) if need_dx else None
+    dw = np.full(w.shape, np.nan, x.dtype)
+    db = np.full(co, np.nan, x.dtype)
+    conv.backward(x, w, y, dy, dx, dw, db, stride, padding, relu, algorithm=algorithm,
+                  nthreads=nthreads)
+    return y, dx, dw, db
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+@pytest.mark.parametrize("shape, dtype, algorithm", list(cases()))
+def test_matches_reference(shape, dtype, algorithm, relu, winograd_isa):
+    stride, padding = shape[6], shape[7]
+    if algorithm.startswith("winograd"):
+        winograd_isa(algorithm.split("-")[1])
+        algorithm = "winograd"
+    x, w, b, dy = make(shape, dtype)
+    y, dx, dw, db = run(x, w, b, dy, stride, padding, relu, algorithm)
+    y_ref = REF.conv2d_forward(x, w, b, stride, padding, relu)
+    dx_ref, dw_ref, db_ref = REF.conv2d_backward(x, w, y_ref, dy, stride, padding, relu)
+    tol = TOL[dtype]
+    if algorithm == "winograd":
+        y_abs = REF.conv2d_forward(abs(x), abs(w), abs(b), stride, padding)
+        dx_abs, dw_abs, db_abs = REF.conv2d_backward(abs(x), abs(w), y_abs, abs(dy), stride,
+                                                     padding)
+        assert scaled_err(y, y_ref, y_abs) < tol
+        assert scaled_err(dx, dx_ref, dx_abs) < tol
+        assert scaled_err(dw, dw_ref, dw_abs) < tol
+        assert rel_err(db, db_ref) < tol    # db is a plain sum of dy in both algorithms
+        return
+    assert rel_err(y, y_ref) < tol
+    assert rel_err(dx, dx_ref) < tol
+    assert rel_err(dw, dw_ref) < tol
+    assert rel_err(db, db_ref) < tol
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+def test_winograd_on_the_cnn_layer_matches_to_1e5_of_the_result(relu):
+    """mnist_cnn's conv2 at batch 16, where `auto` runs Winograd: plain relative error."""
+    x, w, b, dy = make((16, 32, 12, 12, 64, 5, 1, 0), np.float32, seed=7)
+    assert conv.choose(x.shape, w.shape, x.dtype, 1, 0) == "winograd"
+    y, dx, dw, db = run(x, w, b, dy, 1, 0, relu, "auto")
+    y_ref = REF.conv2d_forward(x, w, b, 1, 0, relu)
+    dx_ref, dw_ref, db_ref = REF.conv2d_backward(x, w, y_ref, dy, 1, 0, relu)
+    for got, ref in ((y, y_ref), (dx, dx_ref), (dw, dw_ref), (db, db_ref)):
+        assert rel_err(got, ref) < 1e-5
+
+
+@pytest.mark.parametrize("algorithm", ["gemm", "winograd"])
+def test_relu_masks_where_output_is_not_positive(algorithm):
+    """With relu, the gradient flows only where the forward output was > 0."""
+    x, w, b, dy = make((2, 4, 9, 9, 6, 5, 1, 1), np.float32, seed=3)
+    b[:] = 0
+    y, dx, dw, db = run(x, w, b, dy, 1, 1, True, algorithm)
+    assert (y >= 0).all() and (y == 0).any() and (y > 0).any()
+    _, dx_lin, dw_lin, db_lin = run(x, w, b, dy * (y > 0), 1, 1, False, algorithm)
+    np.testing.assert_allclose(db, db_lin, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw, dw_lin, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dx, dx_lin, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("algorithm", ["gemm", "winograd"])
+def test_without_bias_and_without_dx(algorithm):
+    x, w, _, dy = make((3, 4, 8, 8, 5, 5, 1, 2), np.float32, seed=4)
+    y, dx, dw, db = run(x, w, None, dy, 1, 2, False, algorithm, need_dx=False)
+    y_ref = REF.conv2d_forward(x, w, np.zeros(5, np.float32), 1, 2)
+    _, dw_ref, db_ref = REF.conv2d_backward(x, w, y_ref, dy, 1, 2)
+    assert dx is None
+    assert rel_err(y, y_ref) < 1e-5
+    assert rel_err(dw, dw_ref) < 1e-5
+    assert rel_err(db, db_ref) < 1e-5
+
+
+@pytest.mark.parametrize("shape, dtype, algorithm", [
+    ((7, 3, 9, 9, 5, 3, 1, 1), np.float64, "gemm"),
+    ((9, 2, 10, 10, 4, 3, 2, 0), np.float32, "gemm"),
+    ((9, 32, 12, 12, 16, 5, 1, 0), np.float32, "winograd"),
+    ((13, 6, 14, 14, 16, 5, 1, 2), np.float32, "winograd"),
+])
+def test_same_bits_at_any_thread_count(shape, dtype, algorithm):
+    """The batch sums (dW, db) use a fixed partition and order: 1, 2 and 3 threads agree
+    bit for bit, and so do repeated calls."""
+    x, w, b, dy = make(shape, dtype, seed=5)
+    stride, padding = shape[6], shape[7]
+    results = [run(x, w, b, dy, stride, padding, True, algorithm, nthreads=t)
+               for t in (1, 2, 3, 2)]
+    for other in results[1:]:
+        for a, ref in zip(other, results[0]):
+            assert np.array_equal(a, ref)
+
+
+def test_choose_picks_winograd_only_where_it_applies():
+    assert conv.choose((128, 32, 12, 12), (64, 32, 5, 5), np.float32, 1, 0) == "winograd"
+    assert conv.choose((128, 32, 12, 12), (64, 32, 5, 5), np.float64, 1, 0) == "gemm"
+    assert conv.choose((128, 32, 12, 12), (64, 32, 5, 5), np.float32, 2, 0) == "gemm"
+    assert conv.choose((128, 32, 12, 12), (64, 32, 3, 3), np.float32, 1, 1) == "gemm"
+    assert conv.choose((1, 32, 12, 12), (64, 32, 5, 5), np.float32, 1, 0) == "gemm"  # tiny
+    assert conv.choose((128, 2, 12, 12), (64, 2, 5, 5), np.float32, 1, 0) == "gemm"
+    with pytest.raises(ValueError, match="winograd"):
+        conv.choose((1, 2, 8, 8), (2, 2, 3, 3), np.float32, 1, 0, "winograd")
+    with pytest.raises(ValueError, match="algorithm"):
+        conv.choose((1, 2, 8, 8), (2, 2, 3, 3), np.float32, 1, 0, "fft")
+
+
+@pytest.mark.parametrize("algorithm", ["gemm", "winograd"])
+def test_explicit_workspace(algorithm):
+    x, w, b, dy = make((2, 4, 8, 8, 3, 5, 1, 0), np.float32, seed=6)
+    y = np.empty(dy.shape, np.float32)
+    size = conv.workspace_size("forward", x.shape, w.shape, x.dtype, 1, 0, algorithm)
+    conv.forward(x, w, b, y, 1, 0, False, algorithm=algorithm,
+                 workspace=np.empty(size, np.float32))
+    assert rel_err(y, REF.conv2d_forward(x, w, b, 1, 0)) < 1e-5
+    with pytest.raises(ValueError, match="at least"):
+        conv.forward(x, w, b, y, 1, 0, False, algorithm=algorithm,
+                     workspace=np.empty(size - 1, np.float32))
+    with pytest.raises(TypeError, match="workspace must be float32"):
+        conv.forward(x, w, b, y, 1, 0, False, algorithm=algorithm,
+                     workspace=np.empty(size, np.float64))
+
+
+def test_refuses_inconsistent_arrays():
+    """The kernel module refuses what would read or write out of bounds (the backend gives
+    the friendlier messages; see the backend tests)."""
+    x, w, b, dy = make((2, 3, 8, 8, 4, 3, 1, 0), np.float32)
+    y = np.empty(dy.shape, np.float32)
+    with pytest.raises(ValueError, match="y must have shape"):
+        conv.forward(x, w, b, y[:, :, :-1].copy(), 1, 0, False)
+    with pytest.raises(TypeError, match="C-contiguous float32"):
+        conv.forward(x, w, b.astype(np.float64), y, 1, 0, False)
+    with pytest.raises(ValueError, match="do not make a convolution"):
+        conv.forward(x, w[:, :2].copy(), b, y, 1, 0, False)
+    with pytest.raises(ValueError, match="does not fit"):
+        conv.forward(x, np.zeros((4, 3, 9, 9), np.float32), b, y, 1, 0, False)
+    with pytest.raises(ValueError, match="dw must have shape"):
+        conv.backward(x, w, y, dy, None, np.empty((4, 3, 3, 2), np.float32),
+                      np.empty(4, np.float32), 1, 0, False)
