@@ -1,0 +1,112 @@
+"""Shared fixtures for `pytest benchmarks --benchmark-only`.
+
+Benchmark modules are bench_*.py (collected by the hook below, never by a plain `pytest`).
+Benchmarks run against the *installed* fastnn (`pip install .`), like the tests. MNIST is loaded
+once per session as float32 in [0, 1]; every model starts from the weights of
+`Workload.initial_params(SEED)`, so fastnn, NumPy-from-scratch and PyTorch do the same work.
+
+Options:
+  --epoch-rounds N   rounds of each one-epoch benchmark (default 1; 3 for the issue's medians)
+  --workloads a,b    only these workloads (names in workloads.WORKLOADS)
+"""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+# The helper modules sit beside this file; the source tree itself is never put on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import machine  # noqa: E402
+import workloads as W  # noqa: E402
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("fastnn benchmarks")
+    group.addoption("--epoch-rounds", type=int, default=1,
+                    help="rounds of each one-epoch benchmark (default 1)")
+    group.addoption("--workloads", default=",".join(W.WORKLOADS),
+                    help="comma-separated workloads to run (default: all)")
+
+
+def pytest_collect_file(file_path, parent):
+    """Benchmark modules are named bench_*.py, so that a plain `pytest` (tests/) never runs
+    them; collect them when pytest is pointed at this folder."""
+    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """The BLAS and GEMM paths that ran, and the measured FMA peak, in the saved JSON."""
+    machine_info["fastnn"] = machine.summary(with_peak=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    chosen = {w.strip() for w in config.getoption("--workloads").split(",") if w.strip()}
+    unknown = chosen - set(W.WORKLOADS)
+    if unknown:
+        raise pytest.UsageError(f"--workloads: unknown {sorted(unknown)}; "
+                                f"expected some of {sorted(W.WORKLOADS)}")
+    skip = pytest.mark.skip(reason="workload not selected with --workloads")
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        name = callspec.params.get("workload") if callspec else None
+        if name is not None and name not in chosen:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """(x (60000, 784) float32 in [0, 1], y (60000,) int64): the training set, loaded once."""
+    import fastnn
+
+    (x, y), _ = fastnn.datasets.mnist()
+    x = (x.reshape(len(x), -1) * np.float32(1 / 255)).astype(np.float32)
+    return x, y.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def paths():
+    """Which GEMM/BLAS paths run, for each benchmark's extra_info."""
+    info = machine.summary()
+    return {"fastnn_gemm_isa": info["fastnn_gemm_isa"], "blas": info["blas"]}
+
+
+@pytest.fixture
+def record(benchmark, paths):
+    """record(flops=..., samples=...) after a benchmark: stores the code paths, and GFLOP/s and
+    samples/s from the median time, in the benchmark's extra_info."""
+    def _record(flops=None, samples=None, **extra):
+        benchmark.extra_info.update(paths)
+        benchmark.extra_info.update(extra)
+        stats = getattr(benchmark, "stats", None)
+        median = stats.stats.median if stats is not None else None
+        if flops is not None:
+            benchmark.extra_info["gflop"] = flops / 1e9
+            if median:
+                benchmark.extra_info["gflops_per_s"] = round(flops / median / 1e9, 2)
+        if samples is not None and median:
+            benchmark.extra_info["samples_per_s"] = round(samples / median, 1)
+    return _record
+
+
+@pytest.fixture(scope="session")
+def torch_impl():
+    """The PyTorch module of this folder, or a skip when torch is not importable here."""
+    import torch_impl as impl
+
+    if not impl.available():
+        pytest.skip(impl.why_unavailable())
+    impl.setup_threads()
+    return impl
+
+
+def backend_or_skip(name):
+    from fastnn import backends
+
+    try:
+        return backends.get(name)
+    except backends.BackendUnavailable as exc:
+        pytest.skip(str(exc))
