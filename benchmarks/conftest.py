@@ -30,9 +30,27 @@ def pytest_addoption(parser):
                     help="comma-separated workloads to run (default: all)")
 
 
+def pytest_report_header(config):
+    """Which fastnn is under test and which code paths it runs; `python -m pytest` from the
+    repository root would import the unbuilt source tree instead of the installed package."""
+    try:
+        import fastnn
+        from fastnn import backends
+    except ImportError as exc:
+        return [f"fastnn is not importable ({exc}): pip install . first"]
+    cpu = backends.available()["cpu"]
+    info = machine.summary()
+    return [f"fastnn {fastnn.__version__} from {os.path.dirname(fastnn.__file__)}; cpu backend: "
+            f"{'ok' if cpu else cpu.reason}",
+            f"fastnn GEMM ISA: {info['fastnn_gemm_isa']}; NumPy BLAS: {info['blas']}; "
+            f"OPENBLAS env: {info['openblas_env']}"]
+
+
 def pytest_collect_file(file_path, parent):
     """Benchmark modules are named bench_*.py, so that a plain `pytest` (tests/) never runs
     them; collect them when pytest is pointed at this folder."""
+    if parent.session.isinitpath(file_path):
+        return None  # named on the command line: pytest collects it already
     if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
