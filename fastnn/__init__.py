@@ -1,7 +1,13 @@
 """fastnn: small, fast MNIST-scale neural networks with Cython kernels and a NumPy reference."""
 __version__ = "0.1.0"
 
-from . import backends, datasets
+from . import backends, callbacks, datasets, nn, optim
+from ._random import seed
 from ._threads import get_num_threads, set_num_threads
+from .io import load
+from .model import Sequential
+from .trainer import History, NonFiniteLossError, Trainer
 
-__all__ = ["__version__", "backends", "datasets", "get_num_threads", "set_num_threads"]
+__all__ = ["__version__", "backends", "callbacks", "datasets", "nn", "optim", "seed", "load",
+           "Sequential", "Trainer", "History", "NonFiniteLossError", "get_num_threads",
+           "set_num_threads"]

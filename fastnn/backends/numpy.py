@@ -58,7 +58,8 @@ class NumpyBackend:
             y = np.maximum(y, 0)
         return y
 
-    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True):
+    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True, need_dx=True):
+        """Gradients of linear_forward; dx is None when need_dx is False (a model's first layer)."""
         x, w, _ = self._linear_args(x, w)
         out_shape = (x.shape[0], w.shape[0])
         y = check.float_array("y", y, 2)
@@ -70,7 +71,7 @@ class NumpyBackend:
             check.finite("dy", dy)
         if relu:
             dy = dy * (y > 0)
-        dx = dy @ w
+        dx = dy @ w if need_dx else None
         dw = dy.T @ x
         db = dy.sum(axis=0)
         return dx, dw, db
@@ -98,7 +99,9 @@ class NumpyBackend:
             y = np.maximum(y, 0)
         return y
 
-    def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *, check_finite=True):
+    def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *, check_finite=True,
+                        need_dx=True):
+        """Gradients of conv2d_forward; dx is None when need_dx is False (a model's first layer)."""
         x, w, _, stride, padding, out_shape = check.conv_args(x, w, None, stride, padding)
         y = check.float_array("y", y, 4)
         dy = check.float_array("dy", dy, 4)
@@ -117,9 +120,10 @@ class NumpyBackend:
             for j in range(w.shape[3]):
                 window = self._window(xpad, i, j, stride, ho, wo)
                 dw[:, :, i, j] = np.einsum("nohw,nchw->oc", dy, window)
-                self._window(dxpad, i, j, stride, ho, wo)[...] += np.einsum("nohw,oc->nchw", dy, w[:, :, i, j])
+                if need_dx:
+                    self._window(dxpad, i, j, stride, ho, wo)[...] += np.einsum("nohw,oc->nchw", dy, w[:, :, i, j])
         h, wd = x.shape[2], x.shape[3]
-        dx = np.ascontiguousarray(dxpad[:, :, padding:padding + h, padding:padding + wd])
+        dx = np.ascontiguousarray(dxpad[:, :, padding:padding + h, padding:padding + wd]) if need_dx else None
         db = dy.sum(axis=(0, 2, 3))
         return dx, dw, db
 

@@ -1,0 +1,479 @@
+"""Layers: Linear, Conv2d, MaxPool2d, Flatten, ReLU, Sigmoid, Tanh, Dropout.
+
+A layer computes through its backend's kernels (from the registry, never a backend module), so
+the same layer runs on numpy, cpu or cuda arrays. Shapes given to `output_shape` and `flops`
+are per sample, without the batch axis.
+
+Parameters are created by `initialize()`, which Sequential calls with the initializer suited to
+the activation that follows (He before ReLU, Glorot otherwise); a layer used on its own
+initializes itself on first use. Gradients land in `layer.grads`, parallel to `layer.params`;
+each backward pass overwrites them.
+
+Internal activations skip the kernels' finite checks (`check_finite=False`): the trainer checks
+the input once and the loss at every logged step, which catches any NaN that appears inside.
+"""
+import inspect
+import math
+import numbers
+
+import numpy as np
+
+from . import _random, backends
+
+# The backend layers and models start on; Trainer and Sequential.to() choose another.
+DEFAULT_BACKEND = "numpy"
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+INITIALIZERS = ("auto", "he", "glorot")
+
+
+def _int_arg(name, value, minimum):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _pair_arg(name, value, minimum):
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        return (_int_arg(name, value[0], minimum), _int_arg(name, value[1], minimum))
+    value = _int_arg(name, value, minimum)
+    return (value, value)
+
+
+def _out_size(size, kernel, stride, padding, layer, axis):
+    if size + 2 * padding < kernel:
+        raise ValueError(f"{layer!r}: kernel {kernel} does not fit input {axis} {size} "
+                         f"with padding {padding}")
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def supports_keyword(function, name):
+    """Whether a kernel accepts the keyword `name` (optional extensions like need_dx)."""
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class Layer:
+    """Base class. Subclasses set `param_names` and implement forward/backward/output_shape."""
+
+    param_names = ()
+
+    def __init__(self):
+        self.params = []
+        self.grads = []
+        self.need_dx = True
+        self._backend = None
+
+    # ---- configuration ------------------------------------------------------------------------
+
+    def config(self):
+        """Constructor arguments, JSON-friendly (the architecture saved with a model)."""
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    # ---- parameters and backend ---------------------------------------------------------------
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            self._backend = backends.get(DEFAULT_BACKEND)
+        return self._backend
+
+    def param_shapes(self):
+        """{name: shape} of this layer's parameters, computed from the configuration alone."""
+        return {}
+
+    def initialize(self, init="auto", dtype=np.float32, backend=None):
+        """(Re)create the parameters: biases zero, weights from fastnn's random stream."""
+        if backend is not None:
+            self._backend = backends.get(backend)
+        self.params = []
+        self.grads = [None] * len(self.param_names)
+        return self
+
+    def set_params(self, arrays):
+        """Take these backend arrays as the parameters (shapes and dtypes already checked)."""
+        self.params = list(arrays)
+        self.grads = [None] * len(self.params)
+
+    def to(self, backend, dtype=None):
+        """Move the parameters to `backend` (and `dtype`); gradients are dropped."""
+        new = backends.get(backend)
+        old = self.backend
+        if self.params:
+            moved = []
+            for p in self.params:
+                host = old.to_numpy(p)
+                moved.append(new.asarray(host if dtype is None else host.astype(dtype)))
+            self.params = moved
+        self.grads = [None] * len(self.params)
+        self._backend = new
+        self._bind()
+        return self
+
+    def _bind(self):
+        """Called when the backend changes: cache what the hot path needs."""
+
+    # ---- computation --------------------------------------------------------------------------
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def flops(self, input_shape):
+        """Floating-point operations of the forward pass for one sample (a multiply-add is 2)."""
+        return 0
+
+    def forward(self, x, training=False):
+        raise NotImplementedError
+
+    def backward(self, dy):
+        raise NotImplementedError
+
+    def __call__(self, x, training=False):
+        return self.forward(x, training)
+
+
+class _Parametric(Layer):
+    """Linear and Conv2d: a weight and a bias, optionally fused with the ReLU that follows."""
+
+    param_names = ("weight", "bias")
+
+    def __init__(self, init):
+        super().__init__()
+        if init not in INITIALIZERS:
+            raise ValueError(f"init must be one of {INITIALIZERS}, got {init!r}")
+        self.init = init
+        self.relu = False  # set by Sequential when a ReLU follows and is fused in
+        self._bwd_kwargs = {"check_finite": False}
+
+    @property
+    def weight(self):
+        if not self.params:
+            self.initialize()
+        return self.params[0]
+
+    @property
+    def bias(self):
+        if not self.params:
+            self.initialize()
+        return self.params[1]
+
+    def fans(self):
+        raise NotImplementedError
+
+    def initialize(self, init=None, dtype=np.float32, backend=None):
+        """He uniform (for ReLU) or Glorot uniform weights, zero bias. `init` None or "auto"
+        uses the layer's own setting, and "auto" there means He when fused with a ReLU."""
+        super().initialize(backend=backend)
+        if init in (None, "auto"):
+            init = self.init
+        if init == "auto":
+            init = "he" if self.relu else "glorot"
+        if init not in INITIALIZERS:
+            raise ValueError(f"init must be one of {INITIALIZERS}, got {init!r}")
+        fan_in, fan_out = self.fans()
+        limit = math.sqrt(6.0 / fan_in) if init == "he" else math.sqrt(6.0 / (fan_in + fan_out))
+        shapes = self.param_shapes()
+        # drawn in float64 so float32 and float64 models from one seed hold the same weights
+        weight = _random.generator().uniform(-limit, limit, shapes["weight"]).astype(dtype)
+        bias = np.zeros(shapes["bias"], dtype=dtype)
+        self.set_params([self.backend.asarray(weight), self.backend.asarray(bias)])
+        self._bind()
+        return self
+
+    def _bind(self):
+        kwargs = {"check_finite": False}
+        if not self.need_dx:
+            backward = self._backward_kernel()
+            if supports_keyword(backward, "need_dx"):
+                kwargs["need_dx"] = False
+        self._bwd_kwargs = kwargs
+
+    def _backward_kernel(self):
+        raise NotImplementedError
+
+    def param_count(self):
+        return sum(math.prod(s) for s in self.param_shapes().values())
+
+
+class Linear(_Parametric):
+    """y = x @ weight.T + bias; weight (out_features, in_features), as in PyTorch."""
+
+    def __init__(self, in_features, out_features, *, init="auto"):
+        super().__init__(init)
+        self.in_features = _int_arg("in_features", in_features, 1)
+        self.out_features = _int_arg("out_features", out_features, 1)
+
+    def config(self):
+        cfg = {"in_features": self.in_features, "out_features": self.out_features}
+        if self.init != "auto":
+            cfg["init"] = self.init
+        return cfg
+
+    def __repr__(self):
+        extra = f", init={self.init!r}" if self.init != "auto" else ""
+        return f"Linear({self.in_features}, {self.out_features}{extra})"
+
+    def param_shapes(self):
+        return {"weight": (self.out_features, self.in_features), "bias": (self.out_features,)}
+
+    def fans(self):
+        return self.in_features, self.out_features
+
+    def output_shape(self, input_shape):
+        if tuple(input_shape) != (self.in_features,):
+            hint = " (add nn.Flatten() before it)" if len(input_shape) > 1 else ""
+            raise ValueError(f"{self!r} expects {self.in_features} features per sample, "
+                             f"got input shape {tuple(input_shape)}{hint}")
+        return (self.out_features,)
+
+    def flops(self, input_shape):
+        return 2 * self.in_features * self.out_features + self.out_features
+
+    def _backward_kernel(self):
+        return self.backend.linear_backward
+
+    def forward(self, x, training=False):
+        if not self.params:
+            self.initialize()
+        y = self._backend.linear_forward(x, self.params[0], self.params[1], self.relu,
+                                         check_finite=False)
+        if training:
+            self._x, self._y = x, y
+        return y
+
+    def backward(self, dy):
+        dx, self.grads[0], self.grads[1] = self._backend.linear_backward(
+            self._x, self.params[0], self._y, dy, self.relu, **self._bwd_kwargs)
+        self._x = self._y = None
+        return dx
+
+
+class Conv2d(_Parametric):
+    """2-D convolution over NCHW input; weight (out_channels, in_channels, kH, kW)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *,
+                 init="auto"):
+        super().__init__(init)
+        self.in_channels = _int_arg("in_channels", in_channels, 1)
+        self.out_channels = _int_arg("out_channels", out_channels, 1)
+        self.kernel_size = _pair_arg("kernel_size", kernel_size, 1)
+        self.stride = _int_arg("stride", stride, 1)
+        self.padding = _int_arg("padding", padding, 0)
+
+    def config(self):
+        kh, kw = self.kernel_size
+        cfg = {"in_channels": self.in_channels, "out_channels": self.out_channels,
+               "kernel_size": kh if kh == kw else [kh, kw], "stride": self.stride,
+               "padding": self.padding}
+        if self.init != "auto":
+            cfg["init"] = self.init
+        return cfg
+
+    def __repr__(self):
+        kh, kw = self.kernel_size
+        k = kh if kh == kw else (kh, kw)
+        text = f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={k}"
+        if self.stride != 1:
+            text += f", stride={self.stride}"
+        if self.padding:
+            text += f", padding={self.padding}"
+        if self.init != "auto":
+            text += f", init={self.init!r}"
+        return text + ")"
+
+    def param_shapes(self):
+        return {"weight": (self.out_channels, self.in_channels, *self.kernel_size),
+                "bias": (self.out_channels,)}
+
+    def fans(self):
+        area = self.kernel_size[0] * self.kernel_size[1]
+        return self.in_channels * area, self.out_channels * area
+
+    def output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 3 or input_shape[0] != self.in_channels:
+            raise ValueError(f"{self!r} expects input of shape ({self.in_channels}, H, W) per "
+                             f"sample, got {input_shape}")
+        _, h, w = input_shape
+        ho = _out_size(h, self.kernel_size[0], self.stride, self.padding, self, "height")
+        wo = _out_size(w, self.kernel_size[1], self.stride, self.padding, self, "width")
+        return (self.out_channels, ho, wo)
+
+    def flops(self, input_shape):
+        co, ho, wo = self.output_shape(input_shape)
+        kh, kw = self.kernel_size
+        return (2 * self.in_channels * kh * kw + 1) * co * ho * wo
+
+    def _backward_kernel(self):
+        return self.backend.conv2d_backward
+
+    def forward(self, x, training=False):
+        if not self.params:
+            self.initialize()
+        y = self._backend.conv2d_forward(x, self.params[0], self.params[1], self.stride,
+                                         self.padding, self.relu, check_finite=False)
+        if training:
+            self._x, self._y = x, y
+        return y
+
+    def backward(self, dy):
+        dx, self.grads[0], self.grads[1] = self._backend.conv2d_backward(
+            self._x, self.params[0], self._y, dy, self.stride, self.padding, self.relu,
+            **self._bwd_kwargs)
+        self._x = self._y = None
+        return dx
+
+
+class MaxPool2d(Layer):
+    """Max over kernel_size x kernel_size windows (stride defaults to kernel_size), no padding."""
+
+    def __init__(self, kernel_size=2, stride=None):
+        super().__init__()
+        self.kernel_size = _int_arg("kernel_size", kernel_size, 1)
+        self.stride = self.kernel_size if stride is None else _int_arg("stride", stride, 1)
+
+    def config(self):
+        cfg = {"kernel_size": self.kernel_size}
+        if self.stride != self.kernel_size:
+            cfg["stride"] = self.stride
+        return cfg
+
+    def output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 3:
+            raise ValueError(f"{self!r} expects (C, H, W) per sample, got {input_shape}")
+        c, h, w = input_shape
+        k, s = self.kernel_size, self.stride
+        return (c, _out_size(h, k, s, 0, self, "height"), _out_size(w, k, s, 0, self, "width"))
+
+    def flops(self, input_shape):
+        c, ho, wo = self.output_shape(input_shape)
+        return c * ho * wo * (self.kernel_size ** 2 - 1)  # comparisons
+
+    def forward(self, x, training=False):
+        b = self.backend
+        y, argmax = b.maxpool2d_forward(x, self.kernel_size, self.stride, check_finite=False)
+        if training:
+            self._argmax, self._x_shape = argmax, x.shape
+        return y
+
+    def backward(self, dy):
+        dx = self._backend.maxpool2d_backward(dy, self._argmax, self._x_shape, self.kernel_size,
+                                              self.stride, check_finite=False)
+        self._argmax = None
+        return dx
+
+
+class Flatten(Layer):
+    """(N, ...) -> (N, features): a view, no copy."""
+
+    def output_shape(self, input_shape):
+        return (math.prod(input_shape),)
+
+    def forward(self, x, training=False):
+        if training:
+            self._x_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape(self._x_shape)
+
+
+class ReLU(Layer):
+    """max(x, 0). Folded into the kernel of a Linear or Conv2d right before it by Sequential."""
+
+    def flops(self, input_shape):
+        return math.prod(input_shape)
+
+    def forward(self, x, training=False):
+        y = self.backend.xp.maximum(x, 0)
+        if training:
+            self._y = y
+        return y
+
+    def backward(self, dy):
+        dx = dy * (self._y > 0)
+        self._y = None
+        return dx
+
+
+class Sigmoid(Layer):
+    """1 / (1 + exp(-x)), computed as (1 + tanh(x/2)) / 2, which cannot overflow."""
+
+    def flops(self, input_shape):
+        return 4 * math.prod(input_shape)
+
+    def forward(self, x, training=False):
+        y = self.backend.xp.tanh(x * x.dtype.type(0.5))
+        y += 1
+        y *= 0.5
+        if training:
+            self._y = y
+        return y
+
+    def backward(self, dy):
+        y = self._y
+        self._y = None
+        return dy * y * (1 - y)
+
+
+class Tanh(Layer):
+    def flops(self, input_shape):
+        return 2 * math.prod(input_shape)
+
+    def forward(self, x, training=False):
+        y = self.backend.xp.tanh(x)
+        if training:
+            self._y = y
+        return y
+
+    def backward(self, dy):
+        y = self._y
+        self._y = None
+        return dy * (1 - y * y)
+
+
+class Dropout(Layer):
+    """Zero each input with probability p while training, scaling the rest by 1/(1-p)
+    (inverted dropout, so evaluation is the identity). Masks come from fastnn's random stream."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+            raise TypeError(f"p must be a number, got {type(p).__name__}")
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"p must be in [0, 1), got {p}")
+        self.p = float(p)
+
+    def config(self):
+        return {"p": self.p}
+
+    def flops(self, input_shape):
+        return math.prod(input_shape)
+
+    def forward(self, x, training=False):
+        if not training or self.p == 0.0:
+            self._scale = None
+            return x
+        xp = self.backend.xp
+        keep = _random.uniform(xp, x.shape, x.dtype) >= self.p
+        self._scale = keep * x.dtype.type(1.0 / (1.0 - self.p))
+        return x * self._scale
+
+    def backward(self, dy):
+        scale = self._scale
+        self._scale = None
+        return dy if scale is None else dy * scale
+
+
+LAYER_TYPES = {cls.__name__: cls for cls in
+               (Linear, Conv2d, MaxPool2d, Flatten, ReLU, Sigmoid, Tanh, Dropout)}

@@ -1,0 +1,75 @@
+"""Losses over class labels: softmax cross-entropy (one fused kernel) and MSE on one-hot targets.
+
+`loss(backend, outputs, labels)` returns (mean loss, d loss / d outputs). The mean loss is a
+backend scalar, not a Python float, so a device backend is not forced to synchronize each step.
+Labels are int64 backend arrays already checked against the number of classes.
+"""
+
+
+class Loss:
+    name = ""
+
+    def __call__(self, backend, outputs, labels):
+        raise NotImplementedError
+
+    def value(self, backend, outputs, labels):
+        """The mean loss alone (evaluation)."""
+        return self(backend, outputs, labels)[0]
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class CrossEntropy(Loss):
+    """Mean cross-entropy of softmax(outputs) against the labels; outputs are logits."""
+
+    name = "cross_entropy"
+
+    def __call__(self, backend, outputs, labels):
+        return backend.softmax_cross_entropy(outputs, labels, check_finite=False)
+
+
+class MSE(Loss):
+    """Mean over samples and classes of (output - one_hot(label))^2."""
+
+    name = "mse"
+
+    def __init__(self):
+        self._rows = {}  # (id(xp), n) -> arange(n), reused every step
+
+    def _diff(self, backend, outputs, labels):
+        xp = backend.xp
+        n = outputs.shape[0]
+        rows = self._rows.get((id(xp), n))
+        if rows is None:
+            rows = self._rows[(id(xp), n)] = xp.arange(n)
+        diff = outputs.copy()
+        diff[rows, labels] -= 1
+        return diff
+
+    def __call__(self, backend, outputs, labels):
+        diff = self._diff(backend, outputs, labels)
+        loss = (diff * diff).mean()
+        diff *= diff.dtype.type(2.0 / diff.size)
+        return loss, diff
+
+    def value(self, backend, outputs, labels):
+        diff = self._diff(backend, outputs, labels)
+        return (diff * diff).mean()
+
+
+_BY_NAME = {"cross_entropy": CrossEntropy, "mse": MSE}
+
+
+def get(loss):
+    """A Loss from its name ("cross_entropy", "mse") or a Loss instance."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, str):
+        key = loss.lower().replace("-", "_")
+        if key in ("crossentropy", "softmax_cross_entropy", "ce"):
+            key = "cross_entropy"
+        if key in _BY_NAME:
+            return _BY_NAME[key]()
+        raise ValueError(f"unknown loss {loss!r}; expected one of {sorted(_BY_NAME)}")
+    raise TypeError(f"loss must be a name or a fastnn Loss, got {type(loss).__name__}")

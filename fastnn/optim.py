@@ -1,0 +1,219 @@
+"""Optimizers: SGD (momentum, Nesterov, weight decay) and Adam, updating parameters in place
+through the backend's sgd_step / adam_step kernels.
+
+An optimizer is created without parameters (`optim.SGD(lr=0.05, momentum=0.9)`) and attached
+to a model by the Trainer (or `attach(model)`); its state (momentum, Adam moments, step count)
+is kept per parameter name, so `state_dict()` / `load_state_dict()` round-trip through a
+checkpoint and survive the model moving to another backend.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from .schedules import CosineLR, Schedule, StepLR
+
+__all__ = ["Optimizer", "SGD", "Adam", "StepLR", "CosineLR", "Schedule"]
+
+
+def _real(name, value, minimum=None, maximum=None, inclusive=True, below=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and (value < minimum or (not inclusive and value == minimum)):
+        raise ValueError(f"{name} must be {'>=' if inclusive else '>'} {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    if below is not None and value >= below:
+        raise ValueError(f"{name} must be < {below}, got {value}")
+    return value
+
+
+class Optimizer:
+    """Base class: learning rate, schedule, per-parameter state, attach/step/state_dict."""
+
+    buffer_names = ()
+
+    def __init__(self, lr, schedule=None):
+        self.base_lr = _real("lr", lr, 0.0, inclusive=False)
+        self.lr = self.base_lr
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"schedule must be a fastnn schedule or a callable epoch -> factor, "
+                            f"got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.steps = 0
+        self._model = None
+        self._backend = None
+        self._state = {}      # parameter name -> {buffer name: backend array}
+        self._flat = []       # (layer, index, *buffers) per parameter, for step()
+
+    # ---- binding -------------------------------------------------------------------------------
+
+    def attach(self, model):
+        """Bind to `model`'s parameters on its current backend, keeping (and moving) any state
+        already held for the same names. Called by Trainer.fit."""
+        b = model.backend
+        state = {}
+        flat = []
+        for layer, j, name in model._slots:
+            p = layer.params[j]
+            bufs = self._state.get(name)
+            if bufs is None:
+                bufs = {k: b.zeros(p.shape, p.dtype) for k in self.buffer_names}
+            else:
+                bufs = {k: self._moved(name, k, bufs[k], p, b) for k in self.buffer_names}
+            state[name] = bufs
+            flat.append((layer, j, *(bufs[k] for k in self.buffer_names)))
+        self._state = state
+        self._flat = flat
+        self._model = model
+        self._backend = b
+        return self
+
+    def _moved(self, name, key, buf, param, backend):
+        old = self._backend if self._backend is not None else backend
+        host = buf if isinstance(buf, np.ndarray) else old.to_numpy(buf)
+        if tuple(host.shape) != tuple(param.shape):
+            raise ValueError(f"optimizer state {name}/{key} has shape {tuple(host.shape)} but the "
+                             f"parameter has shape {tuple(param.shape)}")
+        if backend is old and host is buf and buf.dtype == param.dtype and \
+                type(buf) is type(param):
+            return buf
+        return backend.asarray(np.ascontiguousarray(host, dtype=param.dtype))
+
+    def set_epoch(self, epoch):
+        """Apply the schedule at (fractional) `epoch`."""
+        if self.schedule is not None:
+            self.lr = self.base_lr * float(self.schedule(epoch))
+
+    def _check_attached(self):
+        if self._model is None:
+            raise RuntimeError(f"{type(self).__name__} is not attached to a model; pass it to "
+                               f"fastnn.Trainer or call optimizer.attach(model)")
+
+    def step(self):
+        raise NotImplementedError
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+
+    def config(self):
+        return {"lr": self.base_lr}
+
+    def state_dict(self):
+        """{"type", "config", "steps", "lr", "state": {param name: {buffer: numpy array}}}."""
+        def host(a):
+            return np.array(a if isinstance(a, np.ndarray) else self._backend.to_numpy(a),
+                            copy=True)
+        return {"type": type(self).__name__, "config": self.config(), "steps": self.steps,
+                "lr": self.lr,
+                "state": {name: {k: host(a) for k, a in bufs.items()}
+                          for name, bufs in self._state.items()}}
+
+    def load_state_dict(self, state):
+        """Restore step count, current lr and buffers from state_dict(); hyperparameters stay as
+        constructed. Shapes are checked against the model now if attached, else at attach."""
+        if not isinstance(state, dict) or state.get("type") != type(self).__name__:
+            found = state.get("type") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"optimizer state is for {found!r}, not {type(self).__name__}")
+        steps = state.get("steps")
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+            raise ValueError(f"optimizer state has an invalid step count {steps!r}")
+        lr = _real("lr", state.get("lr"), 0.0)
+        buffers = state.get("state")
+        if not isinstance(buffers, dict):
+            raise ValueError("optimizer state lacks its 'state' dict")
+        restored = {}
+        for name, bufs in buffers.items():
+            if not isinstance(bufs, dict) or set(bufs) != set(self.buffer_names):
+                raise ValueError(f"optimizer state for {name!r} must hold {self.buffer_names}")
+            restored[name] = {}
+            for k, a in bufs.items():
+                a = np.asarray(a)
+                if a.dtype.kind != "f" or not np.isfinite(a).all():
+                    raise ValueError(f"optimizer state {name}/{k} must be finite floats")
+                restored[name][k] = np.array(a, copy=True)
+        if self._model is not None:
+            expected = {name for _, _, name in self._model._slots}
+            if set(restored) != expected:
+                raise ValueError(f"optimizer state names {sorted(restored)} do not match the "
+                                 f"model's parameters {sorted(expected)}")
+        self.steps, self.lr = int(steps), lr
+        self._state = restored
+        self._backend = None
+        if self._model is not None:
+            self.attach(self._model)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        if self.schedule is not None:
+            args += f", schedule={self.schedule!r}"
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """PyTorch's SGD: g = grad + weight_decay * p; v = momentum * v + g;
+    p -= lr * (g + momentum * v if nesterov else v)."""
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, schedule=None):
+        super().__init__(lr, schedule)
+        self.momentum = _real("momentum", momentum, 0.0, below=1.0)
+        self.weight_decay = _real("weight_decay", weight_decay, 0.0)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"nesterov must be a bool, got {type(nesterov).__name__}")
+        if nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.nesterov = bool(nesterov)
+        self.buffer_names = ("velocity",) if self.momentum > 0 else ()
+
+    def config(self):
+        return {"lr": self.base_lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
+
+    def step(self):
+        """One update of every parameter from its gradient (skipped while lr is 0)."""
+        self._check_attached()
+        lr = self.lr
+        if lr > 0:
+            update = self._backend.sgd_step
+            momentum, decay, nesterov = self.momentum, self.weight_decay, self.nesterov
+            if momentum:
+                for layer, j, velocity in self._flat:
+                    update(layer.params[j], layer.grads[j], velocity, lr=lr, momentum=momentum,
+                           weight_decay=decay, nesterov=nesterov)
+            else:
+                for layer, j in self._flat:
+                    update(layer.params[j], layer.grads[j], None, lr=lr, weight_decay=decay)
+        self.steps += 1
+
+
+class Adam(Optimizer):
+    """PyTorch's Adam (weight decay added to the gradient, bias-corrected moments)."""
+
+    buffer_names = ("m", "v")
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, schedule=None):
+        super().__init__(lr, schedule)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair of numbers, got {betas!r}")
+        self.betas = (_real("beta1", betas[0], 0.0, below=1.0),
+                      _real("beta2", betas[1], 0.0, below=1.0))
+        self.eps = _real("eps", eps, 0.0, inclusive=False)
+        self.weight_decay = _real("weight_decay", weight_decay, 0.0)
+
+    def config(self):
+        return {"lr": self.base_lr, "betas": list(self.betas), "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+    def step(self):
+        self._check_attached()
+        lr = self.lr
+        if lr > 0:
+            update = self._backend.adam_step
+            (beta1, beta2), eps, decay = self.betas, self.eps, self.weight_decay
+            step = self.steps + 1
+            for layer, j, m, v in self._flat:
+                update(layer.params[j], layer.grads[j], m, v, lr=lr, step=step, beta1=beta1,
+                       beta2=beta2, eps=eps, weight_decay=decay)
+        self.steps += 1

@@ -1,0 +1,75 @@
+"""Learning-rate schedules: a factor of the optimizer's base lr as a function of training time.
+
+Time is measured in epochs and may be fractional (epoch 2.5 is half way through the third),
+so a schedule can change the rate every step; the trainer evaluates it before each step.
+"""
+import math
+import numbers
+
+
+def _number(name, value, minimum=None, maximum=None, inclusive=True):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    value = float(value)
+    if minimum is not None and (value < minimum or (not inclusive and value == minimum)):
+        raise ValueError(f"{name} must be {'>=' if inclusive else '>'} {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+class Schedule:
+    def __call__(self, epoch):
+        """The factor applied to the base lr at (fractional) `epoch`, counted from 0."""
+        raise NotImplementedError
+
+    def config(self):
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class StepLR(Schedule):
+    """Multiply the rate by `gamma` every `step_size` epochs."""
+
+    def __init__(self, step_size, gamma=0.1):
+        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral):
+            raise TypeError(f"step_size must be an int, got {type(step_size).__name__}")
+        if step_size < 1:
+            raise ValueError(f"step_size must be >= 1, got {step_size}")
+        self.step_size = int(step_size)
+        self.gamma = _number("gamma", gamma, 0.0, inclusive=False)
+
+    def __call__(self, epoch):
+        return self.gamma ** (int(epoch) // self.step_size)
+
+    def config(self):
+        return {"step_size": self.step_size, "gamma": self.gamma}
+
+
+class CosineLR(Schedule):
+    """Cosine decay from the base rate to `min_factor` of it over `epochs`, after an optional
+    linear warm-up over `warmup` epochs from `warmup_start` of the rate; stays at the minimum
+    after `epochs`. (An optimizer skips its update while the rate is exactly 0.)"""
+
+    def __init__(self, epochs, min_factor=0.0, warmup=0.0, warmup_start=0.01):
+        self.epochs = _number("epochs", epochs, 0.0, inclusive=False)
+        self.min_factor = _number("min_factor", min_factor, 0.0, 1.0)
+        self.warmup = _number("warmup", warmup, 0.0)
+        self.warmup_start = _number("warmup_start", warmup_start, 0.0, 1.0, inclusive=False)
+        if self.warmup >= self.epochs:
+            raise ValueError(f"warmup ({self.warmup}) must be shorter than epochs ({self.epochs})")
+
+    def __call__(self, epoch):
+        if epoch < self.warmup:
+            return self.warmup_start + (1.0 - self.warmup_start) * epoch / self.warmup
+        t = min(1.0, (epoch - self.warmup) / (self.epochs - self.warmup))
+        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    def config(self):
+        cfg = {"epochs": self.epochs, "min_factor": self.min_factor}
+        if self.warmup:
+            cfg.update(warmup=self.warmup, warmup_start=self.warmup_start)
+        return cfg

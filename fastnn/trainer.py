@@ -1,0 +1,365 @@
+"""Trainer: fit / evaluate / predict a Sequential with an optimizer and a loss on a backend.
+
+Every argument is checked before any work. The data is converted once (uint8 images scaled to
+[0, 1]) and moved to the backend; each step gathers its batch into a buffer allocated once,
+so the loop between kernels is a few attribute lookups.
+
+Ctrl-C during fit finishes the current step, then returns the history marked interrupted,
+with the model as that step left it (a second Ctrl-C stops at once).
+"""
+import math
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import _random, backends, callbacks as cb, layers as L, losses
+from .datasets import train_val_split
+from .model import Sequential
+from .optim import Optimizer
+
+# On a device backend the loss is fetched (a synchronization) every this many steps, and at
+# the end of each epoch; that is also when a non-finite loss is noticed.
+DEVICE_CHECK_INTERVAL = 50
+EVAL_BATCH_SIZE = 1024
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
+class History(dict):
+    """Per-epoch lists: loss, accuracy, val_loss, val_accuracy (with validation), lr,
+    epoch_time (s, training steps only) and samples_per_s.
+
+    `interrupted` is True when Ctrl-C (or KeyboardInterrupt from a callback) stopped the fit;
+    `stopped_at` then gives {"epoch": e, "step": s}: the epoch (from 1) that was running and
+    the number of its steps completed. Unfinished epochs are not in the lists.
+    """
+
+    def __init__(self):
+        super().__init__(loss=[], accuracy=[], lr=[], epoch_time=[], samples_per_s=[])
+        self.interrupted = False
+        self.stopped_at = None
+
+    @property
+    def history(self):
+        """Keras spelling: `history.history["loss"]`."""
+        return self
+
+    @property
+    def epochs(self):
+        return len(self["loss"])
+
+    def __repr__(self):
+        state = ", interrupted" if self.interrupted else ""
+        return f"History({self.epochs} epochs{state}: {dict.__repr__(self)})"
+
+
+def _int_arg(name, value, minimum):
+    return L._int_arg(name, value, minimum)
+
+
+class Trainer:
+    """Train `model` with `optimizer` on `backend` ("cpu", "numpy" or "cuda")."""
+
+    def __init__(self, model, optimizer, loss="cross_entropy", backend=None):
+        if not isinstance(model, Sequential):
+            raise TypeError(f"model must be a fastnn Sequential, got {type(model).__name__}")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a fastnn optimizer (optim.SGD, optim.Adam), "
+                            f"got {type(optimizer).__name__}")
+        if not model.param_shapes():
+            raise ValueError("the model has no parameters to train")
+        self.loss = losses.get(loss)
+        self.backend = backends.get(L.DEFAULT_BACKEND if backend is None else backend)
+        self.model = model.to(self.backend)
+        self.optimizer = optimizer
+        self.history = None
+        self.stop_training = False
+        self._interrupt_requested = False
+
+    # ---- argument checks (no work) --------------------------------------------------------------
+
+    def _classes(self, sample_shape, what):
+        out = self.model.output_shape(sample_shape)
+        if len(out) != 1:
+            raise ValueError(f"the model's output for {what} has shape {out} per sample; "
+                             f"classification needs one score per class (add nn.Flatten())")
+        return out[0]
+
+    def _check_data(self, x, y, xname="x", yname="y"):
+        """x as a numpy array of images/features, y as int64 labels within the model's classes."""
+        if not isinstance(x, np.ndarray):
+            if type(x).__module__.split(".")[0] == "cupy":
+                x = x.get()
+            else:
+                x = np.asarray(x)
+        if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
+            raise TypeError(f"{xname} must be uint8 images or floating point, got dtype {x.dtype}")
+        if x.ndim < 2 or x.shape[0] < 1:
+            raise ValueError(f"{xname} must have shape (N, ...) with N >= 1, got {x.shape}")
+        y = np.asarray(y if not type(y).__module__.startswith("cupy") else y.get())
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"{yname} must hold integer class labels, got dtype {y.dtype}")
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"{yname} must have shape ({x.shape[0]},) to match {xname} with "
+                             f"{x.shape[0]} samples, got {y.shape}")
+        classes = self._classes(self.model._sample_shape(x.shape[1:]), f"{xname} of shape "
+                                                                          f"{x.shape}")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= classes:
+            raise ValueError(f"{yname} holds label {low if low < 0 else high}, outside "
+                             f"[0, {classes}) for a model with {classes} outputs")
+        return x, y.astype(np.int64)
+
+    def _check_callbacks(self, callbacks):
+        if callbacks is None:
+            return []
+        if not isinstance(callbacks, (list, tuple)):
+            callbacks = [callbacks]
+        for c in callbacks:
+            if not any(cb.defines(c, hook) for hook in cb.HOOKS):
+                raise TypeError(f"callback {c!r} defines none of {cb.HOOKS}")
+        return list(callbacks)
+
+    # ---- public API ------------------------------------------------------------------------------
+
+    def fit(self, x, y, epochs=1, batch_size=128, *, validation_split=None, validation_data=None,
+            shuffle=True, callbacks=None, verbose=1, progress=None):
+        """Train for `epochs` passes over (x, y); returns (and keeps in self.history) a History.
+
+        x: uint8 images (scaled to [0, 1] inside) or floats, shape (N, ...) matching the model;
+        y: integer labels. validation_split (a fraction held out at random) or
+        validation_data=(x_val, y_val) adds val_loss and val_accuracy. verbose=0 prints
+        nothing, 1 one line per epoch; progress (default: when verbose and on a terminal) shows
+        a tqdm bar.
+        """
+        epochs = _int_arg("epochs", epochs, 1)
+        batch_size = _int_arg("batch_size", batch_size, 1)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
+        verbose = _int_arg("verbose", int(verbose) if isinstance(verbose, bool) else verbose, 0)
+        callbacks = self._check_callbacks(callbacks)
+        x, y = self._check_data(x, y)
+        if validation_split is not None and validation_data is not None:
+            raise ValueError("pass validation_split or validation_data, not both")
+        if validation_split is not None:
+            if isinstance(validation_split, bool) or not isinstance(validation_split,
+                                                                    (int, float, np.floating)):
+                raise TypeError(f"validation_split must be a fraction, got {validation_split!r}")
+            n_val = int(round(x.shape[0] * float(validation_split)))
+            if not 0.0 < validation_split < 1.0 or not 1 <= n_val < x.shape[0]:
+                raise ValueError(f"validation_split must be in (0, 1) and leave at least one "
+                                 f"sample on each side, got {validation_split} of {x.shape[0]}")
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data must be a pair (x_val, y_val)")
+            x_val, y_val = self._check_data(*validation_data, "x_val", "y_val")
+            if x_val.shape[1:] != x.shape[1:]:
+                raise ValueError(f"x_val samples have shape {x_val.shape[1:]} but x samples "
+                                 f"have {x.shape[1:]}")
+            val = (x_val, y_val)
+        if not self.optimizer.base_lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.optimizer.base_lr}")
+        if progress is None:
+            progress = bool(verbose) and sys.stderr.isatty()
+
+        # ---- preparation: split, convert, move to the backend, bind the optimizer
+        if validation_split is not None:
+            (x, y), val = train_val_split(x, y, float(validation_split), _random.generator())
+        model = self.model.to(self.backend)
+        if model.input_shape is None:
+            model.input_shape = tuple(x.shape[1:])
+        xs = model.prepare_input(x)
+        ys = self.backend.xp.asarray(y)
+        if val is not None:
+            val = (model.prepare_input(val[0]), self.backend.xp.asarray(val[1]))
+        self.optimizer.attach(model)
+        return self._train(xs, ys, val, epochs, batch_size, shuffle, callbacks, verbose,
+                           progress)
+
+    def evaluate(self, x, y, batch_size=EVAL_BATCH_SIZE):
+        """{"loss": mean loss, "accuracy": fraction correct} on (x, y), in inference mode."""
+        batch_size = _int_arg("batch_size", batch_size, 1)
+        x, y = self._check_data(x, y)
+        model = self.model.to(self.backend)
+        loss, accuracy = self._evaluate(model.prepare_input(x), self.backend.xp.asarray(y),
+                                        batch_size)
+        return {"loss": loss, "accuracy": accuracy}
+
+    def predict(self, x, batch_size=EVAL_BATCH_SIZE):
+        """Predicted class indices (numpy int64)."""
+        return self.model.to(self.backend).predict(x, batch_size)
+
+    def predict_proba(self, x, batch_size=EVAL_BATCH_SIZE):
+        return self.model.to(self.backend).predict_proba(x, batch_size)
+
+    # ---- the loop ---------------------------------------------------------------------------------
+
+    def _evaluate(self, x, y, batch_size):
+        model, loss_fn, b = self.model, self.loss, self.backend
+        n = x.shape[0]
+        total = 0.0
+        correct = 0
+        for lo in range(0, n, batch_size):
+            xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
+            out = model.forward(xb, False)
+            total = total + loss_fn.value(b, out, yb) * xb.shape[0]
+            correct = correct + (out.argmax(axis=1) == yb).sum()
+        return float(total) / n, float(correct) / n
+
+    def _on_sigint(self, signum, frame):
+        if self._interrupt_requested:
+            raise KeyboardInterrupt
+        self._interrupt_requested = True
+
+    def _train(self, x, y, val, epochs, batch_size, shuffle, callbacks, verbose, progress):
+        model, opt, loss_fn, b = self.model, self.optimizer, self.loss, self.backend
+        xp = b.xp
+        on_host = xp is np
+        forward, backward, step_fn = model.forward, model.backward, opt.step
+        n = x.shape[0]
+        steps = -(-n // batch_size)
+        # one buffer per epoch for the shuffled batch (the last, partial batch uses its head)
+        x_buf = xp.empty((min(batch_size, n), *x.shape[1:]), dtype=x.dtype)
+        y_buf = xp.empty(min(batch_size, n), dtype=y.dtype)
+        schedule = opt.schedule is not None
+        batch_hooks = [c for c in callbacks if cb.defines(c, "on_batch_end")]
+        rng = _random.generator()
+
+        history = History()
+        self.history = history
+        self.stop_training = False
+        self._interrupt_requested = False
+        previous_handler = None
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        bar = None
+        epoch = done = 0
+        self._call(callbacks, "on_train_begin", self)
+        try:
+            for epoch in range(epochs):
+                self._call(callbacks, "on_epoch_begin", self, epoch)
+                order = xp.asarray(rng.permutation(n)) if shuffle else None
+                bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
+                           leave=False, disable=not progress, file=sys.stderr)
+                loss_sum = 0.0
+                correct = 0
+                done = 0
+                checked_at = 0
+                start = time.perf_counter()
+                for step in range(steps):
+                    if schedule:
+                        opt.set_epoch(epoch + step / steps)
+                    lo = step * batch_size
+                    hi = min(lo + batch_size, n)
+                    if shuffle:
+                        idx = order[lo:hi]
+                        if on_host:
+                            xb = np.take(x, idx, axis=0, out=x_buf[:hi - lo], mode="clip")
+                            yb = np.take(y, idx, out=y_buf[:hi - lo], mode="clip")
+                        else:
+                            xb = xp.take(x, idx, axis=0, out=x_buf[:hi - lo])
+                            yb = xp.take(y, idx, out=y_buf[:hi - lo])
+                    else:
+                        xb, yb = x[lo:hi], y[lo:hi]
+                    out = forward(xb, True)
+                    loss, dout = loss_fn(b, out, yb)
+                    if on_host:
+                        value = float(loss)
+                        if not math.isfinite(value):
+                            raise NonFiniteLossError(
+                                f"loss became {value} at epoch {epoch + 1}, step {step + 1} "
+                                f"(the model keeps the weights from before this step)")
+                        loss_sum += value * (hi - lo)
+                        correct += int(np.count_nonzero(out.argmax(axis=1) == yb))
+                    else:
+                        loss_sum = loss_sum + loss * (hi - lo)
+                        correct = correct + (out.argmax(axis=1) == yb).sum()
+                    backward(dout)
+                    step_fn()
+                    done = step + 1
+                    if batch_hooks:
+                        for c in batch_hooks:
+                            c.on_batch_end(self, epoch, step, loss)
+                    if progress or not on_host:
+                        if done % DEVICE_CHECK_INTERVAL == 0 or done == steps:
+                            self._check_running_loss(loss_sum, epoch, checked_at, done)
+                            checked_at = done
+                            bar.set_postfix(loss=f"{float(loss_sum) / hi:.4f}", refresh=False)
+                        bar.update(1)
+                    if self._interrupt_requested or self.stop_training:
+                        break
+                if not on_host:
+                    b.synchronize()
+                elapsed = time.perf_counter() - start
+                bar.close()
+                if self._interrupt_requested:
+                    raise KeyboardInterrupt
+                if done < steps:  # stop_training from a callback mid-epoch
+                    history.stopped_at = {"epoch": epoch + 1, "step": done}
+                    break
+                seen = float(n)
+                logs = {"loss": float(loss_sum) / seen, "accuracy": float(correct) / seen}
+                if not math.isfinite(logs["loss"]):
+                    raise NonFiniteLossError(f"loss became non-finite during epoch {epoch + 1}")
+                if val is not None:
+                    logs["val_loss"], logs["val_accuracy"] = self._evaluate(*val, EVAL_BATCH_SIZE)
+                logs.update(lr=opt.lr, epoch_time=elapsed, samples_per_s=n / elapsed)
+                for key, value in logs.items():
+                    history.setdefault(key, []).append(value)
+                if verbose:
+                    self._print_epoch(epoch, epochs, logs, progress)
+                self._call(callbacks, "on_epoch_end", self, epoch, logs)
+                if self.stop_training:
+                    history.stopped_at = {"epoch": epoch + 1, "step": done}
+                    break
+        except KeyboardInterrupt:
+            history.interrupted = True
+            history.stopped_at = {"epoch": epoch + 1, "step": done}
+            if verbose:
+                print(f"interrupted at epoch {epoch + 1}, step {done}: the model keeps the "
+                      f"weights of that step", file=sys.stderr)
+        except NonFiniteLossError:
+            history.stopped_at = {"epoch": epoch + 1, "step": done}
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+            self._interrupt_requested = False
+        self._call(callbacks, "on_train_end", self, history)
+        return history
+
+    @staticmethod
+    def _check_running_loss(loss_sum, epoch, checked_at, done):
+        """Fetch the running loss sum (a sync on a device); error if it became non-finite."""
+        if not math.isfinite(float(loss_sum)):
+            raise NonFiniteLossError(f"loss became non-finite at epoch {epoch + 1}, at a step "
+                                     f"from {checked_at + 1} to {done}")
+
+    @staticmethod
+    def _call(callbacks, hook, *args):
+        for c in callbacks:
+            method = getattr(c, hook, None)
+            if method is not None:
+                method(*args)
+
+    @staticmethod
+    def _print_epoch(epoch, epochs, logs, progress):
+        text = (f"epoch {epoch + 1}/{epochs}  loss {logs['loss']:.4f}  "
+                f"acc {logs['accuracy']:.4f}")
+        if "val_loss" in logs:
+            text += f"  val_loss {logs['val_loss']:.4f}  val_acc {logs['val_accuracy']:.4f}"
+        text += f"  {logs['epoch_time']:.2f} s  {logs['samples_per_s']:,.0f} samples/s"
+        if progress:
+            tqdm.write(text)
+        else:
+            print(text, flush=True)
