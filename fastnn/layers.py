@@ -20,10 +20,14 @@ import numpy as np
 
 from . import _random, backends
 
-# The backend layers and models start on; Trainer and Sequential.to() choose another.
-DEFAULT_BACKEND = "numpy"
+# Layers and models start on the compiled backend, or on the reference where it is not built
+# (a model is plain arrays until it runs; Trainer(backend="cpu") then says why cpu is missing).
+DEFAULT_BACKEND = "cpu"
+FALLBACK_BACKEND = "numpy"
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INITIALIZERS = ("auto", "he", "glorot")
+# backward kernels may skip the input gradient (a model's first layer) under either name
+SKIP_DX_KEYWORDS = ("need_dx", "compute_dx")
 
 
 def _int_arg(name, value, minimum):
@@ -48,6 +52,13 @@ def _out_size(size, kernel, stride, padding, layer, axis):
         raise ValueError(f"{layer!r}: kernel {kernel} does not fit input {axis} {size} "
                          f"with padding {padding}")
     return (size + 2 * padding - kernel) // stride + 1
+
+
+def default_backend():
+    try:
+        return backends.get(DEFAULT_BACKEND)
+    except backends.BackendUnavailable:
+        return backends.get(FALLBACK_BACKEND)
 
 
 def supports_keyword(function, name):
@@ -84,7 +95,7 @@ class Layer:
     @property
     def backend(self):
         if self._backend is None:
-            self._backend = backends.get(DEFAULT_BACKEND)
+            self._backend = default_backend()
         return self._backend
 
     def param_shapes(self):
@@ -193,8 +204,10 @@ class _Parametric(Layer):
         kwargs = {"check_finite": False}
         if not self.need_dx:
             backward = self._backward_kernel()
-            if supports_keyword(backward, "need_dx"):
-                kwargs["need_dx"] = False
+            for keyword in SKIP_DX_KEYWORDS:
+                if supports_keyword(backward, keyword):
+                    kwargs[keyword] = False
+                    break
         self._bwd_kwargs = kwargs
 
     def _backward_kernel(self):

@@ -49,6 +49,7 @@ class Sequential:
     """
 
     def __init__(self, *layers, input_shape=None, dtype=np.float32, backend=None):
+        """`backend` defaults to "cpu" (or "numpy" where the compiled kernels are not built)."""
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         if not layers:
@@ -355,7 +356,7 @@ class Sequential:
         self.input_shape = None if input_shape is None else self._check_shape(input_shape)
         self.dtype = _as_dtype(dtype)
         self.training = True
-        self._backend = backends.get(L.DEFAULT_BACKEND if backend is None else backend)
+        self._backend = L.default_backend() if backend is None else backends.get(backend)
         self._compile()
         if initialize:
             self._initialize_all()

@@ -16,7 +16,7 @@ def cnn(dtype=np.float32):
     return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(4, 6, 3, stride=2), nn.Tanh(), nn.Flatten(), nn.Dropout(0.2),
                          nn.Linear(6 * 2 * 2, 16), nn.Sigmoid(), nn.Linear(16, 10),
-                         input_shape=(1, 10, 10), dtype=dtype, backend="numpy")
+                         input_shape=(1, 10, 10), dtype=dtype)
 
 
 @pytest.fixture
@@ -34,7 +34,10 @@ def test_round_trip_gives_identical_predictions(saved):
     x = np.random.default_rng(0).integers(0, 256, (32, 10, 10), dtype=np.uint8)
     np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
-    assert loaded.config() == model.config()
+    assert loaded.config() == model.config() and loaded.backend is model.backend
+    on_numpy = fastnn.load(path, backend="numpy")
+    assert on_numpy.backend.name == "numpy"
+    np.testing.assert_allclose(on_numpy.predict_proba(x), model.predict_proba(x), rtol=1e-5)
     assert repr(loaded) == repr(model) and loaded.input_shape == (1, 10, 10)
     for name, value in model.state_dict().items():
         loaded_value = loaded.state_dict()[name]
