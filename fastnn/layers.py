@@ -79,6 +79,30 @@ class Layer:
         self.grads = []
         self.need_dx = True
         self._backend = None
+        self.reuse = False     # training outputs and gradients go to arrays kept between steps
+        self._buffers = {}
+        self._shape_memo = (None, None)
+
+    def set_reuse(self, flag):
+        """Reuse output/gradient arrays between training steps (the Trainer turns this on for a
+        fit: a step's arrays are dead once the optimizer has run). Off frees them."""
+        self.reuse = bool(flag)
+        self._buffers = {}
+        self._bind()
+
+    def _batch_output_shape(self, x_shape):
+        """(N, *output_shape) for a batch of x_shape, remembered for the last x_shape seen."""
+        if self._shape_memo[0] != x_shape:
+            self._shape_memo = (x_shape, (x_shape[0], *self.output_shape(x_shape[1:])))
+        return self._shape_memo[1]
+
+    def _scratch(self, key, shape, dtype):
+        """A kept array of `shape`: the head rows of a larger one for a smaller last batch."""
+        buf = self._buffers.get(key)
+        if buf is None or buf.shape[0] < shape[0] or buf.shape[1:] != shape[1:] or \
+                buf.dtype != dtype:
+            buf = self._buffers[key] = self.backend.xp.empty(shape, dtype)
+        return buf if buf.shape[0] == shape[0] else buf[:shape[0]]
 
     # ---- configuration ------------------------------------------------------------------------
 
@@ -127,11 +151,13 @@ class Layer:
             self.params = moved
         self.grads = [None] * len(self.params)
         self._backend = new
+        self._buffers = {}
         self._bind()
         return self
 
     def _bind(self):
-        """Called when the backend changes: cache what the hot path needs."""
+        """Called when the backend or the reuse setting changes: cache what the hot path needs
+        (which optional kernel keywords this backend takes)."""
 
     # ---- computation --------------------------------------------------------------------------
 
@@ -164,6 +190,7 @@ class _Parametric(Layer):
         self.init = init
         self.relu = False  # set by Sequential when a ReLU follows and is fused in
         self._bwd_kwargs = {"check_finite": False}
+        self._reuse_fwd = self._reuse_bwd = self._work_is_dy = False
 
     @property
     def weight(self):
@@ -202,13 +229,19 @@ class _Parametric(Layer):
 
     def _bind(self):
         kwargs = {"check_finite": False}
+        backward = self._backward_kernel()
         if not self.need_dx:
-            backward = self._backward_kernel()
             for keyword in SKIP_DX_KEYWORDS:
                 if supports_keyword(backward, keyword):
                     kwargs[keyword] = False
                     break
         self._bwd_kwargs = kwargs
+        self._reuse_fwd = self.reuse and supports_keyword(self._forward_kernel(), "out")
+        self._reuse_bwd = self.reuse and supports_keyword(backward, "out")
+        self._work_is_dy = self._reuse_bwd and supports_keyword(backward, "work")
+
+    def _forward_kernel(self):
+        raise NotImplementedError
 
     def _backward_kernel(self):
         raise NotImplementedError
@@ -251,21 +284,42 @@ class Linear(_Parametric):
     def flops(self, input_shape):
         return 2 * self.in_features * self.out_features + self.out_features
 
+    def _forward_kernel(self):
+        return self.backend.linear_forward
+
     def _backward_kernel(self):
         return self.backend.linear_backward
 
     def forward(self, x, training=False):
         if not self.params:
             self.initialize()
-        y = self._backend.linear_forward(x, self.params[0], self.params[1], self.relu,
-                                         check_finite=False)
+        if training and self._reuse_fwd:
+            y = self._backend.linear_forward(
+                x, self.params[0], self.params[1], self.relu, check_finite=False,
+                out=self._scratch("y", (x.shape[0], self.out_features), x.dtype))
+        else:
+            y = self._backend.linear_forward(x, self.params[0], self.params[1], self.relu,
+                                             check_finite=False)
         if training:
             self._x, self._y = x, y
         return y
 
     def backward(self, dy):
-        dx, self.grads[0], self.grads[1] = self._backend.linear_backward(
-            self._x, self.params[0], self._y, dy, self.relu, **self._bwd_kwargs)
+        x, w = self._x, self.params[0]
+        if self._reuse_bwd:
+            out = (self._scratch("dx", x.shape, x.dtype) if self.need_dx else None,
+                   self._scratch("dw", w.shape, w.dtype),
+                   self._scratch("db", (self.out_features,), w.dtype))
+            if self._work_is_dy and self.relu:  # the ReLU mask is applied to dy in place
+                result = self._backend.linear_backward(x, w, self._y, dy, True, out=out,
+                                                       work=dy, **self._bwd_kwargs)
+            else:
+                result = self._backend.linear_backward(x, w, self._y, dy, self.relu, out=out,
+                                                       **self._bwd_kwargs)
+        else:
+            result = self._backend.linear_backward(x, w, self._y, dy, self.relu,
+                                                   **self._bwd_kwargs)
+        dx, self.grads[0], self.grads[1] = result
         self._x = self._y = None
         return dx
 
@@ -326,22 +380,40 @@ class Conv2d(_Parametric):
         kh, kw = self.kernel_size
         return (2 * self.in_channels * kh * kw + 1) * co * ho * wo
 
+    def _forward_kernel(self):
+        return self.backend.conv2d_forward
+
     def _backward_kernel(self):
         return self.backend.conv2d_backward
 
     def forward(self, x, training=False):
         if not self.params:
             self.initialize()
-        y = self._backend.conv2d_forward(x, self.params[0], self.params[1], self.stride,
-                                         self.padding, self.relu, check_finite=False)
+        w, b = self.params
+        if training and self._reuse_fwd:
+            shape = self._batch_output_shape(x.shape)
+            y = self._backend.conv2d_forward(x, w, b, self.stride, self.padding, self.relu,
+                                             check_finite=False,
+                                             out=self._scratch("y", shape, x.dtype))
+        else:
+            y = self._backend.conv2d_forward(x, w, b, self.stride, self.padding, self.relu,
+                                             check_finite=False)
         if training:
             self._x, self._y = x, y
         return y
 
     def backward(self, dy):
-        dx, self.grads[0], self.grads[1] = self._backend.conv2d_backward(
-            self._x, self.params[0], self._y, dy, self.stride, self.padding, self.relu,
-            **self._bwd_kwargs)
+        x, w = self._x, self.params[0]
+        if self._reuse_bwd:
+            out = (self._scratch("dx", x.shape, x.dtype) if self.need_dx else None,
+                   self._scratch("dw", w.shape, w.dtype),
+                   self._scratch("db", (self.out_channels,), w.dtype))
+            result = self._backend.conv2d_backward(x, w, self._y, dy, self.stride, self.padding,
+                                                   self.relu, out=out, **self._bwd_kwargs)
+        else:
+            result = self._backend.conv2d_backward(x, w, self._y, dy, self.stride, self.padding,
+                                                   self.relu, **self._bwd_kwargs)
+        dx, self.grads[0], self.grads[1] = result
         self._x = self._y = None
         return dx
 
@@ -351,6 +423,7 @@ class MaxPool2d(Layer):
 
     def __init__(self, kernel_size=2, stride=None):
         super().__init__()
+        self._reuse_fwd = self._reuse_bwd = False
         self.kernel_size = _int_arg("kernel_size", kernel_size, 1)
         self.stride = self.kernel_size if stride is None else _int_arg("stride", stride, 1)
 
@@ -372,16 +445,33 @@ class MaxPool2d(Layer):
         c, ho, wo = self.output_shape(input_shape)
         return c * ho * wo * (self.kernel_size ** 2 - 1)  # comparisons
 
+    def _bind(self):
+        b = self.backend
+        self._reuse_fwd = self.reuse and supports_keyword(b.maxpool2d_forward, "out")
+        self._reuse_bwd = self.reuse and supports_keyword(b.maxpool2d_backward, "out")
+
     def forward(self, x, training=False):
         b = self.backend
-        y, argmax = b.maxpool2d_forward(x, self.kernel_size, self.stride, check_finite=False)
+        if training and self._reuse_fwd:
+            shape = self._batch_output_shape(x.shape)
+            y, argmax = b.maxpool2d_forward(
+                x, self.kernel_size, self.stride, check_finite=False,
+                out=(self._scratch("y", shape, x.dtype), self._scratch("argmax", shape, np.int32)))
+        else:
+            y, argmax = b.maxpool2d_forward(x, self.kernel_size, self.stride, check_finite=False)
         if training:
             self._argmax, self._x_shape = argmax, x.shape
         return y
 
     def backward(self, dy):
-        dx = self._backend.maxpool2d_backward(dy, self._argmax, self._x_shape, self.kernel_size,
-                                              self.stride, check_finite=False)
+        if self._reuse_bwd:
+            dx = self._backend.maxpool2d_backward(
+                dy, self._argmax, self._x_shape, self.kernel_size, self.stride,
+                check_finite=False, out=self._scratch("dx", self._x_shape, dy.dtype))
+        else:
+            dx = self._backend.maxpool2d_backward(dy, self._argmax, self._x_shape,
+                                                  self.kernel_size, self.stride,
+                                                  check_finite=False)
         self._argmax = None
         return dx
 
@@ -408,13 +498,16 @@ class ReLU(Layer):
         return math.prod(input_shape)
 
     def forward(self, x, training=False):
-        y = self.backend.xp.maximum(x, 0)
+        xp = self.backend.xp
         if training:
-            self._y = y
-        return y
+            self._y = y = xp.maximum(x, 0, out=self._scratch("y", x.shape, x.dtype)
+                                     if self.reuse else None)
+            return y
+        return xp.maximum(x, 0)
 
     def backward(self, dy):
-        dx = dy * (self._y > 0)
+        dx = self._backend.xp.multiply(dy, self._y > 0, out=self._scratch("dx", dy.shape, dy.dtype)
+                                       if self.reuse else None)
         self._y = None
         return dx
 
@@ -426,7 +519,10 @@ class Sigmoid(Layer):
         return 4 * math.prod(input_shape)
 
     def forward(self, x, training=False):
-        y = self.backend.xp.tanh(x * x.dtype.type(0.5))
+        xp = self.backend.xp
+        y = xp.multiply(x, x.dtype.type(0.5), out=self._scratch("y", x.shape, x.dtype)
+                        if training and self.reuse else None)
+        xp.tanh(y, out=y)
         y += 1
         y *= 0.5
         if training:
@@ -436,7 +532,11 @@ class Sigmoid(Layer):
     def backward(self, dy):
         y = self._y
         self._y = None
-        return dy * y * (1 - y)
+        dx = self._backend.xp.subtract(1, y, out=self._scratch("dx", y.shape, y.dtype)
+                                       if self.reuse else None)
+        dx *= y
+        dx *= dy
+        return dx
 
 
 class Tanh(Layer):
@@ -444,15 +544,22 @@ class Tanh(Layer):
         return 2 * math.prod(input_shape)
 
     def forward(self, x, training=False):
-        y = self.backend.xp.tanh(x)
+        xp = self.backend.xp
         if training:
-            self._y = y
-        return y
+            self._y = y = xp.tanh(x, out=self._scratch("y", x.shape, x.dtype)
+                                  if self.reuse else None)
+            return y
+        return xp.tanh(x)
 
     def backward(self, dy):
         y = self._y
         self._y = None
-        return dy * (1 - y * y)
+        dx = self._backend.xp.multiply(y, y, out=self._scratch("dx", y.shape, y.dtype)
+                                       if self.reuse else None)
+        xp_sub = self._backend.xp.subtract
+        xp_sub(1, dx, out=dx)
+        dx *= dy
+        return dx
 
 
 class Dropout(Layer):

@@ -4,6 +4,7 @@
 backend scalar, not a Python float, so a device backend is not forced to synchronize each step.
 Labels are int64 backend arrays already checked against the number of classes.
 """
+from .layers import supports_keyword
 
 
 class Loss:
@@ -11,6 +12,11 @@ class Loss:
 
     def __call__(self, backend, outputs, labels):
         raise NotImplementedError
+
+    def bind(self, backend):
+        """fn(outputs, labels, out) -> (loss, d loss / d outputs) for the training loop; `out`
+        is an array of outputs' shape the gradient may be written to (a step's buffer)."""
+        return lambda outputs, labels, out: self(backend, outputs, labels)
 
     def value(self, backend, outputs, labels):
         """The mean loss alone (evaluation)."""
@@ -28,6 +34,13 @@ class CrossEntropy(Loss):
     def __call__(self, backend, outputs, labels):
         return backend.softmax_cross_entropy(outputs, labels, check_finite=False)
 
+    def bind(self, backend):
+        kernel = backend.softmax_cross_entropy
+        if supports_keyword(kernel, "out"):
+            return lambda outputs, labels, out: kernel(outputs, labels, check_finite=False,
+                                                       out=out)
+        return lambda outputs, labels, out: kernel(outputs, labels, check_finite=False)
+
 
 class MSE(Loss):
     """Mean over samples and classes of (output - one_hot(label))^2."""
@@ -37,18 +50,25 @@ class MSE(Loss):
     def __init__(self):
         self._rows = {}  # (id(xp), n) -> arange(n), reused every step
 
-    def _diff(self, backend, outputs, labels):
+    def _diff(self, backend, outputs, labels, out=None):
         xp = backend.xp
         n = outputs.shape[0]
         rows = self._rows.get((id(xp), n))
         if rows is None:
             rows = self._rows[(id(xp), n)] = xp.arange(n)
-        diff = outputs.copy()
+        if out is None:
+            diff = outputs.copy()
+        else:
+            diff = out
+            xp.copyto(diff, outputs)
         diff[rows, labels] -= 1
         return diff
 
-    def __call__(self, backend, outputs, labels):
-        diff = self._diff(backend, outputs, labels)
+    def bind(self, backend):
+        return lambda outputs, labels, out: self(backend, outputs, labels, out)
+
+    def __call__(self, backend, outputs, labels, out=None):
+        diff = self._diff(backend, outputs, labels, out)
         loss = (diff * diff).mean()
         diff *= diff.dtype.type(2.0 / diff.size)
         return loss, diff

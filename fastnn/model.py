@@ -135,6 +135,14 @@ class Sequential:
         self._compile()
         return self
 
+    def set_reuse(self, flag):
+        """Let training passes write outputs and gradients into arrays kept between steps (the
+        Trainer does this during fit). Off (the default) frees them: every forward then returns
+        fresh arrays a caller may keep."""
+        for layer in self.layers:
+            layer.set_reuse(flag)
+        return self
+
     def train(self, mode=True):
         self.training = bool(mode)
         return self

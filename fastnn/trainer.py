@@ -219,15 +219,18 @@ class Trainer:
         self._interrupt_requested = True
 
     def _train(self, x, y, val, epochs, batch_size, shuffle, callbacks, verbose, progress):
-        model, opt, loss_fn, b = self.model, self.optimizer, self.loss, self.backend
+        model, opt, b = self.model, self.optimizer, self.backend
         xp = b.xp
         on_host = xp is np
         forward, backward, step_fn = model.forward, model.backward, opt.step
+        loss_fn = self.loss.bind(b)
         n = x.shape[0]
         steps = -(-n // batch_size)
         # one buffer per epoch for the shuffled batch (the last, partial batch uses its head)
-        x_buf = xp.empty((min(batch_size, n), *x.shape[1:]), dtype=x.dtype)
-        y_buf = xp.empty(min(batch_size, n), dtype=y.dtype)
+        rows = min(batch_size, n)
+        x_buf = xp.empty((rows, *x.shape[1:]), dtype=x.dtype)
+        y_buf = xp.empty(rows, dtype=y.dtype)
+        d_buf = xp.empty((rows, *model.output_shape(x.shape[1:])), dtype=x.dtype)
         schedule = opt.schedule is not None
         batch_hooks = [c for c in callbacks if cb.defines(c, "on_batch_end")]
         # optional backend kernel: number of rows whose argmax is the label (argmax costs more
@@ -246,6 +249,7 @@ class Trainer:
         bar = None
         epoch = done = 0
         self._call(callbacks, "on_train_begin", self)
+        model.set_reuse(True)
         try:
             for epoch in range(epochs):
                 self._call(callbacks, "on_epoch_begin", self, epoch)
@@ -273,7 +277,7 @@ class Trainer:
                     else:
                         xb, yb = x[lo:hi], y[lo:hi]
                     out = forward(xb, True)
-                    loss, dout = loss_fn(b, out, yb)
+                    loss, dout = loss_fn(out, yb, d_buf if hi - lo == rows else d_buf[:hi - lo])
                     if on_host:
                         value = float(loss)
                         if not math.isfinite(value):
@@ -336,6 +340,7 @@ class Trainer:
             history.stopped_at = {"epoch": epoch + 1, "step": done}
             raise
         finally:
+            model.set_reuse(False)
             if bar is not None:
                 bar.close()
             if previous_handler is not None:
