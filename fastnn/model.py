@@ -140,7 +140,8 @@ class Sequential:
         Trainer does this during fit). Off (the default) frees them: every forward then returns
         fresh arrays a caller may keep."""
         for layer in self.layers:
-            layer.set_reuse(flag)
+            if layer.reuse != bool(flag):
+                layer.set_reuse(flag)
         return self
 
     def train(self, mode=True):

@@ -81,6 +81,7 @@ class Trainer:
         self.history = None
         self.stop_training = False
         self._interrupt_requested = False
+        self._step_state = None
 
     # ---- argument checks (no work) --------------------------------------------------------------
 
@@ -182,6 +183,28 @@ class Trainer:
         self.optimizer.attach(model)
         return self._train(xs, ys, val, epochs, batch_size, shuffle, callbacks, verbose,
                            progress)
+
+    def train_step(self, x, y):
+        """One optimizer step on a batch already in the backend's form -- `x` of the model's
+        dtype and per-sample shape, `y` int64 labels -- unchecked, for benchmarks and custom
+        loops. Returns the batch's mean loss (a backend scalar). From the first call on, the
+        model's training passes reuse their arrays, as during fit, until
+        `model.set_reuse(False)`."""
+        model = self.model
+        if self._step_state is None or self._step_state[0] is not model.backend or \
+                not model.layers[0].reuse:
+            model.set_reuse(True)
+            self.optimizer.attach(model)
+            self._step_state = (model.backend, self.loss.bind(model.backend), None)
+        out = model.forward(x, True)
+        d_buf = self._step_state[2]
+        if d_buf is None or d_buf.shape != out.shape or d_buf.dtype != out.dtype:
+            d_buf = model.backend.xp.empty(out.shape, out.dtype)
+            self._step_state = self._step_state[:2] + (d_buf,)
+        loss, dout = self._step_state[1](out, y, d_buf)
+        model.backward(dout)
+        self.optimizer.step()
+        return loss
 
     def evaluate(self, x, y, batch_size=EVAL_BATCH_SIZE):
         """{"loss": mean loss, "accuracy": fraction correct} on (x, y), in inference mode."""

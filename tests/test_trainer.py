@@ -290,3 +290,12 @@ def test_fit_with_reused_buffers_equals_a_plain_loop(backend, loss):
             opt.step()
     for (name, a), b in zip(model.state_dict().items(), plain.state_dict().values()):
         assert a.tobytes() == b.tobytes(), name
+
+    stepped = build()
+    trainer = fastnn.Trainer(stepped, optim.SGD(lr=0.1, momentum=0.9), loss=loss, backend=backend)
+    labels = y.astype(np.int64)
+    for _ in range(2):
+        for lo in range(0, 50, 16):
+            trainer.train_step(xs[lo:lo + 16], labels[lo:lo + 16])
+    for (name, a), b in zip(stepped.state_dict().items(), plain.state_dict().values()):
+        assert a.tobytes() == b.tobytes(), name
