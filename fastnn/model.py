@@ -95,6 +95,7 @@ class Sequential:
             layer.need_dx = k > first
         # layers before the first parameter need no backward pass at all
         self._run_backward = run[first:][::-1]
+        self._input_ok = (None, None)  # (per-sample input shape, as the first layer takes it)
         self._slots = [(layer, j, f"{i}.{name}")
                        for i, layer in enumerate(layers)
                        for j, name in enumerate(layer.param_names)]
@@ -262,13 +263,16 @@ class Sequential:
     def prepare_input(self, x):
         """`x` (uint8 images scaled to [0, 1], or floats) as a checked backend array of the
         model's dtype and per-sample shape, e.g. (N, 28, 28) -> (N, 1, 28, 28) for a CNN."""
-        x = to_float(x) if self.dtype == np.float32 else _to_float64(x)
+        x = np.asarray(x)
         if x.ndim < 2:
             raise ValueError(f"x must have a sample axis and at least one more, got shape {x.shape}")
-        sample = self._sample_shape(x.shape[1:])
-        self.output_shape(sample)
-        x = x.reshape((x.shape[0], *sample))
-        return self._backend.asarray(x)
+        shape = x.shape[1:]
+        if shape != self._input_ok[0]:  # validated once per per-sample shape
+            sample = self._sample_shape(shape)
+            self.output_shape(sample)
+            self._input_ok = (shape, sample)
+        x = to_float(x) if self.dtype == np.float32 else _to_float64(x)
+        return self._backend.asarray(x.reshape((x.shape[0], *self._input_ok[1])))
 
     def _outputs(self, x, batch_size):
         batch_size = L._int_arg("batch_size", batch_size, 1)
