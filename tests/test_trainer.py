@@ -299,3 +299,77 @@ def test_fit_with_reused_buffers_equals_a_plain_loop(backend, loss):
             trainer.train_step(xs[lo:lo + 16], labels[lo:lo + 16])
     for (name, a), b in zip(stepped.state_dict().items(), plain.state_dict().values()):
         assert a.tobytes() == b.tobytes(), name
+
+
+class _ProxyXP:
+    """numpy under another name: makes the trainer take its device-backend path (no per-step
+    host sync; loss fetched every DEVICE_CHECK_INTERVAL steps) while computing the same."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def device_like_backend():
+    from fastnn.backends.numpy import NumpyBackend
+
+    class DeviceLike(NumpyBackend):
+        name = "device-like"
+        xp = _ProxyXP()
+        synced = 0
+
+        def synchronize(self):
+            DeviceLike.synced += 1
+
+    return DeviceLike()
+
+
+def test_device_path_matches_host_path(mnist_subset):
+    (x, y), _ = mnist_subset
+    results = []
+    for backend in ("numpy", device_like_backend()):
+        fastnn.seed(0)
+        model = mlp(hidden=16)
+        trainer = fastnn.Trainer(model, optim.SGD(lr=0.05, momentum=0.9), backend=backend)
+        history = trainer.fit(x[:600], y[:600], epochs=2, batch_size=50, validation_split=0.1,
+                              verbose=0)
+        results.append((model.state_dict(), history))
+    (w1, h1), (w2, h2) = results
+    for name in w1:
+        assert w1[name].tobytes() == w2[name].tobytes(), name
+    np.testing.assert_allclose(h1["loss"], h2["loss"], rtol=1e-6)
+    assert h1["accuracy"] == h2["accuracy"] and h1["val_accuracy"] == h2["val_accuracy"]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_device_path_reports_non_finite_loss_within_a_step_range():
+    from fastnn import trainer as trainer_module
+
+    x = np.random.default_rng(0).random((400, 4)).astype(np.float32)
+    y = np.arange(400) % 3
+    fastnn.seed(0)
+    trainer = fastnn.Trainer(nn.Sequential(nn.Linear(4, 3)), optim.SGD(lr=0.1),
+                             backend=device_like_backend())
+
+    class Poison(callbacks.Callback):
+        def on_batch_end(self, trainer, epoch, step, loss):
+            if step == 60:
+                trainer.model.layers[0].weight[:] = np.nan
+
+    assert trainer_module.DEVICE_CHECK_INTERVAL == 50
+    with pytest.raises(fastnn.NonFiniteLossError, match=r"epoch 1, at a step from 51 to 100"):
+        trainer.fit(x, y, epochs=1, batch_size=4, callbacks=Poison(), verbose=0)
+
+
+def test_verbose_prints_one_line_per_epoch_and_progress_bar_runs(capsys):
+    x = np.random.default_rng(0).random((64, 4)).astype(np.float32)
+    y = np.arange(64) % 2
+    fastnn.seed(0)
+    trainer = fastnn.Trainer(nn.Sequential(nn.Linear(4, 2)), optim.SGD(lr=0.1))
+    trainer.fit(x, y, epochs=2, batch_size=16, validation_data=(x, y), verbose=1,
+                progress=False)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("epoch 2/2  loss ")
+    assert "val_acc" in lines[1] and "samples/s" in lines[1]
+    history = trainer.fit(x, y, epochs=1, batch_size=16, verbose=1, progress=True)
+    assert history.epochs == 1
+    assert "epoch 1/1" in capsys.readouterr().err
