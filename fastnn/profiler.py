@@ -1,7 +1,7 @@
 """Where a training step goes: time and GFLOP/s per layer, forward and backward.
 
     import fastnn
-    report = fastnn.profile(model, x_train, y_train)          # prints the table
+    report = fastnn.profile(model, x_train, y_train)          # prints the table (fastnn.profiler)
     report.rows[0]["forward_ms"], report.step_ms, report.epoch_s
 
 For the examples' `--profile` flag: call `fastnn.profile(model, x, y, backend=args.backend,
