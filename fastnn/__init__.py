@@ -6,8 +6,9 @@ from ._random import seed
 from ._threads import get_num_threads, set_num_threads
 from .io import load
 from .model import Sequential
+from .profiler import profile
 from .trainer import History, NonFiniteLossError, Trainer
 
 __all__ = ["__version__", "backends", "callbacks", "datasets", "nn", "optim", "seed", "load",
            "Sequential", "Trainer", "History", "NonFiniteLossError", "get_num_threads",
-           "set_num_threads"]
+           "set_num_threads", "profile"]
