@@ -242,8 +242,7 @@ def header_lines(info, peak_info, args, torch_version):
         f"NumPy {info['numpy']} BLAS: {info['blas']}; OPENBLAS env: "
         + ", ".join(f"{k}={v}" for k, v in info["openblas_env"].items() if v is not None or
                     k in OPENBLAS_VARS),
-        f"PyTorch: {torch_version or 'not importable here'} "
-        f"({'2 threads' if torch_version else 'column skipped'})",
+        f"PyTorch: {torch_version or 'not importable here (column skipped)'}",
         f"medians of {args.runs} interleaved runs; batch {W.BATCH}, SGD momentum {W.MOMENTUM}, "
         f"lr {W.LR}" + (f"; epochs timed on {args.epoch_samples} samples and scaled to 60000"
                         if args.epoch_samples else ""),
@@ -301,7 +300,9 @@ def main(argv=None):
 
     import torch_impl
 
-    torch_version = torch_impl.version()
+    if torch_impl.available():
+        torch_impl.setup_threads()
+    torch_version = torch_impl.describe()
     info = machine.summary()
     peak_info = None if args.no_peak else machine.fma_peak()
     x, y = load_mnist()

@@ -28,6 +28,23 @@ def version():
     return torch.__version__ if torch is not None else None
 
 
+def describe():
+    """e.g. "2.13.0+cpu, 2 threads, CPU capability AVX2, BLAS mkl" (None without torch)."""
+    if torch is None:
+        return None
+    parts = [torch.__version__, f"{torch.get_num_threads()} threads"]
+    try:
+        parts.append(f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    except AttributeError:
+        pass
+    for line in torch.__config__.show().splitlines():
+        line = line.strip()
+        if line.startswith("BLAS_INFO=") or "BLAS_INFO=" in line:
+            parts.append("BLAS " + line.split("BLAS_INFO=")[1].split(",")[0])
+            break
+    return ", ".join(parts)
+
+
 def setup_threads(n=THREADS):
     torch.set_num_threads(n)
 
