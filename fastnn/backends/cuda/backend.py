@@ -1,0 +1,297 @@
+"""CudaBackend: the kernel contract (see fastnn/backends/numpy.py) on CuPy float32 arrays.
+
+GEMMs go through cuBLAS (`xp.matmul`); everything around them is one of the kernels in
+kernels/*.cu: the bias+ReLU epilogue, the ReLU mask fused with the bias gradient, im2col and
+col2im, max-pool, softmax cross-entropy and the optimizer updates.
+
+Nothing here waits for the GPU except where a number must come back: the loss is returned as
+a 0-d device array (`float(loss)` syncs when the caller wants it), and `check_finite=True`
+(the default, as in the reference) checks inputs on the device, which costs one sync per
+check; callers that validated their data once pass `check_finite=False`, which also skips the
+label and argmax range checks (the kernels then give NaN or skip bad entries, never reading
+out of bounds).
+
+The backend is written against `self.xp` and a table of checked kernels, so the tests run this
+same code with xp=numpy and the .cu kernels compiled for the CPU (tests/cuda_harness).
+"""
+import numpy as np
+
+from .. import _checks as check
+from . import launch
+from .kernels import Kernels
+
+_F32 = np.dtype(np.float32)
+
+
+class CudaBackend:
+    name = "cuda"
+    dtypes = (_F32,)
+    # Most blocks per elementwise launch; past that each thread loops (grid-stride), which
+    # keeps launches small. The tests lower it to exercise those loops on tiny arrays.
+    max_blocks = 8192
+
+    def __init__(self, *, threads=256, _xp=None, _kernels=None):
+        """threads: CUDA threads per block (1 to 256). _xp/_kernels are for the tests' CPU run."""
+        threads = check.positive_int("threads", threads, 1)
+        if threads > 256:
+            raise ValueError(f"threads must be <= 256, got {threads}")
+        if _xp is None:
+            import cupy
+
+            _xp = cupy
+        self.xp = _xp
+        self.kernels = _kernels if _kernels is not None else Kernels(launch.cupy_space(_xp))
+        self.threads = threads
+
+    # ---- arrays -------------------------------------------------------------------------------
+
+    def asarray(self, a, dtype=None):
+        """`a` as a C-contiguous device array; floating point becomes float32 unless `dtype`."""
+        if dtype is None:
+            kind = getattr(a, "dtype", None)
+            if kind is None:
+                kind = np.asarray(a).dtype
+            dtype = _F32 if np.dtype(kind).kind == "f" else kind
+        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
+
+    def to_numpy(self, a):
+        get = getattr(a, "get", None)
+        return get() if get is not None and not isinstance(a, np.ndarray) else np.asarray(a)
+
+    def zeros(self, shape, dtype=np.float32):
+        return self.xp.zeros(shape, dtype=dtype)
+
+    def synchronize(self):
+        """Wait until the GPU has finished all queued work."""
+        cuda = getattr(self.xp, "cuda", None)
+        if cuda is not None:
+            cuda.get_current_stream().synchronize()
+
+    # ---- argument checks ----------------------------------------------------------------------
+
+    def _f32(self, name, a, ndim):
+        a = check.float_array(name, a, ndim, self.xp)
+        if a.dtype != _F32:
+            raise TypeError(f"{name} must be float32 (the cuda backend has no float64 kernels), "
+                            f"got {a.dtype.name}")
+        return a
+
+    def _finite(self, name, a):
+        check.finite(name, a, self.xp)
+
+    def _grid(self, total):
+        """Blocks for a grid-stride loop over `total` elements (capped: each thread loops)."""
+        return max(1, min(-(-total // self.threads), self.max_blocks))
+
+    def _reduce_threads(self, count):
+        """Threads for a block that reduces `count` values: no more than needed, at most 256."""
+        return max(1, min(self.threads, count))
+
+    # ---- shared epilogues ---------------------------------------------------------------------
+
+    def _bias_act(self, y, b, channels, inner, relu):
+        self.kernels.bias_act(self._grid(y.size), self.threads, y, b, y.size, channels, inner,
+                              int(relu))
+
+    def _bias_grad(self, y, dy, outer, channels, inner, relu):
+        """(dz, db): dz = dy * (y > 0) if relu else dy, db its sum per channel."""
+        dz = self.xp.empty_like(dy) if relu else dy
+        db = self.xp.empty(channels, dtype=_F32)
+        self.kernels.bias_grad(channels, self._reduce_threads(outer * inner), dy, y, dz, db,
+                               outer, channels, inner, int(relu))
+        return dz, db
+
+    # ---- linear -------------------------------------------------------------------------------
+
+    def _linear_args(self, x, w, b=None):
+        x = self._f32("x", x, 2)
+        w = self._f32("w", w, 2)
+        b = None if b is None else self._f32("b", b, 1)
+        if x.shape[1] != w.shape[1]:
+            raise ValueError(f"x has {x.shape[1]} features but w has shape {tuple(w.shape)} "
+                             f"(expected (out_features, {x.shape[1]}))")
+        if b is not None:
+            check.expect_shape("b", b, (w.shape[0],))
+        return x, w, b
+
+    def linear_forward(self, x, w, b, relu=False, *, check_finite=True):
+        x, w, b = self._linear_args(x, w, b)
+        if check_finite:
+            self._finite("x", x)
+        y = self.xp.matmul(x, w.T)
+        self._bias_act(y, b, w.shape[0], 1, relu)
+        return y
+
+    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True):
+        x, w, _ = self._linear_args(x, w)
+        out_shape = (x.shape[0], w.shape[0])
+        y = self._f32("y", y, 2)
+        dy = self._f32("dy", dy, 2)
+        check.expect_shape("y", y, out_shape)
+        check.expect_shape("dy", dy, out_shape)
+        if check_finite:
+            self._finite("dy", dy)
+        dz, db = self._bias_grad(y, dy, x.shape[0], w.shape[0], 1, relu)
+        dx = self.xp.matmul(dz, w)
+        dw = self.xp.matmul(dz.T, x)
+        return dx, dw, db
+
+    # ---- conv2d -------------------------------------------------------------------------------
+
+    def _conv_args(self, x, w, b, stride, padding):
+        x = self._f32("x", x, 4)
+        w = self._f32("w", w, 4)
+        b = None if b is None else self._f32("b", b, 1)
+        return check.conv_args(x, w, b, stride, padding, self.xp)
+
+    def _im2col(self, x, w_shape, stride, padding, out_hw):
+        n, c, h, wd = x.shape
+        _, _, kh, kw = w_shape
+        ho, wo = out_hw
+        col = self.xp.empty((n, c * kh * kw, ho * wo), dtype=_F32)
+        self.kernels.im2col(self._grid(col.size), self.threads, x, col, col.size, c, h, wd,
+                            kh, kw, stride, padding, ho, wo)
+        return col
+
+    def conv2d_forward(self, x, w, b, stride=1, padding=0, relu=False, *, check_finite=True):
+        x, w, b, stride, padding, (n, co, ho, wo) = self._conv_args(x, w, b, stride, padding)
+        if check_finite:
+            self._finite("x", x)
+        col = self._im2col(x, w.shape, stride, padding, (ho, wo))
+        # (C_out, K) @ (N, K, P) -> (N, C_out, P): NCHW straight from a batched cuBLAS GEMM
+        y = self.xp.matmul(w.reshape(co, -1), col)
+        self._bias_act(y, b, co, ho * wo, relu)
+        return y.reshape(n, co, ho, wo)
+
+    def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *, check_finite=True):
+        x, w, _, stride, padding, out_shape = self._conv_args(x, w, None, stride, padding)
+        y = self._f32("y", y, 4)
+        dy = self._f32("dy", dy, 4)
+        check.expect_shape("y", y, out_shape)
+        check.expect_shape("dy", dy, out_shape)
+        if check_finite:
+            self._finite("dy", dy)
+        n, co, ho, wo = out_shape
+        dz, db = self._bias_grad(y, dy, n, co, ho * wo, relu)
+        dz = dz.reshape(n, co, ho * wo)
+        col = self._im2col(x, w.shape, stride, padding, (ho, wo))
+        w2 = w.reshape(co, -1)
+        # dw = sum over samples of dz[n] @ col[n].T
+        dw = self.xp.matmul(dz, col.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+        dcol = self.xp.ascontiguousarray(self.xp.matmul(w2.T, dz))
+        dx = self.xp.empty(x.shape, dtype=_F32)
+        _, c, h, wd = x.shape
+        _, _, kh, kw = w.shape
+        self.kernels.col2im(self._grid(dx.size), self.threads, dcol, dx, dx.size, c, h, wd,
+                            kh, kw, stride, padding, ho, wo)
+        return dx, dw, db
+
+    # ---- max-pool -----------------------------------------------------------------------------
+
+    def maxpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True):
+        x = self._f32("x", x, 4)
+        kernel, stride, y_shape = check.pool_args(x.shape, kernel, stride)
+        if check_finite:
+            self._finite("x", x)
+        n, c, ho, wo = y_shape
+        y = self.xp.empty(y_shape, dtype=_F32)
+        argmax = self.xp.empty(y_shape, dtype=np.int32)
+        self.kernels.maxpool_forward(self._grid(y.size), self.threads, x, y, argmax, y.size,
+                                     x.shape[2], x.shape[3], ho, wo, kernel, stride)
+        return y, argmax
+
+    def maxpool2d_backward(self, dy, argmax, x_shape, kernel=2, stride=None, *,
+                           check_finite=True):
+        dy = self._f32("dy", dy, 4)
+        x_shape = check.shape_tuple("x_shape", x_shape)
+        kernel, stride, y_shape = check.pool_args(x_shape, kernel, stride)
+        check.expect_shape("dy", dy, y_shape)
+        n, c, h, w = x_shape
+        if check_finite:
+            argmax = check.argmax_array(argmax, y_shape, h * w, self.xp)  # syncs: range check
+            self._finite("dy", dy)
+        else:
+            argmax = self._int_array("argmax", argmax, y_shape, np.int32)
+        dx = self.xp.zeros(x_shape, dtype=_F32)
+        self.kernels.maxpool_backward(self._grid(dy.size), self.threads, dy, argmax, dx,
+                                      dy.size, h * w, y_shape[2] * y_shape[3])
+        return dx
+
+    def _int_array(self, name, a, shape, dtype):
+        if not isinstance(a, self.xp.ndarray):
+            raise TypeError(f"{name} must be a {self.xp.__name__} ndarray, got {type(a).__name__}")
+        if a.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be an integer array, got {a.dtype.name}")
+        check.expect_shape(name, a, shape)
+        return self.xp.ascontiguousarray(a, dtype=dtype)
+
+    # ---- loss ---------------------------------------------------------------------------------
+
+    def softmax_cross_entropy(self, logits, labels, *, check_finite=True):
+        """(mean loss as a 0-d device array, dlogits already divided by N).
+
+        Labels may be a NumPy array (checked on the host, then copied over) or a device array
+        (its range check needs a sync, skipped with check_finite=False)."""
+        logits = self._f32("logits", logits, 2)
+        n, classes = logits.shape
+        if n < 1 or classes < 1:
+            raise ValueError(f"logits must have at least one row and one class, "
+                             f"got {tuple(logits.shape)}")
+        if not isinstance(labels, self.xp.ndarray):  # host labels: checked for free, copied
+            labels = self.xp.asarray(check.labels("labels", labels, n, classes))
+        elif check_finite:
+            labels = check.labels("labels", labels, n, classes, self.xp)
+        else:
+            labels = self._int_array("labels", labels, (n,), np.int64)
+        if check_finite:
+            self._finite("logits", logits)
+        dlogits = self.xp.empty_like(logits)
+        row_loss = self.xp.empty(n, dtype=_F32)
+        self.kernels.softmax_xent(n, self._reduce_threads(classes), logits, labels, dlogits,
+                                  row_loss, n, classes)
+        return row_loss.mean(), dlogits
+
+    # ---- optimizer updates (in place) ---------------------------------------------------------
+
+    def _step_args(self, param, grad, **state):
+        param = check.writable_float("param", param, self.xp)
+        if param.dtype != _F32:
+            raise TypeError(f"param must be float32, got {param.dtype.name}")
+        grad = self._f32("grad", grad, param.ndim)
+        check.expect_shape("grad", grad, param.shape)
+        for name, a in state.items():
+            if a is not None:
+                check.writable_array(name, a, param.shape, param.dtype, self.xp)
+        return param, grad
+
+    def sgd_step(self, param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0,
+                 nesterov=False):
+        """PyTorch's SGD, in place (see NumpyBackend.sgd_step)."""
+        lr = check.real("lr", lr, minimum=0.0, min_inclusive=False)
+        momentum = check.real("momentum", momentum, minimum=0.0, maximum=1.0)
+        weight_decay = check.real("weight_decay", weight_decay, minimum=0.0)
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
+        if momentum and velocity is None:
+            raise ValueError("velocity is required when momentum > 0")
+        param, grad = self._step_args(param, grad, velocity=velocity if momentum else None)
+        # without momentum the kernel never touches `velocity`; param stands in for it
+        self.kernels.sgd_update(self._grid(param.size), self.threads, param, grad,
+                                velocity if momentum else param, param.size, lr, momentum,
+                                weight_decay, int(nesterov))
+
+    def adam_step(self, param, grad, m, v, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8,
+                  weight_decay=0.0):
+        """PyTorch's Adam, in place (see NumpyBackend.adam_step)."""
+        lr = check.real("lr", lr, minimum=0.0, min_inclusive=False)
+        step = check.positive_int("step", step, 1)
+        beta1 = check.real("beta1", beta1, minimum=0.0)
+        beta2 = check.real("beta2", beta2, minimum=0.0)
+        if beta1 >= 1 or beta2 >= 1:
+            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {beta1}, {beta2}")
+        eps = check.real("eps", eps, minimum=0.0, min_inclusive=False)
+        weight_decay = check.real("weight_decay", weight_decay, minimum=0.0)
+        param, grad = self._step_args(param, grad, m=m, v=v)
+        self.kernels.adam_update(self._grid(param.size), self.threads, param, grad, m, v,
+                                 param.size, lr, beta1, beta2, eps, weight_decay,
+                                 1.0 - beta1 ** step, 1.0 - beta2 ** step)

@@ -1,0 +1,36 @@
+// In-place optimizer updates, one thread per parameter, PyTorch's formulas.
+#include "common.cuh"
+
+// g = grad + wd*p; with momentum: v = momentum*v + g, g = nesterov ? g + momentum*v : v;
+// p -= lr*g. `velocity` is untouched when momentum == 0 (the caller may pass any buffer).
+extern "C" __global__ void sgd_update(float* __restrict__ param, const float* __restrict__ grad,
+                                      float* __restrict__ velocity, int total, float lr,
+                                      float momentum, float weight_decay, int nesterov) {
+    for (long long i = fastnn_first_index(); i < total; i += fastnn_grid_stride()) {
+        float g = grad[i];
+        if (weight_decay != 0.0f) g += weight_decay * param[i];
+        if (momentum != 0.0f) {
+            const float v = momentum * velocity[i] + g;
+            velocity[i] = v;
+            g = nesterov ? g + momentum * v : v;
+        }
+        param[i] -= lr * g;
+    }
+}
+
+// Adam with L2 weight decay added to the gradient. bias1 = 1 - beta1^step and
+// bias2 = 1 - beta2^step are computed on the host in double precision.
+extern "C" __global__ void adam_update(float* __restrict__ param, const float* __restrict__ grad,
+                                       float* __restrict__ m, float* __restrict__ v, int total,
+                                       float lr, float beta1, float beta2, float eps,
+                                       float weight_decay, float bias1, float bias2) {
+    for (long long i = fastnn_first_index(); i < total; i += fastnn_grid_stride()) {
+        float g = grad[i];
+        if (weight_decay != 0.0f) g += weight_decay * param[i];
+        const float mi = beta1 * m[i] + (1.0f - beta1) * g;
+        const float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        param[i] -= lr * (mi / bias1) / (sqrtf(vi / bias2) + eps);
+    }
+}

@@ -1,0 +1,183 @@
+"""The CUDA backend's Python code and its .cu kernels, run on the CPU by the host harness
+(tests/cuda_harness: g++ builds the same kernel source, one host thread per CUDA thread) and
+compared with the NumPy reference on tiny shapes; then a ThreadSanitizer build of the same,
+and deliberately broken kernels that these checks must catch."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastnn.backends.cuda import kernels, sources
+from fastnn.backends.numpy import NumpyBackend
+
+HARNESS = Path(__file__).resolve().parent / "cuda_harness"
+sys.path.insert(0, str(HARNESS))
+import host_harness  # noqa: E402
+import kernel_cases  # noqa: E402
+
+pytestmark = pytest.mark.skipif(host_harness.compiler() is None, reason="no C++ compiler (g++)")
+
+# (threads per block, most blocks): small blocks and a capped grid give several blocks and
+# grid-stride loops even on tiny shapes; 256 is the real block size.
+CONFIGS = [(5, 3), (256, 8192)]
+
+
+@pytest.fixture(scope="session")
+def builds(tmp_path_factory):
+    """The plain and the ThreadSanitizer builds, compiled side by side."""
+    return {"plain": host_harness.Build(tmp_path_factory.mktemp("harness")),
+            "thread": host_harness.Build(tmp_path_factory.mktemp("tsan"), sanitize="thread")}
+
+
+@pytest.fixture(scope="session")
+def library(builds):
+    return host_harness.HostLibrary(builds["plain"].result())
+
+
+@pytest.mark.parametrize("threads, max_blocks", CONFIGS, ids=lambda v: str(v))
+@pytest.mark.parametrize("case", kernel_cases.CASES, ids=lambda c: c.__name__)
+def test_kernel_matches_reference(library, case, threads, max_blocks):
+    backend = host_harness.host_backend(library, threads=threads, max_blocks=max_blocks)
+    assert kernel_cases.run(case, backend, NumpyBackend()) == []
+
+
+def test_harness_sees_the_signatures_the_launcher_checks(library):
+    # g++ derives each kernel's parameter types from the compiled code; the launch wrapper
+    # parsed them from the text. They must agree, or the wrapper checks the wrong thing.
+    for name, (_, sig) in kernels.signatures().items():
+        assert library.signature(name) == tuple(p.ctype for p in sig.params), name
+
+
+def test_loss_is_a_device_scalar_and_not_synced(library):
+    backend = host_harness.host_backend(library)
+    loss, _ = backend.softmax_cross_entropy(backend.asarray(np.zeros((2, 3))), np.array([0, 2]))
+    assert np.ndim(loss) == 0 and np.isclose(float(loss), np.log(3))
+
+
+def test_out_of_range_labels_give_nan_not_a_wild_read(library):
+    backend = host_harness.host_backend(library)
+    logits = backend.asarray(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        backend.softmax_cross_entropy(logits, np.array([0, 3]))
+    loss, _ = backend.softmax_cross_entropy(logits, np.array([0, 3]), check_finite=False)
+    assert np.isnan(loss)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda b: b.linear_forward(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros(4)),
+     TypeError, "x must be float32"),
+    (lambda b: b.linear_forward(*(np.zeros(s, np.float32) for s in ((2, 3), (4, 2), (4,)))),
+     ValueError, "x has 3 features"),
+    (lambda b: b.conv2d_forward(np.zeros((1, 1, 2, 2), np.float32),
+                                np.zeros((1, 1, 3, 3), np.float32), np.zeros(1, np.float32)),
+     ValueError, "kernel 3 does not fit"),
+    (lambda b: b.maxpool2d_backward(np.zeros((1, 1, 1, 1), np.float32),
+                                    np.array([[[[9]]]], np.int32), (1, 1, 2, 2)),
+     ValueError, r"argmax indices must be in \[0, 4\)"),
+    (lambda b: b.softmax_cross_entropy(np.array([[np.nan, 0]], np.float32), np.array([0])),
+     ValueError, "logits contains NaN"),
+    (lambda b: b.sgd_step(np.zeros(3, np.float32), np.zeros(3, np.float32), lr=0.1,
+                          momentum=0.9), ValueError, "velocity is required"),
+    (lambda b: b.adam_step(np.zeros(3, np.float32), np.zeros(2, np.float32),
+                           np.zeros(3, np.float32), np.zeros(3, np.float32), lr=0.1, step=1),
+     ValueError, r"grad must have shape \(3,\)"),
+])
+def test_bad_input_is_refused_before_any_kernel_runs(call, error, message):
+    def no_kernels(family):
+        raise AssertionError(f"a {family} kernel was loaded for bad input")
+
+    from fastnn.backends.cuda import launch
+    from fastnn.backends.cuda.backend import CudaBackend
+
+    backend = CudaBackend(_xp=np, _kernels=kernels.Kernels(launch.HOST, load_module=no_kernels))
+    with pytest.raises(error, match=message):
+        call(backend)
+
+
+# ---- ThreadSanitizer ---------------------------------------------------------------------------
+
+def _tsan_runtime():
+    compiler = host_harness.compiler()
+    if compiler is None:
+        return None
+    path = subprocess.run([compiler, "-print-file-name=libtsan.so"], capture_output=True,
+                          text=True).stdout.strip()
+    return path if os.path.isabs(path) and os.path.exists(path) else None
+
+
+def _run_preloaded(runtime, args):
+    # sys.executable, not a `python3` wrapper script: the preloaded runtime must start with
+    # the interpreter itself. OpenBLAS threads are not instrumented; keep them out.
+    env = dict(os.environ, LD_PRELOAD=runtime, OPENBLAS_NUM_THREADS="1",
+               TSAN_OPTIONS="halt_on_error=0 exitcode=66")
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+@pytest.fixture(scope="session")
+def tsan_runtime():
+    runtime = _tsan_runtime()
+    if runtime is None:
+        pytest.skip("the compiler has no ThreadSanitizer runtime (libtsan)")
+    return runtime
+
+
+def test_thread_sanitizer_finds_no_race(tsan_runtime, builds):
+    result = _run_preloaded(tsan_runtime, [str(HARNESS / "run_cases.py"),
+                                           str(builds["thread"].result())])
+    output = result.stdout + result.stderr
+    assert "ThreadSanitizer" not in output, output[-6000:]
+    assert result.returncode == 0, output[-6000:]
+    assert re.search(r"harness cases: \d+ ok, 0 with mismatches", output), output[-3000:]
+
+
+# ---- deliberately broken kernels must be caught -----------------------------------------------
+
+# run inside the TSan process: a block reduction (loss) and bias_grad on the mutant library
+_MUTANT_SCRIPT = """
+import sys
+sys.path.insert(0, {harness!r})
+import host_harness, kernel_cases
+import numpy as np
+from fastnn.backends.numpy import NumpyBackend
+library = host_harness.HostLibrary({library!r})
+backend = host_harness.host_backend(library, threads=64)
+print("softmax problems:", kernel_cases.run(kernel_cases.softmax_xent(3, 300), backend,
+                                             NumpyBackend()))
+try:
+    backend.linear_backward(*(np.ones(s, np.float32) for s in ((4, 3), (2, 3), (4, 2), (4, 2))))
+    print("bias_grad: no error")
+except RuntimeError as exc:
+    print("bias_grad error:", exc)
+"""
+
+
+def _mutate(path, old, new):
+    text = path.read_text()
+    assert old in text, f"{path.name} no longer contains the code this test breaks"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_missing_syncthreads_and_divergent_barrier_are_caught(tsan_runtime, tmp_path):
+    broken = tmp_path / "kernels"
+    shutil.copytree(sources.KERNEL_DIR, broken)
+    # 1. block_max without its last __syncthreads: the next reduction overwrites `partial`
+    #    while slow threads still read partial[0]. A race that often still gives right answers.
+    _mutate(broken / "common.cuh", "    const float best = partial[0];\n    __syncthreads();",
+            "    const float best = partial[0];")
+    # 2. bias_grad with one thread returning early: it never reaches the block's barrier.
+    _mutate(broken / "dense.cu", "    const int channel = blockIdx.x;",
+            "    if (threadIdx.x == 1) return;\n    const int channel = blockIdx.x;")
+    library = host_harness.build(tmp_path / "build", sanitize="thread", kernel_dir=broken,
+                                 families=("dense", "loss"))
+    script = _MUTANT_SCRIPT.format(harness=str(HARNESS), library=str(library))
+    result = _run_preloaded(tsan_runtime, ["-c", script])
+    output = result.stdout + result.stderr
+    assert "WARNING: ThreadSanitizer: data race" in output and "fastnn_block_max" in output, output[-4000:]
+    assert re.search(r"bias_grad error: .*a thread (returned|reached __syncthreads)", output), \
+        output[-4000:]
