@@ -19,33 +19,36 @@ def _pairs(backend, names, got, expected):
     return [(name, backend.to_numpy(g), np.asarray(e)) for name, g, e in zip(names, got, expected)]
 
 
-def linear(relu, n=5, fin=7, fout=3):
+def linear(relu, n=5, fin=7, fout=3, bias=True):
     def case(backend, ref, rng):
         x, w, b = _normal(rng, n, fin), _normal(rng, fout, fin), _normal(rng, fout)
+        b = b if bias else None
         y_ref = ref.linear_forward(x, w, b, relu)
         dy = _normal(rng, n, fout)
-        dev = [backend.asarray(a) for a in (x, w, b, dy)]
+        dev = [None if a is None else backend.asarray(a) for a in (x, w, b, dy)]
         y = backend.linear_forward(*dev[:3], relu)
         out = _pairs(backend, ["y"], y, y_ref)
         got = backend.linear_backward(dev[0], dev[1], y, dev[3], relu)
         return out + _pairs(backend, ["dx", "dw", "db"], got,
                             ref.linear_backward(x, w, y_ref, dy, relu))
-    case.__name__ = f"linear(relu={relu}, {n}x{fin}->{fout})"
+    case.__name__ = f"linear(relu={relu}, {n}x{fin}->{fout}{'' if bias else ', no bias'})"
     return case
 
 
-def conv2d(x_shape, w_shape, stride, padding, relu):
+def conv2d(x_shape, w_shape, stride, padding, relu, bias=True):
     def case(backend, ref, rng):
         x, w, b = _normal(rng, *x_shape), _normal(rng, *w_shape), _normal(rng, w_shape[0])
+        b = b if bias else None
         y_ref = ref.conv2d_forward(x, w, b, stride, padding, relu)
         dy = _normal(rng, *y_ref.shape)
-        dev = [backend.asarray(a) for a in (x, w, b, dy)]
+        dev = [None if a is None else backend.asarray(a) for a in (x, w, b, dy)]
         y = backend.conv2d_forward(*dev[:3], stride, padding, relu)
         out = _pairs(backend, ["y"], y, y_ref)
         got = backend.conv2d_backward(dev[0], dev[1], y, dev[3], stride, padding, relu)
         return out + _pairs(backend, ["dx", "dw", "db"], got,
                             ref.conv2d_backward(x, w, y_ref, dy, stride, padding, relu))
-    case.__name__ = f"conv2d(x={x_shape}, w={w_shape}, stride={stride}, pad={padding}, relu={relu})"
+    case.__name__ = (f"conv2d(x={x_shape}, w={w_shape}, stride={stride}, pad={padding}, "
+                     f"relu={relu}{'' if bias else ', no bias'})")
     return case
 
 
@@ -110,10 +113,12 @@ def adam(weight_decay, steps=3, shape=(37,)):
 
 CASES = [
     linear(False), linear(True), linear(True, n=1, fin=3, fout=300),
+    linear(True, bias=False), linear(False, bias=False),
     conv2d((2, 3, 6, 5), (4, 3, 3, 2), 1, 1, True),
     conv2d((2, 2, 7, 7), (3, 2, 3, 3), 2, 0, False),
     conv2d((1, 3, 4, 4), (2, 3, 1, 1), 1, 0, True),
     conv2d((2, 1, 5, 6), (2, 1, 5, 5), 3, 2, True),
+    conv2d((1, 2, 5, 5), (3, 2, 3, 3), 1, 0, True, bias=False),
     maxpool((2, 3, 6, 6), 2), maxpool((2, 2, 7, 7), 3, 2), maxpool((1, 2, 5, 8), 2, 1),
     maxpool((2, 3, 6, 6), 2, ties=True), maxpool((2, 2, 6, 6), 3, 1, nan=True),
     softmax_xent(5, 7), softmax_xent(3, 300), softmax_xent(4, 10, scale=1000.0),

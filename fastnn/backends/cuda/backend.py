@@ -17,6 +17,7 @@ same code with xp=numpy and the .cu kernels compiled for the CPU (tests/cuda_har
 import numpy as np
 
 from .. import _checks as check
+from ..numpy import NumpyBackend
 from . import launch
 from .kernels import Kernels
 
@@ -90,8 +91,11 @@ class CudaBackend:
     # ---- shared epilogues ---------------------------------------------------------------------
 
     def _bias_act(self, y, b, channels, inner, relu):
-        self.kernels.bias_act(self._grid(y.size), self.threads, y, b, y.size, channels, inner,
-                              int(relu))
+        if b is not None:
+            self.kernels.bias_act(self._grid(y.size), self.threads, y, b, y.size, channels,
+                                  inner, int(relu))
+        elif relu:
+            self.kernels.relu_inplace(self._grid(y.size), self.threads, y, y.size)
 
     def _bias_grad(self, y, dy, outer, channels, inner, relu):
         """(dz, db): dz = dy * (y > 0) if relu else dy, db its sum per channel."""
@@ -122,7 +126,9 @@ class CudaBackend:
         self._bias_act(y, b, w.shape[0], 1, relu)
         return y
 
-    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True):
+    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True, compute_dx=True):
+        """(dx, dw, db) as the reference; compute_dx=False skips dx (returned as None), e.g.
+        for the first layer."""
         x, w, _ = self._linear_args(x, w)
         out_shape = (x.shape[0], w.shape[0])
         y = self._f32("y", y, 2)
@@ -132,7 +138,7 @@ class CudaBackend:
         if check_finite:
             self._finite("dy", dy)
         dz, db = self._bias_grad(y, dy, x.shape[0], w.shape[0], 1, relu)
-        dx = self.xp.matmul(dz, w)
+        dx = self.xp.matmul(dz, w) if compute_dx else None
         dw = self.xp.matmul(dz.T, x)
         return dx, dw, db
 
@@ -163,7 +169,9 @@ class CudaBackend:
         self._bias_act(y, b, co, ho * wo, relu)
         return y.reshape(n, co, ho, wo)
 
-    def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *, check_finite=True):
+    def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *, check_finite=True,
+                        compute_dx=True):
+        """(dx, dw, db) as the reference; compute_dx=False skips dx (returned as None)."""
         x, w, _, stride, padding, out_shape = self._conv_args(x, w, None, stride, padding)
         y = self._f32("y", y, 4)
         dy = self._f32("dy", dy, 4)
@@ -178,6 +186,8 @@ class CudaBackend:
         w2 = w.reshape(co, -1)
         # dw = sum over samples of dz[n] @ col[n].T
         dw = self.xp.matmul(dz, col.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+        if not compute_dx:
+            return None, dw, db
         dcol = self.xp.ascontiguousarray(self.xp.matmul(w2.T, dz))
         dx = self.xp.empty(x.shape, dtype=_F32)
         _, c, h, wd = x.shape
@@ -254,6 +264,7 @@ class CudaBackend:
     # ---- optimizer updates (in place) ---------------------------------------------------------
 
     def _step_args(self, param, grad, **state):
+        """The reference's checks (NumpyBackend._sgd_args/_adam_args call this), on device."""
         param = check.writable_float("param", param, self.xp)
         if param.dtype != _F32:
             raise TypeError(f"param must be float32, got {param.dtype.name}")
@@ -264,17 +275,14 @@ class CudaBackend:
                 check.writable_array(name, a, param.shape, param.dtype, self.xp)
         return param, grad
 
+    _sgd_args = NumpyBackend._sgd_args
+    _adam_args = NumpyBackend._adam_args
+
     def sgd_step(self, param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0,
                  nesterov=False):
         """PyTorch's SGD, in place (see NumpyBackend.sgd_step)."""
-        lr = check.real("lr", lr, minimum=0.0, min_inclusive=False)
-        momentum = check.real("momentum", momentum, minimum=0.0, maximum=1.0)
-        weight_decay = check.real("weight_decay", weight_decay, minimum=0.0)
-        if nesterov and momentum == 0:
-            raise ValueError("nesterov needs momentum > 0")
-        if momentum and velocity is None:
-            raise ValueError("velocity is required when momentum > 0")
-        param, grad = self._step_args(param, grad, velocity=velocity if momentum else None)
+        param, grad, lr, momentum, weight_decay = self._sgd_args(
+            param, grad, velocity, lr, momentum, weight_decay, nesterov)
         # without momentum the kernel never touches `velocity`; param stands in for it
         self.kernels.sgd_update(self._grid(param.size), self.threads, param, grad,
                                 velocity if momentum else param, param.size, lr, momentum,
@@ -283,15 +291,8 @@ class CudaBackend:
     def adam_step(self, param, grad, m, v, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8,
                   weight_decay=0.0):
         """PyTorch's Adam, in place (see NumpyBackend.adam_step)."""
-        lr = check.real("lr", lr, minimum=0.0, min_inclusive=False)
-        step = check.positive_int("step", step, 1)
-        beta1 = check.real("beta1", beta1, minimum=0.0)
-        beta2 = check.real("beta2", beta2, minimum=0.0)
-        if beta1 >= 1 or beta2 >= 1:
-            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {beta1}, {beta2}")
-        eps = check.real("eps", eps, minimum=0.0, min_inclusive=False)
-        weight_decay = check.real("weight_decay", weight_decay, minimum=0.0)
-        param, grad = self._step_args(param, grad, m=m, v=v)
+        param, grad, lr, step, beta1, beta2, eps, weight_decay = self._adam_args(
+            param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay)
         self.kernels.adam_update(self._grid(param.size), self.threads, param, grad, m, v,
                                  param.size, lr, beta1, beta2, eps, weight_decay,
                                  1.0 - beta1 ** step, 1.0 - beta2 ** step)

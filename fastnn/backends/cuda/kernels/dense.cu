@@ -13,6 +13,13 @@ extern "C" __global__ void bias_act(float* __restrict__ y, const float* __restri
     }
 }
 
+// max(y, 0) in place, for layers without a bias.
+extern "C" __global__ void relu_inplace(float* __restrict__ y, int total) {
+    for (long long i = fastnn_first_index(); i < total; i += fastnn_grid_stride()) {
+        if (y[i] < 0.0f) y[i] = 0.0f;
+    }
+}
+
 // One block per channel. db[c] = sum of dz over (outer, inner), where dz = dy * (y > 0) when
 // `relu` (written to dz, the gradient the GEMMs need) and dz = dy otherwise (dz untouched).
 extern "C" __global__ void __launch_bounds__(FASTNN_REDUCE_THREADS)
