@@ -265,7 +265,8 @@ class Sequential:
         model's dtype and per-sample shape, e.g. (N, 28, 28) -> (N, 1, 28, 28) for a CNN."""
         x = np.asarray(x)
         if x.ndim < 2:
-            raise ValueError(f"x must have a sample axis and at least one more, got shape {x.shape}")
+            raise ValueError(f"x must have a sample axis and at least one more, got shape "
+                             f"{x.shape}")
         shape = x.shape[1:]
         if shape != self._input_ok[0]:  # validated once per per-sample shape
             sample = self._sample_shape(shape)

@@ -222,7 +222,7 @@ class Trainer:
     def predict_proba(self, x, batch_size=EVAL_BATCH_SIZE):
         return self.model.to(self.backend).predict_proba(x, batch_size)
 
-    # ---- the loop ---------------------------------------------------------------------------------
+    # ---- the loop -------------------------------------------------------------------------------
 
     def _evaluate(self, x, y, batch_size):
         model, loss_fn, b = self.model, self.loss, self.backend
