@@ -152,14 +152,6 @@ def faster_by(kind, mine, theirs):
     return theirs / mine
 
 
-def target_met(kind, value, target, pytorch):
-    if isinstance(target, str):  # "2x pytorch"
-        if pytorch is None:
-            return None
-        return value >= 2 * pytorch
-    return value >= target if kind == "infer:batch1000" else value <= target
-
-
 def fmt_target(kind, target):
     if isinstance(target, str):
         return ">= " + target.replace("x pytorch", "x PyTorch")
@@ -186,6 +178,10 @@ def gflops(workload, kind, value):
     return wl.forward_flops() * value / 1e9
 
 
+def fmt_gflops(g):
+    return f"{g:.0f}" if g >= 10 else f"{g:.1f}"
+
+
 def table(headers, rows, markdown):
     if markdown:
         lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
@@ -198,12 +194,21 @@ def table(headers, rows, markdown):
     return "\n".join(lines)
 
 
+def cost_vs_target(kind, value, target, pytorch):
+    """How many times the target's cost the measurement is (<= 1 meets it), or None."""
+    if isinstance(target, str):  # "2x pytorch", a throughput
+        return None if pytorch is None else 2 * pytorch / value
+    return target / value if kind == "infer:batch1000" else value / target
+
+
 def build_report(rows, results, columns, peak, markdown):
     headers = ["workload"] + [COLUMN_NAMES[c] for c in columns]
-    have_torch = "pytorch" in columns
-    if have_torch:
-        headers += ["fastnn vs PyTorch"]
-    headers += ["target", "met", "fastnn GFLOP/s (% of peak)"]
+    others = [c for c in ("numpy-scratch", "pytorch") if c in columns]
+    have_fastnn = "fastnn" in columns
+    if have_fastnn:
+        headers += [f"fastnn vs {COLUMN_NAMES[c]}" for c in others]
+        headers += ["target", "met (cost / target)", "fastnn GFLOP/s (% of peak)"]
+    headers += [f"{COLUMN_NAMES[c]} GFLOP/s" for c in others]
     peak_isa, peak_value = peak
     out_rows = []
     for workload, kind, anchor_torch, anchor_numpy, target in rows:
@@ -213,18 +218,25 @@ def build_report(rows, results, columns, peak, markdown):
         line = [row_label(workload, kind)]
         for c in columns:
             line.append(fmt_value(kind, medians.get(c)) if medians.get(c) is not None else "n/a")
-        mine, torch_value = medians.get("fastnn"), medians.get("pytorch")
-        if have_torch:
-            line.append(f"{faster_by(kind, mine, torch_value):.2f}x"
-                        if mine is not None and torch_value is not None else "n/a")
-        line.append(fmt_target(kind, target))
-        met = target_met(kind, mine, target, torch_value) if mine is not None else None
-        line.append({True: "yes", False: "NO", None: "n/a"}[met])
-        if mine is not None:
-            g = gflops(workload, kind, mine)
-            line.append(f"{g:.0f} ({100 * g / peak_value:.0f}%)")
-        else:
-            line.append("n/a")
+        mine = medians.get("fastnn")
+        if have_fastnn:
+            for c in others:
+                theirs = medians.get(c)
+                line.append(f"{faster_by(kind, mine, theirs):.2f}x faster"
+                            if mine is not None and theirs is not None else "n/a")
+            line.append(fmt_target(kind, target))
+            cost = None if mine is None else cost_vs_target(kind, mine, target,
+                                                            medians.get("pytorch"))
+            line.append("n/a" if cost is None else
+                        f"{'yes' if cost <= 1 else 'NO'} ({cost:.2f}x)")
+            if mine is not None:
+                g = gflops(workload, kind, mine)
+                line.append(f"{fmt_gflops(g)} ({100 * g / peak_value:.0f}%)")
+            else:
+                line.append("n/a")
+        for c in others:
+            v = medians.get(c)
+            line.append("n/a" if v is None else fmt_gflops(gflops(workload, kind, v)))
         out_rows.append(line)
     return table(headers, out_rows, markdown)
 
