@@ -68,6 +68,48 @@ def test_compute_dx_false_skips_only_dx(library):
     assert dx is None and np.allclose(dw, ref.linear_backward(x2, w2, y2, y2)[1], atol=1e-5)
 
 
+def _tiny_mlp():
+    from fastnn import nn
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def _tiny_cnn():
+    from fastnn import nn
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(64, 3))
+
+
+@pytest.mark.parametrize("make_model, make_optimizer", [
+    (_tiny_mlp, lambda optim: optim.Adam(lr=0.01)),
+    (_tiny_cnn, lambda optim: optim.SGD(lr=0.05, momentum=0.9, nesterov=True)),
+], ids=["mlp-adam", "cnn-sgd"])
+def test_trainer_on_the_cuda_backend_matches_numpy(library, make_model, make_optimizer):
+    """Trainer(backend=cuda)'s device path (no per-step sync, layers through backend.xp) with
+    the CUDA backend's code and kernels, against the same fit on the numpy backend."""
+    import fastnn
+    from fastnn import optim
+
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 1, 8, 8)).astype(np.float32)
+    y = (x.reshape(96, -1).sum(axis=1) > 32).astype(np.int64) + (x[:, 0, 0, 0] > 0.5)
+    runs = []
+    # at most 2 blocks of 32 threads per launch (grid-stride loops do the rest): quick on a CPU
+    for backend in ("numpy", host_harness.host_backend(library, threads=32, max_blocks=2)):
+        fastnn.seed(0)
+        model = make_model()
+        trainer = fastnn.Trainer(model, make_optimizer(optim), backend=backend)
+        history = trainer.fit(x, y, epochs=2, batch_size=32, validation_split=0.25, verbose=0)
+        runs.append((history, trainer.evaluate(x, y), trainer.predict(x), model.state_dict()))
+    (h_ref, e_ref, p_ref, w_ref), (h, e, p, w) = runs
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(h[key], h_ref[key], rtol=1e-5)
+    assert h["accuracy"] == h_ref["accuracy"] and h["val_accuracy"] == h_ref["val_accuracy"]
+    assert np.isclose(e["loss"], e_ref["loss"], rtol=1e-5) and e["accuracy"] == e_ref["accuracy"]
+    assert (p == p_ref).all()
+    for name in w_ref:
+        np.testing.assert_allclose(w[name], w_ref[name], atol=1e-5, err_msg=name)
+
+
 def test_loss_is_a_device_scalar_and_not_synced(library):
     backend = host_harness.host_backend(library)
     loss, _ = backend.softmax_cross_entropy(backend.asarray(np.zeros((2, 3))), np.array([0, 2]))
