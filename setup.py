@@ -22,7 +22,8 @@ _SRC = os.path.join("fastnn", "_kernels", "src")
 EXTRA_SOURCES = {
     "fastnn._kernels.gemm": [os.path.join(_SRC, name) for name in (
         "gemm.c", "gemm_avx512.c", "gemm_avx2.c", "gemm_portable.c")],
-    "fastnn._kernels.conv": [os.path.join(_SRC, "conv_winograd.c")],
+    "fastnn._kernels.conv": [os.path.join(_SRC, name) for name in (
+        "conv_isa.c", "conv_winograd.c", "conv_direct.c")],
 }
 
 

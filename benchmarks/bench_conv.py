@@ -54,7 +54,7 @@ def test_cpu_forward(benchmark, layer, algorithm):
         pytest.skip("auto already runs this algorithm")
     benchmark.group = f"conv forward {layer}"
     benchmark(conv.forward, x, w, b, y, 1, padding, True, algorithm=algorithm)
-    record(benchmark, flops, algorithm=algo, winograd_isa=conv.winograd_isa())
+    record(benchmark, flops, algorithm=algo, isa=conv.isa())
 
 
 @pytest.mark.parametrize("algorithm", ["auto", "gemm"])

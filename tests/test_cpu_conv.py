@@ -1,8 +1,9 @@
 """conv2d kernels (fastnn._kernels.conv) against the NumPy reference, forward and backward.
 
-Both algorithms are checked on every shape they accept: "gemm" (im2col + GEMM, any shape,
-float32 and float64) and "winograd" (5x5, stride 1, float32), the latter on its AVX2 and its
-portable path. GEMM sums the same products as the reference, so it must agree to 1e-5 of the
+Every algorithm is checked on every shape it accepts: "gemm" (im2col + GEMM, any shape,
+float32 and float64), "winograd" (5x5, stride 1, float32) and "direct" (one input channel,
+stride 1, float32; dW and db only), the last two on their AVX2 and their portable builds.
+GEMM and direct sum the same products as the reference, so it must agree to 1e-5 of the
 result's norm (float32) or 1e-10 (float64). Winograd's rounding error scales with the sizes of
 the products, not with their sum, so on these small random problems it is held to 1e-5 of the
 norm of the same convolution of absolute values (|x| and |w|, |dy|), which bounds the
@@ -36,29 +37,35 @@ SHAPES = [
     (7, 3, 8, 8, 2, 2, 1, 0),       # kernel 2, batch prime
     (2, 5, 6, 5, 3, 3, 3, 0),       # stride 3
     (1, 1, 1, 1, 1, 3, 1, 1),       # 1x1 input, 3x3 kernel, padding 1
+    (3, 1, 28, 28, 32, 5, 1, 0),    # mnist_cnn conv1
+    (2, 1, 19, 41, 7, 3, 1, 1),     # one channel, rows of 41: vectors plus a tail
+    (2, 1, 6, 5, 3, 1, 1, 2),       # one channel, 1x1 kernel, padding 2
 ]
 
 
-def winograd_fits(shape, dtype):
-    k, stride = shape[5], shape[6]
-    return k == 5 and stride == 1 and dtype == np.float32
+def fits(algorithm, shape, dtype):
+    ci, k, stride = shape[1], shape[5], shape[6]
+    if algorithm == "winograd":
+        return k == 5 and stride == 1 and dtype == np.float32
+    return ci == 1 and stride == 1 and dtype == np.float32
 
 
 def cases():
     for shape in SHAPES:
         for dtype in (np.float32, np.float64):
             yield pytest.param(shape, dtype, "gemm", id=f"gemm-{dtype.__name__}-{shape}")
-            if winograd_fits(shape, dtype):
-                for isa in ("avx2", "portable"):
-                    yield pytest.param(shape, dtype, f"winograd-{isa}",
-                                       id=f"winograd-{isa}-{shape}")
+            for algorithm in ("winograd", "direct"):
+                if fits(algorithm, shape, dtype):
+                    for isa in ("avx2", "portable"):
+                        yield pytest.param(shape, dtype, f"{algorithm}-{isa}",
+                                           id=f"{algorithm}-{isa}-{shape}")
 
 
 @pytest.fixture
-def winograd_isa():
-    """Select a Winograd code path for one test and restore the default afterwards."""
-    yield conv._set_winograd_isa
-    conv._set_winograd_isa(None)
+def conv_isa():
+    """Select the direct/Winograd kernels' build for one test and restore the default after."""
+    yield conv._set_isa
+    conv._set_isa(None)
 
 
 def make(shape, dtype, seed=0):
@@ -97,16 +104,20 @@ def run(x, w, b, dy, stride, padding, relu, algorithm, need_dx=True, nthreads=0)
 
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 @pytest.mark.parametrize("shape, dtype, algorithm", list(cases()))
-def test_matches_reference(shape, dtype, algorithm, relu, winograd_isa):
+def test_matches_reference(shape, dtype, algorithm, relu, conv_isa):
     stride, padding = shape[6], shape[7]
-    if algorithm.startswith("winograd"):
-        winograd_isa(algorithm.split("-")[1])
-        algorithm = "winograd"
+    if "-" in algorithm:
+        algorithm, isa = algorithm.split("-")
+        conv_isa(isa)
     x, w, b, dy = make(shape, dtype)
-    y, dx, dw, db = run(x, w, b, dy, stride, padding, relu, algorithm)
+    need_dx = algorithm != "direct"
+    y, dx, dw, db = run(x, w, b, dy, stride, padding, relu, algorithm, need_dx=need_dx)
     y_ref = REF.conv2d_forward(x, w, b, stride, padding, relu)
     dx_ref, dw_ref, db_ref = REF.conv2d_backward(x, w, y_ref, dy, stride, padding, relu)
     tol = TOL[dtype]
+    if not need_dx:
+        assert dx is None
+        dx = dx_ref
     if algorithm == "winograd":
         y_abs = REF.conv2d_forward(abs(x), abs(w), abs(b), stride, padding)
         dx_abs, dw_abs, db_abs = REF.conv2d_backward(abs(x), abs(w), y_abs, abs(dy), stride,
@@ -161,6 +172,7 @@ def test_without_bias_and_without_dx(algorithm):
 
 @pytest.mark.parametrize("shape, dtype, algorithm", [
     ((7, 3, 9, 9, 5, 3, 1, 1), np.float64, "gemm"),
+    ((9, 1, 12, 13, 11, 5, 1, 2), np.float32, "direct"),
     ((9, 2, 10, 10, 4, 3, 2, 0), np.float32, "gemm"),
     ((9, 32, 12, 12, 16, 5, 1, 0), np.float32, "winograd"),
     ((13, 6, 14, 14, 16, 5, 1, 2), np.float32, "winograd"),
@@ -170,15 +182,31 @@ def test_same_bits_at_any_thread_count(shape, dtype, algorithm):
     bit for bit, and so do repeated calls."""
     x, w, b, dy = make(shape, dtype, seed=5)
     stride, padding = shape[6], shape[7]
-    results = [run(x, w, b, dy, stride, padding, True, algorithm, nthreads=t)
-               for t in (1, 2, 3, 2)]
+    results = [run(x, w, b, dy, stride, padding, True, algorithm, nthreads=t,
+                   need_dx=algorithm != "direct") for t in (1, 2, 3, 2)]
     for other in results[1:]:
         for a, ref in zip(other, results[0]):
-            assert np.array_equal(a, ref)
+            assert (a is None and ref is None) or np.array_equal(a, ref)
+
+
+def test_direct_backward_with_dx_runs_gemm():
+    """The direct kernels compute no dx: `auto` then runs GEMM; forcing direct refuses."""
+    x, w, b, dy = make((2, 1, 9, 9, 4, 3, 1, 1), np.float32, seed=8)
+    assert conv.choose(x.shape, w.shape, x.dtype, 1, 1) == "direct"
+    y, dx, dw, db = run(x, w, b, dy, 1, 1, True, "auto")
+    y_ref = REF.conv2d_forward(x, w, b, 1, 1, True)
+    dx_ref, dw_ref, db_ref = REF.conv2d_backward(x, w, y_ref, dy, 1, 1, True)
+    for got, ref in ((y, y_ref), (dx, dx_ref), (dw, dw_ref), (db, db_ref)):
+        assert rel_err(got, ref) < 1e-5
+    with pytest.raises(ValueError, match="no dx"):
+        conv.backward(x, w, y, dy, np.empty_like(x), dw, db, 1, 1, True, algorithm="direct")
 
 
 def test_choose_picks_winograd_only_where_it_applies():
     assert conv.choose((128, 32, 12, 12), (64, 32, 5, 5), np.float32, 1, 0) == "winograd"
+    assert conv.choose((128, 1, 28, 28), (32, 1, 5, 5), np.float32, 1, 0) == "direct"
+    assert conv.choose((128, 1, 28, 28), (32, 1, 5, 5), np.float64, 1, 0) == "gemm"
+    assert conv.choose((128, 1, 28, 28), (32, 1, 5, 5), np.float32, 2, 0) == "gemm"
     assert conv.choose((128, 32, 12, 12), (64, 32, 5, 5), np.float64, 1, 0) == "gemm"
     assert conv.choose((128, 32, 12, 12), (64, 32, 5, 5), np.float32, 2, 0) == "gemm"
     assert conv.choose((128, 32, 12, 12), (64, 32, 3, 3), np.float32, 1, 1) == "gemm"

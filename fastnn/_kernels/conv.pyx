@@ -1,14 +1,19 @@
 """conv2d forward and backward (NCHW, weight (Co, Ci, kH, kW), stride, zero padding, fused
 bias + ReLU), for arrays already checked by the backend (fastnn.backends.cpu).
 
-Two algorithms:
+Three algorithms:
   "gemm"      any shape, float32 and float64: per sample, im2col into a per-thread buffer and
               one GEMM with the bias and ReLU fused into its store; backward: dW and db summed
               over a fixed partition of the batch (so results do not depend on the thread
               count), dX by GEMM + col2im.
   "winograd"  5x5 kernels, stride 1, float32 (src/conv_winograd.c): about 6x fewer multiplies;
-              agrees with the direct sum to a few 1e-6 of the output's norm.
-"auto" picks winograd where it applies and pays (several input channels), else gemm.
+              its rounding error is a few 1e-7 of the products' size (|w| * |x|), so a few
+              1e-6 of the output's norm on layers with more than a handful of outputs.
+  "direct"    one input channel, stride 1, float32 (src/conv_direct.c): the first layer of an
+              image model, along output rows without im2col. Its backward computes dW and db
+              only, so a backward call that wants dX runs "gemm" instead.
+"auto" picks direct or winograd where they apply (winograd with several input channels and
+enough outputs), else gemm.
 
 Scratch memory is kept per Python thread and reused, so a training loop does not allocate;
 `workspace=` passes a buffer instead (a 1-D array of the arrays' dtype, at least
@@ -26,12 +31,26 @@ from libc.string cimport memset
 from fastnn._kernels.gemm cimport gemm
 
 
+cdef extern from "conv_simd.h" nogil:
+    int fastnn_conv_simd_available()
+    const char *fastnn_conv_isa()
+    const char *fastnn_conv_set_isa(const char *name)
+
+cdef extern from "conv_direct.h" nogil:
+    ctypedef struct fastnn_direct_shape:
+        int n, h, w, co, kh, kw, pad
+    size_t fastnn_direct_forward_floats(const fastnn_direct_shape *s, int nthreads)
+    void fastnn_direct_forward(const fastnn_direct_shape *s, const float *x, const float *w,
+                               const float *bias, int relu, float *y, float *work,
+                               int nthreads)
+    size_t fastnn_direct_backward_floats(const fastnn_direct_shape *s, int nthreads)
+    void fastnn_direct_backward(const fastnn_direct_shape *s, const float *x, const float *y,
+                                const float *dy, int relu, float *dw, float *db, float *work,
+                                int nthreads)
+
 cdef extern from "conv_winograd.h" nogil:
     ctypedef struct fastnn_wino_shape:
         int n, ci, h, w, co, pad
-    int fastnn_wino_available()
-    const char *fastnn_wino_isa()
-    const char *fastnn_wino_set_isa(const char *name)
     size_t fastnn_wino_forward_floats(const fastnn_wino_shape *s, int nthreads)
     void fastnn_wino_forward(const fastnn_wino_shape *s, const float *x, const float *w,
                              const float *bias, int relu, float *y, float *work, int nthreads)
@@ -52,7 +71,7 @@ cdef extern from *:
     int fastnn_conv_default_threads() noexcept nogil
 
 
-ALGORITHMS = ("auto", "gemm", "winograd")
+ALGORITHMS = ("auto", "gemm", "winograd", "direct")
 
 # The batch is cut into at most this many parts for dW and db: each part is summed by one
 # thread, then the parts are added in order, whatever the thread count.
@@ -67,35 +86,45 @@ WINOGRAD_MIN_CHANNELS = 4
 WINOGRAD_MIN_OUTPUTS = 256
 
 
-def winograd_isa():
-    """The instruction set the Winograd kernels run: "avx2", "portable" or "none"."""
-    return fastnn_wino_isa().decode()
+def isa():
+    """The instruction set the direct and Winograd kernels run: "avx2", "portable" or "none"."""
+    return fastnn_conv_isa().decode()
 
 
-def _set_winograd_isa(name=None):
-    """Testing hook: run the Winograd kernels' "avx2" or "portable" path (clamped to what this
-    CPU has); None restores the default. Returns the path now in use."""
+def _set_isa(name=None):
+    """Testing hook: run the direct and Winograd kernels' "avx2" or "portable" build (clamped to
+    what this CPU has); None restores the default. Returns the build now in use."""
     if name is not None and name not in ("avx2", "portable"):
         raise ValueError(f"isa must be 'avx2', 'portable' or None, got {name!r}")
     cdef bytes encoded = b"" if name is None else name.encode()
-    return fastnn_wino_set_isa(encoded).decode()
+    return fastnn_conv_set_isa(encoded).decode()
 
 
 def choose(x_shape, w_shape, dtype, stride, padding, algorithm="auto"):
-    """The algorithm a call with these arguments runs: "gemm" or "winograd"."""
+    """The algorithm a call with these arguments runs: "gemm", "winograd" or "direct"
+    (a backward call that wants dX runs "gemm" where this says "direct")."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    fits = (np.dtype(dtype) == np.float32 and tuple(w_shape[2:]) == (5, 5) and stride == 1
-            and fastnn_wino_available() != 0)
+    simd = np.dtype(dtype) == np.float32 and stride == 1 and fastnn_conv_simd_available() != 0
+    winograd = simd and tuple(w_shape[2:]) == (5, 5)
+    direct = simd and x_shape[1] == 1
     if algorithm == "winograd":
-        if not fits:
+        if not winograd:
             raise ValueError("the winograd algorithm needs float32, a 5x5 kernel and stride 1")
         return "winograd"
-    if algorithm == "auto" and fits and x_shape[1] >= WINOGRAD_MIN_CHANNELS:
-        n, _, h, wd = x_shape
-        outputs = n * _out_size(h, 5, 1, padding) * _out_size(wd, 5, 1, padding)
-        if outputs >= WINOGRAD_MIN_OUTPUTS:
-            return "winograd"
+    if algorithm == "direct":
+        if not direct:
+            raise ValueError("the direct algorithm needs float32, one input channel and "
+                             "stride 1")
+        return "direct"
+    if algorithm == "auto":
+        if direct:
+            return "direct"
+        if winograd and x_shape[1] >= WINOGRAD_MIN_CHANNELS:
+            n, _, h, wd = x_shape
+            outputs = n * _out_size(h, 5, 1, padding) * _out_size(wd, 5, 1, padding)
+            if outputs >= WINOGRAD_MIN_OUTPUTS:
+                return "winograd"
     return "gemm"
 
 
@@ -114,11 +143,20 @@ def workspace_size(kind, x_shape, w_shape, dtype, stride=1, padding=0, algorithm
     co, _, kh, kw = w_shape
     nt = _threads(nthreads)
     cdef fastnn_wino_shape s
-    if choose(x_shape, w_shape, dtype, stride, padding, algorithm) == "winograd":
+    cdef fastnn_direct_shape d
+    algo = choose(x_shape, w_shape, dtype, stride, padding, algorithm)
+    if algo == "direct" and kind != "forward" and need_dx:
+        algo = "gemm"
+    if algo == "winograd":
         s.n, s.ci, s.h, s.w, s.co, s.pad = n, ci, h, wd, co, padding
         if kind == "forward":
             return fastnn_wino_forward_floats(&s, nt)
         return fastnn_wino_backward_floats(&s, nt)
+    if algo == "direct":
+        d.n, d.h, d.w, d.co, d.kh, d.kw, d.pad = n, h, wd, co, kh, kw, padding
+        if kind == "forward":
+            return fastnn_direct_forward_floats(&d, nt)
+        return fastnn_direct_backward_floats(&d, nt)
     ho, wo = _out_size(h, kh, stride, padding), _out_size(wd, kw, stride, padding)
     k, p = ci * kh * kw, ho * wo
     if kind == "forward":
@@ -375,6 +413,8 @@ def forward(x, w, b, y, int stride, int padding, bint relu, *, algorithm="auto",
     work = _scratch(size, x.dtype, workspace)
     if algo == "winograd":
         _winograd_forward(x, w, b, y, padding, relu, work, nt)
+    elif algo == "direct":
+        _direct_forward(x, w, b, y, padding, relu, work, nt)
     elif x.dtype == np.float32:
         _forward_gemm[float](x, w, b, y, stride, padding, relu, work, nt)
     else:
@@ -389,11 +429,17 @@ def backward(x, w, y, dy, dx, dw, db, int stride, int padding, bint relu, *,
     _check(x, w, None, y, stride, padding, dy, dx, dw, db)
     cdef int nt = _threads(nthreads)
     algo = choose(x.shape, w.shape, x.dtype, stride, padding, algorithm)
+    if algo == "direct" and dx is not None:
+        if algorithm == "direct":
+            raise ValueError("the direct algorithm computes no dx: pass dx=None")
+        algo = "gemm"
     size = workspace_size("backward", x.shape, w.shape, x.dtype, stride, padding, algo, nt,
                           dx is not None)
     work = _scratch(size, x.dtype, workspace)
     if algo == "winograd":
         _winograd_backward(x, w, y, dy, dx, dw, db, padding, relu, work, nt)
+    elif algo == "direct":
+        _direct_backward(x, w, y, dy, dw, db, padding, relu, work, nt)
     elif x.dtype == np.float32:
         _backward_gemm[float](x, w, y, dy, dx, dw, db, stride, padding, relu, work, nt)
     else:
@@ -459,3 +505,29 @@ cdef _winograd_backward(float[:, :, :, ::1] x, float[:, :, :, ::1] w, float[:, :
     with nogil:
         fastnn_wino_backward(&s, &x[0, 0, 0, 0], &w[0, 0, 0, 0], &y[0, 0, 0, 0],
                              &dy[0, 0, 0, 0], relu, pdx, &dw[0, 0, 0, 0], &db[0], &work[0], nt)
+
+
+cdef _direct_forward(float[:, :, :, ::1] x, float[:, :, :, ::1] w, b, float[:, :, :, ::1] y,
+                     int padding, bint relu, float[::1] work, int nt):
+    cdef fastnn_direct_shape s
+    cdef const float[::1] bv
+    cdef const float *pb = NULL
+    if b is not None:
+        bv = b
+        pb = &bv[0]
+    s.n, s.h, s.w, s.co, s.kh, s.kw, s.pad = x.shape[0], x.shape[2], x.shape[3], w.shape[0], \
+        w.shape[2], w.shape[3], padding
+    with nogil:
+        fastnn_direct_forward(&s, &x[0, 0, 0, 0], &w[0, 0, 0, 0], pb, relu, &y[0, 0, 0, 0],
+                              &work[0], nt)
+
+
+cdef _direct_backward(float[:, :, :, ::1] x, float[:, :, :, ::1] w, float[:, :, :, ::1] y,
+                      float[:, :, :, ::1] dy, float[:, :, :, ::1] dw, float[::1] db,
+                      int padding, bint relu, float[::1] work, int nt):
+    cdef fastnn_direct_shape s
+    s.n, s.h, s.w, s.co, s.kh, s.kw, s.pad = x.shape[0], x.shape[2], x.shape[3], w.shape[0], \
+        w.shape[2], w.shape[3], padding
+    with nogil:
+        fastnn_direct_backward(&s, &x[0, 0, 0, 0], &y[0, 0, 0, 0], &dy[0, 0, 0, 0], relu,
+                               &dw[0, 0, 0, 0], &db[0], &work[0], nt)

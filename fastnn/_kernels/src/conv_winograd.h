@@ -11,11 +11,10 @@
    result differs from the direct sum by a few 1e-6 of its norm.
 
    Results do not depend on the thread count: every output element is computed by one thread
-   with the same arithmetic, and the weight gradient is summed over a fixed partition of the
-   batch in a fixed order.
+   with the same arithmetic, and each frequency of the weight gradient is summed by one thread
+   over the batch in order.
 
-   fastnn_wino_available() is 0 where the compiler lacks GCC vector extensions; the caller then
-   uses another algorithm. Workspace sizes are in floats; pass a buffer of at least that many
+   The kernels exist where fastnn_conv_simd_available() (conv_simd.h) is 1. Workspace sizes are in floats; pass a buffer of at least that many
    (any alignment). */
 #ifndef FASTNN_CONV_WINOGRAD_H
 #define FASTNN_CONV_WINOGRAD_H
@@ -30,16 +29,6 @@ typedef struct {
     int n, ci, h, w;   /* input (N, Ci, H, W) */
     int co, pad;       /* output channels, zero padding on every side */
 } fastnn_wino_shape;
-
-int fastnn_wino_available(void);
-
-/* "avx2" or "portable": the code path the kernels run (chosen once from the CPU's features). */
-const char *fastnn_wino_isa(void);
-
-/* Testing hook: "avx2" or "portable" (clamped to what the CPU has); NULL or "" restores the
-   default choice (FASTNN_CONV_ISA=portable in the environment also forces the portable path).
-   Returns the path now in use. Not safe while another thread runs a convolution. */
-const char *fastnn_wino_set_isa(const char *name);
 
 size_t fastnn_wino_forward_floats(const fastnn_wino_shape *s, int nthreads);
 void fastnn_wino_forward(const fastnn_wino_shape *s, const float *x, const float *w,

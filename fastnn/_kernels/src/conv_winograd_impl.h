@@ -6,84 +6,90 @@
    Layouts inside (channels padded to multiples of 8 with zeros, "tile" = one 4x4 output block):
      U   [64 freq][Cp][Kp]   transformed weights for the forward pass (vectors over co)
      UT  [64 freq][Kp][Cp]   the same, transposed, for dX (vectors over ci)
-     V   [64 freq][tile][Cp] transformed input tiles
-     M,Z [64 freq][tile][Kp] products (forward) / transformed output gradient (backward)
+     V   [tile][64 freq][Cp] transformed input tiles (tile-major: a tile's transform is stored
+                             in one 8 KB stretch; each frequency's GEMM reads rows 64*Cp apart)
+     M,Z [tile][64 freq][Kp] products (forward) / transformed output gradient (backward)
      xb  [sample][Cp/8][Hp][Wp][8]  padded input, channels innermost, so a tile element is a vector
+     yb  [sample][Kp/8][Ho][Wo][8]  output (forward) or masked output gradient (backward), same
    Every transform works on vectors of 8 channels; every GEMM broadcasts one operand and loads the
-   other as vectors, 6 rows x 16 columns (12 accumulators) at a time. */
+   other as vectors, 6 rows x 16 columns (12 accumulators) at a time. NCHW arrays are converted to
+   and from the channel-blocked layouts 8 x 8 at a time with register transposes. */
 
-/* ---- 1-D transforms on 8-channel vectors (see the matrices in conv_winograd.c) ------------- */
+/* ---- 1-D transforms on 8-channel vectors (see the matrices in conv_winograd.c) -------------
+   Each reads vectors at in + k * is and writes out + k * os (strides in floats), so the 2-D
+   transforms run straight from their source to their destination through one buffer. */
 
 /* V = B^T d: 8 -> 8 */
-WTARGET static inline void WN(t_in)(const v8 *in, ptrdiff_t is, v8 *out, ptrdiff_t os)
+WTARGET static inline void WN(t_in)(const float *in, ptrdiff_t is, float *out, ptrdiff_t os)
 {
-    v8 d0 = in[0], d1 = in[is], d2 = in[2 * is], d3 = in[3 * is];
-    v8 d4 = in[4 * is], d5 = in[5 * is], d6 = in[6 * is], d7 = in[7 * is];
+    v8 d0 = vload(in), d1 = vload(in + is), d2 = vload(in + 2 * is), d3 = vload(in + 3 * is);
+    v8 d4 = vload(in + 4 * is), d5 = vload(in + 5 * is), d6 = vload(in + 6 * is);
+    v8 d7 = vload(in + 7 * is);
     v8 a, b;
-    out[0] = (d0 - d6) + (d4 - d2) * 5.25f;
-    out[7 * os] = (d7 - d1) + (d3 - d5) * 5.25f;
+    vstore(out, (d0 - d6) + (d4 - d2) * 5.25f);
+    vstore(out + 7 * os, (d7 - d1) + (d3 - d5) * 5.25f);
     a = (d2 + d6) - d4 * 4.25f;
     b = (d1 + d5) - d3 * 4.25f;
-    out[os] = a + b;
-    out[2 * os] = a - b;
+    vstore(out + os, a + b);
+    vstore(out + 2 * os, a - b);
     a = (d6 + d2 * 0.25f) - d4 * 1.25f;
     b = (d1 * 0.5f - d3 * 2.5f) + d5 * 2.0f;
-    out[3 * os] = a + b;
-    out[4 * os] = a - b;
+    vstore(out + 3 * os, a + b);
+    vstore(out + 4 * os, a - b);
     a = (d6 + d2 * 4.0f) - d4 * 5.0f;
     b = (d1 * 2.0f - d3 * 2.5f) + d5 * 0.5f;
-    out[5 * os] = a + b;
-    out[6 * os] = a - b;
+    vstore(out + 5 * os, a + b);
+    vstore(out + 6 * os, a - b);
 }
 
-/* Y = A^T m: 8 -> 4 */
-WTARGET static inline void WN(t_out)(const v8 *in, ptrdiff_t is, v8 *out, ptrdiff_t os)
+/* Y = A^T m: 8 -> 4, into out[0..3] */
+WTARGET static inline void WN(t_out)(const float *in, ptrdiff_t is, v8 *out)
 {
-    v8 s1 = in[is] + in[2 * is], t1 = in[is] - in[2 * is];
-    v8 s2 = in[3 * is] + in[4 * is], t2 = in[3 * is] - in[4 * is];
-    v8 s3 = in[5 * is] + in[6 * is], t3 = in[5 * is] - in[6 * is];
-    out[0] = in[0] + s1 + s2 + s3;
-    out[os] = t1 + t2 * 2.0f + t3 * 0.5f;
-    out[2 * os] = s1 + s2 * 4.0f + s3 * 0.25f;
-    out[3 * os] = t1 + t2 * 8.0f + t3 * 0.125f + in[7 * is];
+    v8 m1 = vload(in + is), m2 = vload(in + 2 * is), m3 = vload(in + 3 * is);
+    v8 m4 = vload(in + 4 * is), m5 = vload(in + 5 * is), m6 = vload(in + 6 * is);
+    v8 s1 = m1 + m2, t1 = m1 - m2, s2 = m3 + m4, t2 = m3 - m4, s3 = m5 + m6, t3 = m5 - m6;
+    out[0] = vload(in) + s1 + s2 + s3;
+    out[1] = t1 + t2 * 2.0f + t3 * 0.5f;
+    out[2] = s1 + s2 * 4.0f + s3 * 0.25f;
+    out[3] = t1 + t2 * 8.0f + t3 * 0.125f + vload(in + 7 * is);
 }
 
 /* Z = A dy: 4 -> 8 (transpose of t_out) */
-WTARGET static inline void WN(t_dout)(const v8 *in, ptrdiff_t is, v8 *out, ptrdiff_t os)
+WTARGET static inline void WN(t_dout)(const v8 *in, ptrdiff_t is, float *out, ptrdiff_t os)
 {
     v8 g0 = in[0], g1 = in[is], g2 = in[2 * is], g3 = in[3 * is];
     v8 e, o;
-    out[0] = g0;
-    out[7 * os] = g3;
+    vstore(out, g0);
+    vstore(out + 7 * os, g3);
     e = g0 + g2;
     o = g1 + g3;
-    out[os] = e + o;
-    out[2 * os] = e - o;
+    vstore(out + os, e + o);
+    vstore(out + 2 * os, e - o);
     e = g0 + g2 * 4.0f;
     o = g1 * 2.0f + g3 * 8.0f;
-    out[3 * os] = e + o;
-    out[4 * os] = e - o;
+    vstore(out + 3 * os, e + o);
+    vstore(out + 4 * os, e - o);
     e = g0 + g2 * 0.25f;
     o = g1 * 0.5f + g3 * 0.125f;
-    out[5 * os] = e + o;
-    out[6 * os] = e - o;
+    vstore(out + 5 * os, e + o);
+    vstore(out + 6 * os, e - o);
 }
 
-/* dd = B dv: 8 -> 8 (transpose of t_in) */
-WTARGET static inline void WN(t_din)(const v8 *in, ptrdiff_t is, v8 *out, ptrdiff_t os)
+/* dd = B dv: 8 -> 8 (transpose of t_in), into out[0..7] */
+WTARGET static inline void WN(t_din)(const float *in, ptrdiff_t is, v8 *out)
 {
-    v8 v0 = in[0], v7 = in[7 * is];
-    v8 p1 = in[is] + in[2 * is], m1 = in[is] - in[2 * is];
-    v8 p2 = in[3 * is] + in[4 * is], m2 = in[3 * is] - in[4 * is];
-    v8 p3 = in[5 * is] + in[6 * is], m3 = in[5 * is] - in[6 * is];
+    v8 v0 = vload(in), v7 = vload(in + 7 * is);
+    v8 i1 = vload(in + is), i2 = vload(in + 2 * is), i3 = vload(in + 3 * is);
+    v8 i4 = vload(in + 4 * is), i5 = vload(in + 5 * is), i6 = vload(in + 6 * is);
+    v8 p1 = i1 + i2, m1 = i1 - i2, p2 = i3 + i4, m2 = i3 - i4, p3 = i5 + i6, m3 = i5 - i6;
     out[0] = v0;
-    out[os] = (m1 + m2 * 0.5f) + (m3 * 2.0f - v7);
-    out[2 * os] = (p1 + p2 * 0.25f) + (p3 * 4.0f - v0 * 5.25f);
-    out[3 * os] = (v7 * 5.25f - m1 * 4.25f) - (m2 + m3) * 2.5f;
-    out[4 * os] = (v0 * 5.25f - p1 * 4.25f) - (p2 * 1.25f + p3 * 5.0f);
-    out[5 * os] = (m1 + m2 * 2.0f) + (m3 * 0.5f - v7 * 5.25f);
-    out[6 * os] = (p1 + p2) + (p3 - v0);
-    out[7 * os] = v7;
+    out[1] = (m1 + m2 * 0.5f) + (m3 * 2.0f - v7);
+    out[2] = (p1 + p2 * 0.25f) + (p3 * 4.0f - v0 * 5.25f);
+    out[3] = (v7 * 5.25f - m1 * 4.25f) - (m2 + m3) * 2.5f;
+    out[4] = (v0 * 5.25f - p1 * 4.25f) - (p2 * 1.25f + p3 * 5.0f);
+    out[5] = (m1 + m2 * 2.0f) + (m3 * 0.5f - v7 * 5.25f);
+    out[6] = (p1 + p2) + (p3 - v0);
+    out[7] = v7;
 }
 
 /* ---- GEMM on the transformed data ----------------------------------------------------------
@@ -150,291 +156,507 @@ WTARGET static void WN(gemm)(int M, int NV8, int K, const float *A, ptrdiff_t ar
     }
 }
 
+/* ---- 8 x 8 transposes between NCHW planes and channel-blocked vectors ---------------------- */
+
+#if WN_AVX2
+WTARGET static inline void WN(transpose8)(v8 *r)
+{
+    __m256 t0 = _mm256_unpacklo_ps((__m256)r[0], (__m256)r[1]);
+    __m256 t1 = _mm256_unpackhi_ps((__m256)r[0], (__m256)r[1]);
+    __m256 t2 = _mm256_unpacklo_ps((__m256)r[2], (__m256)r[3]);
+    __m256 t3 = _mm256_unpackhi_ps((__m256)r[2], (__m256)r[3]);
+    __m256 t4 = _mm256_unpacklo_ps((__m256)r[4], (__m256)r[5]);
+    __m256 t5 = _mm256_unpackhi_ps((__m256)r[4], (__m256)r[5]);
+    __m256 t6 = _mm256_unpacklo_ps((__m256)r[6], (__m256)r[7]);
+    __m256 t7 = _mm256_unpackhi_ps((__m256)r[6], (__m256)r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = (v8)_mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = (v8)_mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = (v8)_mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = (v8)_mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = (v8)_mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = (v8)_mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = (v8)_mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = (v8)_mm256_permute2f128_ps(s3, s7, 0x31);
+}
+#else
+WTARGET static inline void WN(transpose8)(v8 *r)
+{
+    float a[8][8], b[8][8];
+    int i, j;
+    memcpy(a, r, sizeof(a));
+    for (i = 0; i < 8; i++)
+        for (j = 0; j < 8; j++)
+            b[j][i] = a[i][j];
+    memcpy(r, b, sizeof(b));
+}
+#endif
+
+/* dst[p][l] = src[l * cs + p] for p < P, l < nl, and 0 in lanes l >= nl. */
+WTARGET static void WN(to_blocked)(const float *src, ptrdiff_t cs, int nl, int P, float *dst)
+{
+    int p0, l, j;
+    for (p0 = 0; p0 < P && P >= 8; p0 += 8) {
+        v8 r[8];
+        if (p0 + 8 > P)
+            p0 = P - 8;   /* the last block overlaps the one before: same values again */
+        for (l = 0; l < 8; l++)
+            r[l] = l < nl ? vload(src + l * cs + p0) : vzero();
+        WN(transpose8)(r);
+        for (j = 0; j < 8; j++)
+            vstore(dst + (ptrdiff_t)(p0 + j) * 8, r[j]);
+    }
+    for (p0 = P >= 8 ? P : 0; p0 < P; p0++)
+        for (l = 0; l < 8; l++)
+            dst[(ptrdiff_t)p0 * 8 + l] = l < nl ? src[l * cs + p0] : 0.0f;
+}
+
+/* dst[l * cs + p] = src[p][l] for p < P, l < nl. */
+WTARGET static void WN(from_blocked)(const float *src, int P, int nl, float *dst, ptrdiff_t cs)
+{
+    int p0, l, j;
+    for (p0 = 0; p0 < P && P >= 8; p0 += 8) {
+        v8 r[8];
+        if (p0 + 8 > P)
+            p0 = P - 8;   /* the last block overlaps the one before: same values again */
+        for (j = 0; j < 8; j++)
+            r[j] = vload(src + (ptrdiff_t)(p0 + j) * 8);
+        WN(transpose8)(r);
+        for (l = 0; l < nl; l++)
+            vstore(dst + l * cs + p0, r[l]);
+    }
+    for (p0 = P >= 8 ? P : 0; p0 < P; p0++)
+        for (l = 0; l < nl; l++)
+            dst[l * cs + p0] = src[(ptrdiff_t)p0 * 8 + l];
+}
+
+/* The gradient dy, masked to where y > 0 when relu, of nl planes into P vectors (as
+   to_blocked); returns the planes' sums in the lanes of a vector. */
+WTARGET static void WN(grad_to_blocked)(const float *dy, const float *y, ptrdiff_t cs, int nl,
+                                         int P, int relu, float *dst, float *sums)
+{
+    v8 sum = vzero();
+    float tail[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int p0, l, j, done = 0;
+    for (p0 = 0; p0 < P && P >= 8; p0 += 8) {
+        v8 r[8];
+        if (p0 + 8 > P)
+            p0 = P - 8;   /* overlaps the block before; its first positions are not summed */
+        for (l = 0; l < 8; l++) {
+            if (l >= nl) {
+                r[l] = vzero();
+                continue;
+            }
+            r[l] = vload(dy + l * cs + p0);
+            if (relu)
+                r[l] = (v8)((v8i)r[l] & (v8i)(vload(y + l * cs + p0) > vzero()));
+        }
+        WN(transpose8)(r);
+        for (j = 0; j < 8; j++) {
+            vstore(dst + (ptrdiff_t)(p0 + j) * 8, r[j]);
+            if (p0 + j >= done)
+                sum += r[j];
+        }
+        done = p0 + 8;
+    }
+    for (p0 = P >= 8 ? P : 0; p0 < P; p0++)
+        for (l = 0; l < 8; l++) {
+            float g = 0.0f;
+            if (l < nl && !(relu && !(y[l * cs + p0] > 0.0f)))
+                g = dy[l * cs + p0];
+            dst[(ptrdiff_t)p0 * 8 + l] = g;
+            tail[l] += g;
+        }
+    vstore(sums, sum + vload(tail));
+}
+
+/* ---- weight transforms -------------------------------------------------------------------- */
+
+/* u = G g: 5 -> 8 */
+WTARGET static inline void WN(t_w)(const v8 *in, ptrdiff_t is, v8 *out, ptrdiff_t os)
+{
+    v8 g0 = in[0], g1 = in[is], g2 = in[2 * is], g3 = in[3 * is], g4 = in[4 * is];
+    v8 e, o;
+    out[0] = g0;
+    out[7 * os] = g4;
+    e = g0 + g2 + g4;
+    o = g1 + g3;
+    out[os] = (e + o) * (-2.0f / 9);
+    out[2 * os] = (e - o) * (-2.0f / 9);
+    e = g0 * (1.0f / 90) + g2 * (2.0f / 45) + g4 * (8.0f / 45);
+    o = g1 * (1.0f / 45) + g3 * (4.0f / 45);
+    out[3 * os] = e + o;
+    out[4 * os] = e - o;
+    e = g0 * (32.0f / 45) + g2 * (8.0f / 45) + g4 * (2.0f / 45);
+    o = g1 * (16.0f / 45) + g3 * (4.0f / 45);
+    out[5 * os] = e + o;
+    out[6 * os] = e - o;
+}
+
+/* dg = G^T du: 8 -> 5 (transpose of t_w) */
+WTARGET static inline void WN(t_dw)(const v8 *in, ptrdiff_t is, v8 *out, ptrdiff_t os)
+{
+    v8 p1 = in[is] + in[2 * is], m1 = in[is] - in[2 * is];
+    v8 p2 = in[3 * is] + in[4 * is], m2 = in[3 * is] - in[4 * is];
+    v8 p3 = in[5 * is] + in[6 * is], m3 = in[5 * is] - in[6 * is];
+    out[0] = in[0] + p1 * (-2.0f / 9) + p2 * (1.0f / 90) + p3 * (32.0f / 45);
+    out[os] = m1 * (-2.0f / 9) + m2 * (1.0f / 45) + m3 * (16.0f / 45);
+    out[2 * os] = p1 * (-2.0f / 9) + p2 * (2.0f / 45) + p3 * (8.0f / 45);
+    out[3 * os] = m1 * (-2.0f / 9) + m2 * (4.0f / 45) + m3 * (4.0f / 45);
+    out[4 * os] = p1 * (-2.0f / 9) + p2 * (8.0f / 45) + p3 * (2.0f / 45) + in[7 * is];
+}
+
+/* U[f][c][Kp] (vectors over output channels, for the forward pass) or, when transpose,
+   UT[f][o][Cp] (vectors over input channels, for dX): G g G^T of every kernel, zero in the
+   padding channels. Work-shared over the threads of the enclosing parallel region. */
+WTARGET static void WN(transform_weights)(const wino_plan *p, const float *w, float *U,
+                                          int transpose)
+{
+    int blocks = transpose ? p->kp * p->cb : p->cp * p->kb;
+    size_t fs = (size_t)p->cp * p->kp;
+    int idx;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (idx = 0; idx < blocks; idx++) {
+        v8 g[25], t[40], u[64];
+        const float *src;
+        float *dst;
+        ptrdiff_t cs;
+        int nl, i;
+        if (transpose) {     /* lanes: input channels 8 cb + l of output channel o */
+            int o = idx / p->cb, cb = idx % p->cb;
+            dst = U + (size_t)o * p->cp + 8 * cb;
+            nl = o < p->s.co ? (p->s.ci - 8 * cb < 8 ? p->s.ci - 8 * cb : 8) : 0;
+            src = w + ((size_t)o * p->s.ci + 8 * cb) * 25;
+            cs = 25;
+        } else {             /* lanes: output channels 8 kb + l of input channel c */
+            int c = idx / p->kb, kb = idx % p->kb;
+            dst = U + (size_t)c * p->kp + 8 * kb;
+            nl = c < p->s.ci ? (p->s.co - 8 * kb < 8 ? p->s.co - 8 * kb : 8) : 0;
+            src = w + ((size_t)8 * kb * p->s.ci + c) * 25;
+            cs = (ptrdiff_t)p->s.ci * 25;
+        }
+        if (nl == 0) {
+            for (i = 0; i < 64; i++)
+                vstore(dst + i * fs, vzero());
+            continue;
+        }
+        WN(to_blocked)(src, cs, nl, 25, (float *)g);
+        for (i = 0; i < 5; i++)
+            WN(t_w)(g + i, 5, t + i, 5);           /* columns: t[a][i], a < 8 */
+        for (i = 0; i < 8; i++)
+            WN(t_w)(t + 5 * i, 1, u + 8 * i, 1);   /* rows: u[a][b] */
+        for (i = 0; i < 64; i++)
+            vstore(dst + i * fs, u[i]);
+    }
+}
+
+/* dW = G^T dU G from dU[f][Kp][Cp]. Work-shared. */
+WTARGET static void WN(finish_dw)(const wino_plan *p, const float *dU, float *dw)
+{
+    int blocks = p->s.co * p->cb;
+    size_t fs = (size_t)p->cp * p->kp;
+    int idx;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (idx = 0; idx < blocks; idx++) {
+        int o = idx / p->cb, cb = idx % p->cb, i;
+        int nl = p->s.ci - 8 * cb < 8 ? p->s.ci - 8 * cb : 8;
+        v8 du[64], t[40], g[25];
+        for (i = 0; i < 64; i++)
+            du[i] = vload(dU + i * fs + (size_t)o * p->cp + 8 * cb);
+        for (i = 0; i < 8; i++)
+            WN(t_dw)(du + i, 8, t + i, 8);          /* columns: t[k][i], k < 5 */
+        for (i = 0; i < 5; i++)
+            WN(t_dw)(t + 8 * i, 1, g + 5 * i, 1);   /* rows: g[k][l] */
+        WN(from_blocked)((const float *)g, 25, nl, dw + ((size_t)o * p->s.ci + 8 * cb) * 25, 25);
+    }
+}
+
 /* ---- tile transforms ---------------------------------------------------------------------- */
 
-/* The 8x8 input block at xb (row stride rs vectors) -> V[f * fs], f = 8 i + j. */
-WTARGET static void WN(input_tile)(const v8 *xb, ptrdiff_t rs, float *V, ptrdiff_t fs)
+/* The 8x8 block of xb at src (row stride rs floats) -> V[f * fs], f = 8 i + j. */
+WTARGET static void WN(input_tile)(const float *src, ptrdiff_t rs, float *V, ptrdiff_t fs)
 {
-    v8 t[64], u[64];
-    int r, c;
-    for (c = 0; c < 8; c++)
-        WN(t_in)(xb + c, rs, t + c, 8);          /* columns: t[i][c] */
-    for (r = 0; r < 8; r++)
-        WN(t_in)(t + 8 * r, 1, u + 8 * r, 1);    /* rows: u[i][j] */
-    for (r = 0; r < 64; r++)
-        vstore(V + r * fs, u[r]);
+    float t[64 * 8];
+    int c, i;
+    WN_UNROLL for (c = 0; c < 8; c++)
+        WN(t_in)(src + 8 * c, rs, t + 8 * c, 64);      /* columns: t[i][c] */
+    WN_UNROLL for (i = 0; i < 8; i++)
+        WN(t_in)(t + 64 * i, 8, V + 8 * i * fs, fs);  /* rows: V[8 i + j] */
 }
 
-/* M[f * fs] -> the 4x4 output block out[4 * r + c] (+ bias, ReLU). */
-WTARGET static void WN(output_tile)(const float *M, ptrdiff_t fs, v8 bias, int relu, v8 *out)
+/* M[f * fs] -> the rows x cols corner of the 4x4 output block at dst (row stride rs floats),
+   plus bias, ReLU'd when relu. */
+WTARGET static void WN(output_tile)(const float *M, ptrdiff_t fs, const float *bias, int relu,
+                                    int rows, int cols, float *dst, ptrdiff_t rs)
 {
-    v8 m[64], t[32];
+    float t[32 * 8];
+    v8 out[4], b = vload(bias);
     int r, c;
-    for (r = 0; r < 64; r++)
-        m[r] = vload(M + r * fs);
-    for (c = 0; c < 8; c++)
-        WN(t_out)(m + c, 8, t + c, 8);           /* t[i][c], i < 4 */
+    WN_UNROLL for (c = 0; c < 8; c++) {
+        WN(t_out)(M + c * fs, 8 * fs, out);            /* columns: t[i][c], i < 4 */
+        WN_UNROLL for (r = 0; r < 4; r++)
+            vstore(t + 64 * r + 8 * c, out[r]);
+    }
+    for (r = 0; r < rows; r++) {
+        WN(t_out)(t + 64 * r, 8, out);
+        for (c = 0; c < cols; c++) {
+            v8 v = out[c] + b;
+            vstore(dst + r * rs + 8 * c, relu ? vmax0(v) : v);
+        }
+    }
+}
+
+/* The rows x cols corner (zero elsewhere) of a 4x4 gradient block at src -> Z[f * fs]. */
+WTARGET static void WN(dout_tile)(const float *src, ptrdiff_t rs, int rows, int cols, float *Z,
+                                  ptrdiff_t fs)
+{
+    v8 g[16];
+    float t[32 * 8];
+    int r, c;
     for (r = 0; r < 4; r++)
-        WN(t_out)(t + 8 * r, 1, out + 4 * r, 1);
-    for (r = 0; r < 16; r++) {
-        out[r] += bias;
-        if (relu)
-            out[r] = vmax0(out[r]);
+        for (c = 0; c < 4; c++)
+            g[4 * r + c] = r < rows && c < cols ? vload(src + r * rs + 8 * c) : vzero();
+    WN_UNROLL for (c = 0; c < 4; c++)
+        WN(t_dout)(g + c, 4, t + 8 * c, 32);            /* columns: t[i][c], i < 8 */
+    WN_UNROLL for (r = 0; r < 8; r++)
+        WN(t_dout)((const v8 *)(t + 32 * r), 1, Z + 8 * r * fs, fs);
+}
+
+/* dV[f * fs] -> the 8x8 input-gradient block, added into dst (row stride rs floats). */
+WTARGET static void WN(din_tile)(const float *dV, ptrdiff_t fs, float *dst, ptrdiff_t rs)
+{
+    float t[64 * 8];
+    v8 out[8];
+    int r, c;
+    WN_UNROLL for (c = 0; c < 8; c++) {
+        WN(t_din)(dV + c * fs, 8 * fs, out);           /* columns: t[i][c] */
+        WN_UNROLL for (r = 0; r < 8; r++)
+            vstore(t + 64 * r + 8 * c, out[r]);
+    }
+    WN_UNROLL for (r = 0; r < 8; r++) {
+        WN(t_din)(t + 64 * r, 8, out);
+        WN_UNROLL for (c = 0; c < 8; c++)
+            vstore(dst + r * rs + 8 * c, vload(dst + r * rs + 8 * c) + out[c]);
     }
 }
 
-/* 4x4 output-gradient block g[4 * r + c] -> Z[f * fs]. */
-WTARGET static void WN(dout_tile)(const v8 *g, float *Z, ptrdiff_t fs)
-{
-    v8 t[32], u[64];
-    int r, c;
-    for (c = 0; c < 4; c++)
-        WN(t_dout)(g + c, 4, t + c, 4);          /* t[i][c], i < 8 */
-    for (r = 0; r < 8; r++)
-        WN(t_dout)(t + 4 * r, 1, u + 8 * r, 1);
-    for (r = 0; r < 64; r++)
-        vstore(Z + r * fs, u[r]);
-}
+/* ---- one sample's passes ------------------------------------------------------------------- */
 
-/* dV[f * fs] -> the 8x8 input-gradient block, added into dxb (row stride rs vectors). */
-WTARGET static void WN(din_tile)(const float *dV, ptrdiff_t fs, v8 *dxb, ptrdiff_t rs)
+/* x[n] (NCHW) -> xb (one sample, zero borders) -> V rows [t0, t0 + th*tw). */
+WTARGET static void WN(sample_input)(const wino_plan *p, const float *x, int n, float *xb,
+                                     float *V, int t0)
 {
-    v8 m[64], t[64], u[64];
-    int r, c;
-    for (r = 0; r < 64; r++)
-        m[r] = vload(dV + r * fs);
-    for (c = 0; c < 8; c++)
-        WN(t_din)(m + c, 8, t + c, 8);
-    for (r = 0; r < 8; r++)
-        WN(t_din)(t + 8 * r, 1, u + 8 * r, 1);
-    for (r = 0; r < 8; r++)
-        for (c = 0; c < 8; c++)
-            dxb[r * rs + c] += u[8 * r + c];
-}
-
-/* ---- the passes over one chunk of samples -------------------------------------------------- */
-
-/* Samples [n0, n0 + ns) of x (NCHW) into xb with zero borders. */
-WTARGET static void WN(pack_input)(const wino_plan *p, const float *x, int n0, int ns, float *xb)
-{
-    int s, cb, l, r, c;
-    memset(xb, 0, sizeof(float) * (size_t)ns * p->xb_sample);
-    for (s = 0; s < ns; s++) {
-        for (cb = 0; cb < p->cb; cb++) {
-            float *dst = xb + (size_t)s * p->xb_sample + (size_t)cb * p->hp * p->wp * 8;
-            for (l = 0; l < 8 && cb * 8 + l < p->s.ci; l++) {
-                const float *src = x + ((size_t)(n0 + s) * p->s.ci + cb * 8 + l) * p->s.h * p->s.w;
-                for (r = 0; r < p->s.h; r++) {
-                    float *d = dst + ((size_t)(r + p->s.pad) * p->wp + p->s.pad) * 8 + l;
-                    const float *sr = src + (size_t)r * p->s.w;
-                    for (c = 0; c < p->s.w; c++)
-                        d[8 * c] = sr[c];
-                }
-            }
+    size_t plane = (size_t)p->s.h * p->s.w;
+    ptrdiff_t rs = (ptrdiff_t)p->wp * 8;
+    int cb, r, ty, tx;
+    if (p->hp != p->s.h || p->wp != p->s.w)
+        memset(xb, 0, sizeof(float) * p->xb_sample);
+    for (cb = 0; cb < p->cb; cb++) {
+        const float *src = x + ((size_t)n * p->s.ci + 8 * cb) * plane;
+        float *dst = xb + (size_t)cb * p->hp * rs + (size_t)p->s.pad * rs + (size_t)p->s.pad * 8;
+        int nl = p->s.ci - 8 * cb < 8 ? p->s.ci - 8 * cb : 8;
+        for (r = 0; r < p->s.h; r++)
+            WN(to_blocked)(src + (size_t)r * p->s.w, (ptrdiff_t)plane, nl, p->s.w, dst + r * rs);
+    }
+    for (ty = 0; ty < p->th; ty++)
+        for (tx = 0; tx < p->tw; tx++) {
+            int t = t0 + ty * p->tw + tx;
+            for (cb = 0; cb < p->cb; cb++)
+                WN(input_tile)(xb + (size_t)cb * p->hp * rs + (size_t)(4 * ty) * rs + 32 * tx,
+                               rs, V + (ptrdiff_t)t * 64 * p->cp + 8 * cb, p->cp);
         }
+}
+
+/* M rows [t0, t0 + th*tw) -> yb (one sample) -> y[n] (NCHW), plus bias, ReLU'd. */
+WTARGET static void WN(sample_output)(const wino_plan *p, const float *M, int t0,
+                                      const float *bias, int relu, float *yb, float *y, int n)
+{
+    size_t plane = (size_t)p->ho * p->wo;
+    ptrdiff_t rs = (ptrdiff_t)p->wo * 8;
+    int kb, ty, tx;
+    for (kb = 0; kb < p->kb; kb++) {
+        float *ybk = yb + (size_t)kb * plane * 8;
+        int nl = p->s.co - 8 * kb < 8 ? p->s.co - 8 * kb : 8;
+        for (ty = 0; ty < p->th; ty++)
+            for (tx = 0; tx < p->tw; tx++) {
+                int t = t0 + ty * p->tw + tx;
+                int rows = p->ho - 4 * ty < 4 ? p->ho - 4 * ty : 4;
+                int cols = p->wo - 4 * tx < 4 ? p->wo - 4 * tx : 4;
+                WN(output_tile)(M + (ptrdiff_t)t * 64 * p->kp + 8 * kb, p->kp, bias + 8 * kb, relu,
+                                rows, cols, ybk + (4 * ty) * rs + 32 * tx, rs);
+            }
+        WN(from_blocked)(ybk, (int)plane, nl, y + ((size_t)n * p->s.co + 8 * kb) * plane,
+                         (ptrdiff_t)plane);
     }
 }
 
-/* xb -> V[f][tile][Cp] for the chunk's tiles (tile = sample-major, then rows, then columns). */
-WTARGET static void WN(transform_input)(const wino_plan *p, const float *xb, int ns, float *V,
-                                        int tiles)
+/* dy[n] (masked by y > 0 when relu) -> gb (one sample) -> Z rows [t0, t0 + th*tw); the
+   sample's per-channel sums of the masked gradient into dbs[Kp]. */
+WTARGET static void WN(sample_grad)(const wino_plan *p, const float *y, const float *dy,
+                                    int relu, int n, float *gb, float *Z, int t0, float *dbs)
 {
-    int s, ty, tx, cb;
-    ptrdiff_t fs = (ptrdiff_t)tiles * p->cp;
-    for (s = 0; s < ns; s++)
-        for (ty = 0; ty < p->th; ty++)
-            for (tx = 0; tx < p->tw; tx++) {
-                int t = (s * p->th + ty) * p->tw + tx;
-                for (cb = 0; cb < p->cb; cb++) {
-                    const float *src = xb + (size_t)s * p->xb_sample
-                        + (((size_t)cb * p->hp + 4 * ty) * p->wp + 4 * tx) * 8;
-                    WN(input_tile)((const v8 *)src, p->wp, V + (ptrdiff_t)t * p->cp + cb * 8, fs);
-                }
-            }
-}
-
-/* M[f][tile][Kp] -> y (NCHW) for samples [n0, n0 + ns). */
-WTARGET static void WN(transform_output)(const wino_plan *p, const float *M, int n0, int ns,
-                                         const float *bias, int relu, float *y, int tiles)
-{
-    int s, ty, tx, kb, r, c, l;
-    ptrdiff_t fs = (ptrdiff_t)tiles * p->kp;
     size_t plane = (size_t)p->ho * p->wo;
-    for (s = 0; s < ns; s++)
+    ptrdiff_t rs = (ptrdiff_t)p->wo * 8;
+    int kb, ty, tx;
+    for (kb = 0; kb < p->kb; kb++) {
+        float *gbk = gb + (size_t)kb * plane * 8;
+        size_t off = ((size_t)n * p->s.co + 8 * kb) * plane;
+        int nl = p->s.co - 8 * kb < 8 ? p->s.co - 8 * kb : 8;
+        WN(grad_to_blocked)(dy + off, y + off, (ptrdiff_t)plane, nl, (int)plane, relu, gbk,
+                            dbs + 8 * kb);
         for (ty = 0; ty < p->th; ty++)
             for (tx = 0; tx < p->tw; tx++) {
-                int t = (s * p->th + ty) * p->tw + tx;
+                int t = t0 + ty * p->tw + tx;
                 int rows = p->ho - 4 * ty < 4 ? p->ho - 4 * ty : 4;
                 int cols = p->wo - 4 * tx < 4 ? p->wo - 4 * tx : 4;
-                for (kb = 0; kb < p->kb; kb++) {
-                    v8 out[16], bv;
-                    float lanes[16][8];
-                    int nl = p->s.co - 8 * kb < 8 ? p->s.co - 8 * kb : 8;
-                    for (l = 0; l < 8; l++)
-                        bv[l] = bias != NULL && l < nl ? bias[8 * kb + l] : 0.0f;
-                    WN(output_tile)(M + (ptrdiff_t)t * p->kp + kb * 8, fs, bv, relu, out);
-                    memcpy(lanes, out, sizeof(lanes));
-                    for (l = 0; l < nl; l++) {
-                        float *dst = y + ((size_t)(n0 + s) * p->s.co + 8 * kb + l) * plane
-                            + (size_t)(4 * ty) * p->wo + 4 * tx;
-                        for (r = 0; r < rows; r++)
-                            for (c = 0; c < cols; c++)
-                                dst[(size_t)r * p->wo + c] = lanes[4 * r + c][l];
-                    }
-                }
+                WN(dout_tile)(gbk + (4 * ty) * rs + 32 * tx, rs, rows, cols,
+                              Z + (ptrdiff_t)t * 64 * p->kp + 8 * kb, p->kp);
             }
+    }
 }
 
-/* dy (masked by y > 0 when relu) for samples [n0, n0 + ns) -> Z[f][tile][Kp]; adds the masked
-   gradient into db (Kp floats, summed in a fixed order). */
-WTARGET static void WN(transform_dout)(const wino_plan *p, const float *y, const float *dy,
-                                       int relu, int n0, int ns, float *Z, int tiles, float *db)
+/* dV rows [t0, t0 + th*tw) -> dxb (one sample, overlapping tiles add) -> dx[n] (NCHW). */
+WTARGET static void WN(sample_dinput)(const wino_plan *p, const float *dV, int t0,
+                                      float *dxb, float *dx, int n)
 {
-    int s, ty, tx, kb, r, c, l;
-    ptrdiff_t fs = (ptrdiff_t)tiles * p->kp;
-    size_t plane = (size_t)p->ho * p->wo;
-    for (s = 0; s < ns; s++)
-        for (ty = 0; ty < p->th; ty++)
-            for (tx = 0; tx < p->tw; tx++) {
-                int t = (s * p->th + ty) * p->tw + tx;
-                int rows = p->ho - 4 * ty < 4 ? p->ho - 4 * ty : 4;
-                int cols = p->wo - 4 * tx < 4 ? p->wo - 4 * tx : 4;
-                for (kb = 0; kb < p->kb; kb++) {
-                    float lanes[16][8];
-                    v8 g[16], sum = vzero();
-                    int nl = p->s.co - 8 * kb < 8 ? p->s.co - 8 * kb : 8;
-                    memset(lanes, 0, sizeof(lanes));
-                    for (l = 0; l < nl; l++) {
-                        size_t off = ((size_t)(n0 + s) * p->s.co + 8 * kb + l) * plane
-                            + (size_t)(4 * ty) * p->wo + 4 * tx;
-                        for (r = 0; r < rows; r++)
-                            for (c = 0; c < cols; c++) {
-                                size_t i = off + (size_t)r * p->wo + c;
-                                lanes[4 * r + c][l] = relu && !(y[i] > 0.0f) ? 0.0f : dy[i];
-                            }
-                    }
-                    memcpy(g, lanes, sizeof(g));
-                    for (r = 0; r < 16; r++)
-                        sum += g[r];
-                    vstore(db + 8 * kb, vload(db + 8 * kb) + sum);
-                    WN(dout_tile)(g, Z + (ptrdiff_t)t * p->kp + kb * 8, fs);
-                }
-            }
-}
-
-/* dV[f][tile][Cp] -> dx (NCHW) for samples [n0, n0 + ns), through dxb (overlapping tiles add). */
-WTARGET static void WN(transform_dinput)(const wino_plan *p, const float *dV, int n0, int ns,
-                                         float *dxb, float *dx, int tiles)
-{
-    int s, ty, tx, cb, l, r, c;
-    ptrdiff_t fs = (ptrdiff_t)tiles * p->cp;
-    memset(dxb, 0, sizeof(float) * (size_t)ns * p->xb_sample);
-    for (s = 0; s < ns; s++)
-        for (ty = 0; ty < p->th; ty++)
-            for (tx = 0; tx < p->tw; tx++) {
-                int t = (s * p->th + ty) * p->tw + tx;
-                for (cb = 0; cb < p->cb; cb++) {
-                    float *dst = dxb + (size_t)s * p->xb_sample
-                        + (((size_t)cb * p->hp + 4 * ty) * p->wp + 4 * tx) * 8;
-                    WN(din_tile)(dV + (ptrdiff_t)t * p->cp + cb * 8, fs, (v8 *)dst, p->wp);
-                }
-            }
-    for (s = 0; s < ns; s++)
-        for (cb = 0; cb < p->cb; cb++) {
-            const float *src = dxb + (size_t)s * p->xb_sample + (size_t)cb * p->hp * p->wp * 8;
-            for (l = 0; l < 8 && cb * 8 + l < p->s.ci; l++) {
-                float *d = dx + ((size_t)(n0 + s) * p->s.ci + cb * 8 + l) * p->s.h * p->s.w;
-                for (r = 0; r < p->s.h; r++) {
-                    const float *sr = src + ((size_t)(r + p->s.pad) * p->wp + p->s.pad) * 8 + l;
-                    for (c = 0; c < p->s.w; c++)
-                        d[(size_t)r * p->s.w + c] = sr[8 * c];
-                }
-            }
+    size_t plane = (size_t)p->s.h * p->s.w;
+    ptrdiff_t rs = (ptrdiff_t)p->wp * 8;
+    int cb, r, ty, tx;
+    memset(dxb, 0, sizeof(float) * p->xb_sample);
+    for (ty = 0; ty < p->th; ty++)
+        for (tx = 0; tx < p->tw; tx++) {
+            int t = t0 + ty * p->tw + tx;
+            for (cb = 0; cb < p->cb; cb++)
+                WN(din_tile)(dV + (ptrdiff_t)t * 64 * p->cp + 8 * cb, p->cp,
+                             dxb + (size_t)cb * p->hp * rs + (size_t)(4 * ty) * rs + 32 * tx, rs);
         }
+    for (cb = 0; cb < p->cb; cb++) {
+        const float *src = dxb + (size_t)cb * p->hp * rs + (size_t)p->s.pad * rs
+            + (size_t)p->s.pad * 8;
+        float *dst = dx + ((size_t)n * p->s.ci + 8 * cb) * plane;
+        int nl = p->s.ci - 8 * cb < 8 ? p->s.ci - 8 * cb : 8;
+        for (r = 0; r < p->s.h; r++)
+            WN(from_blocked)(src + r * rs, p->s.w, nl, dst + (size_t)r * p->s.w,
+                             (ptrdiff_t)plane);
+    }
 }
 
 /* ---- entry points ----------------------------------------------------------------------------- */
 
+/* Each thread takes whole chunks of samples: transform, 64 GEMMs, transform back. */
 WTARGET static void WN(forward)(const wino_plan *p, const float *x, const float *w,
                                 const float *bias, int relu, float *y, float *work, int nthreads)
 {
     float *U = work;
-    float *thread_base = U + p->u_floats;
-    int nchunks = (p->s.n + p->chunk - 1) / p->chunk;
+    float *bias8 = U + p->u_floats;             /* bias, zero-padded to Kp */
+    float *thread_base = bias8 + round16(p->kp);
+    int nchunks = (p->s.n + p->chunk - 1) / p->chunk, o;
+    for (o = 0; o < p->kp; o++)
+        bias8[o] = bias != NULL && o < p->s.co ? bias[o] : 0.0f;
+#ifdef _OPENMP
 #pragma omp parallel num_threads(nthreads)
+#endif
     {
-        int tid = wino_thread_num();
-        float *xb = thread_base + (size_t)tid * p->fwd_thread_floats;
+        float *xb = thread_base + (size_t)conv_thread_num() * p->fwd_thread_floats;
         float *V = xb + p->xb_floats;
         float *M = V + p->v_floats;
-        int chunk, f;
-        wino_transform_weights(p, w, U, 0);
-#pragma omp barrier
+        int chunk;
+        WN(transform_weights)(p, w, U, 0);
+#ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
+#endif
         for (chunk = 0; chunk < nchunks; chunk++) {
-            int n0 = chunk * p->chunk;
+            int n0 = chunk * p->chunk, s, f;
             int ns = p->s.n - n0 < p->chunk ? p->s.n - n0 : p->chunk;
-            int tiles = ns * p->th * p->tw;
-            WN(pack_input)(p, x, n0, ns, xb);
-            WN(transform_input)(p, xb, ns, V, tiles);
+            int per = p->th * p->tw, tiles = ns * per;
+            for (s = 0; s < ns; s++)
+                WN(sample_input)(p, x, n0 + s, xb, V, s * per);
             for (f = 0; f < 64; f++)
-                WN(gemm)(tiles, p->kb, p->cp, V + (size_t)f * tiles * p->cp, p->cp, 1,
-                         U + (size_t)f * p->cp * p->kp, p->kp, M + (size_t)f * tiles * p->kp,
-                         p->kp, 0);
-            WN(transform_output)(p, M, n0, ns, bias, relu, y, tiles);
+                WN(gemm)(tiles, p->kb, p->cp, V + (size_t)f * p->cp, 64 * p->cp, 1,
+                         U + (size_t)f * p->cp * p->kp, p->kp, M + (size_t)f * p->kp,
+                         64 * p->kp, 0);
+            for (s = 0; s < ns; s++)   /* xb is free again: it holds the output blocks */
+                WN(sample_output)(p, M, s * per, bias8, relu, xb, y, n0 + s);
         }
     }
 }
 
+/* Chunks of samples in order, each in three work-shared steps: transform the chunk's samples;
+   per frequency (each owned by one thread), dU[f] += Z[f]^T V[f] and dV[f] = Z[f] UT[f];
+   transform dV back onto dX. Each dU[f] is summed by one thread in chunk order, so the result
+   does not depend on the thread count. */
 WTARGET static void WN(backward)(const wino_plan *p, const float *x, const float *w,
                                  const float *y, const float *dy, int relu, float *dx, float *dw,
                                  float *db, float *work, int nthreads)
 {
     float *UT = work;
-    float *dU = UT + p->u_floats;                        /* [part][64][Kp][Cp] */
-    float *dbp = dU + (size_t)p->parts * p->u_floats;    /* [part][Kp] */
-    float *thread_base = dbp + (size_t)p->parts * p->kp;
+    float *dU = UT + p->u_floats;
+    float *dbs = dU + p->u_floats;                          /* [sample in chunk][Kp] */
+    float *xb = dbs + round16((size_t)p->bchunk * p->kp);   /* [sample in chunk][xb_sample] */
+    float *gb = xb + p->bxb_floats;                         /* [sample in chunk][yb_sample] */
+    float *V = gb + p->bgb_floats;
+    float *Z = V + p->bv_floats;
+    float *dV = Z + p->bz_floats;
+    int nchunks = (p->s.n + p->bchunk - 1) / p->bchunk, o;
+    for (o = 0; o < p->s.co; o++)
+        db[o] = 0.0f;
+#ifdef _OPENMP
 #pragma omp parallel num_threads(nthreads)
+#endif
     {
-        int tid = wino_thread_num();
-        float *xb = thread_base + (size_t)tid * p->bwd_thread_floats;
-        float *V = xb + p->xb_floats;
-        float *Z = V + p->v_floats;
-        float *dV = Z + p->m_floats;
-        int part, f;
+        int chunk;
         if (dx != NULL)
-            wino_transform_weights(p, w, UT, 1);
-#pragma omp barrier
-#pragma omp for schedule(static, 1)
-        for (part = 0; part < p->parts; part++) {
-            int begin = (int)((long long)p->s.n * part / p->parts);
-            int end = (int)((long long)p->s.n * (part + 1) / p->parts);
-            float *dUp = dU + (size_t)part * p->u_floats;
-            float *dbpp = dbp + (size_t)part * p->kp;
-            int n0, first = 1;
-            memset(dbpp, 0, sizeof(float) * p->kp);
-            for (n0 = begin; n0 < end; n0 += p->chunk) {
-                int ns = end - n0 < p->chunk ? end - n0 : p->chunk;
-                int tiles = ns * p->th * p->tw;
-                WN(pack_input)(p, x, n0, ns, xb);
-                WN(transform_input)(p, xb, ns, V, tiles);
-                WN(transform_dout)(p, y, dy, relu, n0, ns, Z, tiles, dbpp);
-                for (f = 0; f < 64; f++) {
-                    const float *Zf = Z + (size_t)f * tiles * p->kp;
-                    /* dU[f] (Kp x Cp) += Z[f]^T (Kp x tiles) V[f] (tiles x Cp) */
-                    WN(gemm)(p->kp, p->cb, tiles, Zf, 1, p->kp, V + (size_t)f * tiles * p->cp,
-                             p->cp, dUp + (size_t)f * p->kp * p->cp, p->cp, !first);
-                    if (dx != NULL)   /* dV[f] (tiles x Cp) = Z[f] (tiles x Kp) UT[f] (Kp x Cp) */
-                        WN(gemm)(tiles, p->cb, p->kp, Zf, p->kp, 1,
-                                 UT + (size_t)f * p->kp * p->cp, p->cp,
-                                 dV + (size_t)f * tiles * p->cp, p->cp, 0);
-                }
-                if (dx != NULL)
-                    WN(transform_dinput)(p, dV, n0, ns, xb, dx, tiles);
-                first = 0;
+            WN(transform_weights)(p, w, UT, 1);
+        for (chunk = 0; chunk < nchunks; chunk++) {
+            int n0 = chunk * p->bchunk, s, f;
+            int ns = p->s.n - n0 < p->bchunk ? p->s.n - n0 : p->bchunk;
+            int per = p->th * p->tw, tiles = ns * per;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (s = 0; s < ns; s++) {
+                WN(sample_input)(p, x, n0 + s, xb + (size_t)s * p->xb_sample, V, s * per);
+                WN(sample_grad)(p, y, dy, relu, n0 + s, gb + (size_t)s * p->yb_sample, Z,
+                                s * per, dbs + (size_t)s * p->kp);
+            }
+#ifdef _OPENMP
+#pragma omp master
+#endif
+            {   /* db in sample order, by one thread */
+                int i, c;
+                for (i = 0; i < ns; i++)
+                    for (c = 0; c < p->s.co; c++)
+                        db[c] += dbs[(size_t)i * p->kp + c];
+            }
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (f = 0; f < 64; f++) {
+                const float *Zf = Z + (size_t)f * p->kp;
+                /* dU[f] (Kp x Cp) (+)= Z[f]^T (Kp x tiles) V[f] (tiles x Cp) */
+                WN(gemm)(p->kp, p->cb, tiles, Zf, 1, 64 * p->kp, V + (size_t)f * p->cp,
+                         64 * p->cp, dU + (size_t)f * p->kp * p->cp, p->cp, chunk > 0);
+                if (dx != NULL)   /* dV[f] (tiles x Cp) = Z[f] (tiles x Kp) UT[f] (Kp x Cp) */
+                    WN(gemm)(tiles, p->cb, p->kp, Zf, 64 * p->kp, 1,
+                             UT + (size_t)f * p->kp * p->cp, p->cp, dV + (size_t)f * p->cp,
+                             64 * p->cp, 0);
+            }
+            if (dx != NULL) {
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                for (s = 0; s < ns; s++)
+                    WN(sample_dinput)(p, dV, s * per, xb + (size_t)s * p->xb_sample, dx,
+                                      n0 + s);
             }
         }
-#pragma omp barrier
-        wino_finish_dw(p, dU, dbp, dw, db);
+        WN(finish_dw)(p, dU, dw);
     }
 }

@@ -1,0 +1,126 @@
+/* Direct convolution for one input channel: plan and ISA dispatch; the loops are in
+   conv_direct_impl.h, the contract in conv_direct.h. */
+#include "conv_direct.h"
+#include "conv_simd.h"
+
+typedef struct {
+    fastnn_direct_shape s;
+    int ho, wo, taps;
+    int nv, wo8;            /* output row in vectors of 8 (the last one zero-padded) */
+    int hp, wp;             /* padded input plane: hp rows wp floats apart */
+    int vc, cb;             /* forward: vectors per row chunk, channels per register block */
+    int gcb, tb, nblk, tapsp;   /* backward: channels x taps per register block, blocks,
+                                   taps padded to a multiple of tb */
+    size_t xp_floats, g_floats, wb_floats, bb_floats;
+    size_t acc_floats, dbv_floats, toff_floats;
+    size_t fwd_thread_floats, bwd_thread_floats;
+} direct_plan;
+
+static void direct_make_plan(const fastnn_direct_shape *s, direct_plan *p)
+{
+    p->s = *s;
+    p->ho = s->h + 2 * s->pad - s->kh + 1;
+    p->wo = s->w + 2 * s->pad - s->kw + 1;
+    p->taps = s->kh * s->kw;
+    p->nv = (p->wo + 7) / 8;
+    p->wo8 = 8 * p->nv;
+    p->hp = s->h + 2 * s->pad;
+    p->wp = p->wo8 + s->kw - 1;
+    if (p->wp < s->w + 2 * s->pad)
+        p->wp = s->w + 2 * s->pad;
+    /* 12 accumulators: 3 channels x 4 vectors, 4 x 3, 6 x 2 or 12 x 1 */
+    p->vc = p->nv < 4 ? p->nv : 4;
+    p->cb = 12 / p->vc;
+    p->xp_floats = conv_round16((size_t)p->hp * p->wp);
+    p->wb_floats = conv_round16((size_t)(s->co + p->cb) * p->taps);
+    p->bb_floats = conv_round16((size_t)s->co + p->cb);
+    p->fwd_thread_floats = p->xp_floats;
+    /* 12 accumulators: 4 channels x 3 taps, 3 x 4 or 2 x 6, whichever wastes no channels */
+    p->gcb = s->co % 4 == 0 ? 4 : s->co % 3 == 0 ? 3 : s->co % 2 == 0 ? 2 : 4;
+    p->tb = 12 / p->gcb;
+    p->nblk = (s->co + p->gcb - 1) / p->gcb;
+    p->tapsp = (p->taps + p->tb - 1) / p->tb * p->tb;
+    p->g_floats = (size_t)p->gcb * p->ho * p->wo8;
+    p->acc_floats = (size_t)p->nblk * p->tapsp * p->gcb * 8;
+    p->dbv_floats = (size_t)p->nblk * p->gcb * 8;
+    p->toff_floats = conv_round16((size_t)p->tapsp);   /* ints, as many as floats */
+    p->bwd_thread_floats = p->xp_floats + conv_round16(p->g_floats);
+}
+
+#if CONV_HAVE_VECTORS
+
+#if CONV_HAVE_AVX2
+#define WN(name) direct_avx2_##name
+#define WTARGET __attribute__((target("avx2,fma")))
+#define WN_AVX2 1
+#include "conv_direct_impl.h"
+#undef WN
+#undef WTARGET
+#undef WN_AVX2
+#endif
+
+#define WN(name) direct_portable_##name
+#define WTARGET
+#define WN_AVX2 0
+#include "conv_direct_impl.h"
+#undef WN
+#undef WTARGET
+#undef WN_AVX2
+
+#endif
+
+size_t fastnn_direct_forward_floats(const fastnn_direct_shape *s, int nthreads)
+{
+    direct_plan p;
+    direct_make_plan(s, &p);
+    return CONV_ALIGN_SLACK + p.wb_floats + p.bb_floats
+        + (size_t)conv_threads(nthreads) * p.fwd_thread_floats;
+}
+
+size_t fastnn_direct_backward_floats(const fastnn_direct_shape *s, int nthreads)
+{
+    direct_plan p;
+    direct_make_plan(s, &p);
+    return CONV_ALIGN_SLACK + p.acc_floats + p.dbv_floats + p.toff_floats
+        + (size_t)conv_threads(nthreads) * p.bwd_thread_floats;
+}
+
+void fastnn_direct_forward(const fastnn_direct_shape *s, const float *x, const float *w,
+                           const float *bias, int relu, float *y, float *work, int nthreads)
+{
+#if CONV_HAVE_VECTORS
+    direct_plan p;
+    direct_make_plan(s, &p);
+#if CONV_HAVE_AVX2
+    if (fastnn_conv_use_avx2()) {
+        direct_avx2_forward(&p, x, w, bias, relu, y, conv_align(work), conv_threads(nthreads));
+        return;
+    }
+#endif
+    direct_portable_forward(&p, x, w, bias, relu, y, conv_align(work), conv_threads(nthreads));
+#else
+    (void)s; (void)x; (void)w; (void)bias; (void)relu; (void)y; (void)work; (void)nthreads;
+#endif
+}
+
+void fastnn_direct_backward(const fastnn_direct_shape *s, const float *x, const float *y,
+                            const float *dy, int relu, float *dw, float *db, float *work,
+                            int nthreads)
+{
+#if CONV_HAVE_VECTORS
+    direct_plan p;
+    direct_make_plan(s, &p);
+#if CONV_HAVE_AVX2
+    if (fastnn_conv_use_avx2()) {
+        direct_avx2_backward(&p, x, y, dy, relu, dw, db, conv_align(work),
+                             conv_threads(nthreads));
+        return;
+    }
+#endif
+    direct_portable_backward(&p, x, y, dy, relu, dw, db, conv_align(work),
+                             conv_threads(nthreads));
+#else
+    (void)s; (void)x; (void)y; (void)dy; (void)relu; (void)dw; (void)db; (void)work;
+    (void)nthreads;
+#endif
+}

@@ -1,0 +1,43 @@
+/* fastnn direct convolution for one input channel (the first layer of an image model): any
+   kH x kW kernel, stride 1, any zero padding, float32, NCHW in and out, weights (Co, 1, kH, kW).
+
+   With one input channel, im2col would copy each input value kH*kW times for a GEMM whose inner
+   dimension is only kH*kW; these kernels instead run along output rows, 8 outputs to a vector,
+   several output channels at a time, reading the input in place (forward, bias + ReLU fused in
+   the store) and summing the weight gradient the same way. dX is not computed: the first layer
+   never needs it (the caller uses im2col + GEMM when it does).
+
+   Results do not depend on the thread count: forward parallelises over samples; backward gives
+   each output channel's dW and db to one thread, which sums over the batch in order.
+   The kernels exist where fastnn_conv_simd_available() (conv_simd.h) is 1. Workspace sizes are
+   in floats. */
+#ifndef FASTNN_CONV_DIRECT_H
+#define FASTNN_CONV_DIRECT_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    int n, h, w;        /* input (N, 1, H, W) */
+    int co, kh, kw;     /* output channels, kernel size */
+    int pad;            /* zero padding on every side */
+} fastnn_direct_shape;
+
+size_t fastnn_direct_forward_floats(const fastnn_direct_shape *s, int nthreads);
+void fastnn_direct_forward(const fastnn_direct_shape *s, const float *x, const float *w,
+                           const float *bias, int relu, float *y, float *work, int nthreads);
+
+/* dW and db only; dy is masked with y > 0 when relu (y may be NULL otherwise). */
+size_t fastnn_direct_backward_floats(const fastnn_direct_shape *s, int nthreads);
+void fastnn_direct_backward(const fastnn_direct_shape *s, const float *x, const float *y,
+                            const float *dy, int relu, float *dw, float *db, float *work,
+                            int nthreads);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

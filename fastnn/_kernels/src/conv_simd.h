@@ -1,0 +1,90 @@
+/* What fastnn's conv kernels share: 8-float GCC vectors, the helpers the per-ISA kernel files use
+   on them, and the run-time choice between the AVX2+FMA and the portable build of each kernel.
+
+   A kernel file writes its loops once in an "_impl.h" over these helpers and includes it twice,
+   once with WN(name) = name_avx2 and WTARGET = __attribute__((target("avx2,fma"))) (WN_AVX2 1)
+   and once with WN(name) = name_portable and WTARGET empty (WN_AVX2 0). The portable build is
+   plain C on the same vector types (SSE2 on x86-64, whatever the compiler has elsewhere). */
+#ifndef FASTNN_CONV_SIMD_H
+#define FASTNN_CONV_SIMD_H
+
+#include <stddef.h>
+#include <string.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* 1 where the compiler has GCC vector extensions (GCC, clang); the kernels exist only then. */
+int fastnn_conv_simd_available(void);
+
+/* "avx2" or "portable": the build of the kernels that runs (chosen once from the CPU's features;
+   FASTNN_CONV_ISA=portable in the environment forces the portable one); "none" without vector
+   extensions. */
+const char *fastnn_conv_isa(void);
+
+/* Testing hook: "avx2" or "portable" (clamped to what the CPU has); NULL or "" restores the
+   default. Returns the build now in use. Not safe while another thread runs a convolution. */
+const char *fastnn_conv_set_isa(const char *name);
+
+/* 1 when the AVX2 build runs. */
+int fastnn_conv_use_avx2(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#ifdef _OPENMP
+#include <omp.h>
+static inline int conv_thread_num(void) { return omp_get_thread_num(); }
+static inline int conv_num_threads(void) { return omp_get_num_threads(); }
+static inline int conv_threads(int nthreads) { return nthreads > 0 ? nthreads : omp_get_max_threads(); }
+#else
+static inline int conv_thread_num(void) { return 0; }
+static inline int conv_num_threads(void) { return 1; }
+static inline int conv_threads(int nthreads) { (void)nthreads; return 1; }
+#endif
+
+static inline size_t conv_round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* Workspaces start at the first 64-byte boundary of the caller's buffer: callers add this many
+   floats to the size they ask for. */
+#define CONV_ALIGN_SLACK 16
+static inline float *conv_align(float *work)
+{
+    return (float *)(((size_t)work + 63) & ~(size_t)63);
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+#define CONV_HAVE_VECTORS 1
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef int v8i __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
+
+#define vload(p) ((v8)(*(const v8u *)(p)))
+#define vstore(p, v) (*(v8u *)(p) = (v))
+#define vzero() ((v8){0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f})
+#define vbroadcast(x) __extension__({ float x_ = (x); (v8){x_, x_, x_, x_, x_, x_, x_, x_}; })
+/* max(v, 0) that keeps NaN, as np.maximum does */
+#define vmax0(v) __extension__({ v8 v_ = (v); (v8)((v8i)v_ & ~(v8i)(v_ < vzero())); })
+
+#if defined(__clang__)
+#define WN_UNROLL _Pragma("unroll")
+#else
+#define WN_UNROLL _Pragma("GCC unroll 16")
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CONV_HAVE_AVX2 1
+#include <immintrin.h>
+#else
+#define CONV_HAVE_AVX2 0
+#endif
+
+#else
+#define CONV_HAVE_VECTORS 0
+#define CONV_HAVE_AVX2 0
+#endif
+
+#endif
