@@ -128,6 +128,10 @@ class Sequential:
         dtype = self.dtype if dtype is None else _as_dtype(dtype)
         if new is self._backend and dtype == self.dtype:
             return self
+        supported = getattr(new, "dtypes", None)  # cuda computes in float32 only
+        if supported is not None and dtype not in supported:
+            raise TypeError(f"backend {new.name!r} computes in "
+                            f"{', '.join(np.dtype(d).name for d in supported)}, not {dtype.name}")
         for layer in self.layers:
             layer._backend = self._backend
             layer.to(new, dtype)

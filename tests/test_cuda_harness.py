@@ -110,6 +110,20 @@ def test_trainer_on_the_cuda_backend_matches_numpy(library, make_model, make_opt
         np.testing.assert_allclose(w[name], w_ref[name], atol=1e-5, err_msg=name)
 
 
+def test_float64_is_refused_where_it_enters(library):
+    import fastnn
+    from fastnn import nn
+
+    backend = host_harness.host_backend(library)
+    assert backend.asarray(np.ones(2)).dtype == np.float32
+    assert backend.asarray(np.arange(3)).dtype == np.arange(3).dtype
+    with pytest.raises(TypeError, match="float32 only, not float64"):
+        backend.asarray(np.ones(2), dtype=np.float64)
+    with pytest.raises(TypeError, match="backend 'cuda' computes in float32, not float64"):
+        nn.Sequential(nn.Linear(3, 2)).to(backend, dtype=np.float64)
+    assert fastnn.backends.get(backend) is backend
+
+
 def test_loss_is_a_device_scalar_and_not_synced(library):
     backend = host_harness.host_backend(library)
     loss, _ = backend.softmax_cross_entropy(backend.asarray(np.zeros((2, 3))), np.array([0, 2]))

@@ -47,12 +47,16 @@ class CudaBackend:
     # ---- arrays -------------------------------------------------------------------------------
 
     def asarray(self, a, dtype=None):
-        """`a` as a C-contiguous device array; floating point becomes float32 unless `dtype`."""
+        """`a` as a C-contiguous device array; floating point becomes float32 (the only float
+        type the kernels compute in), integers keep their type."""
         if dtype is None:
             kind = getattr(a, "dtype", None)
             if kind is None:
                 kind = np.asarray(a).dtype
             dtype = _F32 if np.dtype(kind).kind == "f" else kind
+        elif np.dtype(dtype).kind == "f" and np.dtype(dtype) != _F32:
+            raise TypeError(f"the cuda backend computes in float32 only, not "
+                            f"{np.dtype(dtype).name}")
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
 
     def to_numpy(self, a):
