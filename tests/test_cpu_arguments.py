@@ -376,3 +376,25 @@ def test_generated_linear(n, fin, fout, w_in, b_size, relu, dtype, seed):
     dy = arr(*y.shape, dtype=dtype, seed=seed + 3)
     assert_same_outcome(lambda: cpu.linear_backward(x, w, y, dy, relu=relu),
                         lambda: ref.linear_backward(x, w, y, dy, relu=relu), rtol)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(0, 2), c=st.integers(0, 2), h=st.integers(0, 7), w=st.integers(0, 7),
+       co=st.integers(0, 3), kernel=st.integers(0, 5), stride=st.integers(-1, 3),
+       padding=st.integers(-1, 2), relu=st.booleans(), dtype=st.sampled_from([f32, f64]),
+       seed=st.integers(0, 2**16))
+def test_generated_conv2d(n, c, h, w, co, kernel, stride, padding, relu, dtype, seed):
+    x = arr(n, c, h, w, dtype=dtype, seed=seed)
+    wt = arr(co, c, kernel, kernel, dtype=dtype, seed=seed + 1)
+    b = arr(co, dtype=dtype, seed=seed + 2)
+    rtol = 1e-5 if dtype == f32 else 1e-10
+    assert_same_outcome(lambda: cpu.conv2d_forward(x, wt, b, stride, padding, relu=relu),
+                        lambda: ref.conv2d_forward(x, wt, b, stride, padding, relu=relu), rtol)
+    try:
+        y = ref.conv2d_forward(x, wt, b, stride, padding, relu=relu)
+    except (ValueError, TypeError):
+        return
+    dy = arr(*y.shape, dtype=dtype, seed=seed + 3)
+    assert_same_outcome(
+        lambda: cpu.conv2d_backward(x, wt, y, dy, stride, padding, relu=relu),
+        lambda: ref.conv2d_backward(x, wt, y, dy, stride, padding, relu=relu), rtol)

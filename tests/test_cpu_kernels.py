@@ -82,6 +82,27 @@ def test_linear_backward_can_skip_dx():
     assert_matches((dw, db), ref.linear_backward(x, w, y, dy)[1:])
 
 
+# ---- conv2d (the kernels' own tests are in test_cpu_conv.py; here: the wrapper's outputs) ---
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv2d_outputs_are_overwritten_and_dx_can_be_skipped(relu, dtype):
+    rng = np.random.default_rng(12)
+    x, w, b = normal(rng, (2, 3, 9, 8), dtype), normal(rng, (4, 3, 3, 3), dtype), normal(rng, 4, dtype)
+    y = np.full((2, 4, 5, 4), np.nan, dtype)
+    assert cpu.conv2d_forward(x, w, b, 2, 1, relu=relu, out=y) is y
+    assert_matches(y, ref.conv2d_forward(x, w, b, 2, 1, relu=relu))
+    dy = normal(rng, y.shape, dtype)
+    outs = (np.full_like(x, np.nan), np.full_like(w, np.nan), np.full(4, np.nan, dtype))
+    result = cpu.conv2d_backward(x, w, y, dy, 2, 1, relu=relu, out=outs)
+    assert all(r is o for r, o in zip(result, outs))
+    expected = ref.conv2d_backward(x, w, y, dy, 2, 1, relu=relu)
+    assert_matches(result, expected)
+    dx, dw, db = cpu.conv2d_backward(x, w, y, dy, 2, 1, relu=relu, compute_dx=False)
+    assert dx is None
+    assert_matches((dw, db), expected[1:])
+
+
 # ---- max-pool -----------------------------------------------------------------------------
 
 POOL_CASES = [(k, s) for k in range(1, 6) for s in (None, 1, 2, 3)]

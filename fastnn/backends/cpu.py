@@ -22,6 +22,11 @@ except ImportError as exc:  # a source checkout that was never built
 else:
     _IMPORT_ERROR = None
 
+try:
+    from fastnn._kernels import conv as _conv
+except ImportError:  # CONV2D: until fastnn/_kernels/conv.pyx lands (see the conv2d methods)
+    _conv = None
+
 _BITS = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
 
 
@@ -114,8 +119,52 @@ class CpuBackend(NumpyBackend):
         return dx, dw, db
 
     # ---- conv2d -------------------------------------------------------------------------------
-    # CONV2D: owned by the conv kernels (fastnn/_kernels/conv.pyx). Until they land, these two
-    # methods are the reference's (inherited) -- correct, but not compiled.
+    # CONV2D: these two methods call fastnn/_kernels/conv.pyx (the conv kernels' own work, which
+    # may edit them). Until that module is built they fall back to the reference -- correct,
+    # but not compiled; the fallback goes when conv lands.
+
+    def conv2d_forward(self, x, w, b, stride=1, padding=0, relu=False, *, check_finite=True,
+                       out=None, workspace=None):
+        """y as the reference (NCHW). out= receives y; workspace= is scratch for the kernel."""
+        x, w, b, stride, padding, y_shape = check.conv_args(x, w, b, stride, padding)
+        if check_finite:
+            _finite("x", x)
+        y = _output("out", out, y_shape, x.dtype, {"x": x, "w": w, "b": b})
+        if _conv is None:  # CONV2D fallback
+            y[...] = super().conv2d_forward(x, w, b, stride, padding, relu, check_finite=False)
+            return y
+        _conv.forward(x, w, b, y, stride, padding, bool(relu),
+                      nthreads=_runtime.get_num_threads(), workspace=workspace)
+        return y
+
+    def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *,
+                        check_finite=True, out=None, compute_dx=True, workspace=None):
+        """(dx, dw, db) as the reference. out=(dx, dw, db) reuses arrays (any may be None);
+        compute_dx=False skips dx (returned as None), e.g. for the first layer."""
+        x, w, _, stride, padding, y_shape = check.conv_args(x, w, None, stride, padding)
+        y = check.float_array("y", y, 4)
+        dy = check.float_array("dy", dy, 4)
+        dtype = check.same_dtype(x=x, y=y, dy=dy)
+        check.expect_shape("y", y, y_shape)
+        check.expect_shape("dy", dy, y_shape)
+        if check_finite:
+            _finite("dy", dy)
+        dx_out, dw_out, db_out = _output_tuple(out, 3)
+        reads = {"x": x, "w": w, "y": y, "dy": dy}
+        dx = _output("dx", dx_out, x.shape, dtype, reads) if compute_dx else None
+        dw = _output("dw", dw_out, w.shape, dtype, reads)
+        db = _output("db", db_out, (w.shape[0],), dtype, reads)
+        if out is not None:
+            _distinct(dx=dx, dw=dw, db=db)
+        if _conv is None:  # CONV2D fallback
+            grads = super().conv2d_backward(x, w, y, dy, stride, padding, relu, check_finite=False)
+            for target, value in zip((dx, dw, db), grads):
+                if target is not None:
+                    target[...] = value
+            return dx, dw, db
+        _conv.backward(x, w, y, dy, dx, dw, db, stride, padding, bool(relu),
+                       nthreads=_runtime.get_num_threads(), workspace=workspace)
+        return dx, dw, db
 
     # ---- max-pool -----------------------------------------------------------------------------
 
