@@ -59,7 +59,10 @@ def openmp_flags():
 def extensions():
     omp_compile, omp_link = openmp_flags()
     base_compile = ["-O0", "-g"] if DEBUG else ["-O3"]
-    base_compile += ["-fno-strict-aliasing", "-Wno-unused-function", "-Wno-unreachable-code"]
+    # -fno-math-errno only stops libm calls setting errno (which nothing reads), so sqrt can be
+    # vectorised; unlike -ffast-math it keeps IEEE inf/NaN semantics.
+    base_compile += ["-fno-strict-aliasing", "-fno-math-errno", "-Wno-unused-function",
+                     "-Wno-unreachable-code"]
     exts = []
     for pyx in sorted(glob(os.path.join("fastnn", "_kernels", "*.pyx"))):
         module = pyx[:-4].replace(os.sep, ".")

@@ -6,7 +6,7 @@ is the same for every thread count.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport exp, log
+from libc.math cimport exp, expf, log
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
@@ -26,7 +26,10 @@ cdef inline double _row(const floating* z, Py_ssize_t label, Py_ssize_t classes,
         if z[j] > zmax:
             zmax = z[j]
     for j in range(classes):
-        p = exp(z[j] - zmax)
+        if floating is float:  # float32 exp is accurate to float32 and twice as fast
+            p = expf(z[j] - <float>zmax)
+        else:
+            p = exp(z[j] - zmax)
         d[j] = <floating>p
         total += p
     norm = scale / total

@@ -6,7 +6,7 @@ Arrays arrive as (planes, H*W) views of the NCHW arrays.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memset
 
 from fastnn._kernels.runtime cimport num_threads
@@ -14,10 +14,33 @@ from fastnn._kernels.runtime cimport num_threads
 cdef Py_ssize_t PARALLEL_MIN_SIZE = 16384
 
 
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* (take ? a : b) on raw bits: compilers turn a ?: on floats back into a branch, which
+       random data mispredicts half the time. */
+    static inline float fastnn_pick_f(int64_t take, float a, float b) {
+        uint32_t x, y, m = (uint32_t)-take;
+        memcpy(&x, &a, 4); memcpy(&y, &b, 4); x = (x & m) | (y & ~m); memcpy(&a, &x, 4);
+        return a;
+    }
+    static inline double fastnn_pick_d(int64_t take, double a, double b) {
+        uint64_t x, y, m = (uint64_t)-take;
+        memcpy(&x, &a, 8); memcpy(&y, &b, 8); x = (x & m) | (y & ~m); memcpy(&a, &x, 8);
+        return a;
+    }
+    """
+    float fastnn_pick_f(int64_t take, float a, float b) noexcept nogil
+    double fastnn_pick_d(int64_t take, double a, double b) noexcept nogil
+
+
 cdef inline void _forward_plane(const floating* x, Py_ssize_t width, Py_ssize_t kernel,
                                 Py_ssize_t stride, Py_ssize_t out_h, Py_ssize_t out_w,
                                 floating* y, int32_t* argmax) noexcept nogil:
+    """Inlined with constant kernel and stride for the usual cases, so the window unrolls."""
     cdef Py_ssize_t oh, ow, i, j, best_at, at
+    cdef int64_t take
     cdef floating best, v
     for oh in range(out_h):
         for ow in range(out_w):
@@ -28,9 +51,12 @@ cdef inline void _forward_plane(const floating* x, Py_ssize_t width, Py_ssize_t 
                 at = (oh * stride + i) * width + ow * stride
                 for j in range(kernel):
                     v = x[at + j]
-                    if v > best or (v != v and best == best):
-                        best = v
-                        best_at = at + j
+                    take = (v > best) | ((v != v) & (best == best))
+                    best_at = ((at + j) & -take) | (best_at & ~(-take))
+                    if floating is float:
+                        best = fastnn_pick_f(take, v, best)
+                    else:
+                        best = fastnn_pick_d(take, v, best)
             y[oh * out_w + ow] = best
             argmax[oh * out_w + ow] = <int32_t>best_at
 
@@ -52,7 +78,13 @@ def maxpool_forward(const floating[:, ::1] x, Py_ssize_t height, Py_ssize_t widt
     threads = num_threads() if planes * height * width >= PARALLEL_MIN_SIZE else 1
     with nogil:
         for p in prange(planes, schedule="static", num_threads=threads):
-            _forward_plane(&x[p, 0], width, kernel, stride, out_h, out_w, &y[p, 0], &argmax[p, 0])
+            if kernel == 2 and stride == 2:
+                _forward_plane(&x[p, 0], width, 2, 2, out_h, out_w, &y[p, 0], &argmax[p, 0])
+            elif kernel == 3 and stride == 2:
+                _forward_plane(&x[p, 0], width, 3, 2, out_h, out_w, &y[p, 0], &argmax[p, 0])
+            else:
+                _forward_plane(&x[p, 0], width, kernel, stride, out_h, out_w, &y[p, 0],
+                               &argmax[p, 0])
 
 
 def maxpool_backward(const floating[:, ::1] dy, const int32_t[:, ::1] argmax,

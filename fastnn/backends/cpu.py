@@ -212,14 +212,17 @@ class CpuBackend(NumpyBackend):
         n, classes = logits.shape
         if n < 1 or classes < 1:
             raise ValueError(f"logits must have at least one row and one class, got {logits.shape}")
-        labels = check.labels("labels", labels, n, classes)
+        if not (isinstance(labels, np.ndarray) and labels.dtype == np.int64
+                and labels.shape == (n,)):
+            labels = check.labels("labels", labels, n, classes)
+        # else: the kernel checks int64 labels against [0, classes) itself, in one cheap pass
         if check_finite:
             _finite("logits", logits)
         if out is logits:
             dlogits = check.writable_array("out", out, logits.shape, logits.dtype)
         else:
             dlogits = _output("out", out, logits.shape, logits.dtype, {"logits": logits})
-        loss = _loss.softmax_cross_entropy(logits, labels, dlogits)
+        loss = _loss.softmax_cross_entropy(logits, np.ascontiguousarray(labels), dlogits)
         return logits.dtype.type(loss), dlogits
 
     # ---- optimizer updates (in place) ---------------------------------------------------------
