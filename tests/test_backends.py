@@ -55,11 +55,12 @@ def test_cpu_probe_says_how_to_fix_missing_kernels(monkeypatch):
 
 def test_cpu_kernels_are_compiled():
     # cpu must not silently be the reference: its kernels are extension modules
-    from fastnn._kernels import dense, loss, optim, pool, runtime
-    for module in (dense, loss, optim, pool, runtime):
+    from fastnn._kernels import conv, dense, gemm, loss, optim, pool, runtime
+    for module in (conv, dense, gemm, loss, optim, pool, runtime):
         assert module.__file__.endswith((".so", ".pyd")), module.__file__
-    for kernel in ("linear_forward", "linear_backward", "maxpool2d_forward", "maxpool2d_backward",
-                   "softmax_cross_entropy", "sgd_step", "adam_step"):
+    for kernel in ("linear_forward", "linear_backward", "conv2d_forward", "conv2d_backward",
+                   "maxpool2d_forward", "maxpool2d_backward", "softmax_cross_entropy", "sgd_step",
+                   "adam_step"):
         assert getattr(CpuBackend, kernel) is not getattr(NumpyBackend, kernel), kernel
 
 

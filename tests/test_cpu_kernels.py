@@ -77,7 +77,7 @@ def test_linear_backward_can_skip_dx():
     x, w = normal(rng, (8, 5), np.float64), normal(rng, (3, 5), np.float64)
     y = cpu.linear_forward(x, w, np.zeros(3))
     dy = normal(rng, y.shape, np.float64)
-    dx, dw, db = cpu.linear_backward(x, w, y, dy, compute_dx=False)
+    dx, dw, db = cpu.linear_backward(x, w, y, dy, need_dx=False)
     assert dx is None
     assert_matches((dw, db), ref.linear_backward(x, w, y, dy)[1:])
 
@@ -98,7 +98,7 @@ def test_conv2d_outputs_are_overwritten_and_dx_can_be_skipped(relu, dtype):
     assert all(r is o for r, o in zip(result, outs))
     expected = ref.conv2d_backward(x, w, y, dy, 2, 1, relu=relu)
     assert_matches(result, expected)
-    dx, dw, db = cpu.conv2d_backward(x, w, y, dy, 2, 1, relu=relu, compute_dx=False)
+    dx, dw, db = cpu.conv2d_backward(x, w, y, dy, 2, 1, relu=relu, need_dx=False)
     assert dx is None
     assert_matches((dw, db), expected[1:])
 

@@ -12,6 +12,7 @@ from . import _checks as check
 from .numpy import NumpyBackend
 
 try:
+    from fastnn._kernels import conv as _conv
     from fastnn._kernels import dense as _dense
     from fastnn._kernels import loss as _loss
     from fastnn._kernels import optim as _optim
@@ -21,11 +22,6 @@ except ImportError as exc:  # a source checkout that was never built
     _IMPORT_ERROR = exc
 else:
     _IMPORT_ERROR = None
-
-try:
-    from fastnn._kernels import conv as _conv
-except ImportError:  # CONV2D: until fastnn/_kernels/conv.pyx lands (see the conv2d methods)
-    _conv = None
 
 _BITS = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
 
@@ -88,10 +84,10 @@ class CpuBackend(NumpyBackend):
         return y
 
     def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True, out=None,
-                        work=None, compute_dx=True):
+                        work=None, need_dx=True):
         """(dx, dw, db) as the reference. out=(dx, dw, db) reuses arrays (any may be None);
         work, shape (N, out_features), holds the ReLU-masked dy (it may be dy itself, which is
-        then overwritten). compute_dx=False skips dx (returned as None), e.g. for the first
+        then overwritten). need_dx=False skips dx (returned as None), e.g. for the first
         layer."""
         x, w, _ = self._linear_args(x, w)
         out_shape = (x.shape[0], w.shape[0])
@@ -104,7 +100,7 @@ class CpuBackend(NumpyBackend):
             _finite("dy", dy)
         dx_out, dw_out, db_out = _output_tuple(out, 3)
         reads = {"x": x, "w": w, "y": y, "dy": dy}
-        dx = _output("dx", dx_out, x.shape, dtype, reads) if compute_dx else None
+        dx = _output("dx", dx_out, x.shape, dtype, reads) if need_dx else None
         dw = _output("dw", dw_out, w.shape, dtype, reads)
         db = _output("db", db_out, (w.shape[0],), dtype, reads)
         if not relu:
@@ -119,9 +115,7 @@ class CpuBackend(NumpyBackend):
         return dx, dw, db
 
     # ---- conv2d -------------------------------------------------------------------------------
-    # CONV2D: these two methods call fastnn/_kernels/conv.pyx (the conv kernels' own work, which
-    # may edit them). Until that module is built they fall back to the reference -- correct,
-    # but not compiled; the fallback goes when conv lands.
+    # CONV2D: thin wrappers over fastnn/_kernels/conv.pyx (im2col + GEMM, Winograd for 5x5).
 
     def conv2d_forward(self, x, w, b, stride=1, padding=0, relu=False, *, check_finite=True,
                        out=None, workspace=None):
@@ -130,17 +124,14 @@ class CpuBackend(NumpyBackend):
         if check_finite:
             _finite("x", x)
         y = _output("out", out, y_shape, x.dtype, {"x": x, "w": w, "b": b})
-        if _conv is None:  # CONV2D fallback
-            y[...] = super().conv2d_forward(x, w, b, stride, padding, relu, check_finite=False)
-            return y
         _conv.forward(x, w, b, y, stride, padding, bool(relu),
                       nthreads=_runtime.get_num_threads(), workspace=workspace)
         return y
 
     def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *,
-                        check_finite=True, out=None, compute_dx=True, workspace=None):
+                        check_finite=True, out=None, need_dx=True, workspace=None):
         """(dx, dw, db) as the reference. out=(dx, dw, db) reuses arrays (any may be None);
-        compute_dx=False skips dx (returned as None), e.g. for the first layer."""
+        need_dx=False skips dx (returned as None), e.g. for the first layer."""
         x, w, _, stride, padding, y_shape = check.conv_args(x, w, None, stride, padding)
         y = check.float_array("y", y, 4)
         dy = check.float_array("dy", dy, 4)
@@ -151,17 +142,11 @@ class CpuBackend(NumpyBackend):
             _finite("dy", dy)
         dx_out, dw_out, db_out = _output_tuple(out, 3)
         reads = {"x": x, "w": w, "y": y, "dy": dy}
-        dx = _output("dx", dx_out, x.shape, dtype, reads) if compute_dx else None
+        dx = _output("dx", dx_out, x.shape, dtype, reads) if need_dx else None
         dw = _output("dw", dw_out, w.shape, dtype, reads)
         db = _output("db", db_out, (w.shape[0],), dtype, reads)
         if out is not None:
             _distinct(dx=dx, dw=dw, db=db)
-        if _conv is None:  # CONV2D fallback
-            grads = super().conv2d_backward(x, w, y, dy, stride, padding, relu, check_finite=False)
-            for target, value in zip((dx, dw, db), grads):
-                if target is not None:
-                    target[...] = value
-            return dx, dw, db
         _conv.backward(x, w, y, dy, dx, dw, db, stride, padding, bool(relu),
                        nthreads=_runtime.get_num_threads(), workspace=workspace)
         return dx, dw, db
