@@ -145,8 +145,9 @@ def conv_args(x, w, b, stride, padding, xp=np):
         raise ValueError(f"w must have a non-empty kernel, got shape {tuple(w.shape)}")
     if b is not None:
         expect_shape("b", b, (co,))
-    if n < 1 or c < 1:
-        raise ValueError(f"x must have at least one sample and one channel, got {tuple(x.shape)}")
+    if n < 1 or c < 1 or h < 1 or wd < 1:  # an empty image is not made valid by padding
+        raise ValueError(f"x must have at least one sample, one channel and one pixel, "
+                         f"got {tuple(x.shape)}")
     ho = conv_output_size(h, kh, stride, padding, "height")
     wo = conv_output_size(wd, kw, stride, padding, "width")
     return x, w, b, stride, padding, (n, co, ho, wo)
