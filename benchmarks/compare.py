@@ -122,7 +122,7 @@ def measure_in_subprocess(args, env_changes, impls):
             env[key] = value
     cmd = [sys.executable, os.path.abspath(__file__), "--json", "-", "--quiet",
            "--impls", ",".join(impls), "--workloads", ",".join(args.workloads),
-           "--runs", str(args.runs), "--no-peak"]
+           "--runs", str(args.runs), "--threads", str(args.threads), "--no-peak"]
     if args.epoch_samples:
         cmd += ["--epoch-samples", str(args.epoch_samples)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -242,21 +242,23 @@ def build_report(rows, results, columns, peak, markdown):
 
 
 def header_lines(info, peak_info, args, torch_version):
-    isa, value = machine.best_isa_peak(peak_info) if peak_info else ("unknown", float("nan"))
+    isa, value = (machine.best_isa_peak(peak_info, args.threads) if peak_info
+                  else ("unknown", float("nan")))
     lines = [
         f"machine: {info['cpu']}, {info['cores']} cores; load average {os.getloadavg()[0]:.2f} "
         f"at the start",
-        f"FMA peak (measured, fp32, all cores): {value:.0f} GFLOP/s with {isa} "
+        f"FMA peak (measured, fp32, {args.threads} thread(s)): {value:.0f} GFLOP/s with {isa} "
         f"({peak_info.get('source') if peak_info else 'not measured'}; "
         + ", ".join(f"{k}: {v}" for k, v in (peak_info or {}).items()
                     if k in ("avx512", "avx2")) + ")",
-        f"fastnn {info['fastnn']}: GEMM path {info['fastnn_gemm_isa']}; "
+        f"fastnn {info['fastnn']}: GEMM path {info['fastnn_gemm_isa']}, "
+        f"{info['fastnn_threads']} thread(s); "
         f"NumPy {info['numpy']} BLAS: {info['blas']}; OPENBLAS env: "
         + ", ".join(f"{k}={v}" for k, v in info["openblas_env"].items() if v is not None or
                     k in OPENBLAS_VARS),
         f"PyTorch: {torch_version or 'not importable here (column skipped)'}",
-        f"medians of {args.runs} interleaved runs; batch {W.BATCH}, SGD momentum {W.MOMENTUM}, "
-        f"lr {W.LR}" + (f"; epochs timed on {args.epoch_samples} samples and scaled to 60000"
+        f"medians of {args.runs} interleaved runs, {args.threads} thread(s) per column; "
+        f"batch {W.BATCH}, SGD momentum {W.MOMENTUM}, lr {W.LR}" + (f"; epochs timed on {args.epoch_samples} samples and scaled to 60000"
                         if args.epoch_samples else ""),
     ]
     return lines
@@ -275,6 +277,9 @@ def parse_args(argv=None):
     p.add_argument("--impls", default=",".join(runners.IMPLS),
                    help=f"columns, from {', '.join(runners.IMPLS)} (default: all)")
     p.add_argument("--runs", type=int, default=3, help="interleaved runs (default 3)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="threads for every column: fastnn's kernels, NumPy's BLAS, PyTorch "
+                        "(default 2, as in the issue; 1 is steadier on a busy machine)")
     p.add_argument("--epoch-samples", type=int, default=None,
                    help="time epochs on the first N samples and scale to 60000 (quick look)")
     p.add_argument("--markdown", action="store_true", help="print Markdown tables")
@@ -297,6 +302,8 @@ def parse_args(argv=None):
             p.error(f"{name}: expected some of {', '.join(allowed)}, got {', '.join(chosen) or 'none'}")
     if args.runs < 1:
         p.error("--runs must be >= 1")
+    if args.threads < 1:
+        p.error("--threads must be >= 1")
     if args.epoch_samples is not None and not 128 <= args.epoch_samples <= 60000:
         p.error("--epoch-samples must be in [128, 60000]")
     return args
@@ -312,6 +319,10 @@ def main(argv=None):
 
     import torch_impl
 
+    import fastnn
+
+    fastnn.set_num_threads(args.threads)  # fastnn's OpenMP kernels and NumPy's BLAS
+    torch_impl.THREADS = args.threads
     if torch_impl.available():
         torch_impl.setup_threads()
     torch_version = torch_impl.describe()
@@ -349,7 +360,8 @@ def main(argv=None):
         with open(args.json, "w") as f:
             f.write(text + "\n")
 
-    peak = machine.best_isa_peak(peak_info) if peak_info else ("unknown", float("nan"))
+    peak = (machine.best_isa_peak(peak_info, args.threads) if peak_info
+            else ("unknown", float("nan")))
     lines = header_lines(info, peak_info, args, torch_version)
     if unset_info is not None:
         lines.append(f"NumPy with {' and '.join(OPENBLAS_VARS)} unset: BLAS {unset_info['blas']}")

@@ -132,12 +132,19 @@ def fma_peak(iters=20_000_000):
     return peaks
 
 
-def best_isa_peak(peaks=None):
-    """(isa name, GFLOP/s on all cores) of the widest FMA the CPU runs."""
+def best_isa_peak(peaks=None, threads=None):
+    """(isa name, GFLOP/s) of the widest FMA the CPU runs, on `threads` threads (default: all
+    cores; a count that was not probed is scaled from the all-core figure)."""
     peaks = peaks or fma_peak()
     for isa in ("avx512", "avx2", "sgemm"):
-        if peaks.get(isa):
-            return isa, max(peaks[isa].values())
+        measured = peaks.get(isa)
+        if measured:
+            cores = peaks.get("threads") or max(measured)
+            if threads is None:
+                threads = cores
+            if threads in measured:
+                return isa, measured[threads]
+            return isa, max(measured.values()) * min(threads, cores) / cores
     return "unknown", float("nan")
 
 
@@ -211,6 +218,7 @@ def summary(with_peak=False):
         "cores": cpu_count(),
         "fastnn": fastnn.__version__,
         "fastnn_gemm_isa": gemm_isa(),
+        "fastnn_threads": getattr(fastnn, "get_num_threads", lambda: None)(),
         "numpy": np.__version__,
         "blas": blas_summary(),
         "openblas_env": openblas_env(),

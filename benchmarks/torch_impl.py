@@ -5,7 +5,7 @@ the benchmarks skip the PyTorch column when it cannot.
 """
 import numpy as np
 
-THREADS = 2
+THREADS = 2  # compare.py --threads changes it
 
 try:
     import torch
@@ -45,14 +45,14 @@ def describe():
     return ", ".join(parts)
 
 
-def setup_threads(n=THREADS):
-    torch.set_num_threads(n)
+def setup_threads(n=None):
+    torch.set_num_threads(THREADS if n is None else n)
 
 
 class Network:
     """A workload (see workloads.py) as a torch.nn.Sequential trained with torch.optim.SGD."""
 
-    def __init__(self, workload, params, lr, momentum, threads=THREADS):
+    def __init__(self, workload, params, lr, momentum, threads=None):
         setup_threads(threads)
         nn = torch.nn
         weights = iter(params)
