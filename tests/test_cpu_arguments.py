@@ -74,6 +74,15 @@ def test_strided_inputs_are_copied_not_misread(backend):
     xt = arr(3, 4).T  # Fortran-ordered
     np.testing.assert_allclose(backend.linear_forward(xt, W, B),
                                ref.linear_forward(np.ascontiguousarray(xt), W, B), rtol=1e-5)
+    xs = strided(2, 3, 6, 6)
+    for actual, expected in zip(backend.maxpool2d_forward(xs, 2),
+                                ref.maxpool2d_forward(np.ascontiguousarray(xs), 2)):
+        np.testing.assert_array_equal(actual, expected)
+    logits, labels = strided(5, 4), np.arange(10)[::2] % 4  # strided labels too
+    for actual, expected in zip(backend.softmax_cross_entropy(logits, labels),
+                                ref.softmax_cross_entropy(np.ascontiguousarray(logits),
+                                                          np.ascontiguousarray(labels))):
+        np.testing.assert_allclose(actual, expected, rtol=1e-6)
 
 
 # ---- outputs (cpu's keyword-only out=) ----------------------------------------------------
@@ -92,6 +101,12 @@ def test_outputs_must_be_contiguous_writeable_right_shape_and_dtype():
         cpu.maxpool2d_forward(x, out=(read_only, np.empty((2, 3, 3, 3), np.int32)))
     with pytest.raises(TypeError, match="out must be a tuple of 2"):
         cpu.maxpool2d_forward(x, out=np.empty((2, 3, 3, 3), f32))
+    with pytest.raises(ValueError, match="out must be C-contiguous"):
+        cpu.linear_forward(X, W, B, out=strided(4, 5))
+    with pytest.raises(ValueError, match="dw must be C-contiguous"):
+        cpu.linear_backward(X, W, Y, Y, out=(None, strided(5, 3), None))
+    with pytest.raises(ValueError, match="work must be C-contiguous"):
+        cpu.linear_backward(X, W, Y, Y, relu=True, work=strided(4, 5))
     logits = arr(4, 3)
     with pytest.raises(ValueError, match="out must be C-contiguous"):
         cpu.softmax_cross_entropy(logits, np.zeros(4, int), out=strided(4, 3))
