@@ -110,6 +110,30 @@ def test_trainer_on_the_cuda_backend_matches_numpy(library, make_model, make_opt
         np.testing.assert_allclose(w[name], w_ref[name], atol=1e-5, err_msg=name)
 
 
+def test_training_steps_run_no_check_that_reads_device_values(library, monkeypatch):
+    """On a GPU, the finiteness, label and argmax range checks each read a device value (a
+    sync). Layers and losses pass check_finite=False, so a training step must run none."""
+    import fastnn
+    from fastnn import optim
+    from fastnn.backends import _checks
+
+    def syncs(*args, **kwargs):
+        raise AssertionError("a check that reads device values ran during a training step")
+
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 1, 8, 8)).astype(np.float32)
+    y = np.arange(8, dtype=np.int64) % 3
+    backend = host_harness.host_backend(library, threads=32, max_blocks=2)
+    fastnn.seed(0)
+    trainer = fastnn.Trainer(_tiny_cnn(), optim.Adam(lr=0.01), backend=backend)
+    xs, ys = trainer.model.prepare_input(x), backend.asarray(y)
+    for name in ("finite", "labels", "argmax_array"):
+        monkeypatch.setattr(_checks, name, syncs)
+    losses = [trainer.train_step(xs, ys) for _ in range(3)]
+    monkeypatch.undo()
+    assert np.isfinite([float(v) for v in losses]).all() and float(losses[2]) < float(losses[0])
+
+
 def test_float64_is_refused_where_it_enters(library):
     import fastnn
     from fastnn import nn
