@@ -5,47 +5,64 @@
    8 v .. 8 v + 7 read xp rows oh .. oh + kH - 1 from column 8 v on. */
 
 /* Forward: VC vectors of one output row (8 VC columns from the one at xr) for CB channels;
-   wb holds the CB channels' kernels (taps floats each), `valid` columns are stored. */
+   wb holds the CB channels' kernels (taps floats each), `valid` columns are stored. The tap
+   loop and the store are spelled out for the common cases (5 taps a row, all CB channels real)
+   so that the accumulators stay in registers. */
+#define WN_DFWD_TAPS(KW)                                                                        \
+    for (i = 0; i < p->s.kh; i++) {                                                             \
+        const float *xrow = xr + (ptrdiff_t)i * p->wp;                                          \
+        const float *wrow = wb + i * (KW);                                                      \
+        for (j = 0; j < (KW); j++) {                                                            \
+            v8 xv[VC_];                                                                         \
+            WN_UNROLL for (v = 0; v < VC_; v++) xv[v] = vload(xrow + j + 8 * v);                \
+            WN_UNROLL for (c = 0; c < CB_; c++) {                                               \
+                v8 a = vbroadcast(wrow[c * taps + j]);                                          \
+                WN_UNROLL for (v = 0; v < VC_; v++) acc[c][v] += a * xv[v];                     \
+            }                                                                                   \
+        }                                                                                       \
+    }
+#define WN_DFWD_STORE(NCH)                                                                      \
+    for (c = 0; c < (NCH); c++) {                                                               \
+        v8 b = vbroadcast(bias[c]);                                                             \
+        WN_UNROLL for (v = 0; v < VC_; v++) {                                                   \
+            v8 out = acc[c][v] + b;                                                             \
+            if (relu)                                                                           \
+                out = vmax0(out);                                                               \
+            if (8 * v + 8 <= valid) {                                                           \
+                vstore(y + c * ys + 8 * v, out);                                                \
+            } else if (8 * v < valid) {                                                         \
+                float tail[8];                                                                  \
+                vstore(tail, out);                                                              \
+                memcpy(y + c * ys + 8 * v, tail, sizeof(float) * (size_t)(valid - 8 * v));      \
+            }                                                                                   \
+        }                                                                                       \
+    }
 #define WN_DFWD(VC, CB)                                                                         \
     WTARGET static void WN(dfwd_##VC##_##CB)(const direct_plan *p, const float *xr,             \
                                              const float *wb, const float *bias, int relu,      \
                                              int nch, float *y, ptrdiff_t ys, int valid)        \
     {                                                                                           \
+        enum { VC_ = VC, CB_ = CB };                                                            \
         v8 acc[CB][VC];                                                                         \
-        int c, v, i, j;                                                                         \
+        int c, v, i, j, taps = p->taps;                                                         \
         WN_UNROLL for (c = 0; c < CB; c++) WN_UNROLL for (v = 0; v < VC; v++)                   \
             acc[c][v] = vzero();                                                                \
-        for (i = 0; i < p->s.kh; i++) {                                                         \
-            const float *xrow = xr + (ptrdiff_t)i * p->wp;                                      \
-            const float *wrow = wb + i * p->s.kw;                                               \
-            for (j = 0; j < p->s.kw; j++) {                                                     \
-                v8 xv[VC];                                                                      \
-                WN_UNROLL for (v = 0; v < VC; v++) xv[v] = vload(xrow + j + 8 * v);             \
-                WN_UNROLL for (c = 0; c < CB; c++) {                                            \
-                    v8 a = vbroadcast(wrow[c * p->taps + j]);                                   \
-                    WN_UNROLL for (v = 0; v < VC; v++) acc[c][v] += a * xv[v];                  \
-                }                                                                               \
-            }                                                                                   \
+        if (p->s.kw == 5) {                                                                     \
+            WN_DFWD_TAPS(5)                                                                     \
+        } else {                                                                                \
+            WN_DFWD_TAPS(p->s.kw)                                                               \
         }                                                                                       \
-        for (c = 0; c < nch; c++) {                                                             \
-            v8 b = vbroadcast(bias[c]);                                                         \
-            WN_UNROLL for (v = 0; v < VC; v++) {                                                \
-                v8 out = acc[c][v] + b;                                                         \
-                if (relu)                                                                       \
-                    out = vmax0(out);                                                           \
-                if (8 * v + 8 <= valid) {                                                       \
-                    vstore(y + c * ys + 8 * v, out);                                            \
-                } else if (8 * v < valid) {                                                     \
-                    float tail[8];                                                              \
-                    vstore(tail, out);                                                          \
-                    memcpy(y + c * ys + 8 * v, tail, sizeof(float) * (size_t)(valid - 8 * v)); \
-                }                                                                               \
-            }                                                                                   \
+        if (nch == CB) {                                                                        \
+            WN_UNROLL WN_DFWD_STORE(CB)                                                         \
+        } else {                                                                                \
+            WN_DFWD_STORE(nch)                                                                  \
         }                                                                                       \
     }
 WN_DFWD(4, 3) WN_DFWD(3, 4) WN_DFWD(2, 6) WN_DFWD(1, 12)
 WN_DFWD(3, 3) WN_DFWD(2, 3) WN_DFWD(1, 3)
 #undef WN_DFWD
+#undef WN_DFWD_TAPS
+#undef WN_DFWD_STORE
 
 WTARGET static void WN(dfwd)(const direct_plan *p, int vc, const float *xr, const float *wb,
                              const float *bias, int relu, int nch, float *y, ptrdiff_t ys,

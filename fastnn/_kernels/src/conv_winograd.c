@@ -42,9 +42,10 @@ typedef struct {
 #ifndef WINO_FWD_CHUNK_FLOATS
 #define WINO_FWD_CHUNK_FLOATS (72 * 1024)
 #endif
-/* Transformed tiles (V, Z and dV) of a backward chunk, shared by the threads. */
+/* Transformed tiles (V, Z and dV) of a backward chunk, shared by the threads: large, so that
+   a batch takes few chunks (each costs three barriers) and dW's GEMMs have a long K. */
 #ifndef WINO_BWD_CHUNK_FLOATS
-#define WINO_BWD_CHUNK_FLOATS (256 * 1024)
+#define WINO_BWD_CHUNK_FLOATS (1024 * 1024)
 #endif
 
 static int wino_chunk(size_t budget, size_t per_sample, int n)
