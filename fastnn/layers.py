@@ -26,8 +26,6 @@ DEFAULT_BACKEND = "cpu"
 FALLBACK_BACKEND = "numpy"
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INITIALIZERS = ("auto", "he", "glorot")
-# backward kernels may skip the input gradient (a model's first layer) under either name
-SKIP_DX_KEYWORDS = ("need_dx", "compute_dx")
 
 
 def _int_arg(name, value, minimum):
@@ -62,7 +60,7 @@ def default_backend():
 
 
 def supports_keyword(function, name):
-    """Whether a kernel accepts the keyword `name` (optional extensions like need_dx)."""
+    """Whether a kernel accepts the keyword `name` (optional extensions like out= and work=)."""
     try:
         return name in inspect.signature(function).parameters
     except (TypeError, ValueError):
@@ -228,14 +226,8 @@ class _Parametric(Layer):
         return self
 
     def _bind(self):
-        kwargs = {"check_finite": False}
         backward = self._backward_kernel()
-        if not self.need_dx:
-            for keyword in SKIP_DX_KEYWORDS:
-                if supports_keyword(backward, keyword):
-                    kwargs[keyword] = False
-                    break
-        self._bwd_kwargs = kwargs
+        self._bwd_kwargs = {"check_finite": False, "need_dx": self.need_dx}
         self._reuse_fwd = self.reuse and supports_keyword(self._forward_kernel(), "out")
         self._reuse_bwd = self.reuse and supports_keyword(backward, "out")
         self._work_is_dy = self._reuse_bwd and supports_keyword(backward, "work")

@@ -84,11 +84,11 @@ class CpuBackend(NumpyBackend):
         return y
 
     def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True, out=None,
-                        work=None, need_dx=True, compute_dx=None):
+                        work=None, need_dx=True):
         """(dx, dw, db) as the reference. out=(dx, dw, db) reuses arrays (any may be None);
         work, shape (N, out_features), holds the ReLU-masked dy (it may be dy itself, which is
         then overwritten). need_dx=False skips dx (returned as None), e.g. for the first
-        layer; compute_dx is the same switch under the cuda backend's name."""
+        layer."""
         x, w, _ = self._linear_args(x, w)
         out_shape = (x.shape[0], w.shape[0])
         y = check.float_array("y", y, 2)
@@ -100,8 +100,6 @@ class CpuBackend(NumpyBackend):
             _finite("dy", dy)
         dx_out, dw_out, db_out = _output_tuple(out, 3)
         reads = {"x": x, "w": w, "y": y, "dy": dy}
-        if compute_dx is not None:
-            need_dx = compute_dx
         dx = _output("dx", dx_out, x.shape, dtype, reads) if need_dx else None
         dw = _output("dw", dw_out, w.shape, dtype, reads)
         db = _output("db", db_out, (w.shape[0],), dtype, reads)
@@ -131,10 +129,10 @@ class CpuBackend(NumpyBackend):
         return y
 
     def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *,
-                        check_finite=True, out=None, need_dx=True, compute_dx=None,
+                        check_finite=True, out=None, need_dx=True,
                         workspace=None):
         """(dx, dw, db) as the reference. out=(dx, dw, db) reuses arrays (any may be None);
-        need_dx=False (or compute_dx=False) skips dx (returned as None), e.g. for the first
+        need_dx=False skips dx (returned as None), e.g. for the first
         layer."""
         x, w, _, stride, padding, y_shape = check.conv_args(x, w, None, stride, padding)
         y = check.float_array("y", y, 4)
@@ -146,8 +144,6 @@ class CpuBackend(NumpyBackend):
             _finite("dy", dy)
         dx_out, dw_out, db_out = _output_tuple(out, 3)
         reads = {"x": x, "w": w, "y": y, "dy": dy}
-        if compute_dx is not None:
-            need_dx = compute_dx
         dx = _output("dx", dx_out, x.shape, dtype, reads) if need_dx else None
         dw = _output("dw", dw_out, w.shape, dtype, reads)
         db = _output("db", db_out, (w.shape[0],), dtype, reads)

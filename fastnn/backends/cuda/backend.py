@@ -130,8 +130,8 @@ class CudaBackend:
         self._bias_act(y, b, w.shape[0], 1, relu)
         return y
 
-    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True, compute_dx=True):
-        """(dx, dw, db) as the reference; compute_dx=False skips dx (returned as None), e.g.
+    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True, need_dx=True):
+        """(dx, dw, db) as the reference; need_dx=False skips dx (returned as None), e.g.
         for the first layer."""
         x, w, _ = self._linear_args(x, w)
         out_shape = (x.shape[0], w.shape[0])
@@ -142,7 +142,7 @@ class CudaBackend:
         if check_finite:
             self._finite("dy", dy)
         dz, db = self._bias_grad(y, dy, x.shape[0], w.shape[0], 1, relu)
-        dx = self.xp.matmul(dz, w) if compute_dx else None
+        dx = self.xp.matmul(dz, w) if need_dx else None
         dw = self.xp.matmul(dz.T, x)
         return dx, dw, db
 
@@ -174,8 +174,8 @@ class CudaBackend:
         return y.reshape(n, co, ho, wo)
 
     def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *, check_finite=True,
-                        compute_dx=True):
-        """(dx, dw, db) as the reference; compute_dx=False skips dx (returned as None)."""
+                        need_dx=True):
+        """(dx, dw, db) as the reference; need_dx=False skips dx (returned as None)."""
         x, w, _, stride, padding, out_shape = self._conv_args(x, w, None, stride, padding)
         y = self._f32("y", y, 4)
         dy = self._f32("dy", dy, 4)
@@ -190,7 +190,7 @@ class CudaBackend:
         w2 = w.reshape(co, -1)
         # dw = sum over samples of dz[n] @ col[n].T
         dw = self.xp.matmul(dz, col.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
-        if not compute_dx:
+        if not need_dx:
             return None, dw, db
         dcol = self.xp.ascontiguousarray(self.xp.matmul(w2.T, dz))
         dx = self.xp.empty(x.shape, dtype=_F32)
