@@ -27,8 +27,11 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, parallel, threadid
 from libc.string cimport memset
+cimport numpy as cnp
 
 from fastnn._kernels.gemm cimport gemm
+
+cnp.import_array()
 
 
 cdef extern from "conv_simd.h" nogil:
@@ -129,7 +132,8 @@ def choose(x_shape, w_shape, dtype, stride, padding, algorithm="auto"):
 
 
 cdef int _threads(int nthreads) noexcept nogil:
-    return nthreads if nthreads > 0 else fastnn_conv_default_threads()
+    cdef int nt = nthreads if nthreads > 0 else fastnn_conv_default_threads()
+    return nt if nt < 256 else 256
 
 
 def _out_size(int size, int k, int stride, int padding):
@@ -370,15 +374,9 @@ cdef void _gemm_backward(const floating *x, const floating *w, const floating *y
 
 # ---- entry points --------------------------------------------------------------------------
 
-def _check(x, w, b, y, stride, padding, dy=None, dx=None, dw=None, db=None):
+def _check_problem(x, w, stride, padding):
     """The backend checks the arguments; this only refuses what would make the kernels read or
     write out of bounds, so that a wrong call from elsewhere raises instead of crashing."""
-    arrays = dict(x=x, w=w, y=y, dy=dy, dx=dx, dw=dw, b=b, db=db)
-    for name, a in arrays.items():
-        if a is None:
-            continue
-        if not isinstance(a, np.ndarray) or a.dtype != x.dtype or not a.flags.c_contiguous:
-            raise TypeError(f"{name} must be a C-contiguous {x.dtype} numpy.ndarray")
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"x must be float32 or float64, got {x.dtype}")
     if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1] or min(x.shape) < 1 \
@@ -392,33 +390,85 @@ def _check(x, w, b, y, stride, padding, dy=None, dx=None, dw=None, db=None):
     if ho < 1 or wo < 1:
         raise ValueError(f"kernel {kh}x{kw} does not fit the input {h}x{wd} with padding "
                          f"{padding}")
-    want = dict(y=(n, co, ho, wo), dy=(n, co, ho, wo), dx=x.shape, dw=w.shape, b=(co,),
-                db=(co,))
-    for name, shape in want.items():
-        a = arrays[name]
-        if a is not None and a.shape != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
     if max(n * co * ho * wo, x.size, ci * kh * kw * ho * wo) >= 2**31:
         raise ValueError("arrays this large are not supported (sizes must be < 2**31)")
+    return (n, co, ho, wo)
+
+
+# (direction, shapes, dtype, stride, padding, algorithm, threads, dx wanted) ->
+# (algorithm run, workspace size, output shape): worked out and checked once per layer shape.
+_plans = {}
+
+
+def _plan(bint backward, x, w, int stride, int padding, algorithm, int nt, bint need_dx):
+    for name, a in (("x", x), ("w", w)):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    key = (backward, x.shape, w.shape, x.dtype, stride, padding, algorithm, nt, need_dx)
+    plan = _plans.get(key)
+    if plan is None:
+        y_shape = _check_problem(x, w, stride, padding)
+        algo = choose(x.shape, w.shape, x.dtype, stride, padding, algorithm)
+        if backward and algo == "direct" and need_dx:
+            if algorithm == "direct":
+                raise ValueError("the direct algorithm computes no dx: pass dx=None")
+            algo = "gemm"
+        size = workspace_size("backward" if backward else "forward", x.shape, w.shape,
+                              x.dtype, stride, padding, algo, nt, need_dx)
+        if len(_plans) >= 256:
+            _plans.clear()
+        plan = _plans[key] = (algo, size, y_shape)
+    return plan
+
+
+def _expect(name, a, shape, dtype):
+    if not isinstance(a, np.ndarray) or a.dtype != dtype or not a.flags.c_contiguous:
+        raise TypeError(f"{name} must be a C-contiguous {dtype} numpy.ndarray")
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
 
 
 def forward(x, w, b, y, int stride, int padding, bint relu, *, algorithm="auto",
             int nthreads=0, workspace=None):
     """y = conv2d(x, w) + b, ReLU'd when relu. x (N,Ci,H,W), w (Co,Ci,kH,kW), b (Co,) or None,
     y (N,Co,Ho,Wo): C-contiguous, one dtype, checked by the caller; y must not overlap them."""
-    _check(x, w, b, y, stride, padding)
     cdef int nt = _threads(nthreads)
-    algo = choose(x.shape, w.shape, x.dtype, stride, padding, algorithm)
-    size = workspace_size("forward", x.shape, w.shape, x.dtype, stride, padding, algo, nt)
-    work = _scratch(size, x.dtype, workspace)
+    algo, size, y_shape = _plan(False, x, w, stride, padding, algorithm, nt, False)
+    dtype = x.dtype
+    _expect("x", x, x.shape, dtype)
+    _expect("w", w, w.shape, dtype)
+    if b is not None:
+        _expect("b", b, (y_shape[1],), dtype)
+    _expect("y", y, y_shape, dtype)
+    work = _scratch(size, dtype, workspace)
+    cdef int n = x.shape[0], ci = x.shape[1], h = x.shape[2], wd = x.shape[3]
+    cdef int co = w.shape[0], kh = w.shape[2], kw = w.shape[3]
+    cdef int ho = y_shape[2], wo = y_shape[3]
+    cdef void *px = _data(x)
+    cdef void *pw = _data(w)
+    cdef void *pb = _data(b)
+    cdef void *py = _data(y)
+    cdef void *pwork = _data(work)
+    cdef fastnn_wino_shape ws
+    cdef fastnn_direct_shape ds
     if algo == "winograd":
-        _winograd_forward(x, w, b, y, padding, relu, work, nt)
+        ws.n, ws.ci, ws.h, ws.w, ws.co, ws.pad = n, ci, h, wd, co, padding
+        with nogil:
+            fastnn_wino_forward(&ws, <float *>px, <float *>pw, <float *>pb, relu,
+                                <float *>py, <float *>pwork, nt)
     elif algo == "direct":
-        _direct_forward(x, w, b, y, padding, relu, work, nt)
-    elif x.dtype == np.float32:
-        _forward_gemm[float](x, w, b, y, stride, padding, relu, work, nt)
+        ds.n, ds.h, ds.w, ds.co, ds.kh, ds.kw, ds.pad = n, h, wd, co, kh, kw, padding
+        with nogil:
+            fastnn_direct_forward(&ds, <float *>px, <float *>pw, <float *>pb, relu,
+                                  <float *>py, <float *>pwork, nt)
+    elif dtype == np.float32:
+        with nogil:
+            _gemm_forward(<float *>px, <float *>pw, <float *>pb, <float *>py, n, ci, h, wd, co,
+                          kh, kw, stride, padding, ho, wo, relu, <float *>pwork, nt)
     else:
-        _forward_gemm[double](x, w, b, y, stride, padding, relu, work, nt)
+        with nogil:
+            _gemm_forward(<double *>px, <double *>pw, <double *>pb, <double *>py, n, ci, h, wd,
+                          co, kh, kw, stride, padding, ho, wo, relu, <double *>pwork, nt)
     return y
 
 
@@ -426,108 +476,54 @@ def backward(x, w, y, dy, dx, dw, db, int stride, int padding, bint relu, *,
              algorithm="auto", int nthreads=0, workspace=None):
     """dx (or None: not computed), dw and db of conv2d, written in place. y is the forward
     output (its > 0 mask gates dy when relu)."""
-    _check(x, w, None, y, stride, padding, dy, dx, dw, db)
     cdef int nt = _threads(nthreads)
-    algo = choose(x.shape, w.shape, x.dtype, stride, padding, algorithm)
-    if algo == "direct" and dx is not None:
-        if algorithm == "direct":
-            raise ValueError("the direct algorithm computes no dx: pass dx=None")
-        algo = "gemm"
-    size = workspace_size("backward", x.shape, w.shape, x.dtype, stride, padding, algo, nt,
-                          dx is not None)
-    work = _scratch(size, x.dtype, workspace)
+    algo, size, y_shape = _plan(True, x, w, stride, padding, algorithm, nt, dx is not None)
+    dtype = x.dtype
+    _expect("x", x, x.shape, dtype)
+    _expect("w", w, w.shape, dtype)
+    _expect("y", y, y_shape, dtype)
+    _expect("dy", dy, y_shape, dtype)
+    if dx is not None:
+        _expect("dx", dx, x.shape, dtype)
+    _expect("dw", dw, w.shape, dtype)
+    _expect("db", db, (w.shape[0],), dtype)
+    work = _scratch(size, dtype, workspace)
+    cdef int n = x.shape[0], ci = x.shape[1], h = x.shape[2], wd = x.shape[3]
+    cdef int co = w.shape[0], kh = w.shape[2], kw = w.shape[3]
+    cdef int ho = y_shape[2], wo = y_shape[3]
+    cdef void *px = _data(x)
+    cdef void *pw = _data(w)
+    cdef void *py = _data(y)
+    cdef void *pdy = _data(dy)
+    cdef void *pdx = _data(dx)
+    cdef void *pdw = _data(dw)
+    cdef void *pdb = _data(db)
+    cdef void *pwork = _data(work)
+    cdef fastnn_wino_shape ws
+    cdef fastnn_direct_shape ds
     if algo == "winograd":
-        _winograd_backward(x, w, y, dy, dx, dw, db, padding, relu, work, nt)
+        ws.n, ws.ci, ws.h, ws.w, ws.co, ws.pad = n, ci, h, wd, co, padding
+        with nogil:
+            fastnn_wino_backward(&ws, <float *>px, <float *>pw, <float *>py, <float *>pdy,
+                                 relu, <float *>pdx, <float *>pdw, <float *>pdb,
+                                 <float *>pwork, nt)
     elif algo == "direct":
-        _direct_backward(x, w, y, dy, dw, db, padding, relu, work, nt)
-    elif x.dtype == np.float32:
-        _backward_gemm[float](x, w, y, dy, dx, dw, db, stride, padding, relu, work, nt)
+        ds.n, ds.h, ds.w, ds.co, ds.kh, ds.kw, ds.pad = n, h, wd, co, kh, kw, padding
+        with nogil:
+            fastnn_direct_backward(&ds, <float *>px, <float *>py, <float *>pdy, relu,
+                                   <float *>pdw, <float *>pdb, <float *>pwork, nt)
+    elif dtype == np.float32:
+        with nogil:
+            _gemm_backward(<float *>px, <float *>pw, <float *>py, <float *>pdy, <float *>pdx,
+                           <float *>pdw, <float *>pdb, n, ci, h, wd, co, kh, kw, stride,
+                           padding, ho, wo, relu, <float *>pwork, nt)
     else:
-        _backward_gemm[double](x, w, y, dy, dx, dw, db, stride, padding, relu, work, nt)
+        with nogil:
+            _gemm_backward(<double *>px, <double *>pw, <double *>py, <double *>pdy,
+                           <double *>pdx, <double *>pdw, <double *>pdb, n, ci, h, wd, co, kh,
+                           kw, stride, padding, ho, wo, relu, <double *>pwork, nt)
 
 
-cdef _forward_gemm(floating[:, :, :, ::1] x, floating[:, :, :, ::1] w, b,
-                   floating[:, :, :, ::1] y, int stride, int padding, bint relu,
-                   floating[::1] work, int nt):
-    cdef const floating[::1] bv
-    cdef const floating *pb = NULL
-    if b is not None:
-        bv = b
-        pb = &bv[0]
-    with nogil:
-        _gemm_forward(&x[0, 0, 0, 0], &w[0, 0, 0, 0], pb, &y[0, 0, 0, 0],
-                      x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0], w.shape[2],
-                      w.shape[3], stride, padding, y.shape[2], y.shape[3], relu, &work[0], nt)
-
-
-cdef _backward_gemm(floating[:, :, :, ::1] x, floating[:, :, :, ::1] w,
-                    floating[:, :, :, ::1] y, floating[:, :, :, ::1] dy, dx,
-                    floating[:, :, :, ::1] dw, floating[::1] db, int stride, int padding,
-                    bint relu, floating[::1] work, int nt):
-    cdef floating[:, :, :, ::1] dxv
-    cdef floating *pdx = NULL
-    if dx is not None:
-        dxv = dx
-        pdx = &dxv[0, 0, 0, 0]
-    with nogil:
-        _gemm_backward(&x[0, 0, 0, 0], &w[0, 0, 0, 0], &y[0, 0, 0, 0], &dy[0, 0, 0, 0], pdx,
-                       &dw[0, 0, 0, 0], &db[0], x.shape[0], x.shape[1], x.shape[2],
-                       x.shape[3], w.shape[0], w.shape[2], w.shape[3], stride, padding,
-                       y.shape[2], y.shape[3], relu, &work[0], nt)
-
-
-cdef _winograd_forward(float[:, :, :, ::1] x, float[:, :, :, ::1] w, b,
-                       float[:, :, :, ::1] y, int padding, bint relu, float[::1] work, int nt):
-    cdef fastnn_wino_shape s
-    cdef const float[::1] bv
-    cdef const float *pb = NULL
-    if b is not None:
-        bv = b
-        pb = &bv[0]
-    s.n, s.ci, s.h, s.w, s.co, s.pad = x.shape[0], x.shape[1], x.shape[2], x.shape[3], \
-        w.shape[0], padding
-    with nogil:
-        fastnn_wino_forward(&s, &x[0, 0, 0, 0], &w[0, 0, 0, 0], pb, relu, &y[0, 0, 0, 0],
-                            &work[0], nt)
-
-
-cdef _winograd_backward(float[:, :, :, ::1] x, float[:, :, :, ::1] w, float[:, :, :, ::1] y,
-                        float[:, :, :, ::1] dy, dx, float[:, :, :, ::1] dw, float[::1] db,
-                        int padding, bint relu, float[::1] work, int nt):
-    cdef fastnn_wino_shape s
-    cdef float[:, :, :, ::1] dxv
-    cdef float *pdx = NULL
-    if dx is not None:
-        dxv = dx
-        pdx = &dxv[0, 0, 0, 0]
-    s.n, s.ci, s.h, s.w, s.co, s.pad = x.shape[0], x.shape[1], x.shape[2], x.shape[3], \
-        w.shape[0], padding
-    with nogil:
-        fastnn_wino_backward(&s, &x[0, 0, 0, 0], &w[0, 0, 0, 0], &y[0, 0, 0, 0],
-                             &dy[0, 0, 0, 0], relu, pdx, &dw[0, 0, 0, 0], &db[0], &work[0], nt)
-
-
-cdef _direct_forward(float[:, :, :, ::1] x, float[:, :, :, ::1] w, b, float[:, :, :, ::1] y,
-                     int padding, bint relu, float[::1] work, int nt):
-    cdef fastnn_direct_shape s
-    cdef const float[::1] bv
-    cdef const float *pb = NULL
-    if b is not None:
-        bv = b
-        pb = &bv[0]
-    s.n, s.h, s.w, s.co, s.kh, s.kw, s.pad = x.shape[0], x.shape[2], x.shape[3], w.shape[0], \
-        w.shape[2], w.shape[3], padding
-    with nogil:
-        fastnn_direct_forward(&s, &x[0, 0, 0, 0], &w[0, 0, 0, 0], pb, relu, &y[0, 0, 0, 0],
-                              &work[0], nt)
-
-
-cdef _direct_backward(float[:, :, :, ::1] x, float[:, :, :, ::1] w, float[:, :, :, ::1] y,
-                      float[:, :, :, ::1] dy, float[:, :, :, ::1] dw, float[::1] db,
-                      int padding, bint relu, float[::1] work, int nt):
-    cdef fastnn_direct_shape s
-    s.n, s.h, s.w, s.co, s.kh, s.kw, s.pad = x.shape[0], x.shape[2], x.shape[3], w.shape[0], \
-        w.shape[2], w.shape[3], padding
-    with nogil:
-        fastnn_direct_backward(&s, &x[0, 0, 0, 0], &y[0, 0, 0, 0], &dy[0, 0, 0, 0], relu,
-                               &dw[0, 0, 0, 0], &db[0], &work[0], nt)
+cdef inline void *_data(a):
+    """The data of a checked, C-contiguous ndarray (NULL for None)."""
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
