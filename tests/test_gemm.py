@@ -65,8 +65,10 @@ def assert_close(got, want, dtype):
     assert err <= tol, f"relative error {err:.3g} > {tol}"
 
 
-SHAPES = [(1, 1, 1), (1, 10, 256), (2, 3, 5), (7, 1, 13), (17, 33, 65), (13, 31, 300),
-          (31, 7, 2), (64, 48, 600)]
+# Small M and small N (with B transposed) take the unpacked paths, the rest the packed one;
+# sizes straddle the tile widths (6, 8, 16, 32) and the K blocking.
+SHAPES = [(1, 1, 1), (1, 10, 256), (2, 3, 5), (3, 40, 70), (4, 100, 33), (7, 1, 13),
+          (17, 33, 65), (13, 31, 300), (31, 7, 2), (64, 48, 600), (130, 17, 9)]
 
 
 @pytest.mark.parametrize("transa", [False, True])
@@ -105,7 +107,7 @@ def test_float64_epilogue_and_beta(bias_mode, relu, beta):
 
 @pytest.mark.parametrize("transa", [False, True])
 @pytest.mark.parametrize("transb", [False, True])
-@pytest.mark.parametrize("M,N,K", SHAPES[1:6])
+@pytest.mark.parametrize("M,N,K", SHAPES[1:7])
 def test_float64(M, N, K, transa, transb):
     rng = np.random.default_rng([M, N, K, transa, transb, 64])
     got, want = run_case(rng, np.float64, M, N, K, transa, transb, 1, True, 0.5)
@@ -138,6 +140,8 @@ def test_zero_sized_and_empty_k():
 @pytest.mark.parametrize("transa,transb,M,N,K", [
     (False, True, 128, 512, 784), (False, False, 128, 784, 512), (True, False, 512, 784, 128),
     (False, True, 301, 7, 500), (False, False, 9, 1000, 130), (True, True, 77, 133, 1100),
+    (False, True, 1, 1000, 784), (True, True, 3, 500, 600), (False, False, 2, 700, 300),
+    (False, True, 300, 12, 500),
 ])
 def test_bitwise_identical_across_thread_counts(isa, transa, transb, M, N, K):
     rng = np.random.default_rng([M, N, K, 1])

@@ -183,11 +183,11 @@ void gk_scratch_release(void *p)
         *c_ = v_;                                                                              \
     } while (0)
 
-void gk_sgemm_unpacked(const gk_sgemm_args *g)
+void gk_sgemm_unpacked(const gk_sgemm_args *g, int mb, int me, int nb, int ne)
 {
     int m, n, k;
-    for (m = 0; m < g->M; m++)
-        for (n = 0; n < g->N; n++) {
+    for (m = mb; m < me; m++)
+        for (n = nb; n < ne; n++) {
             float s = 0.0f;
             for (k = 0; k < g->K; k++) {
                 float a = g->transa ? g->A[k * g->lda + m] : g->A[m * g->lda + k];

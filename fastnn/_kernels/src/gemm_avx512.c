@@ -16,10 +16,12 @@ typedef __m512 gk_vec;
 #define gk_set1(x) _mm512_set1_ps(x)
 #define gk_zero() _mm512_setzero_ps()
 #define gk_fma(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define gk_fma1(a, b, c) _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)))
 #define gk_add(a, b) _mm512_add_ps((a), (b))
 /* maxps returns its second operand when either is NaN or both are zero: NaN and -0.0 pass */
 #define gk_max0(v) _mm512_max_ps(_mm512_setzero_ps(), (v))
 
+#include "gemm_transpose8_avx.h"
 #include "gemm_kernel.h"
 
 #else

@@ -25,8 +25,9 @@ void fastnn_sgemm_avx512(const gk_sgemm_args *args);
 void fastnn_sgemm_avx2(const gk_sgemm_args *args);
 void fastnn_sgemm_portable(const gk_sgemm_args *args);
 
-/* The plain triple loop, used only when the panels' scratch memory cannot be had. */
-void gk_sgemm_unpacked(const gk_sgemm_args *g);
+/* The plain triple loop over rows [mb, me) and columns [nb, ne) of C, used only when the
+   panels' scratch memory cannot be had. */
+void gk_sgemm_unpacked(const gk_sgemm_args *g, int mb, int me, int nb, int ne);
 
 /* Split an M x N output into tm x tn thread blocks (tm * tn <= nthreads), so that each block
    is worth a thread and the packing work, tn*M + tm*N panels, is smallest. Only the shape

@@ -6,8 +6,12 @@
      GK_W, GK_MR, GK_NV    vector lanes; micro-tile GK_MR rows x (GK_NV * GK_W) columns
      gk_vec                the vector type, and these operations on it:
        gk_load(p) gk_store(p, v) (unaligned), gk_set1(x), gk_zero(),
-       gk_fma(a, b, c) = a*b + c, gk_add(a, b),
+       gk_fma(a, b, c) = a*b + c, gk_add(a, b), gk_fma1(a, b, c): the same on one float,
        gk_max0(v) = max(0, v) keeping NaN and -0.0 as they are
+     gk_transpose8(src, lds, rows, dst, ldd)
+                           dst[j*ldd + i] = src[i*lds + j] for i, j < 8, rows i >= `rows`
+                           read as zero; written as 8 rows of 8 in increasing j, so with
+                           ldd < 8 each row overwrites the tail of the one before
 
    Algorithm (BLIS-like): C is cut into thread blocks; each thread packs its own panels of
    op(A) (GK_MR rows, k-major) and op(B) (GK_NR columns, k-major, zero padded) and runs the
@@ -26,6 +30,10 @@
 #define GK_CAT_(a, b) a##_##b
 #define GK_CAT(a, b) GK_CAT_(a, b)
 #define GK_NAME(x) GK_CAT(x, GK_SUFFIX)
+
+#if GK_MR > 8 || GK_NR % 8 != 0
+#error "the packing routines assume GK_MR <= 8 and GK_NR a multiple of 8"
+#endif
 
 #if defined(__clang__)
 #define GK_UNROLL _Pragma("unroll")
@@ -53,6 +61,14 @@
 #endif
 #ifndef GK_NC
 #define GK_NC (GK_NR * 64)
+#endif
+/* Unpacked paths: op(A) with at most GK_SMALL_M rows, or a transposed B of at most GK_SMALL_N
+   rows (see gk_choose_path). */
+#ifndef GK_SMALL_M
+#define GK_SMALL_M 4
+#endif
+#ifndef GK_SMALL_N
+#define GK_SMALL_N 16
 #endif
 
 /* What the store of a tile does besides writing acc. */
@@ -150,16 +166,19 @@ GK_TARGET static void GK_NAME(gk_micro_kernel)(int kc, const float *GK_RESTRICT 
     }
 }
 
-/* Rows [m0, m0+mc) x depth [k0, k0+kc) of op(A) into GK_MR-row panels: dst[panel][k][i]. */
+/* Rows [m0, m0+mc) x depth [k0, k0+kc) of op(A) into GK_MR-row panels: dst[panel][k][i].
+   Writes up to 8 floats past the end (transposed stores of GK_MR < 8 rows). */
 GK_TARGET static void GK_NAME(gk_pack_a)(int transa, const float *A, ptrdiff_t lda, int m0,
                                         int mc, int k0, int kc, float *GK_RESTRICT dst)
 {
     int p, i, k;
     for (p = 0; p < mc; p += GK_MR) {
         int mr = mc - p < GK_MR ? mc - p : GK_MR;
-        if (!transa) {
+        if (!transa) { /* rows of A become columns of the panel: 8 x 8 transposes */
             const float *src = A + (ptrdiff_t)(m0 + p) * lda + k0;
-            for (k = 0; k < kc; k++) {
+            for (k = 0; k + 8 <= kc; k += 8)
+                gk_transpose8(src + k, lda, mr, dst + k * GK_MR, GK_MR);
+            for (; k < kc; k++) {
                 for (i = 0; i < mr; i++)
                     dst[k * GK_MR + i] = src[i * lda + k];
                 for (; i < GK_MR; i++)
@@ -168,10 +187,14 @@ GK_TARGET static void GK_NAME(gk_pack_a)(int transa, const float *A, ptrdiff_t l
         } else {
             const float *src = A + (ptrdiff_t)k0 * lda + m0 + p;
             for (k = 0; k < kc; k++) {
-                for (i = 0; i < mr; i++)
-                    dst[k * GK_MR + i] = src[k * lda + i];
-                for (; i < GK_MR; i++)
-                    dst[k * GK_MR + i] = 0.0f;
+                if (mr == GK_MR) {
+                    memcpy(dst + k * GK_MR, src + k * lda, GK_MR * sizeof(float));
+                } else {
+                    for (i = 0; i < mr; i++)
+                        dst[k * GK_MR + i] = src[k * lda + i];
+                    for (; i < GK_MR; i++)
+                        dst[k * GK_MR + i] = 0.0f;
+                }
             }
         }
         dst += (ptrdiff_t)GK_MR * kc;
@@ -200,9 +223,14 @@ GK_TARGET static void GK_NAME(gk_pack_b)(int transb, const float *B, ptrdiff_t l
                         dst[k * GK_NR + j] = 0.0f;
                 }
             }
-        } else {
+        } else { /* rows of B become columns of the panel: 8 x 8 transposes */
             const float *src = B + (ptrdiff_t)(n0 + q) * ldb + k0;
-            for (k = 0; k < kc; k++) {
+            int g;
+            for (k = 0; k + 8 <= kc; k += 8)
+                for (g = 0; g < GK_NR; g += 8)
+                    gk_transpose8(g < nr ? src + g * ldb + k : src, ldb, nr - g,
+                                  dst + k * GK_NR + g, GK_NR);
+            for (; k < kc; k++) {
                 for (j = 0; j < nr; j++)
                     dst[k * GK_NR + j] = src[j * ldb + k];
                 for (; j < GK_NR; j++)
@@ -218,7 +246,11 @@ GK_TARGET static void GK_NAME(gk_block)(const gk_sgemm_args *g, int mb, int me, 
                                        int kcb, float *apack, float *bpack)
 {
     GK_NAME(gk_epilogue) ep;
-    int jc, pc, ic, jr, ir;
+    int jc, pc, ic, jr, ir, mcb;
+
+    /* near-equal row blocks of whole panels: no small leftover block */
+    mcb = (me - mb + GK_MC - 1) / GK_MC;
+    mcb = ((me - mb + mcb - 1) / mcb + GK_MR - 1) / GK_MR * GK_MR;
 
     ep.beta = g->beta;
     ep.bias_mode = g->bias_mode;
@@ -230,8 +262,8 @@ GK_TARGET static void GK_NAME(gk_block)(const gk_sgemm_args *g, int mb, int me, 
             ep.first = pc == 0;
             ep.last = pc + kc == g->K;
             GK_NAME(gk_pack_b)(g->transb, g->B, g->ldb, pc, kc, jc, nc, bpack);
-            for (ic = mb; ic < me; ic += GK_MC) {
-                int mc = me - ic < GK_MC ? me - ic : GK_MC;
+            for (ic = mb; ic < me; ic += mcb) {
+                int mc = me - ic < mcb ? me - ic : mcb;
                 GK_NAME(gk_pack_a)(g->transa, g->A, g->lda, ic, mc, pc, kc, apack);
                 for (jr = 0; jr < nc; jr += GK_NR) {
                     int nr = nc - jr < GK_NR ? nc - jr : GK_NR;
@@ -249,8 +281,178 @@ GK_TARGET static void GK_NAME(gk_block)(const gk_sgemm_args *g, int mb, int me, 
     }
 }
 
-/* Runs the thread block `blk` of a tm x tn grid; returns 0, or -1 when out of memory. */
-static int GK_NAME(gk_run_block)(const gk_sgemm_args *g, int tm, int tn, int blk, int kcb)
+/* ---------------------------------------------------------------------------------------
+   Unpacked paths, for shapes where packing would cost more than it saves: few rows of op(A)
+   (batch-1 inference), or few columns of a transposed B (the 10-way output layer). */
+
+/* The epilogue of one element, for the unpacked paths. */
+GK_TARGET GK_INLINE float GK_NAME(gk_finish)(const gk_sgemm_args *g, float v, int m, int n)
+{
+    float *c = g->C + (ptrdiff_t)m * g->ldc + n;
+    if (g->beta != 0.0f)
+        v = gk_fma1(g->beta, *c, v);
+    if (g->bias_mode == 1)
+        v += g->bias[n];
+    else if (g->bias_mode == 2)
+        v += g->bias[m];
+    if (g->relu && v < 0.0f) /* NaN stays NaN */
+        v = 0.0f;
+    return v;
+}
+
+/* R dot products of the contiguous row a (length K) with rows b, b+ldb, ... of B: lane-wise
+   vector sums, then the lanes in order, then the K tail. The same steps for every R, so an
+   element's value does not depend on how its row of B was grouped. */
+GK_TARGET GK_INLINE void GK_NAME(gk_dots)(int R, const float *GK_RESTRICT a,
+                                          const float *GK_RESTRICT b, ptrdiff_t ldb, int K,
+                                          float *sums)
+{
+    gk_vec acc[8];
+    float lanes[8][GK_W];
+    int r, k, l, kv = K / GK_W * GK_W;
+    GK_UNROLL
+    for (r = 0; r < 8; r++)
+        if (r < R)
+            acc[r] = gk_zero();
+    for (k = 0; k < kv; k += GK_W) {
+        gk_vec av = gk_load(a + k);
+        GK_UNROLL
+        for (r = 0; r < 8; r++)
+            if (r < R)
+                acc[r] = gk_fma(av, gk_load(b + r * ldb + k), acc[r]);
+    }
+    GK_UNROLL
+    for (r = 0; r < 8; r++)
+        if (r < R)
+            gk_store(lanes[r], acc[r]);
+    for (r = 0; r < R; r++) {
+        float s = lanes[r][0];
+        for (l = 1; l < GK_W; l++)
+            s += lanes[r][l];
+        for (k = kv; k < K; k++)
+            s = gk_fma1(a[k], b[r * ldb + k], s);
+        sums[r] = s;
+    }
+}
+
+/* C[m, nb:ne] for B transposed (B[n] is a contiguous row): dot products, 8 rows of B at once. */
+GK_TARGET static void GK_NAME(gk_dot_path)(const gk_sgemm_args *g, const float *arows,
+                                          ptrdiff_t lda, int nb, int ne)
+{
+    int m, n, j;
+    float sums[8];
+    for (n = nb; n < ne; n += 8) {
+        const float *b = g->B + (ptrdiff_t)n * g->ldb;
+        int R = ne - n < 8 ? ne - n : 8;
+        for (m = 0; m < g->M; m++) {
+            const float *a = arows + (ptrdiff_t)m * lda;
+            if (R == 8)
+                GK_NAME(gk_dots)(8, a, b, g->ldb, g->K, sums);
+            else
+                for (j = 0; j < R; j++)
+                    GK_NAME(gk_dots)(1, a, b + j * g->ldb, g->ldb, g->K, sums + j);
+            for (j = 0; j < R; j++)
+                g->C[(ptrdiff_t)m * g->ldc + n + j] = GK_NAME(gk_finish)(g, sums[j], m, n + j);
+        }
+    }
+}
+
+/* C[:, nb:ne] for B not transposed and few rows of op(A): rows of B scaled by elements of A and
+   summed (each lane k-sequential FMAs), up to 4 rows of C and GK_NR columns at once; columns
+   past the last full GK_NR take the scalar form of the same FMAs. */
+GK_TARGET static void GK_NAME(gk_axpy_path)(const gk_sgemm_args *g, int nb, int ne)
+{
+    const ptrdiff_t ars = g->transa ? 1 : g->lda, acs = g->transa ? g->lda : 1;
+    int m, n, k, i, v;
+    for (n = nb; n + GK_NR <= ne; n += GK_NR) {
+        for (m = 0; m < g->M; m += 4) {
+            int rows = g->M - m < 4 ? g->M - m : 4;
+            const float *a = g->A + m * ars;
+            const float *b = g->B + n;
+            gk_vec acc[4][GK_NV];
+            GK_UNROLL
+            for (i = 0; i < 4; i++)
+                GK_UNROLL
+                for (v = 0; v < GK_NV; v++)
+                    acc[i][v] = gk_zero();
+            for (k = 0; k < g->K; k++) {
+                gk_vec bv[GK_NV];
+                GK_UNROLL
+                for (v = 0; v < GK_NV; v++)
+                    bv[v] = gk_load(b + k * g->ldb + v * GK_W);
+                GK_UNROLL
+                for (i = 0; i < 4; i++) {
+                    if (i < rows) {
+                        gk_vec av = gk_set1(a[i * ars + k * acs]);
+                        GK_UNROLL
+                        for (v = 0; v < GK_NV; v++)
+                            acc[i][v] = gk_fma(av, bv[v], acc[i][v]);
+                    }
+                }
+            }
+            GK_UNROLL
+            for (i = 0; i < 4; i++) {
+                if (i < rows) {
+                    float out[GK_NR];
+                    int j;
+                    GK_UNROLL
+                    for (v = 0; v < GK_NV; v++)
+                        gk_store(out + v * GK_W, acc[i][v]);
+                    for (j = 0; j < GK_NR; j++)
+                        g->C[(ptrdiff_t)(m + i) * g->ldc + n + j] =
+                            GK_NAME(gk_finish)(g, out[j], m + i, n + j);
+                }
+            }
+        }
+    }
+    for (; n < ne; n++)
+        for (m = 0; m < g->M; m++) {
+            float s = 0.0f;
+            for (k = 0; k < g->K; k++)
+                s = gk_fma1(g->A[m * ars + k * acs], g->B[(ptrdiff_t)k * g->ldb + n], s);
+            g->C[(ptrdiff_t)m * g->ldc + n] = GK_NAME(gk_finish)(g, s, m, n);
+        }
+}
+
+enum { GK_PACKED, GK_DOT, GK_AXPY };
+
+/* Which path: depends on the shape only, never on the thread count. */
+static int GK_NAME(gk_choose_path)(const gk_sgemm_args *g)
+{
+    if (g->transb && (g->M <= GK_SMALL_M || (!g->transa && g->N <= GK_SMALL_N)))
+        return GK_DOT;
+    if (!g->transb && g->M <= GK_SMALL_M)
+        return GK_AXPY;
+    return GK_PACKED;
+}
+
+/* Part `part` of `parts` (over N) of an unpacked path; returns -1 when out of memory. */
+static int GK_NAME(gk_run_unpacked)(const gk_sgemm_args *g, int path, int parts, int part)
+{
+    int nb, ne;
+    gk_split(g->N, path == GK_DOT ? 8 : GK_NR, parts, part, &nb, &ne);
+    if (nb >= ne)
+        return 0;
+    if (path == GK_AXPY) {
+        GK_NAME(gk_axpy_path)(g, nb, ne);
+    } else if (!g->transa) {
+        GK_NAME(gk_dot_path)(g, g->A, g->lda, nb, ne);
+    } else { /* the few rows of op(A) made contiguous */
+        float *arows = (float *)gk_scratch((size_t)g->M * g->K * sizeof(float));
+        int m, k;
+        if (arows == NULL)
+            return -1;
+        for (m = 0; m < g->M; m++)
+            for (k = 0; k < g->K; k++)
+                arows[(ptrdiff_t)m * g->K + k] = g->A[(ptrdiff_t)k * g->lda + m];
+        GK_NAME(gk_dot_path)(g, arows, g->K, nb, ne);
+        gk_scratch_release(arows);
+    }
+    return 0;
+}
+
+/* Runs the thread block `blk` of a tm x tn grid of the packed path. */
+static void GK_NAME(gk_run_block)(const gk_sgemm_args *g, int tm, int tn, int blk, int kcb)
 {
     int mb, me, nb, ne;
     size_t mcap, ncap, kcap;
@@ -259,45 +461,62 @@ static int GK_NAME(gk_run_block)(const gk_sgemm_args *g, int tm, int tn, int blk
     gk_split(g->M, GK_MR, tm, blk / tn, &mb, &me);
     gk_split(g->N, GK_NR, tn, blk % tn, &nb, &ne);
     if (mb >= me || nb >= ne)
-        return 0;
+        return;
     mcap = (size_t)(me - mb < GK_MC ? me - mb : GK_MC);
     mcap = (mcap + GK_MR - 1) / GK_MR * GK_MR;
     ncap = (size_t)(ne - nb < GK_NC ? ne - nb : GK_NC);
     ncap = (ncap + GK_NR - 1) / GK_NR * GK_NR;
     kcap = (size_t)kcb;
-    ws = (float *)gk_scratch((mcap + ncap) * kcap * sizeof(float) + 64);
-    if (ws == NULL)
-        return -1;
+    ws = (float *)gk_scratch(((mcap + ncap) * kcap + 16) * sizeof(float));
+    if (ws == NULL) { /* no memory for the panels (a few MB at most): compute without them */
+        gk_sgemm_unpacked(g, mb, me, nb, ne);
+        return;
+    }
     /* B's panels first: ncap*kcap is a multiple of 16 floats, so A stays 64-byte aligned */
     GK_NAME(gk_block)(g, mb, me, nb, ne, kcb, ws + ncap * kcap, ws);
     gk_scratch_release(ws);
-    return 0;
+}
+
+/* Part `part` of `parts` of the work; parts of the packed path are the tm x tn grid. */
+static void GK_NAME(gk_run_part)(const gk_sgemm_args *g, int path, int tm, int tn, int part,
+                                 int kcb)
+{
+    if (path == GK_PACKED)
+        GK_NAME(gk_run_block)(g, tm, tn, part, kcb);
+    else if (GK_NAME(gk_run_unpacked)(g, path, tm * tn, part) != 0) {
+        int nb, ne;
+        gk_split(g->N, path == GK_DOT ? 8 : GK_NR, tm * tn, part, &nb, &ne);
+        gk_sgemm_unpacked(g, 0, g->M, nb, ne);
+    }
 }
 
 void GK_NAME(fastnn_sgemm)(const gk_sgemm_args *g)
 {
-    int tm, tn, nblocks, kblocks, kcb, failed = 0;
+    int path = GK_NAME(gk_choose_path)(g);
+    int tm = 1, tn = 1, kblocks, kcb, nparts;
 
     kblocks = (g->K + GK_KC - 1) / GK_KC;
     kcb = (g->K + kblocks - 1) / kblocks;
-    gk_thread_grid(g->M, g->N, g->K, GK_MR, GK_NR, g->nthreads, &tm, &tn);
-    nblocks = tm * tn;
-    if (nblocks == 1) {
-        failed = GK_NAME(gk_run_block)(g, 1, 1, 0, kcb);
+    if (path == GK_PACKED)
+        gk_thread_grid(g->M, g->N, g->K, GK_MR, GK_NR, g->nthreads, &tm, &tn);
+    else /* unpacked paths split N only */
+        gk_thread_grid(1, g->N, g->K * g->M, 1, path == GK_DOT ? 8 : GK_NR, g->nthreads, &tm,
+                       &tn);
+    nparts = tm * tn;
+    if (nparts == 1) {
+        GK_NAME(gk_run_part)(g, path, 1, 1, 0, kcb);
     } else {
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nblocks) reduction(| : failed)
+#pragma omp parallel num_threads(nparts)
         {
-            int blk;
-            for (blk = omp_get_thread_num(); blk < nblocks; blk += omp_get_num_threads())
-                failed |= GK_NAME(gk_run_block)(g, tm, tn, blk, kcb);
+            int part;
+            for (part = omp_get_thread_num(); part < nparts; part += omp_get_num_threads())
+                GK_NAME(gk_run_part)(g, path, tm, tn, part, kcb);
         }
 #else
-        int blk;
-        for (blk = 0; blk < nblocks; blk++)
-            failed |= GK_NAME(gk_run_block)(g, tm, tn, blk, kcb);
+        int part;
+        for (part = 0; part < nparts; part++)
+            GK_NAME(gk_run_part)(g, path, tm, tn, part, kcb);
 #endif
     }
-    if (failed) /* no memory for the panels (a few MB at most): compute without them */
-        gk_sgemm_unpacked(g);
 }
