@@ -9,6 +9,9 @@
 #define GK_W 8
 #define GK_MR GK_AVX2_MR
 #define GK_NV GK_AVX2_NV
+/* One pass over C for every K <= 1024 (all of fastnn's layers): on Zen 3 this beat KC = 256
+   by some 5% at 128x512x784 and 15% at 1000x512x784. */
+#define GK_KC 1024
 
 typedef __m256 gk_vec;
 #define gk_load(p) _mm256_loadu_ps(p)

@@ -51,10 +51,11 @@
 #define GK_RESTRICT
 #endif
 
-/* Cache blocking. KC: a B micro-panel (KC x NR) stays in L1 while the A block streams from L2;
+/* Cache blocking. KC: depth of one pass over C (each extra pass re-reads C; a B micro-panel of
+   KC x NR then streams from L2 rather than sitting in L1, which measured no slower);
    MC: the packed A block (MC x KC) stays in L2; NC: the packed B block (KC x NC) in L2/L3. */
 #ifndef GK_KC
-#define GK_KC 256
+#define GK_KC 512
 #endif
 #ifndef GK_MC
 #define GK_MC (GK_MR * 20)
@@ -104,12 +105,14 @@ GK_TARGET GK_INLINE void GK_NAME(gk_store_row)(const gk_vec *acc, float *GK_REST
     }
 }
 
-/* C tile (mr x nr at row m0, column n0 of C) from kc steps of packed A and B panels. */
-GK_TARGET static void GK_NAME(gk_micro_kernel)(int kc, const float *GK_RESTRICT a,
-                                              const float *GK_RESTRICT b, float *c,
-                                              ptrdiff_t ldc, int mr, int nr,
-                                              const GK_NAME(gk_epilogue) *ep,
-                                              const float *bias, int m0, int n0)
+/* C tile (mr x nr at row m0, column n0 of C) from kc steps of packed A and B panels, computing
+   only the first R (>= mr) rows: edge panels of A do not pay for their zero rows. Every row's
+   lanes see the same FMAs whatever R is. */
+GK_TARGET GK_INLINE void GK_NAME(gk_tile)(const int R, int kc, const float *GK_RESTRICT a,
+                                          const float *GK_RESTRICT b, float *c,
+                                          ptrdiff_t ldc, int mr, int nr,
+                                          const GK_NAME(gk_epilogue) *ep,
+                                          const float *bias, int m0, int n0)
 {
     gk_vec acc[GK_MR][GK_NV];
     int i, v, k;
@@ -118,7 +121,8 @@ GK_TARGET static void GK_NAME(gk_micro_kernel)(int kc, const float *GK_RESTRICT 
     for (i = 0; i < GK_MR; i++) {
         GK_UNROLL
         for (v = 0; v < GK_NV; v++)
-            acc[i][v] = gk_zero();
+            if (i < R)
+                acc[i][v] = gk_zero();
     }
     for (k = 0; k < kc; k++) {
         gk_vec bv[GK_NV];
@@ -127,23 +131,27 @@ GK_TARGET static void GK_NAME(gk_micro_kernel)(int kc, const float *GK_RESTRICT 
             bv[v] = gk_load(b + v * GK_W);
         GK_UNROLL
         for (i = 0; i < GK_MR; i++) {
-            gk_vec av = gk_set1(a[i]);
-            GK_UNROLL
-            for (v = 0; v < GK_NV; v++)
-                acc[i][v] = gk_fma(av, bv[v], acc[i][v]);
+            if (i < R) {
+                gk_vec av = gk_set1(a[i]);
+                GK_UNROLL
+                for (v = 0; v < GK_NV; v++)
+                    acc[i][v] = gk_fma(av, bv[v], acc[i][v]);
+            }
         }
         a += GK_MR;
         b += GK_NR;
     }
 
-    if (mr == GK_MR && nr == GK_NR) {
+    if (nr == GK_NR) {
         const float *bias_n = ep->bias_mode == 1 ? bias + n0 : NULL;
         GK_UNROLL
         for (i = 0; i < GK_MR; i++)
-            GK_NAME(gk_store_row)(acc[i], c + i * ldc, ep, bias_n,
-                                  ep->bias_mode == 2 ? bias[m0 + i] : 0.0f);
+            if (i < R && i < mr)
+                GK_NAME(gk_store_row)(acc[i], c + i * ldc, ep, bias_n,
+                                      ep->bias_mode == 2 ? bias[m0 + i] : 0.0f);
     } else {
-        /* Edge tile: same store on a padded copy, so the arithmetic matches full tiles. */
+        /* Columns past the edge: the same store on a padded copy, so the arithmetic matches
+           full tiles. */
         float tile[GK_MR * GK_NR];
         float bias_n[GK_NR];
         int j;
@@ -157,13 +165,27 @@ GK_TARGET static void GK_NAME(gk_micro_kernel)(int kc, const float *GK_RESTRICT 
         }
         GK_UNROLL
         for (i = 0; i < GK_MR; i++) {
-            if (i < mr)
+            if (i < R && i < mr)
                 GK_NAME(gk_store_row)(acc[i], tile + i * GK_NR, ep, bias_n,
                                       ep->last && ep->bias_mode == 2 ? bias[m0 + i] : 0.0f);
         }
         for (i = 0; i < mr; i++)
             memcpy(c + i * ldc, tile + i * GK_NR, (size_t)nr * sizeof(float));
     }
+}
+
+GK_TARGET static void GK_NAME(gk_micro_kernel)(int kc, const float *GK_RESTRICT a,
+                                              const float *GK_RESTRICT b, float *c,
+                                              ptrdiff_t ldc, int mr, int nr,
+                                              const GK_NAME(gk_epilogue) *ep,
+                                              const float *bias, int m0, int n0)
+{
+    if (mr > GK_MR / 2 || GK_MR <= 2)
+        GK_NAME(gk_tile)(GK_MR, kc, a, b, c, ldc, mr, nr, ep, bias, m0, n0);
+    else if (mr > GK_MR / 4 || GK_MR <= 4)
+        GK_NAME(gk_tile)(GK_MR / 2, kc, a, b, c, ldc, mr, nr, ep, bias, m0, n0);
+    else
+        GK_NAME(gk_tile)(GK_MR / 4, kc, a, b, c, ldc, mr, nr, ep, bias, m0, n0);
 }
 
 /* Rows [m0, m0+mc) x depth [k0, k0+kc) of op(A) into GK_MR-row panels: dst[panel][k][i].
