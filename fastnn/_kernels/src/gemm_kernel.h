@@ -368,11 +368,16 @@ GK_TARGET static void GK_NAME(gk_dot_path)(const gk_sgemm_args *g, const float *
         int R = ne - n < 8 ? ne - n : 8;
         for (m = 0; m < g->M; m++) {
             const float *a = arows + (ptrdiff_t)m * lda;
-            if (R == 8)
-                GK_NAME(gk_dots)(8, a, b, g->ldb, g->K, sums);
-            else
-                for (j = 0; j < R; j++)
-                    GK_NAME(gk_dots)(1, a, b + j * g->ldb, g->ldb, g->K, sums + j);
+            switch (R) { /* constant R: each case its own unrolled code */
+            case 8: GK_NAME(gk_dots)(8, a, b, g->ldb, g->K, sums); break;
+            case 7: GK_NAME(gk_dots)(7, a, b, g->ldb, g->K, sums); break;
+            case 6: GK_NAME(gk_dots)(6, a, b, g->ldb, g->K, sums); break;
+            case 5: GK_NAME(gk_dots)(5, a, b, g->ldb, g->K, sums); break;
+            case 4: GK_NAME(gk_dots)(4, a, b, g->ldb, g->K, sums); break;
+            case 3: GK_NAME(gk_dots)(3, a, b, g->ldb, g->K, sums); break;
+            case 2: GK_NAME(gk_dots)(2, a, b, g->ldb, g->K, sums); break;
+            default: GK_NAME(gk_dots)(1, a, b, g->ldb, g->K, sums);
+            }
             for (j = 0; j < R; j++)
                 g->C[(ptrdiff_t)m * g->ldc + n + j] = GK_NAME(gk_finish)(g, sums[j], m, n + j);
         }
