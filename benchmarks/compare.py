@@ -241,11 +241,11 @@ def build_report(rows, results, columns, peak, markdown):
     return table(headers, out_rows, markdown)
 
 
-def header_lines(info, peak_info, args, torch_version):
+def header_lines(info, peak_info, args, torch_version, load_at_start):
     isa, value = (machine.best_isa_peak(peak_info, args.threads) if peak_info
                   else ("unknown", float("nan")))
     lines = [
-        f"machine: {info['cpu']}, {info['cores']} cores; load average {os.getloadavg()[0]:.2f} "
+        f"machine: {info['cpu']}, {info['cores']} cores; load average {load_at_start[0]:.2f} "
         f"at the start",
         f"FMA peak (measured, fp32, {args.threads} thread(s)): {value:.0f} GFLOP/s with {isa} "
         f"({peak_info.get('source') if peak_info else 'not measured'}; "
@@ -362,7 +362,7 @@ def main(argv=None):
 
     peak = (machine.best_isa_peak(peak_info, args.threads) if peak_info
             else ("unknown", float("nan")))
-    lines = header_lines(info, peak_info, args, torch_version)
+    lines = header_lines(info, peak_info, args, torch_version, load_at_start)
     if unset_info is not None:
         lines.append(f"NumPy with {' and '.join(OPENBLAS_VARS)} unset: BLAS {unset_info['blas']}")
     lines.append(f"load average at the end: {os.getloadavg()[0]:.2f} (other work on these cores "
