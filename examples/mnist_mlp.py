@@ -1,43 +1,32 @@
-"""Train an MLP on MNIST (shipped with fastnn) and report the test accuracy.
+"""Train a multilayer perceptron on MNIST (shipped with fastnn) and report the test accuracy.
 
-    python examples/mnist_mlp.py [--backend cpu] [--epochs 10] [--hidden 512,256] [--save m.npz]
+Default: 784-512-256-10 with ReLU, SGD with Nesterov momentum 0.9 and a cosine learning-rate
+decay, batch 128. Examples:
+
+    python examples/mnist_mlp.py
+    python examples/mnist_mlp.py --hidden 128 --epochs 5 --json mlp.json --plot plots/
+    python examples/mnist_mlp.py --backend cuda --save mlp.npz
 """
-import argparse
-
-import fastnn
-from fastnn import nn, optim
+from fastnn import examples_cli, nn
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="cpu", choices=["cpu", "numpy", "cuda"])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--hidden", default="512,256")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--save", metavar="PATH")
-    args = parser.parse_args()
-
-    (x_train, y_train), (x_test, y_test) = fastnn.datasets.mnist()
-    fastnn.seed(args.seed)
-    sizes = [784] + [int(h) for h in args.hidden.split(",") if h]
+def build_mlp(hidden):
+    """Flatten -> (Linear -> ReLU) per hidden size -> Linear to the 10 classes. Each Linear+ReLU
+    pair runs as one fused kernel."""
+    sizes = (28 * 28, *hidden)
     layers = [nn.Flatten()]
     for fan_in, fan_out in zip(sizes, sizes[1:]):
         layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
-    model = nn.Sequential(*layers, nn.Linear(sizes[-1], 10))
-    model.summary()
+    return nn.Sequential(*layers, nn.Linear(sizes[-1], 10))
 
-    opt = optim.SGD(lr=args.lr, momentum=0.9, nesterov=True,
-                    schedule=optim.CosineLR(args.epochs))
-    trainer = fastnn.Trainer(model, opt, loss="cross_entropy", backend=args.backend)
-    trainer.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                validation_data=(x_test, y_test))
-    result = trainer.evaluate(x_test, y_test)
-    print(f"test accuracy {result['accuracy']:.4f}  (loss {result['loss']:.4f})")
-    if args.save:
-        model.save(args.save)
-        print(f"saved to {args.save}")
+
+def main(argv=None):
+    parser = examples_cli.parser(__doc__, epochs=10)
+    parser.add_argument("--hidden", type=examples_cli.int_list, default=(512, 256),
+                        metavar="SIZES", help="hidden layer sizes (default: 512,256)")
+    args = parser.parse_args(argv)
+    name = "mlp " + "-".join(map(str, (28 * 28, *args.hidden, 10)))
+    return examples_cli.run(args, lambda: build_mlp(args.hidden), name)
 
 
 if __name__ == "__main__":

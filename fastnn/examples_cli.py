@@ -1,0 +1,272 @@
+"""What examples/mnist_mlp.py and examples/mnist_cnn.py share: the command line, the run
+(train, test, time inference) and the reports (--json, --plot, --save, --profile).
+
+It lives in the package, not beside the scripts, so the scripts stay a page long (they only
+build their model) and the tests reach it from the installed package.
+
+    parser = examples_cli.parser(__doc__, epochs=10, lr=0.05)
+    args = parser.parse_args()
+    examples_cli.run(args, build_model, "mlp 784-512-256-10")
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import _random, backends, datasets, io, optim
+from ._threads import get_num_threads, set_num_threads
+from .trainer import NonFiniteLossError, Trainer
+
+# Inference is timed at this batch size (the size the benchmarks report).
+INFER_BATCH_SIZE = 1000
+OPTIMIZERS = ("sgd", "adam")
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
+# Exit status for "this machine cannot run what was asked" (as argparse's usage errors).
+EXIT_UNAVAILABLE = 2
+JSON_KEYS = ("backend", "model", "epochs", "test_accuracy", "epoch_times_s",
+             "train_samples_per_s", "infer_samples_per_s")
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def nonnegative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def fraction(text):
+    """A validation fraction in [0, 1); 0 means no validation set."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
+
+
+def int_list(text):
+    """'512,256' -> (512, 256): positive sizes separated by commas."""
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or any(not p for p in parts):
+        raise argparse.ArgumentTypeError(f"expected sizes separated by commas such as "
+                                         f"512,256, got {text!r}")
+    return tuple(positive_int(p) for p in parts)
+
+
+def parser(doc, *, epochs, batch_size=128, val_split=0.1, optimizer="sgd"):
+    """An ArgumentParser with the flags both examples take; a script adds its own."""
+    p = argparse.ArgumentParser(description=doc.strip(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", default="cpu", choices=backends.names(),
+                   help="where to train (default: %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=epochs,
+                   help="passes over the training set (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=batch_size,
+                   help="samples per step (default: %(default)s)")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help="peak learning rate; cosine decay to 0 over the run (default: "
+                        + ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items()) + ")")
+    p.add_argument("--optimizer", default=optimizer, choices=OPTIMIZERS,
+                   help="sgd: momentum 0.9, Nesterov; adam: betas 0.9, 0.999 "
+                        "(default: %(default)s)")
+    p.add_argument("--weight-decay", type=nonnegative_float, default=None, metavar="L2",
+                   help="L2 penalty added to the gradients (default: the script's)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="one seed for initialization, split and shuffling (default: %(default)s)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="threads for fastnn's kernels and the BLAS (default: OpenMP's, "
+                        "which honours OMP_NUM_THREADS)")
+    p.add_argument("--val-split", type=fraction, default=val_split, metavar="FRACTION",
+                   help="training images held out for validation, 0 for none "
+                        "(default: %(default)s)")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                   help="use only the first N training and N test images (quick checks)")
+    p.add_argument("--save", metavar="PATH", help="save the trained model (.npz)")
+    p.add_argument("--plot", metavar="DIR",
+                   help="write PNGs to DIR: test digits with predictions, loss and accuracy "
+                        "curves, confusion matrix, most confident mistakes (needs matplotlib: "
+                        "pip install fastnn[plot])")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    p.add_argument("--profile", action="store_true",
+                   help="before training, time each layer's forward and backward pass and "
+                        "print its GFLOP/s")
+    return p
+
+
+def one_line(text):
+    """Messages from deep down (CuPy, CUDA) can span lines; the examples promise one."""
+    return " ".join(str(text).split())
+
+
+def fail(message, status):
+    print(f"{os.path.basename(sys.argv[0]) or 'fastnn'}: error: {one_line(message)}",
+          file=sys.stderr)
+    raise SystemExit(status)
+
+
+def check_output_paths(args):
+    """Refuse output paths that cannot be written before training, not after it."""
+    for flag, path in (("--save", args.save), ("--json", args.json)):
+        if path is None:
+            continue
+        directory = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path) or not os.path.isdir(directory):
+            fail(f"{flag} {path}: expected a file path in an existing directory",
+                 EXIT_UNAVAILABLE)
+    if args.plot is not None and os.path.exists(args.plot) and not os.path.isdir(args.plot):
+        fail(f"--plot {args.plot}: expected a directory, found a file", EXIT_UNAVAILABLE)
+
+
+def get_backend(name):
+    """The backend, or exit with status 2 and one line saying why it cannot run here."""
+    try:
+        return backends.get(name)
+    except backends.BackendUnavailable as exc:
+        fail(exc, EXIT_UNAVAILABLE)
+
+
+def make_optimizer(name, lr, epochs, weight_decay=0.0):
+    """SGD (momentum 0.9, Nesterov) or Adam, with the rate following a cosine to 0 over the run."""
+    lr = DEFAULT_LR[name] if lr is None else lr
+    schedule = optim.CosineLR(epochs)
+    if name == "sgd":
+        return optim.SGD(lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay,
+                         schedule=schedule)
+    return optim.Adam(lr=lr, weight_decay=weight_decay, schedule=schedule)
+
+
+# ---- the run --------------------------------------------------------------------------------------
+
+def load_mnist(limit=None):
+    (x_train, y_train), (x_test, y_test) = datasets.mnist()
+    if limit is not None:
+        x_train, y_train = x_train[:limit], y_train[:limit]
+        x_test, y_test = x_test[:limit], y_test[:limit]
+    return (x_train, y_train), (x_test, y_test)
+
+
+def time_inference(model, x, batch_size=INFER_BATCH_SIZE):
+    """(predicted classes, samples per second) over x at `batch_size`, after one warm-up batch
+    (workspaces, thread start-up) that is not timed."""
+    model.predict(x[:batch_size], batch_size)
+    start = time.perf_counter()
+    predictions = model.predict(x, batch_size)
+    elapsed = time.perf_counter() - start
+    return predictions, len(x) / elapsed
+
+
+def run_profile(model, x, y, args, optimizer):
+    try:
+        from .profiler import profile
+    except ImportError:
+        print("--profile: this build of fastnn has no profiler (fastnn.profiler); skipped")
+        return None
+    return profile(model, x, y, backend=args.backend, batch_size=args.batch_size,
+                   optimizer=optimizer)
+
+
+def run(args, build_model, model_name, *, weight_decay=0.0):
+    """Train `build_model()` on MNIST as `args` say; print the epochs and the test accuracy,
+    then write what --save, --json and --plot ask for. Returns the results dict (JSON_KEYS)."""
+    started = time.perf_counter()
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    check_output_paths(args)
+    backend = get_backend(args.backend)
+    if args.plot:
+        from . import plots  # only imports matplotlib when asked to draw
+        if plots.missing_reason():
+            print(f"--plot: {plots.missing_reason()}; no plots will be written")
+    (x_train, y_train), (x_test, y_test) = load_mnist(args.limit)
+    if args.val_split and round(len(x_train) * args.val_split) < 1:
+        fail(f"--val-split {args.val_split} of {len(x_train)} images leaves no validation "
+             f"image; use 0 for none", EXIT_UNAVAILABLE)
+
+    _random.seed(args.seed)
+    model = build_model()
+    weight_decay = weight_decay if args.weight_decay is None else args.weight_decay
+    optimizer = make_optimizer(args.optimizer, args.lr, args.epochs, weight_decay)
+    trainer = Trainer(model, optimizer, loss="cross_entropy", backend=backend)
+    n_val = round(len(x_train) * args.val_split) if args.val_split else 0
+    print(f"{model_name} on {backend.name} ({get_num_threads()} threads), {optimizer!r}, "
+          f"batch {args.batch_size}, seed {args.seed}")
+    print(f"MNIST: {len(x_train) - n_val:,} training, {n_val:,} validation, "
+          f"{len(x_test):,} test images")
+    model.summary(input_shape=x_train.shape[1:])
+    if args.profile:
+        run_profile(model, x_train, y_train, args, optimizer)
+
+    try:
+        history = trainer.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                              validation_split=args.val_split or None)
+    except NonFiniteLossError as exc:
+        fail(f"{exc}; try a smaller --lr", 1)
+
+    predictions, infer_rate = time_inference(model, x_test)
+    correct = int(np.count_nonzero(predictions == y_test))
+    accuracy = correct / len(y_test)
+    epoch_times = [float(t) for t in history["epoch_time"]]
+    trained = len(epoch_times) * (len(x_train) - n_val)
+    result = {
+        "backend": backend.name,
+        "model": model_name,
+        "epochs": len(epoch_times),
+        "test_accuracy": accuracy,
+        "epoch_times_s": epoch_times,
+        "train_samples_per_s": trained / sum(epoch_times) if epoch_times else 0.0,
+        "infer_samples_per_s": infer_rate,
+    }
+    print(f"test accuracy {100 * accuracy:.2f}% ({correct:,}/{len(y_test):,})  "
+          f"training {sum(epoch_times):.1f} s ({result['train_samples_per_s']:,.0f} samples/s)  "
+          f"inference {infer_rate:,.0f} samples/s (batch {INFER_BATCH_SIZE})  "
+          f"total {time.perf_counter() - started:.1f} s")
+
+    if args.save:
+        io.save(model, args.save)
+        print(f"model saved to {args.save}")
+    if args.json:
+        write_json(args.json, result)
+        print(f"results written to {args.json}")
+    if args.plot:
+        from . import plots
+        if not plots.missing_reason():
+            paths = plots.write_all(args.plot, model_name.split()[0], x_test, y_test,
+                                    model.predict_proba(x_test), history)
+            print(f"plots written: {', '.join(paths)}")
+    return result
+
+
+def write_json(path, result):
+    def write(f):
+        f.write(json.dumps({k: result[k] for k in JSON_KEYS}, indent=2).encode() + b"\n")
+    io.atomic_write(path, write)
