@@ -25,8 +25,9 @@ from .trainer import NonFiniteLossError, Trainer
 INFER_BATCH_SIZE = 1000
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
-# Exit status for "this machine cannot run what was asked" (as argparse's usage errors).
-EXIT_UNAVAILABLE = 2
+# Exit status for arguments this machine cannot run (no GPU, an unwritable path), as argparse
+# uses for usage errors.
+EXIT_USAGE = 2
 JSON_KEYS = ("backend", "model", "epochs", "test_accuracy", "epoch_times_s",
              "train_samples_per_s", "infer_samples_per_s")
 
@@ -142,9 +143,9 @@ def check_output_paths(args):
         directory = os.path.dirname(os.path.abspath(path))
         if os.path.isdir(path) or not os.path.isdir(directory):
             fail(f"{flag} {path}: expected a file path in an existing directory",
-                 EXIT_UNAVAILABLE)
+                 EXIT_USAGE)
     if args.plot is not None and os.path.exists(args.plot) and not os.path.isdir(args.plot):
-        fail(f"--plot {args.plot}: expected a directory, found a file", EXIT_UNAVAILABLE)
+        fail(f"--plot {args.plot}: expected a directory, found a file", EXIT_USAGE)
 
 
 def get_backend(name):
@@ -152,7 +153,7 @@ def get_backend(name):
     try:
         return backends.get(name)
     except backends.BackendUnavailable as exc:
-        fail(exc, EXIT_UNAVAILABLE)
+        fail(exc, EXIT_USAGE)
 
 
 def make_optimizer(name, lr, epochs, weight_decay=0.0):
@@ -185,14 +186,15 @@ def time_inference(model, x, batch_size=INFER_BATCH_SIZE):
     return predictions, len(x) / elapsed
 
 
-def run_profile(model, x, y, args, optimizer):
+def run_profile(model, x, y, args, optimizer, epoch_size):
+    """Print fastnn.profile's per-layer table; the weights it trains are put back after."""
     try:
         from .profiler import profile
     except ImportError:
         print("--profile: this build of fastnn has no profiler (fastnn.profiler); skipped")
         return None
     return profile(model, x, y, backend=args.backend, batch_size=args.batch_size,
-                   optimizer=optimizer)
+                   optimizer=optimizer, epoch_size=epoch_size)
 
 
 def run(args, build_model, model_name, *, weight_decay=0.0):
@@ -208,23 +210,24 @@ def run(args, build_model, model_name, *, weight_decay=0.0):
         if plots.missing_reason():
             print(f"--plot: {plots.missing_reason()}; no plots will be written")
     (x_train, y_train), (x_test, y_test) = load_mnist(args.limit)
-    if args.val_split and round(len(x_train) * args.val_split) < 1:
-        fail(f"--val-split {args.val_split} of {len(x_train)} images leaves no validation "
-             f"image; use 0 for none", EXIT_UNAVAILABLE)
+    n_val = round(len(x_train) * args.val_split) if args.val_split else 0
+    if args.val_split and not 1 <= n_val < len(x_train):
+        fail(f"--val-split {args.val_split} of {len(x_train)} images leaves {n_val} for "
+             f"validation and {len(x_train) - n_val} for training; both need one (0 for no "
+             f"validation)", EXIT_USAGE)
 
     _random.seed(args.seed)
     model = build_model()
     weight_decay = weight_decay if args.weight_decay is None else args.weight_decay
     optimizer = make_optimizer(args.optimizer, args.lr, args.epochs, weight_decay)
     trainer = Trainer(model, optimizer, loss="cross_entropy", backend=backend)
-    n_val = round(len(x_train) * args.val_split) if args.val_split else 0
     print(f"{model_name} on {backend.name} ({get_num_threads()} threads), {optimizer!r}, "
           f"batch {args.batch_size}, seed {args.seed}")
     print(f"MNIST: {len(x_train) - n_val:,} training, {n_val:,} validation, "
           f"{len(x_test):,} test images")
     model.summary(input_shape=x_train.shape[1:])
     if args.profile:
-        run_profile(model, x_train, y_train, args, optimizer)
+        run_profile(model, x_train, y_train, args, optimizer, len(x_train) - n_val)
 
     try:
         history = trainer.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
