@@ -70,6 +70,10 @@ def extensions():
             module,
             [pyx, *EXTRA_SOURCES.get(module, [])],
             include_dirs=[numpy.get_include(), os.path.join("fastnn", "_kernels", "src")],
+            # headers and .pxd files: an edit to one rebuilds the modules (setuptools does not
+            # scan includes itself, so a stale object would otherwise survive it)
+            depends=sorted(glob(os.path.join("fastnn", "_kernels", "src", "*.h"))
+                           + glob(os.path.join("fastnn", "_kernels", "*.pxd"))),
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=base_compile + omp_compile,
             extra_link_args=omp_link,

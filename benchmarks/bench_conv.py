@@ -3,6 +3,8 @@ pad 2 and 6->16, 5x5) at batch 128: fastnn's kernels (the algorithm `auto` picks
 im2col+GEMM) against the NumPy reference on the same inputs, forward and backward.
 
     pytest benchmarks/bench_conv.py --benchmark-only
+The "conv+pool" groups time the fused conv2d + ReLU + 2x2 max-pool kernels against the
+conv2d and maxpool2d kernels run one after the other.
 Each result's extra_info has the algorithm and its GFLOP/s, counted as the direct convolution's
 2*N*Co*Ho*Wo*Ci*kH*kW per pass (backward: dW, plus dX where the layer needs it), so Winograd's
 figures are "effective" rates comparable with GEMM's.
@@ -88,3 +90,47 @@ def test_numpy_backward(benchmark, layer):
     benchmark.pedantic(NumpyBackend().conv2d_backward, (x, w, y, dy, 1, padding, True),
                        rounds=3, iterations=1)
     record(benchmark, flops * 2, algorithm="numpy reference")
+
+
+# ---- conv2d + ReLU + 2x2 max-pool: fused kernel against the two kernels -----------------------
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "conv then pool"])
+@pytest.mark.parametrize("layer", list(LAYERS))
+def test_cpu_forward_maxpool(benchmark, layer, fused):
+    from fastnn.backends import get
+    cpu = get("cpu")
+    x, w, b, y, _, padding, _, flops = operands(layer)
+    benchmark.group = f"conv+pool forward {layer}"
+    if fused:
+        yp = np.empty((y.shape[0], y.shape[1], y.shape[2] // 2, y.shape[3] // 2), np.float32)
+        argmax = np.empty(yp.shape, np.int32)
+        benchmark(conv.forward_maxpool, x, w, b, yp, argmax, 1, padding, True, 2)
+    else:
+        def two_kernels():
+            out = cpu.conv2d_forward(x, w, b, 1, padding, True, check_finite=False, out=y)
+            return cpu.maxpool2d_forward(out, 2, check_finite=False)
+        benchmark(two_kernels)
+    record(benchmark, flops, fused=fused)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "pool then conv"])
+@pytest.mark.parametrize("layer", list(LAYERS))
+def test_cpu_backward_maxpool(benchmark, layer, fused):
+    from fastnn.backends import get
+    cpu = get("cpu")
+    x, w, b, y, _, padding, need_dx, flops = operands(layer)
+    yp, argmax = cpu.conv2d_maxpool_forward(x, w, b, 1, padding, True, 2)
+    dyp = np.random.default_rng(1).standard_normal(yp.shape, dtype=np.float32)
+    dx = np.empty_like(x) if need_dx else None
+    dw, db = np.empty_like(w), np.empty(w.shape[0], np.float32)
+    benchmark.group = f"conv+pool backward {layer}"
+    if fused:
+        benchmark(conv.backward_maxpool, x, w, yp, argmax, dyp, dx, dw, db, 1, padding, True, 2)
+    else:
+        def two_kernels():
+            dconv = cpu.maxpool2d_backward(dyp * (yp > 0), argmax, y.shape, 2,
+                                           check_finite=False)
+            return cpu.conv2d_backward(x, w, dconv, dconv, 1, padding, False,
+                                       check_finite=False, need_dx=need_dx, out=(dx, dw, db))
+        benchmark(two_kernels)
+    record(benchmark, flops * (2 if need_dx else 1), fused=fused)

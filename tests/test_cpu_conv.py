@@ -250,3 +250,170 @@ def test_refuses_inconsistent_arrays():
     with pytest.raises(ValueError, match="dw must have shape"):
         conv.backward(x, w, y, dy, None, np.empty((4, 3, 3, 2), np.float32),
                       np.empty(4, np.float32), 1, 0, False)
+
+
+# ---- conv2d + ReLU + max-pool, fused -------------------------------------------------------------
+
+# (n, ci, h, w, co, k, padding, pool); stride 1
+FUSED_SHAPES = [
+    (3, 1, 28, 28, 32, 5, 0, 2),    # mnist_cnn conv1 + pool
+    (2, 1, 28, 28, 6, 5, 2, 2),     # LeNet conv1 + pool
+    (3, 32, 12, 12, 64, 5, 0, 2),   # mnist_cnn conv2 + pool
+    (2, 6, 14, 14, 16, 5, 0, 2),    # LeNet conv2 + pool
+    (2, 1, 9, 10, 3, 3, 0, 2),      # odd conv output: the last row is in no window
+    (2, 1, 27, 41, 5, 3, 1, 2),     # wide rows: vectors plus an overlapping tail
+    (2, 3, 11, 13, 5, 5, 1, 3),     # pool 3
+    (1, 9, 6, 7, 3, 5, 2, 1),       # pool 1
+]
+
+
+def fused_reference(x, w, b, padding, relu, pool, dyp, argmax):
+    """The reference's conv2d + maxpool2d, forward; backward through the given argmax."""
+    y_conv = REF.conv2d_forward(x, w, b, 1, padding, relu)
+    y_ref, argmax_ref = REF.maxpool2d_forward(y_conv, pool)
+    dconv = REF.maxpool2d_backward(dyp, argmax, y_conv.shape, pool)
+    grads = REF.conv2d_backward(x, w, y_conv, dconv, 1, padding, relu)
+    return y_conv, y_ref, argmax_ref, grads
+
+
+def run_fused(x, w, b, dyp_shape, padding, relu, pool, nthreads=0, seed=0):
+    algorithm = conv.choose(x.shape, w.shape, x.dtype, 1, padding)
+    if algorithm == "gemm":
+        algorithm = "winograd"
+    y = np.full(dyp_shape, np.nan, x.dtype)
+    argmax = np.full(dyp_shape, -1, np.int32)
+    conv.forward_maxpool(x, w, b, y, argmax, 1, padding, relu, pool, algorithm=algorithm,
+                         nthreads=nthreads)
+    dyp = np.random.default_rng(seed).standard_normal(dyp_shape).astype(x.dtype)
+    dx = np.full(x.shape, np.nan, x.dtype) if algorithm != "direct" else None
+    dw, db = np.full(w.shape, np.nan, x.dtype), np.full(w.shape[0], np.nan, x.dtype)
+    conv.backward_maxpool(x, w, y, argmax, dyp, dx, dw, db, 1, padding, relu, pool,
+                          algorithm=algorithm, nthreads=nthreads)
+    return algorithm, y, argmax, dyp, dx, dw, db
+
+
+@pytest.mark.parametrize("isa", ["avx2", "portable"])
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+@pytest.mark.parametrize("shape", FUSED_SHAPES, ids=str)
+def test_fused_maxpool_matches_conv_then_pool(shape, relu, isa, conv_isa):
+    conv_isa(isa)
+    n, ci, h, wd, co, k, padding, pool = shape
+    x, w, b, _ = make((n, ci, h, wd, co, k, 1, padding), np.float32, seed=9)
+    ho, wo = h + 2 * padding - k + 1, wd + 2 * padding - k + 1
+    pooled = (n, co, ho // pool, wo // pool)
+    algorithm, y, argmax, dyp, dx, dw, db = run_fused(x, w, b, pooled, padding, relu, pool)
+    y_conv, y_ref, argmax_ref, (dx_ref, dw_ref, db_ref) = fused_reference(
+        x, w, b, padding, relu, pool, dyp, argmax)
+    assert rel_err(y, y_ref) < 1e-5
+    # each argmax lies in its own window and holds that window's maximum
+    planes = y_conv.reshape(n * co, -1)
+    rows, cols = np.divmod(argmax.reshape(n * co, -1), wo)
+    pr, pc = np.divmod(np.arange(pooled[2] * pooled[3]), pooled[3])
+    assert ((rows // pool == pr) & (cols // pool == pc)).all()
+    at_argmax = np.take_along_axis(planes, argmax.reshape(n * co, -1), axis=1)
+    np.testing.assert_allclose(at_argmax, y_ref.reshape(n * co, -1), rtol=1e-5, atol=1e-5)
+    if algorithm == "direct":   # the same products as the reference: the same maxima
+        assert np.array_equal(argmax, argmax_ref)
+    assert rel_err(dw, dw_ref) < 1e-5
+    assert rel_err(db, db_ref) < 1e-5
+    if dx is not None:
+        assert rel_err(dx, dx_ref) < 1e-5
+
+
+@pytest.mark.parametrize("shape", [(7, 1, 20, 20, 12, 5, 0, 2), (9, 8, 12, 12, 16, 5, 1, 2)],
+                         ids=str)
+def test_fused_maxpool_same_bits_at_any_thread_count(shape):
+    n, ci, h, wd, co, k, padding, pool = shape
+    x, w, b, _ = make((n, ci, h, wd, co, k, 1, padding), np.float32, seed=10)
+    ho = h + 2 * padding - k + 1
+    pooled = (n, co, ho // pool, ho // pool)
+    results = [run_fused(x, w, b, pooled, padding, True, pool, nthreads=t)[1:]
+               for t in (1, 2, 3)]
+    for other in results[1:]:
+        for a, ref in zip(other, results[0]):
+            assert (a is None and ref is None) or np.array_equal(a, ref)
+
+
+def test_fused_maxpool_ignores_an_argmax_outside_its_window():
+    """A wrong argmax cannot make the kernel write out of place: that window's gradient is
+    dropped."""
+    x, w, b, _ = make((2, 1, 12, 12, 4, 5, 1, 0), np.float32, seed=11)
+    pooled = (2, 4, 4, 4)
+    _, y, argmax, dyp, _, dw, db = run_fused(x, w, b, pooled, 0, False, 2)
+    bad = argmax.copy()
+    bad[1, 2, 3, 3] = 0            # a real index of the plane, in another window
+    bad[0, 1, 0, 0] = 10 ** 6      # not an index of the plane at all
+    dw2, db2 = np.empty_like(dw), np.empty_like(db)
+    conv.backward_maxpool(x, w, y, bad, dyp, None, dw2, db2, 1, 0, False, 2)
+    dropped = dyp.copy()
+    dropped[1, 2, 3, 3] = dropped[0, 1, 0, 0] = 0
+    dw3, db3 = np.empty_like(dw), np.empty_like(db)
+    conv.backward_maxpool(x, w, y, argmax, dropped, None, dw3, db3, 1, 0, False, 2)
+    np.testing.assert_allclose(dw2, dw3, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(db2, db3, rtol=1e-6, atol=1e-7)
+
+
+def test_fusable():
+    f32 = np.float32
+    assert conv.fusable((128, 1, 28, 28), (32, 1, 5, 5), f32, 1, 0, 2, need_dx=False)
+    assert not conv.fusable((128, 1, 28, 28), (32, 1, 5, 5), f32, 1, 0, 2, need_dx=True)
+    assert conv.fusable((128, 32, 12, 12), (64, 32, 5, 5), f32, 1, 0, 2)
+    assert not conv.fusable((128, 32, 12, 12), (64, 32, 5, 5), np.float64, 1, 0, 2)
+    assert not conv.fusable((128, 32, 12, 12), (64, 32, 3, 3), f32, 1, 0, 2)
+    assert not conv.fusable((128, 32, 12, 12), (64, 32, 5, 5), f32, 1, 0, 9)
+    with pytest.raises(ValueError, match="fused max-pool needs"):
+        conv.forward_maxpool(*[np.zeros(s, f32) for s in ((1, 2, 8, 8), (2, 2, 3, 3), (2,))],
+                             np.zeros((1, 2, 3, 3), f32), np.zeros((1, 2, 3, 3), np.int32),
+                             1, 0, False, 2, algorithm="gemm")
+
+
+# ---- the cpu backend's fused methods ---------------------------------------------------------
+
+@pytest.mark.parametrize("dtype, shape, stride", [
+    (np.float32, (3, 1, 28, 28, 8, 5, 0, 2), 1),     # fused (direct)
+    (np.float32, (3, 6, 14, 14, 16, 5, 0, 2), 1),    # fused (winograd)
+    (np.float64, (2, 3, 10, 10, 4, 3, 1, 2), 1),     # not fused: float64
+    (np.float32, (2, 3, 13, 13, 4, 3, 1, 2), 2),     # not fused: stride 2
+], ids=str)
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+def test_backend_conv2d_maxpool(dtype, shape, stride, relu):
+    from fastnn.backends import get
+    cpu = get("cpu")
+    n, ci, h, wd, co, k, padding, pool = shape
+    x, w, b, _ = make((n, ci, h, wd, co, k, stride, padding), dtype, seed=12)
+    y, argmax = cpu.conv2d_maxpool_forward(x, w, b, stride, padding, relu, pool)
+    y_conv = REF.conv2d_forward(x, w, b, stride, padding, relu)
+    y_ref, _ = REF.maxpool2d_forward(y_conv, pool)
+    assert y.dtype == dtype and argmax.dtype == np.int32
+    assert rel_err(y, y_ref) < TOL[dtype]
+    dyp = np.random.default_rng(13).standard_normal(y.shape).astype(dtype)
+    for need_dx in (True, False):
+        dx, dw, db = cpu.conv2d_maxpool_backward(x, w, y, argmax, dyp, stride, padding, relu,
+                                                 pool, need_dx=need_dx)
+        dconv = REF.maxpool2d_backward(dyp, argmax, y_conv.shape, pool)
+        dx_ref, dw_ref, db_ref = REF.conv2d_backward(x, w, y_conv, dconv, stride, padding, relu)
+        assert rel_err(dw, dw_ref) < TOL[dtype] and rel_err(db, db_ref) < TOL[dtype]
+        if need_dx:
+            assert rel_err(dx, dx_ref) < TOL[dtype]
+        else:
+            assert dx is None
+
+
+def test_backend_conv2d_maxpool_bad_arguments():
+    from fastnn.backends import get
+    cpu = get("cpu")
+    x, w, b, _ = make((2, 1, 12, 12, 4, 5, 1, 0), np.float32)
+    with pytest.raises(ValueError, match="kernel"):
+        cpu.conv2d_maxpool_forward(x, w, b, 1, 0, True, 9)
+    with pytest.raises(TypeError, match="w"):
+        cpu.conv2d_maxpool_forward(x, w.astype(np.float64), b, 1, 0, True, 2)
+    y, argmax = cpu.conv2d_maxpool_forward(x, w, b, 1, 0, True, 2)
+    dy = np.ones_like(y)
+    with pytest.raises(TypeError, match="argmax"):
+        cpu.conv2d_maxpool_backward(x, w, y, argmax.astype(np.float32), dy, 1, 0, True, 2,
+                                    need_dx=False)
+    with pytest.raises(ValueError, match="argmax"):
+        cpu.conv2d_maxpool_backward(x, w, y, argmax[:, :, :2], dy, 1, 0, True, 2,
+                                    need_dx=False)
+    with pytest.raises(ValueError, match="dy"):
+        cpu.conv2d_maxpool_backward(x, w, y, argmax, dy[:1], 1, 0, True, 2, need_dx=False)

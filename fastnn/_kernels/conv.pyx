@@ -42,25 +42,27 @@ cdef extern from "conv_simd.h" nogil:
 cdef extern from "conv_direct.h" nogil:
     ctypedef struct fastnn_direct_shape:
         int n, h, w, co, kh, kw, pad
-    size_t fastnn_direct_forward_floats(const fastnn_direct_shape *s, int nthreads)
+    size_t fastnn_direct_forward_floats(const fastnn_direct_shape *s, int pool, int nthreads)
     void fastnn_direct_forward(const fastnn_direct_shape *s, const float *x, const float *w,
-                               const float *bias, int relu, float *y, float *work,
-                               int nthreads)
+                               const float *bias, int relu, float *y, int pool, int *argmax,
+                               float *work, int nthreads)
     size_t fastnn_direct_backward_floats(const fastnn_direct_shape *s, int nthreads)
     void fastnn_direct_backward(const fastnn_direct_shape *s, const float *x, const float *y,
-                                const float *dy, int relu, float *dw, float *db, float *work,
-                                int nthreads)
+                                const float *dy, int relu, int pool, const int *argmax,
+                                float *dw, float *db, float *work, int nthreads)
 
 cdef extern from "conv_winograd.h" nogil:
     ctypedef struct fastnn_wino_shape:
         int n, ci, h, w, co, pad
-    size_t fastnn_wino_forward_floats(const fastnn_wino_shape *s, int nthreads)
+    size_t fastnn_wino_forward_floats(const fastnn_wino_shape *s, int pool, int nthreads)
     void fastnn_wino_forward(const fastnn_wino_shape *s, const float *x, const float *w,
-                             const float *bias, int relu, float *y, float *work, int nthreads)
-    size_t fastnn_wino_backward_floats(const fastnn_wino_shape *s, int nthreads)
+                             const float *bias, int relu, float *y, int pool, int *argmax,
+                             float *work, int nthreads)
+    size_t fastnn_wino_backward_floats(const fastnn_wino_shape *s, int pool, int nthreads)
     void fastnn_wino_backward(const fastnn_wino_shape *s, const float *x, const float *w,
-                              const float *y, const float *dy, int relu, float *dx, float *dw,
-                              float *db, float *work, int nthreads)
+                              const float *y, const float *dy, int relu, int pool,
+                              const int *argmax, float *dx, float *dw, float *db, float *work,
+                              int nthreads)
 
 cdef extern from *:
     """
@@ -141,8 +143,9 @@ def _out_size(int size, int k, int stride, int padding):
 
 
 def workspace_size(kind, x_shape, w_shape, dtype, stride=1, padding=0, algorithm="auto",
-                   nthreads=0, need_dx=True):
-    """Elements of `dtype` a call of `kind` ("forward" or "backward") needs as workspace."""
+                   nthreads=0, need_dx=True, pool=0):
+    """Elements of `dtype` a call of `kind` ("forward" or "backward"; with pool > 0, of
+    forward_maxpool or backward_maxpool) needs as workspace."""
     n, ci, h, wd = x_shape
     co, _, kh, kw = w_shape
     nt = _threads(nthreads)
@@ -154,12 +157,12 @@ def workspace_size(kind, x_shape, w_shape, dtype, stride=1, padding=0, algorithm
     if algo == "winograd":
         s.n, s.ci, s.h, s.w, s.co, s.pad = n, ci, h, wd, co, padding
         if kind == "forward":
-            return fastnn_wino_forward_floats(&s, nt)
-        return fastnn_wino_backward_floats(&s, nt)
+            return fastnn_wino_forward_floats(&s, pool, nt)
+        return fastnn_wino_backward_floats(&s, pool, nt)
     if algo == "direct":
         d.n, d.h, d.w, d.co, d.kh, d.kw, d.pad = n, h, wd, co, kh, kw, padding
         if kind == "forward":
-            return fastnn_direct_forward_floats(&d, nt)
+            return fastnn_direct_forward_floats(&d, pool, nt)
         return fastnn_direct_backward_floats(&d, nt)
     ho, wo = _out_size(h, kh, stride, padding), _out_size(wd, kw, stride, padding)
     k, p = ci * kh * kw, ho * wo
@@ -400,11 +403,12 @@ def _check_problem(x, w, stride, padding):
 _plans = {}
 
 
-def _plan(bint backward, x, w, int stride, int padding, algorithm, int nt, bint need_dx):
+def _plan(bint backward, x, w, int stride, int padding, algorithm, int nt, bint need_dx,
+          int pool=0):
     for name, a in (("x", x), ("w", w)):
         if not isinstance(a, np.ndarray):
             raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-    key = (backward, x.shape, w.shape, x.dtype, stride, padding, algorithm, nt, need_dx)
+    key = (backward, x.shape, w.shape, x.dtype, stride, padding, algorithm, nt, need_dx, pool)
     plan = _plans.get(key)
     if plan is None:
         y_shape = _check_problem(x, w, stride, padding)
@@ -413,8 +417,16 @@ def _plan(bint backward, x, w, int stride, int padding, algorithm, int nt, bint 
             if algorithm == "direct":
                 raise ValueError("the direct algorithm computes no dx: pass dx=None")
             algo = "gemm"
+        if pool:
+            if pool < 1 or y_shape[2] < pool or y_shape[3] < pool:
+                raise ValueError(f"pool must be >= 1 and fit the convolution's output "
+                                 f"{y_shape[2]}x{y_shape[3]}, got {pool}")
+            if algo == "gemm":
+                raise ValueError("a fused max-pool needs the direct or winograd algorithm "
+                                 "(see fusable())")
+            y_shape = (y_shape[0], y_shape[1], y_shape[2] // pool, y_shape[3] // pool)
         size = workspace_size("backward" if backward else "forward", x.shape, w.shape,
-                              x.dtype, stride, padding, algo, nt, need_dx)
+                              x.dtype, stride, padding, algo, nt, need_dx, pool)
         if len(_plans) >= 256:
             _plans.clear()
         plan = _plans[key] = (algo, size, y_shape)
@@ -455,12 +467,12 @@ def forward(x, w, b, y, int stride, int padding, bint relu, *, algorithm="auto",
         ws.n, ws.ci, ws.h, ws.w, ws.co, ws.pad = n, ci, h, wd, co, padding
         with nogil:
             fastnn_wino_forward(&ws, <float *>px, <float *>pw, <float *>pb, relu,
-                                <float *>py, <float *>pwork, nt)
+                                <float *>py, 0, NULL, <float *>pwork, nt)
     elif algo == "direct":
         ds.n, ds.h, ds.w, ds.co, ds.kh, ds.kw, ds.pad = n, h, wd, co, kh, kw, padding
         with nogil:
             fastnn_direct_forward(&ds, <float *>px, <float *>pw, <float *>pb, relu,
-                                  <float *>py, <float *>pwork, nt)
+                                  <float *>py, 0, NULL, <float *>pwork, nt)
     elif dtype == np.float32:
         with nogil:
             _gemm_forward(<float *>px, <float *>pw, <float *>pb, <float *>py, n, ci, h, wd, co,
@@ -505,12 +517,12 @@ def backward(x, w, y, dy, dx, dw, db, int stride, int padding, bint relu, *,
         ws.n, ws.ci, ws.h, ws.w, ws.co, ws.pad = n, ci, h, wd, co, padding
         with nogil:
             fastnn_wino_backward(&ws, <float *>px, <float *>pw, <float *>py, <float *>pdy,
-                                 relu, <float *>pdx, <float *>pdw, <float *>pdb,
+                                 relu, 0, NULL, <float *>pdx, <float *>pdw, <float *>pdb,
                                  <float *>pwork, nt)
     elif algo == "direct":
         ds.n, ds.h, ds.w, ds.co, ds.kh, ds.kw, ds.pad = n, h, wd, co, kh, kw, padding
         with nogil:
-            fastnn_direct_backward(&ds, <float *>px, <float *>py, <float *>pdy, relu,
+            fastnn_direct_backward(&ds, <float *>px, <float *>py, <float *>pdy, relu, 0, NULL,
                                    <float *>pdw, <float *>pdb, <float *>pwork, nt)
     elif dtype == np.float32:
         with nogil:
@@ -522,6 +534,109 @@ def backward(x, w, y, dy, dx, dw, db, int stride, int padding, bint relu, *,
             _gemm_backward(<double *>px, <double *>pw, <double *>py, <double *>pdy,
                            <double *>pdx, <double *>pdw, <double *>pdb, n, ci, h, wd, co, kh,
                            kw, stride, padding, ho, wo, relu, <double *>pwork, nt)
+
+
+# ---- conv2d + ReLU + max-pool, fused ----------------------------------------------------------
+
+def fusable(x_shape, w_shape, dtype, stride, padding, pool, algorithm="auto", need_dx=True):
+    """Whether forward_maxpool / backward_maxpool take these arguments: the direct or Winograd
+    algorithm (backward: direct only without dx), a k x k pool with stride k that fits."""
+    if pool < 1:
+        return False
+    try:
+        algo = choose(x_shape, w_shape, dtype, stride, padding, algorithm)
+    except ValueError:
+        return False
+    if algo == "gemm" or (algo == "direct" and need_dx):
+        return False
+    n, _, h, wd = x_shape
+    kh, kw = w_shape[2], w_shape[3]
+    return (_out_size(h, kh, stride, padding) >= pool
+            and _out_size(wd, kw, stride, padding) >= pool)
+
+
+def forward_maxpool(x, w, b, y, argmax, int stride, int padding, bint relu, int pool, *,
+                    algorithm="auto", int nthreads=0, workspace=None):
+    """y, argmax = maxpool2d(conv2d(x, w) + b (ReLU'd when relu), kernel=pool, stride=pool),
+    in one pass: the convolution's output stays in cache. y and argmax (int32, each maximum's
+    index in its conv-output plane) have shape (N, Co, Ho // pool, Wo // pool) and are exactly
+    what maxpool2d_forward would give for that output. Needs fusable(...)."""
+    cdef int nt = _threads(nthreads)
+    algo, size, y_shape = _plan(False, x, w, stride, padding, algorithm, nt, False, pool)
+    dtype = x.dtype
+    _expect("x", x, x.shape, dtype)
+    _expect("w", w, w.shape, dtype)
+    if b is not None:
+        _expect("b", b, (y_shape[1],), dtype)
+    _expect("y", y, y_shape, dtype)
+    _expect("argmax", argmax, y_shape, np.int32)
+    work = _scratch(size, dtype, workspace)
+    cdef fastnn_wino_shape ws
+    cdef fastnn_direct_shape ds
+    cdef void *px = _data(x)
+    cdef void *pw = _data(w)
+    cdef void *pb = _data(b)
+    cdef void *py = _data(y)
+    cdef void *parg = _data(argmax)
+    cdef void *pwork = _data(work)
+    if algo == "winograd":
+        ws.n, ws.ci, ws.h, ws.w, ws.co, ws.pad = x.shape[0], x.shape[1], x.shape[2], \
+            x.shape[3], w.shape[0], padding
+        with nogil:
+            fastnn_wino_forward(&ws, <float *>px, <float *>pw, <float *>pb, relu, <float *>py,
+                                pool, <int *>parg, <float *>pwork, nt)
+    else:
+        ds.n, ds.h, ds.w, ds.co, ds.kh, ds.kw, ds.pad = x.shape[0], x.shape[2], x.shape[3], \
+            w.shape[0], w.shape[2], w.shape[3], padding
+        with nogil:
+            fastnn_direct_forward(&ds, <float *>px, <float *>pw, <float *>pb, relu, <float *>py,
+                                  pool, <int *>parg, <float *>pwork, nt)
+    return y, argmax
+
+
+def backward_maxpool(x, w, y, argmax, dy, dx, dw, db, int stride, int padding, bint relu,
+                     int pool, *, algorithm="auto", int nthreads=0, workspace=None):
+    """dx (or None), dw and db of the fused forward_maxpool, written in place: y and argmax are
+    its outputs, dy the gradient at y. The same as maxpool2d_backward then conv2d_backward (the
+    ReLU mask is y > 0). Argmax entries outside their window are ignored. Needs fusable(...)."""
+    cdef int nt = _threads(nthreads)
+    algo, size, y_shape = _plan(True, x, w, stride, padding, algorithm, nt, dx is not None,
+                                pool)
+    dtype = x.dtype
+    _expect("x", x, x.shape, dtype)
+    _expect("w", w, w.shape, dtype)
+    _expect("y", y, y_shape, dtype)
+    _expect("argmax", argmax, y_shape, np.int32)
+    _expect("dy", dy, y_shape, dtype)
+    if dx is not None:
+        _expect("dx", dx, x.shape, dtype)
+    _expect("dw", dw, w.shape, dtype)
+    _expect("db", db, (w.shape[0],), dtype)
+    work = _scratch(size, dtype, workspace)
+    cdef fastnn_wino_shape ws
+    cdef fastnn_direct_shape ds
+    cdef void *px = _data(x)
+    cdef void *pw = _data(w)
+    cdef void *py = _data(y)
+    cdef void *parg = _data(argmax)
+    cdef void *pdy = _data(dy)
+    cdef void *pdx = _data(dx)
+    cdef void *pdw = _data(dw)
+    cdef void *pdb = _data(db)
+    cdef void *pwork = _data(work)
+    if algo == "winograd":
+        ws.n, ws.ci, ws.h, ws.w, ws.co, ws.pad = x.shape[0], x.shape[1], x.shape[2], \
+            x.shape[3], w.shape[0], padding
+        with nogil:
+            fastnn_wino_backward(&ws, <float *>px, <float *>pw, <float *>py, <float *>pdy,
+                                 relu, pool, <int *>parg, <float *>pdx, <float *>pdw,
+                                 <float *>pdb, <float *>pwork, nt)
+    else:
+        ds.n, ds.h, ds.w, ds.co, ds.kh, ds.kw, ds.pad = x.shape[0], x.shape[2], x.shape[3], \
+            w.shape[0], w.shape[2], w.shape[3], padding
+        with nogil:
+            fastnn_direct_backward(&ds, <float *>px, <float *>py, <float *>pdy, relu, pool,
+                                   <int *>parg, <float *>pdw, <float *>pdb, <float *>pwork, nt)
 
 
 cdef inline void *_data(a):

@@ -115,7 +115,8 @@ class CpuBackend(NumpyBackend):
         return dx, dw, db
 
     # ---- conv2d -------------------------------------------------------------------------------
-    # CONV2D: thin wrappers over fastnn/_kernels/conv.pyx (im2col + GEMM, Winograd for 5x5).
+    # CONV2D: thin wrappers over fastnn/_kernels/conv.pyx (im2col + GEMM; direct kernels for one
+    # input channel and Winograd for 5x5, float32).
 
     def conv2d_forward(self, x, w, b, stride=1, padding=0, relu=False, *, check_finite=True,
                        out=None, workspace=None):
@@ -151,6 +152,71 @@ class CpuBackend(NumpyBackend):
             _distinct(dx=dx, dw=dw, db=db)
         _conv.backward(x, w, y, dy, dx, dw, db, stride, padding, bool(relu),
                        nthreads=_runtime.get_num_threads(), workspace=workspace)
+        return dx, dw, db
+
+    # ---- conv2d + ReLU + max-pool, fused (an extension of the kernel contract) -----------------
+
+    def conv2d_maxpool_forward(self, x, w, b, stride=1, padding=0, relu=False, pool=2, *,
+                               check_finite=True, out=None):
+        """maxpool2d_forward(conv2d_forward(x, w, b, stride, padding, relu), pool): (y, argmax),
+        y of shape (N, Co, Ho // pool, Wo // pool), argmax indexing each Ho x Wo plane of the
+        convolution's output, as those two kernels give them. Where the conv kernels can fuse
+        them (float32, stride 1, one input channel or a 5x5 kernel) the convolution's output
+        never leaves the cache; otherwise the two kernels run. out=(y, argmax) reuses arrays."""
+        x, w, b, stride, padding, conv_shape = check.conv_args(x, w, b, stride, padding)
+        pool, _, y_shape = check.pool_args(conv_shape, pool, None)
+        if check_finite:
+            _finite("x", x)
+        if not _conv.fusable(x.shape, w.shape, x.dtype, stride, padding, pool, need_dx=False):
+            y = self.conv2d_forward(x, w, b, stride, padding, relu, check_finite=False)
+            return self.maxpool2d_forward(y, pool, check_finite=False, out=out)
+        y_out, argmax_out = _output_tuple(out, 2)
+        reads = {"x": x, "w": w, "b": b}
+        y = _output("y", y_out, y_shape, x.dtype, reads)
+        argmax = _output("argmax", argmax_out, y_shape, np.int32, reads)
+        if out is not None:
+            _distinct(y=y, argmax=argmax)
+        _conv.forward_maxpool(x, w, b, y, argmax, stride, padding, bool(relu), pool,
+                              nthreads=_runtime.get_num_threads())
+        return y, argmax
+
+    def conv2d_maxpool_backward(self, x, w, y, argmax, dy, stride=1, padding=0, relu=False,
+                                pool=2, *, check_finite=True, out=None, need_dx=True):
+        """(dx, dw, db) of conv2d_maxpool_forward, given its outputs y and argmax and the
+        gradient dy at y: maxpool2d_backward then conv2d_backward (the ReLU mask is y > 0 at
+        each window's maximum, the only place a gradient goes), fused where the forward pass
+        was. argmax must be what the forward pass returned: where the kernels are fused, an
+        entry outside its own window is ignored. out=(dx, dw, db), need_dx as conv2d_backward."""
+        x, w, _, stride, padding, conv_shape = check.conv_args(x, w, None, stride, padding)
+        pool, _, y_shape = check.pool_args(conv_shape, pool, None)
+        y = check.float_array("y", y, 4)
+        dy = check.float_array("dy", dy, 4)
+        dtype = check.same_dtype(x=x, y=y, dy=dy)
+        check.expect_shape("y", y, y_shape)
+        check.expect_shape("dy", dy, y_shape)
+        if check_finite:
+            _finite("dy", dy)
+        if not _conv.fusable(x.shape, w.shape, dtype, stride, padding, pool, need_dx=need_dx):
+            argmax = check.argmax_array(argmax, y_shape, conv_shape[2] * conv_shape[3])
+            g = dy * (y > 0) if relu else dy
+            dconv = self.maxpool2d_backward(g, argmax, conv_shape, pool, check_finite=False)
+            # relu=False: the mask is applied above, so the conv output (never kept) is not read
+            return self.conv2d_backward(x, w, dconv, dconv, stride, padding, False,
+                                        check_finite=False, out=out, need_dx=need_dx)
+        if not isinstance(argmax, np.ndarray) or argmax.dtype.kind not in "iu":
+            raise TypeError(f"argmax must be an integer numpy.ndarray, got "
+                            f"{getattr(argmax, 'dtype', type(argmax).__name__)}")
+        check.expect_shape("argmax", argmax, y_shape)
+        argmax = np.ascontiguousarray(argmax, dtype=np.int32)
+        dx_out, dw_out, db_out = _output_tuple(out, 3)
+        reads = {"x": x, "w": w, "y": y, "argmax": argmax, "dy": dy}
+        dx = _output("dx", dx_out, x.shape, dtype, reads) if need_dx else None
+        dw = _output("dw", dw_out, w.shape, dtype, reads)
+        db = _output("db", db_out, (w.shape[0],), dtype, reads)
+        if out is not None:
+            _distinct(dx=dx, dw=dw, db=db)
+        _conv.backward_maxpool(x, w, y, argmax, dy, dx, dw, db, stride, padding, bool(relu),
+                               pool, nthreads=_runtime.get_num_threads())
         return dx, dw, db
 
     # ---- max-pool -----------------------------------------------------------------------------

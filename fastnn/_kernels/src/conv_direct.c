@@ -11,7 +11,7 @@ typedef struct {
     int vc, cb;             /* forward: vectors per row chunk, channels per register block */
     int gcb, tb, nblk, tapsp;   /* backward: channels x taps per register block, blocks,
                                    taps padded to a multiple of tb */
-    size_t xp_floats, g_floats, wb_floats, bb_floats;
+    size_t xp_floats, ys_floats, g_floats, wb_floats, bb_floats;
     size_t acc_floats, dbv_floats, toff_floats;
     size_t fwd_thread_floats, bwd_thread_floats;
 } direct_plan;
@@ -34,6 +34,7 @@ static void direct_make_plan(const fastnn_direct_shape *s, direct_plan *p)
     p->xp_floats = conv_round16((size_t)p->hp * p->wp);
     p->wb_floats = conv_round16((size_t)(s->co + p->cb) * p->taps);
     p->bb_floats = conv_round16((size_t)s->co + p->cb);
+    p->ys_floats = conv_round16((size_t)s->co * p->ho * p->wo);
     p->fwd_thread_floats = p->xp_floats;
     /* 12 accumulators: 4 channels x 3 taps, 3 x 4 or 2 x 6, whichever wastes no channels */
     p->gcb = s->co % 4 == 0 ? 4 : s->co % 3 == 0 ? 3 : s->co % 2 == 0 ? 2 : 4;
@@ -69,12 +70,12 @@ static void direct_make_plan(const fastnn_direct_shape *s, direct_plan *p)
 
 #endif
 
-size_t fastnn_direct_forward_floats(const fastnn_direct_shape *s, int nthreads)
+size_t fastnn_direct_forward_floats(const fastnn_direct_shape *s, int pool, int nthreads)
 {
     direct_plan p;
     direct_make_plan(s, &p);
     return CONV_ALIGN_SLACK + p.wb_floats + p.bb_floats
-        + (size_t)conv_threads(nthreads) * p.fwd_thread_floats;
+        + (size_t)conv_threads(nthreads) * (p.fwd_thread_floats + (pool ? p.ys_floats : 0));
 }
 
 size_t fastnn_direct_backward_floats(const fastnn_direct_shape *s, int nthreads)
@@ -86,41 +87,47 @@ size_t fastnn_direct_backward_floats(const fastnn_direct_shape *s, int nthreads)
 }
 
 void fastnn_direct_forward(const fastnn_direct_shape *s, const float *x, const float *w,
-                           const float *bias, int relu, float *y, float *work, int nthreads)
+                           const float *bias, int relu, float *y, int pool, int *argmax,
+                           float *work, int nthreads)
 {
 #if CONV_HAVE_VECTORS
     direct_plan p;
     direct_make_plan(s, &p);
+    if (p.fwd_thread_floats > 0 && pool)   /* each thread's buffers: xp, then the conv output */
+        p.fwd_thread_floats += p.ys_floats;
 #if CONV_HAVE_AVX2
     if (fastnn_conv_use_avx2()) {
-        direct_avx2_forward(&p, x, w, bias, relu, y, conv_align(work), conv_threads(nthreads));
+        direct_avx2_forward(&p, x, w, bias, relu, y, pool, argmax, conv_align(work),
+                            conv_threads(nthreads));
         return;
     }
 #endif
-    direct_portable_forward(&p, x, w, bias, relu, y, conv_align(work), conv_threads(nthreads));
+    direct_portable_forward(&p, x, w, bias, relu, y, pool, argmax, conv_align(work),
+                            conv_threads(nthreads));
 #else
-    (void)s; (void)x; (void)w; (void)bias; (void)relu; (void)y; (void)work; (void)nthreads;
+    (void)s; (void)x; (void)w; (void)bias; (void)relu; (void)y; (void)pool; (void)argmax;
+    (void)work; (void)nthreads;
 #endif
 }
 
 void fastnn_direct_backward(const fastnn_direct_shape *s, const float *x, const float *y,
-                            const float *dy, int relu, float *dw, float *db, float *work,
-                            int nthreads)
+                            const float *dy, int relu, int pool, const int *argmax, float *dw,
+                            float *db, float *work, int nthreads)
 {
 #if CONV_HAVE_VECTORS
     direct_plan p;
     direct_make_plan(s, &p);
 #if CONV_HAVE_AVX2
     if (fastnn_conv_use_avx2()) {
-        direct_avx2_backward(&p, x, y, dy, relu, dw, db, conv_align(work),
+        direct_avx2_backward(&p, x, y, dy, relu, pool, argmax, dw, db, conv_align(work),
                              conv_threads(nthreads));
         return;
     }
 #endif
-    direct_portable_backward(&p, x, y, dy, relu, dw, db, conv_align(work),
+    direct_portable_backward(&p, x, y, dy, relu, pool, argmax, dw, db, conv_align(work),
                              conv_threads(nthreads));
 #else
-    (void)s; (void)x; (void)y; (void)dy; (void)relu; (void)dw; (void)db; (void)work;
-    (void)nthreads;
+    (void)s; (void)x; (void)y; (void)dy; (void)relu; (void)pool; (void)argmax; (void)dw;
+    (void)db; (void)work; (void)nthreads;
 #endif
 }

@@ -26,15 +26,23 @@ typedef struct {
     int pad;            /* zero padding on every side */
 } fastnn_direct_shape;
 
-size_t fastnn_direct_forward_floats(const fastnn_direct_shape *s, int nthreads);
+/* y = conv(x, w) + bias, ReLU'd when relu. With pool = k > 0, the k x k max-pool (stride k,
+   no padding) of that instead: y (N, Co, Ho/k, Wo/k) and argmax, each maximum's index in its
+   Ho x Wo plane (the first maximum in window order; NaN wins), as the reference's
+   maxpool2d_forward would give; the convolution's output never leaves the cache. */
+size_t fastnn_direct_forward_floats(const fastnn_direct_shape *s, int pool, int nthreads);
 void fastnn_direct_forward(const fastnn_direct_shape *s, const float *x, const float *w,
-                           const float *bias, int relu, float *y, float *work, int nthreads);
+                           const float *bias, int relu, float *y, int pool, int *argmax,
+                           float *work, int nthreads);
 
-/* dW and db only; dy is masked with y > 0 when relu (y may be NULL otherwise). */
+/* dW and db only. pool == 0: dy is the gradient at the convolution's output, masked with
+   y > 0 when relu (y may be NULL otherwise). pool = k > 0: y, dy and argmax are the pooled
+   output, its gradient and the forward pass's argmax (entries outside their window are
+   ignored); the gradient goes to each window's argmax where y > 0 (when relu). */
 size_t fastnn_direct_backward_floats(const fastnn_direct_shape *s, int nthreads);
 void fastnn_direct_backward(const fastnn_direct_shape *s, const float *x, const float *y,
-                            const float *dy, int relu, float *dw, float *db, float *work,
-                            int nthreads);
+                            const float *dy, int relu, int pool, const int *argmax, float *dw,
+                            float *db, float *work, int nthreads);
 
 #ifdef __cplusplus
 }

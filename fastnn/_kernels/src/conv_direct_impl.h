@@ -129,13 +129,83 @@ WTARGET static void WN(pad_input)(const direct_plan *p, const float *x, int n, f
                sizeof(float) * p->s.w);
 }
 
+/* Max-pool rows [0, ph) of one plane (rows wo floats apart) with k x k windows, stride k, into
+   out (ph x pw) and arg (each maximum's index in the plane). The first maximum in row-major
+   window order wins and NaN wins over numbers, as the reference's np.argmax. */
+WTARGET static void WN(pool_plane)(const float *src, int wo, int k, int ph, int pw, float *out,
+                                   int *arg)
+{
+    int r, c, i, j;
+    for (r = 0; r < ph; r++) {
+        c = 0;
+#if WN_AVX2
+        if (k == 2 && pw >= 8) {
+            const __m256i lanes2 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+            for (; c < pw; c += 8) {
+                if (c + 8 > pw)
+                    c = pw - 8;   /* the last block overlaps the one before: same values */
+                const float *r0 = src + (size_t)(2 * r) * wo + 2 * c, *r1 = r0 + wo;
+                __m256 a0 = _mm256_loadu_ps(r0), a1 = _mm256_loadu_ps(r0 + 8);
+                __m256 b0 = _mm256_loadu_ps(r1), b1 = _mm256_loadu_ps(r1 + 8);
+                /* even and odd columns, in window order (r0, 2c), (r0, 2c+1), (r1, ...) */
+                __m256 win[4];
+                __m256 best, take;
+                __m256i off = _mm256_setzero_si256();
+                int t;
+                win[0] = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                    _mm256_castps_pd(_mm256_shuffle_ps(a0, a1, 0x88)), 0xD8));
+                win[1] = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                    _mm256_castps_pd(_mm256_shuffle_ps(a0, a1, 0xDD)), 0xD8));
+                win[2] = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                    _mm256_castps_pd(_mm256_shuffle_ps(b0, b1, 0x88)), 0xD8));
+                win[3] = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                    _mm256_castps_pd(_mm256_shuffle_ps(b0, b1, 0xDD)), 0xD8));
+                best = win[0];
+                for (t = 1; t < 4; t++) {
+                    int o = (t >> 1) * wo + (t & 1);
+                    take = _mm256_or_ps(_mm256_cmp_ps(win[t], best, _CMP_GT_OQ),
+                                        _mm256_and_ps(_mm256_cmp_ps(win[t], win[t], _CMP_UNORD_Q),
+                                                      _mm256_cmp_ps(best, best, _CMP_ORD_Q)));
+                    best = _mm256_blendv_ps(best, win[t], take);
+                    off = _mm256_castps_si256(_mm256_blendv_ps(
+                        _mm256_castsi256_ps(off), _mm256_castsi256_ps(_mm256_set1_epi32(o)), take));
+                }
+                _mm256_storeu_ps(out + (size_t)r * pw + c, best);
+                _mm256_storeu_si256((__m256i *)(arg + (size_t)r * pw + c), _mm256_add_epi32(
+                    _mm256_add_epi32(_mm256_set1_epi32(2 * r * wo + 2 * c), lanes2), off));
+            }
+        }
+#endif
+        for (; c < pw; c++) {
+            int at = k * r * wo + k * c, bi = at;
+            float best = src[at];
+            for (i = 0; i < k; i++)
+                for (j = 0; j < k; j++) {
+                    int q = at + i * wo + j;
+                    float v = src[q];
+                    if (v > best || (v != v && best == best)) {
+                        best = v;
+                        bi = q;
+                    }
+                }
+            out[(size_t)r * pw + c] = best;
+            arg[(size_t)r * pw + c] = bi;
+        }
+    }
+}
+
+/* pool == 0: y = conv(x) (+ bias, ReLU). pool = k > 0: the k x k max-pool (stride k) of that
+   instead, into y (N, Co, Ho/k, Wo/k) and argmax (index into each Ho x Wo plane); the
+   convolution's output stays in a per-thread buffer in cache. */
 WTARGET static void WN(forward)(const direct_plan *p, const float *x, const float *w,
-                                const float *bias, int relu, float *y, float *work, int nthreads)
+                                const float *bias, int relu, float *y, int pool, int *argmax,
+                                float *work, int nthreads)
 {
     float *wb = work;                          /* [cop][taps], zero-padded channels */
     float *bb = wb + p->wb_floats;             /* [cop] */
     float *thread_base = bb + p->bb_floats;
     size_t plane = (size_t)p->ho * p->wo;
+    int ph = pool ? p->ho / pool : 0, pw = pool ? p->wo / pool : 0;
     int n, o;
     memset(wb, 0, sizeof(float) * (p->wb_floats + p->bb_floats));
     memcpy(wb, w, sizeof(float) * (size_t)p->s.co * p->taps);
@@ -146,12 +216,13 @@ WTARGET static void WN(forward)(const direct_plan *p, const float *x, const floa
 #endif
     for (n = 0; n < p->s.n; n++) {
         float *xp = thread_base + (size_t)conv_thread_num() * p->fwd_thread_floats;
-        int oh, o0, v0;
+        float *ys = pool ? xp + p->xp_floats : y + (size_t)n * p->s.co * plane;
+        int oh, o0, v0, c;
         WN(pad_input)(p, x, n, xp);
         for (oh = 0; oh < p->ho; oh++)
             for (o0 = 0; o0 < p->s.co; o0 += p->cb) {
                 int nch = p->s.co - o0 < p->cb ? p->s.co - o0 : p->cb;
-                float *yrow = y + ((size_t)n * p->s.co + o0) * plane + (size_t)oh * p->wo;
+                float *yrow = ys + (size_t)o0 * plane + (size_t)oh * p->wo;
                 for (v0 = 0; v0 < p->nv; v0 += p->vc) {
                     int vc = p->nv - v0 < p->vc ? p->nv - v0 : p->vc;
                     WN(dfwd)(p, vc, xp + (size_t)oh * p->wp + 8 * v0, wb + (size_t)o0 * p->taps,
@@ -159,9 +230,18 @@ WTARGET static void WN(forward)(const direct_plan *p, const float *x, const floa
                              p->wo - 8 * v0);
                 }
             }
+        if (pool)
+            for (c = 0; c < p->s.co; c++) {
+                size_t at = ((size_t)n * p->s.co + c) * ph * pw;
+                WN(pool_plane)(ys + c * plane, p->wo, pool, ph, pw, y + at, argmax + at);
+            }
     }
 }
 
+/* The gradient at the convolution's output for channels o0 .. o0 + nch - 1 of sample n when
+   a k x k max-pool followed it: zero except at each window's argmax, which gets the pooled
+   gradient dyp (where the pooled output yp > 0, when relu). Into g as mask_grad; the sums into
+   lane 0 of dbv. Argmax values outside their window are skipped. */
 /* The gradient of channels o0 .. o0 + nch - 1 of sample n, masked by y > 0 when relu, into g
    ([gcb][ho][wo8], zero beyond the real columns and channels); their sums added into dbv. */
 WTARGET static void WN(mask_grad)(const direct_plan *p, const float *y, const float *dy,
@@ -203,9 +283,101 @@ static inline float WN(hsum)(const float *v)
     return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }
 
+WTARGET static void WN(scatter_grad)(const direct_plan *p, const float *yp, const int *argmax,
+                                     const float *dyp, int relu, int n, int o0, int nch, int k,
+                                     float *g, float *dbv)
+{
+    int ph = p->ho / k, pw = p->wo / k, c, r, q, i;
+    memset(g, 0, sizeof(float) * p->g_floats);
+    for (c = 0; c < nch; c++) {
+        size_t at = ((size_t)n * p->s.co + o0 + c) * ph * pw;
+        float *gc = g + (size_t)c * p->ho * p->wo8;
+        float sum = 0.0f;
+        for (r = 0; r < ph; r++) {
+            q = 0;
+#if WN_AVX2
+            if (k == 2 && pw >= 8) {
+                const __m256i lanes2 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+                const __m256i wo_ = _mm256_set1_epi32(p->wo);
+                __m256 acc = _mm256_setzero_ps();
+                int done = 0;
+                for (; q < pw; q += 8) {
+                    size_t pq = at + (size_t)r * pw;
+                    __m256 d, e0, o0v, e1, o1, lo, hi;
+                    __m256i off;
+                    if (q + 8 > pw)
+                        q = pw - 8;   /* overlaps the block before: same stores, not summed */
+                    d = _mm256_loadu_ps(dyp + pq + q);
+                    if (relu)
+                        d = _mm256_and_ps(d, _mm256_cmp_ps(_mm256_loadu_ps(yp + pq + q),
+                                                           _mm256_setzero_ps(), _CMP_GT_OQ));
+                    /* argmax - the window's first index: 0, 1, wo or wo + 1 */
+                    off = _mm256_sub_epi32(
+                        _mm256_loadu_si256((const __m256i *)(argmax + pq + q)),
+                        _mm256_add_epi32(_mm256_set1_epi32(2 * r * p->wo + 2 * q), lanes2));
+                    e0 = _mm256_and_ps(d, _mm256_castsi256_ps(
+                        _mm256_cmpeq_epi32(off, _mm256_setzero_si256())));
+                    o0v = _mm256_and_ps(d, _mm256_castsi256_ps(
+                        _mm256_cmpeq_epi32(off, _mm256_set1_epi32(1))));
+                    e1 = _mm256_and_ps(d, _mm256_castsi256_ps(_mm256_cmpeq_epi32(off, wo_)));
+                    o1 = _mm256_and_ps(d, _mm256_castsi256_ps(
+                        _mm256_cmpeq_epi32(off, _mm256_add_epi32(wo_, _mm256_set1_epi32(1)))));
+                    /* interleave even and odd columns back: row 2r, then row 2r + 1 */
+                    lo = _mm256_unpacklo_ps(e0, o0v);
+                    hi = _mm256_unpackhi_ps(e0, o0v);
+                    _mm256_storeu_ps(gc + (size_t)(2 * r) * p->wo8 + 2 * q,
+                                     _mm256_permute2f128_ps(lo, hi, 0x20));
+                    _mm256_storeu_ps(gc + (size_t)(2 * r) * p->wo8 + 2 * q + 8,
+                                     _mm256_permute2f128_ps(lo, hi, 0x31));
+                    lo = _mm256_unpacklo_ps(e1, o1);
+                    hi = _mm256_unpackhi_ps(e1, o1);
+                    _mm256_storeu_ps(gc + (size_t)(2 * r + 1) * p->wo8 + 2 * q,
+                                     _mm256_permute2f128_ps(lo, hi, 0x20));
+                    _mm256_storeu_ps(gc + (size_t)(2 * r + 1) * p->wo8 + 2 * q + 8,
+                                     _mm256_permute2f128_ps(lo, hi, 0x31));
+                    /* what was placed, each window once: lanes before `done` were summed */
+                    d = _mm256_or_ps(_mm256_or_ps(e0, o0v), _mm256_or_ps(e1, o1));
+                    d = _mm256_and_ps(d, _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+                        _mm256_add_epi32(_mm256_set1_epi32(q),
+                                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
+                        _mm256_set1_epi32(done - 1))));
+                    acc = _mm256_add_ps(acc, d);
+                    done = q + 8;
+                }
+                {
+                    float lanes[8];
+                    _mm256_storeu_ps(lanes, acc);
+                    sum += WN(hsum)(lanes);
+                }
+                continue;
+            }
+#endif
+            for (; q < pw; q++) {
+                size_t pq = at + (size_t)r * pw + q;
+                /* argmax = (k r + i) * wo + k q + j, with i, j in [0, k) */
+                int off = argmax[pq] - k * r * p->wo - k * q;
+                if (relu && !(yp[pq] > 0.0f))
+                    continue;
+                if (off < 0)
+                    continue;
+                for (i = 0; i < k && off >= p->wo; i++)
+                    off -= p->wo;
+                if (i >= k || off >= k)
+                    continue;
+                gc[(size_t)(k * r + i) * p->wo8 + k * q + off] += dyp[pq];
+                sum += dyp[pq];
+            }
+        }
+        dbv[8 * c] += sum;
+    }
+}
+
+/* pool == 0: dW and db from dy at the convolution's output (masked by y > 0 when relu).
+   pool = k > 0: from the gradient dy of the k x k max-pool that followed it, whose output y
+   and argmax the forward pass gave. */
 WTARGET static void WN(backward)(const direct_plan *p, const float *x, const float *y,
-                                 const float *dy, int relu, float *dw, float *db, float *work,
-                                 int nthreads)
+                                 const float *dy, int relu, int pool, const int *argmax,
+                                 float *dw, float *db, float *work, int nthreads)
 {
     float *acc = work;                         /* [block][tap block][gcb][tb] vectors */
     float *dbv = acc + p->acc_floats;          /* [block][gcb] vectors */
@@ -230,7 +402,11 @@ WTARGET static void WN(backward)(const direct_plan *p, const float *x, const flo
             for (b = b0; b < b1; b++) {
                 int o0 = b * p->gcb;
                 int nch = p->s.co - o0 < p->gcb ? p->s.co - o0 : p->gcb;
-                WN(mask_grad)(p, y, dy, relu, n, o0, nch, g, dbv + (size_t)b * p->gcb * 8);
+                if (pool)
+                    WN(scatter_grad)(p, y, argmax, dy, relu, n, o0, nch, pool, g,
+                                     dbv + (size_t)b * p->gcb * 8);
+                else
+                    WN(mask_grad)(p, y, dy, relu, n, o0, nch, g, dbv + (size_t)b * p->gcb * 8);
                 for (tb = 0; tb < p->tapsp / p->tb; tb++)
                     WN(dwk)(p, g, (ptrdiff_t)p->ho * p->wo8, xp, toff + tb * p->tb,
                             acc + ((size_t)b * p->tapsp + (size_t)tb * p->tb) * p->gcb * 8);

@@ -33,6 +33,9 @@ typedef struct {
     /* backward: shared by the threads, chunks of `bchunk` samples */
     int bchunk;
     size_t bxb_floats, bgb_floats, bv_floats, bz_floats;
+    /* a max-pool after the convolution: per thread (forward) or sample (backward) scratch */
+    int pool;
+    size_t pool_floats;
 } wino_plan;
 
 #define round16 conv_round16
@@ -56,7 +59,7 @@ static int wino_chunk(size_t budget, size_t per_sample, int n)
     return chunk > n ? n : chunk;
 }
 
-static void wino_make_plan(const fastnn_wino_shape *s, wino_plan *p)
+static void wino_make_plan(const fastnn_wino_shape *s, int pool, wino_plan *p)
 {
     size_t tiles;
     p->s = *s;
@@ -79,7 +82,9 @@ static void wino_make_plan(const fastnn_wino_shape *s, wino_plan *p)
     p->xb_floats = p->xb_sample > p->yb_sample ? p->xb_sample : p->yb_sample;
     p->v_floats = round16(64 * p->chunk * tiles * p->cp);
     p->m_floats = round16(64 * p->chunk * tiles * p->kp);
-    p->fwd_thread_floats = p->xb_floats + p->v_floats + p->m_floats;
+    p->pool = pool;
+    p->pool_floats = pool ? conv_round16((size_t)3 * 8 * (p->ho / pool) * (p->wo / pool)) : 0;
+    p->fwd_thread_floats = p->xb_floats + p->v_floats + p->m_floats + p->pool_floats;
 
     p->bchunk = wino_chunk(WINO_BWD_CHUNK_FLOATS, 64 * tiles * (2 * p->cp + p->kp), s->n);
     p->bxb_floats = p->bchunk * p->xb_sample;
@@ -110,59 +115,61 @@ static void wino_make_plan(const fastnn_wino_shape *s, wino_plan *p)
 
 #endif
 
-size_t fastnn_wino_forward_floats(const fastnn_wino_shape *s, int nthreads)
+size_t fastnn_wino_forward_floats(const fastnn_wino_shape *s, int pool, int nthreads)
 {
     wino_plan p;
-    wino_make_plan(s, &p);
+    wino_make_plan(s, pool, &p);
     return CONV_ALIGN_SLACK + p.u_floats + round16(p.kp)
         + (size_t)conv_threads(nthreads) * p.fwd_thread_floats;
 }
 
-size_t fastnn_wino_backward_floats(const fastnn_wino_shape *s, int nthreads)
+size_t fastnn_wino_backward_floats(const fastnn_wino_shape *s, int pool, int nthreads)
 {
     wino_plan p;
-    wino_make_plan(s, &p);
+    wino_make_plan(s, pool, &p);
     (void)nthreads;   /* the backward pass's buffers are shared by its threads */
     return CONV_ALIGN_SLACK + 2 * p.u_floats + round16((size_t)p.bchunk * p.kp) + p.bxb_floats
-        + p.bgb_floats + 2 * p.bv_floats + p.bz_floats;
+        + p.bgb_floats + 2 * p.bv_floats + p.bz_floats + (size_t)p.bchunk * p.pool_floats;
 }
 
 void fastnn_wino_forward(const fastnn_wino_shape *s, const float *x, const float *w,
-                         const float *bias, int relu, float *y, float *work, int nthreads)
+                         const float *bias, int relu, float *y, int pool, int *argmax,
+                         float *work, int nthreads)
 {
 #if CONV_HAVE_VECTORS
     wino_plan p;
     int nt = conv_threads(nthreads);
-    wino_make_plan(s, &p);
+    wino_make_plan(s, pool, &p);
 #if CONV_HAVE_AVX2
     if (fastnn_conv_use_avx2()) {
-        wino_avx2_forward(&p, x, w, bias, relu, y, conv_align(work), nt);
+        wino_avx2_forward(&p, x, w, bias, relu, y, pool, argmax, conv_align(work), nt);
         return;
     }
 #endif
-    wino_portable_forward(&p, x, w, bias, relu, y, conv_align(work), nt);
+    wino_portable_forward(&p, x, w, bias, relu, y, pool, argmax, conv_align(work), nt);
 #else
-    (void)s; (void)x; (void)w; (void)bias; (void)relu; (void)y; (void)work; (void)nthreads;
+    (void)s; (void)x; (void)w; (void)bias; (void)relu; (void)y; (void)pool; (void)argmax;
+    (void)work; (void)nthreads;
 #endif
 }
 
 void fastnn_wino_backward(const fastnn_wino_shape *s, const float *x, const float *w,
-                          const float *y, const float *dy, int relu, float *dx, float *dw,
-                          float *db, float *work, int nthreads)
+                          const float *y, const float *dy, int relu, int pool, const int *argmax,
+                          float *dx, float *dw, float *db, float *work, int nthreads)
 {
 #if CONV_HAVE_VECTORS
     wino_plan p;
     int nt = conv_threads(nthreads);
-    wino_make_plan(s, &p);
+    wino_make_plan(s, pool, &p);
 #if CONV_HAVE_AVX2
     if (fastnn_conv_use_avx2()) {
-        wino_avx2_backward(&p, x, w, y, dy, relu, dx, dw, db, conv_align(work), nt);
+        wino_avx2_backward(&p, x, w, y, dy, relu, pool, argmax, dx, dw, db, conv_align(work), nt);
         return;
     }
 #endif
-    wino_portable_backward(&p, x, w, y, dy, relu, dx, dw, db, conv_align(work), nt);
+    wino_portable_backward(&p, x, w, y, dy, relu, pool, argmax, dx, dw, db, conv_align(work), nt);
 #else
-    (void)s; (void)x; (void)w; (void)y; (void)dy; (void)relu; (void)dx; (void)dw; (void)db;
-    (void)work; (void)nthreads;
+    (void)s; (void)x; (void)w; (void)y; (void)dy; (void)relu; (void)pool; (void)argmax;
+    (void)dx; (void)dw; (void)db; (void)work; (void)nthreads;
 #endif
 }

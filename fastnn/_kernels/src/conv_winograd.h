@@ -30,15 +30,23 @@ typedef struct {
     int co, pad;       /* output channels, zero padding on every side */
 } fastnn_wino_shape;
 
-size_t fastnn_wino_forward_floats(const fastnn_wino_shape *s, int nthreads);
+/* y = conv(x, w) + bias, ReLU'd when relu. With pool = k > 0, the k x k max-pool (stride k)
+   of that instead: y (N, Co, Ho/k, Wo/k) and argmax (each maximum's index in its Ho x Wo
+   plane; the first maximum in window order, NaN wins), as the reference's maxpool2d_forward;
+   the convolution's output never leaves the cache. */
+size_t fastnn_wino_forward_floats(const fastnn_wino_shape *s, int pool, int nthreads);
 void fastnn_wino_forward(const fastnn_wino_shape *s, const float *x, const float *w,
-                         const float *bias, int relu, float *y, float *work, int nthreads);
+                         const float *bias, int relu, float *y, int pool, int *argmax,
+                         float *work, int nthreads);
 
-/* dy is masked with y > 0 when relu (y may be NULL otherwise); dx may be NULL (not wanted). */
-size_t fastnn_wino_backward_floats(const fastnn_wino_shape *s, int nthreads);
+/* pool == 0: dy is the gradient at the convolution's output, masked with y > 0 when relu (y
+   may be NULL otherwise). pool = k > 0: y, dy and argmax are the pooled output, its gradient
+   and the forward pass's argmax; the gradient goes to each window's argmax where y > 0 (when
+   relu). dx may be NULL (not wanted). */
+size_t fastnn_wino_backward_floats(const fastnn_wino_shape *s, int pool, int nthreads);
 void fastnn_wino_backward(const fastnn_wino_shape *s, const float *x, const float *w,
-                          const float *y, const float *dy, int relu, float *dx, float *dw,
-                          float *db, float *work, int nthreads);
+                          const float *y, const float *dy, int relu, int pool, const int *argmax,
+                          float *dx, float *dw, float *db, float *work, int nthreads);
 
 #ifdef __cplusplus
 }

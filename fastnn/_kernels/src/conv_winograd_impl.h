@@ -474,12 +474,72 @@ WTARGET static void WN(sample_input)(const wino_plan *p, const float *x, int n, 
         }
 }
 
-/* M rows [t0, t0 + th*tw) -> yb (one sample) -> y[n] (NCHW), plus bias, ReLU'd. */
+/* ---- a k x k max-pool (stride k) on channel-blocked planes -------------------------------- */
+
+/* The ho x wo plane of vectors at src -> pooled vectors out[ph][pw] and, as int bits, each
+   maximum's index in the plane (the first maximum in window order; NaN wins, as np.argmax). */
+WTARGET static void WN(pool_blocked)(const float *src, int wo, int k, int ph, int pw, float *out,
+                                     float *arg)
+{
+    int r, c, i, j;
+    for (r = 0; r < ph; r++)
+        for (c = 0; c < pw; c++) {
+            int at = k * r * wo + k * c;
+            v8 best = vload(src + (size_t)at * 8);
+            v8i bi = (v8i){at, at, at, at, at, at, at, at};
+            for (i = 0; i < k; i++)
+                for (j = 0; j < k; j++) {
+                    int q = at + i * wo + j;
+                    v8 v = vload(src + (size_t)q * 8);
+                    v8i take = (v > best) | ((v != v) & (best == best));
+                    if (i == 0 && j == 0)
+                        continue;
+                    best = (v8)(((v8i)v & take) | ((v8i)best & ~take));
+                    bi = (bi & ~take) | ((v8i){q, q, q, q, q, q, q, q} & take);
+                }
+            vstore(out + ((size_t)r * pw + c) * 8, best);
+            vstore(arg + ((size_t)r * pw + c) * 8, (v8)bi);
+        }
+}
+
+/* The gradient at the convolution's output (ho x wo vectors into g, zero outside the windows'
+   maxima) from the pooled gradient dyp, the pooled output yp (its > 0 mask when relu) and the
+   argmax (int bits), all ph x pw vectors; the lanes' sums of what it placed into sums. */
+WTARGET static void WN(unpool_blocked)(const float *dyp, const float *yp, const float *arg,
+                                       int relu, int wo, int k, int ph, int pw, float *g,
+                                       size_t plane, float *sums)
+{
+    v8 sum = vzero();
+    int r, c, i, j;
+    memset(g, 0, sizeof(float) * plane * 8);
+    for (r = 0; r < ph; r++)
+        for (c = 0; c < pw; c++) {
+            size_t pq = ((size_t)r * pw + c) * 8;
+            v8 d = vload(dyp + pq);
+            v8i a = (v8i)vload(arg + pq);
+            int at = k * r * wo + k * c;
+            if (relu)
+                d = (v8)((v8i)d & (vload(yp + pq) > vzero()));
+            sum += d;
+            for (i = 0; i < k; i++)
+                for (j = 0; j < k; j++) {
+                    int q = at + i * wo + j;
+                    v8i hit = a == (v8i){q, q, q, q, q, q, q, q};
+                    vstore(g + (size_t)q * 8, (v8)((v8i)d & hit));
+                }
+        }
+    vstore(sums, sum);
+}
+
+/* M rows [t0, t0 + th*tw) -> yb (one sample) -> y[n] (NCHW), plus bias, ReLU'd. With
+   pool = k > 0, y and argmax get the k x k max-pool of that instead (pb: scratch for it). */
 WTARGET static void WN(sample_output)(const wino_plan *p, const float *M, int t0,
-                                      const float *bias, int relu, float *yb, float *y, int n)
+                                      const float *bias, int relu, float *yb, float *y, int n,
+                                      int pool, int *argmax, float *pb)
 {
     size_t plane = (size_t)p->ho * p->wo;
     ptrdiff_t rs = (ptrdiff_t)p->wo * 8;
+    int ph = pool ? p->ho / pool : 0, pw = pool ? p->wo / pool : 0;
     int kb, ty, tx;
     for (kb = 0; kb < p->kb; kb++) {
         float *ybk = yb + (size_t)kb * plane * 8;
@@ -492,25 +552,47 @@ WTARGET static void WN(sample_output)(const wino_plan *p, const float *M, int t0
                 WN(output_tile)(M + (ptrdiff_t)t * 64 * p->kp + 8 * kb, p->kp, bias + 8 * kb, relu,
                                 rows, cols, ybk + (4 * ty) * rs + 32 * tx, rs);
             }
-        WN(from_blocked)(ybk, (int)plane, nl, y + ((size_t)n * p->s.co + 8 * kb) * plane,
-                         (ptrdiff_t)plane);
+        if (pool) {
+            size_t pplane = (size_t)ph * pw, at = ((size_t)n * p->s.co + 8 * kb) * pplane;
+            WN(pool_blocked)(ybk, p->wo, pool, ph, pw, pb, pb + pplane * 8);
+            WN(from_blocked)(pb, (int)pplane, nl, y + at, (ptrdiff_t)pplane);
+            WN(from_blocked)(pb + pplane * 8, (int)pplane, nl, (float *)(argmax + at),
+                             (ptrdiff_t)pplane);
+        } else {
+            WN(from_blocked)(ybk, (int)plane, nl, y + ((size_t)n * p->s.co + 8 * kb) * plane,
+                             (ptrdiff_t)plane);
+        }
     }
 }
 
 /* dy[n] (masked by y > 0 when relu) -> gb (one sample) -> Z rows [t0, t0 + th*tw); the
-   sample's per-channel sums of the masked gradient into dbs[Kp]. */
+   sample's per-channel sums of the masked gradient into dbs[Kp]. With pool = k > 0, y and dy
+   are the k x k max-pool's output and gradient and argmax its argmax: the gradient goes to
+   each window's maximum (pb: scratch). */
 WTARGET static void WN(sample_grad)(const wino_plan *p, const float *y, const float *dy,
-                                    int relu, int n, float *gb, float *Z, int t0, float *dbs)
+                                    int relu, int n, float *gb, float *Z, int t0, float *dbs,
+                                    int pool, const int *argmax, float *pb)
 {
     size_t plane = (size_t)p->ho * p->wo;
     ptrdiff_t rs = (ptrdiff_t)p->wo * 8;
+    int ph = pool ? p->ho / pool : 0, pw = pool ? p->wo / pool : 0;
     int kb, ty, tx;
     for (kb = 0; kb < p->kb; kb++) {
         float *gbk = gb + (size_t)kb * plane * 8;
-        size_t off = ((size_t)n * p->s.co + 8 * kb) * plane;
         int nl = p->s.co - 8 * kb < 8 ? p->s.co - 8 * kb : 8;
-        WN(grad_to_blocked)(dy + off, y + off, (ptrdiff_t)plane, nl, (int)plane, relu, gbk,
-                            dbs + 8 * kb);
+        if (pool) {
+            size_t pplane = (size_t)ph * pw, at = ((size_t)n * p->s.co + 8 * kb) * pplane;
+            float *dpb = pb, *ypb = pb + pplane * 8, *apb = pb + 2 * pplane * 8;
+            WN(to_blocked)(dy + at, (ptrdiff_t)pplane, nl, (int)pplane, dpb);
+            WN(to_blocked)(y + at, (ptrdiff_t)pplane, nl, (int)pplane, ypb);
+            WN(to_blocked)((const float *)(argmax + at), (ptrdiff_t)pplane, nl, (int)pplane, apb);
+            WN(unpool_blocked)(dpb, ypb, apb, relu, p->wo, pool, ph, pw, gbk, plane,
+                               dbs + 8 * kb);
+        } else {
+            size_t off = ((size_t)n * p->s.co + 8 * kb) * plane;
+            WN(grad_to_blocked)(dy + off, y + off, (ptrdiff_t)plane, nl, (int)plane, relu, gbk,
+                                dbs + 8 * kb);
+        }
         for (ty = 0; ty < p->th; ty++)
             for (tx = 0; tx < p->tw; tx++) {
                 int t = t0 + ty * p->tw + tx;
@@ -552,7 +634,8 @@ WTARGET static void WN(sample_dinput)(const wino_plan *p, const float *dV, int t
 
 /* Each thread takes whole chunks of samples: transform, 64 GEMMs, transform back. */
 WTARGET static void WN(forward)(const wino_plan *p, const float *x, const float *w,
-                                const float *bias, int relu, float *y, float *work, int nthreads)
+                                const float *bias, int relu, float *y, int pool, int *argmax,
+                                float *work, int nthreads)
 {
     float *U = work;
     float *bias8 = U + p->u_floats;             /* bias, zero-padded to Kp */
@@ -567,6 +650,7 @@ WTARGET static void WN(forward)(const wino_plan *p, const float *x, const float 
         float *xb = thread_base + (size_t)conv_thread_num() * p->fwd_thread_floats;
         float *V = xb + p->xb_floats;
         float *M = V + p->v_floats;
+        float *pb = M + p->m_floats;
         int chunk;
         WN(transform_weights)(p, w, U, 0);
 #ifdef _OPENMP
@@ -583,7 +667,7 @@ WTARGET static void WN(forward)(const wino_plan *p, const float *x, const float 
                          U + (size_t)f * p->cp * p->kp, p->kp, M + (size_t)f * p->kp,
                          64 * p->kp, 0);
             for (s = 0; s < ns; s++)   /* xb is free again: it holds the output blocks */
-                WN(sample_output)(p, M, s * per, bias8, relu, xb, y, n0 + s);
+                WN(sample_output)(p, M, s * per, bias8, relu, xb, y, n0 + s, pool, argmax, pb);
         }
     }
 }
@@ -593,8 +677,9 @@ WTARGET static void WN(forward)(const wino_plan *p, const float *x, const float 
    transform dV back onto dX. Each dU[f] is summed by one thread in chunk order, so the result
    does not depend on the thread count. */
 WTARGET static void WN(backward)(const wino_plan *p, const float *x, const float *w,
-                                 const float *y, const float *dy, int relu, float *dx, float *dw,
-                                 float *db, float *work, int nthreads)
+                                 const float *y, const float *dy, int relu, int pool,
+                                 const int *argmax, float *dx, float *dw, float *db, float *work,
+                                 int nthreads)
 {
     float *UT = work;
     float *dU = UT + p->u_floats;
@@ -604,6 +689,7 @@ WTARGET static void WN(backward)(const wino_plan *p, const float *x, const float
     float *V = gb + p->bgb_floats;
     float *Z = V + p->bv_floats;
     float *dV = Z + p->bz_floats;
+    float *pb = dV + p->bv_floats;                          /* [sample in chunk][pool_floats] */
     int nchunks = (p->s.n + p->bchunk - 1) / p->bchunk, o;
     for (o = 0; o < p->s.co; o++)
         db[o] = 0.0f;
@@ -624,7 +710,8 @@ WTARGET static void WN(backward)(const wino_plan *p, const float *x, const float
             for (s = 0; s < ns; s++) {
                 WN(sample_input)(p, x, n0 + s, xb + (size_t)s * p->xb_sample, V, s * per);
                 WN(sample_grad)(p, y, dy, relu, n0 + s, gb + (size_t)s * p->yb_sample, Z,
-                                s * per, dbs + (size_t)s * p->kp);
+                                s * per, dbs + (size_t)s * p->kp, pool, argmax,
+                                pb + (size_t)s * p->pool_floats);
             }
 #ifdef _OPENMP
 #pragma omp master
