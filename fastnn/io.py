@@ -2,18 +2,23 @@
 
 The header ("__fastnn__", UTF-8 JSON as uint8) gives the format, the fastnn version, the
 architecture (Sequential.config()) and, per parameter, its shape, dtype and SHA-256. Loading
-rebuilds the architecture without allocating weights, checks every member's size against the
-shapes it implies before reading it, then checks shapes, dtypes and digests: a truncated,
-tampered or foreign file raises ValueError, never a crash or a huge allocation.
+rebuilds the architecture without allocating weights, checks every member's size and .npy
+header against the shapes it implies before reading its data (numpy's own reader would
+allocate whatever shape a header claims), then checks the digests: a truncated, tampered or
+foreign file raises ValueError, never a crash or a huge allocation.
 
 Saving writes a temporary file in the target's directory, fsyncs it and renames it over the
 target, so a crash leaves either the old file or the new one, never half of one.
 """
 import hashlib
+import io
 import json
+import lzma
 import math
 import os
+import struct
 import tempfile
+import tokenize
 import zipfile
 import zlib
 
@@ -28,8 +33,13 @@ HEADER = "__fastnn__"
 MAX_HEADER_BYTES = 1 << 20
 # room for the .npy header in front of each array's data
 _NPY_HEADER_SLACK = 4096
+# What reading a damaged zip can raise: a flipped compression method reaches lzma/bz2 or an
+# unsupported method (NotImplementedError), a flipped flag an "encrypted" member (RuntimeError).
 _READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error,
-                UnicodeDecodeError, RecursionError)
+                lzma.LZMAError, struct.error, UnicodeDecodeError, RecursionError,
+                NotImplementedError, RuntimeError, OverflowError)
+_NPY_HEADER_ERRORS = (ValueError, TypeError, KeyError, SyntaxError, tokenize.TokenError,
+                      UnicodeDecodeError, OverflowError, RecursionError)
 
 
 def _check_path(path):
@@ -95,11 +105,8 @@ def load(path, backend=None):
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such model file: {path!r}")
     try:
-        npz = np.load(path, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise ValueError("it is a single .npy array, not a fastnn model (.npz)")
-        with npz:
-            return _load_npz(npz, backend)
+        with Archive(path) as archive:
+            return _load_npz(archive, backend)
     except ValueError as exc:
         raise ValueError(f"{path}: not a valid fastnn model file: {exc}") from None
     except _READ_ERRORS as exc:
@@ -107,21 +114,95 @@ def load(path, backend=None):
                          f"{exc}") from None
 
 
-def _member_size(npz, name):
-    return npz.zip.getinfo(name + ".npy").file_size
+class Archive:
+    """A .npz read one member at a time, each member's size and .npy header checked against
+    what the caller expects before any of its data is read. Errors are ValueError or one of
+    _READ_ERRORS."""
+
+    def __init__(self, path):
+        self.zip = zipfile.ZipFile(path)
+        try:
+            names = self.zip.namelist()
+            if len(names) != len(set(names)):
+                raise ValueError("the archive names a member twice")
+            odd = [n for n in names if not n.endswith(".npy")]
+            if odd:
+                raise ValueError(f"member {odd[0]!r} is not a .npy array")
+            # np.savez stores, savez_compressed deflates; LZMA would size its dictionary from
+            # the file (up to 4 GiB)
+            for info in self.zip.infolist():
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    raise ValueError(f"member {info.filename!r} uses compression method "
+                                     f"{info.compress_type}; only stored and deflated are read")
+            self.files = {n[:-4] for n in names}
+        except BaseException:
+            self.zip.close()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.zip.close()
+
+    def read(self, name, dtype, shape=None, max_bytes=None):
+        """Member `name` as an array of `dtype` (native byte order) and `shape` (or any 1-D
+        shape within max_bytes when shape is None)."""
+        dtype = np.dtype(dtype)
+        if shape is not None:
+            max_bytes = math.prod(shape) * dtype.itemsize
+        info = self.zip.getinfo(name + ".npy")
+        limit = max_bytes + _NPY_HEADER_SLACK
+        if info.file_size > limit:
+            raise ValueError(f"array {name} holds {info.file_size} bytes, expected at most "
+                             f"{max_bytes} of data")
+        with self.zip.open(info) as f:
+            raw = f.read(limit + 1)
+        if len(raw) > limit:
+            raise ValueError(f"array {name} holds more than its declared {info.file_size} bytes")
+        fp = io.BytesIO(raw)
+        version = np.lib.format.read_magic(fp)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"array {name}: .npy format version {version} is not supported")
+        try:
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            found_shape, fortran, found = read_header(fp)
+        except _NPY_HEADER_ERRORS as exc:  # numpy tokenizes the header: garbage raises these
+            raise ValueError(f"array {name} has a damaged .npy header ({type(exc).__name__}: "
+                             f"{exc})") from None
+        if found != dtype:
+            raise ValueError(f"array {name} has dtype {found}, expected {dtype}")
+        found_shape = tuple(found_shape)
+        if shape is not None and found_shape != tuple(shape):
+            raise ValueError(f"array {name} has shape {found_shape}, expected {tuple(shape)}")
+        if shape is None and len(found_shape) != 1:
+            raise ValueError(f"array {name} must be 1-D, got shape {found_shape}")
+        data = raw[fp.tell():]
+        count = math.prod(found_shape)
+        if any(d < 0 for d in found_shape) or len(data) != count * dtype.itemsize:
+            raise ValueError(f"array {name} holds {len(data)} bytes of data, expected "
+                             f"{count * dtype.itemsize} for shape {found_shape}")
+        a = np.frombuffer(data, dtype=dtype, count=count)
+        if fortran:
+            return np.ascontiguousarray(a.reshape(found_shape[::-1]).T)
+        return a.reshape(found_shape).copy()
 
 
-def _load_npz(npz, backend):
-    members = set(npz.files)
-    if HEADER not in members:
-        raise ValueError(f"no {HEADER} header (a .npz, but not one fastnn wrote)")
-    if _member_size(npz, HEADER) > MAX_HEADER_BYTES + _NPY_HEADER_SLACK:
-        raise ValueError("header is implausibly large")
-    blob = npz[HEADER]
-    if blob.dtype != np.uint8 or blob.ndim != 1:
-        raise ValueError("header has the wrong type")
+def read_json_header(archive, name=HEADER):
+    """The UTF-8 JSON object stored as a uint8 member `name`."""
+    if name not in archive.files:
+        raise ValueError(f"no {name} header (a .npz, but not one fastnn wrote)")
+    blob = archive.read(name, np.uint8, max_bytes=MAX_HEADER_BYTES)
     header = json.loads(blob.tobytes().decode("utf-8"))
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
+    if not isinstance(header, dict):
+        raise ValueError(f"{name} header is not a JSON object")
+    return header
+
+
+def _load_npz(archive, backend):
+    header = read_json_header(archive)
+    if header.get("format") != FORMAT:
         raise ValueError("header does not describe a fastnn model")
     if header.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"format version {header.get('format_version')!r} is not supported "
@@ -133,32 +214,32 @@ def _load_npz(npz, backend):
         raise ValueError("header lacks the parameter list")
 
     model = Sequential.from_config(header.get("architecture"), backend=backend, initialize=False)
+    if model.input_shape is not None:
+        model.output_shape(model.input_shape)  # ValueError when it does not fit the layers
     expected = model.param_shapes()
     if set(params) != set(expected):
         raise ValueError(f"parameter list {sorted(params)} does not match the architecture's "
                          f"{sorted(expected)}")
+    members = archive.files
     if members != set(expected) | {HEADER}:
         raise ValueError(f"arrays {sorted(members - {HEADER})} do not match the architecture's "
                          f"parameters {sorted(expected)}")
-    dtype = model.dtype
+    model.load_state_dict(read_arrays(archive, expected, params, model.dtype))
+    return model
+
+
+def read_arrays(archive, shapes, entries, dtype):
+    """{name: array} for every name in `shapes`, each checked against its header entry
+    {"shape", "dtype", "sha256"} and the expected shape and dtype before it is read."""
     arrays = {}
-    for name, shape in expected.items():
-        info = params[name]
+    for name, shape in shapes.items():
+        info = entries[name]
         if not isinstance(info, dict) or info.get("shape") != list(shape) or \
                 info.get("dtype") != dtype.name:
             raise ValueError(f"header entry for {name} ({info!r}) does not match the "
                              f"architecture: shape {shape}, dtype {dtype.name}")
-        nbytes = math.prod(shape) * dtype.itemsize
-        size = _member_size(npz, name)
-        if not nbytes <= size <= nbytes + _NPY_HEADER_SLACK:
-            raise ValueError(f"array {name} holds {size} bytes, expected {nbytes} of data for "
-                             f"shape {shape} {dtype.name}")
-        a = npz[name]
-        if a.shape != shape or a.dtype != dtype:
-            raise ValueError(f"array {name} has shape {a.shape} and dtype {a.dtype}, expected "
-                             f"{shape} {dtype.name}")
+        a = archive.read(name, dtype, shape)
         if _digest(a) != info.get("sha256"):
             raise ValueError(f"array {name} does not match its SHA-256 (the file was changed)")
         arrays[name] = a
-    model.load_state_dict(arrays)
-    return model
+    return arrays

@@ -44,7 +44,7 @@ cdef void _gemm_or_zero(bint transa, bint transb, int M, int N, int K, const flo
                 v = bias[j]
             elif bias_mode == 2:
                 v = bias[i]
-            if relu and not v > 0:
+            if relu and v < 0:  # NaN stays NaN, as in the GEMM epilogue and the reference
                 v = 0
             C[i * ldc + j] = v
 

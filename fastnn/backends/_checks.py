@@ -9,10 +9,16 @@ import operator
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# The compiled kernels index with 32-bit ints: bigger arrays are refused up front, before any
+# allocation, on every backend alike.
+MAX_ELEMENTS = 2**31 - 1
 
 
 def _dtype_name(dtype):
-    return np.dtype(dtype).name
+    dtype = np.dtype(dtype)
+    if not dtype.isnative:  # '>f4' is named float32 too, but it is not one we accept
+        return f"{dtype.name} ({'big' if dtype.byteorder == '>' else 'little'}-endian)"
+    return dtype.name
 
 
 def float_array(name, a, ndim, xp=np):
@@ -150,6 +156,11 @@ def conv_args(x, w, b, stride, padding, xp=np):
                          f"got {tuple(x.shape)}")
     ho = conv_output_size(h, kh, stride, padding, "height")
     wo = conv_output_size(wd, kw, stride, padding, "width")
+    if max(n * co * ho * wo, n * c * (h + 2 * padding) * (wd + 2 * padding)) > MAX_ELEMENTS:
+        raise ValueError(f"padding {padding} with x of shape {tuple(x.shape)} and {co} output "
+                         f"channels makes arrays of more than {MAX_ELEMENTS} elements")
+    # a stride past the padded input gives one output per axis whatever its value: keep it small
+    stride = min(stride, max(h, wd) + 2 * padding)
     return x, w, b, stride, padding, (n, co, ho, wo)
 
 
@@ -162,7 +173,8 @@ def pool_args(x_shape, kernel, stride):
     n, c, h, w = x_shape
     ho = conv_output_size(h, kernel, stride, 0, "height")
     wo = conv_output_size(w, kernel, stride, 0, "width")
-    return kernel, stride, (n, c, ho, wo)
+    # a stride past the input gives one output per axis whatever its value: keep it small
+    return kernel, min(stride, max(h, w)), (n, c, ho, wo)
 
 
 def shape_tuple(name, shape):
