@@ -9,11 +9,15 @@ try:
 except ImportError:  # kernels not built: only the NumPy backend (and its BLAS) can run
     _runtime = None
 
+# More threads than this is a mistake (OpenMP would fail to start them, or run out of memory):
+# refused with ValueError rather than crashing in the first parallel loop.
+MAX_THREADS = 1024
+
 _blas_limiter = None
 
 
 def set_num_threads(n):
-    """Use `n` threads (>= 1) in fastnn's kernels and in the BLAS NumPy calls."""
+    """Use `n` threads (1 to MAX_THREADS) in fastnn's kernels and in the BLAS NumPy calls."""
     global _blas_limiter
     if isinstance(n, bool):
         raise TypeError("n must be an integer, got bool")
@@ -21,8 +25,8 @@ def set_num_threads(n):
         n = operator.index(n)
     except TypeError:
         raise TypeError(f"n must be an integer, got {type(n).__name__}") from None
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"n must be in [1, {MAX_THREADS}], got {n}")
     if _runtime is not None:
         _runtime.set_num_threads(n)
     from threadpoolctl import threadpool_limits

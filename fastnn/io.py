@@ -189,12 +189,16 @@ class Archive:
         return a.reshape(found_shape).copy()
 
 
+def _no_constant(name):
+    raise ValueError(f"the header holds {name}, which fastnn never writes")
+
+
 def read_json_header(archive, name=HEADER):
     """The UTF-8 JSON object stored as a uint8 member `name`."""
     if name not in archive.files:
         raise ValueError(f"no {name} header (a .npz, but not one fastnn wrote)")
     blob = archive.read(name, np.uint8, max_bytes=MAX_HEADER_BYTES)
-    header = json.loads(blob.tobytes().decode("utf-8"))
+    header = json.loads(blob.tobytes().decode("utf-8"), parse_constant=_no_constant)
     if not isinstance(header, dict):
         raise ValueError(f"{name} header is not a JSON object")
     return header
@@ -213,7 +217,11 @@ def _load_npz(archive, backend):
     if not isinstance(params, dict):
         raise ValueError("header lacks the parameter list")
 
-    model = Sequential.from_config(header.get("architecture"), backend=backend, initialize=False)
+    try:
+        model = Sequential.from_config(header.get("architecture"), backend=backend,
+                                       initialize=False)
+    except (TypeError, KeyError, OverflowError) as exc:  # a tampered architecture
+        raise ValueError(f"architecture: {type(exc).__name__}: {exc}") from None
     if model.input_shape is not None:
         model.output_shape(model.input_shape)  # ValueError when it does not fit the layers
     expected = model.param_shapes()

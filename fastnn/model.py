@@ -354,7 +354,8 @@ class Sequential:
             raise ValueError("architecture must be a dict with a 'layers' list")
         built = []
         for i, spec in enumerate(config["layers"]):
-            if not isinstance(spec, dict) or spec.get("type") not in L.LAYER_TYPES:
+            if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) or \
+                    spec["type"] not in L.LAYER_TYPES:
                 raise ValueError(f"layer {i}: unknown layer description {spec!r}")
             kwargs = {k: v for k, v in spec.items() if k != "type"}
             try:

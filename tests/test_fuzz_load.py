@@ -188,6 +188,11 @@ def crafted_cases(data):
         "layer_kwargs_unknown": lambda h: h["architecture"]["layers"][2].update(evil=1),
         "layers_not_list": lambda h: h["architecture"].update(layers={"a": 1}),
         "layer_type_dunder": lambda h: h["architecture"]["layers"][0].update(type="__class__"),
+        "layer_type_dict": lambda h: h["architecture"]["layers"][0].update(type={"a": 1}),
+        "layer_type_list": lambda h: h["architecture"]["layers"][1].update(type=["ReLU"]),
+        "input_shape_infinity": lambda h: h["architecture"].update(input_shape=[float("inf")]),
+        "kernel_size_nan": lambda h: h["architecture"]["layers"][0].update(
+            kernel_size=float("nan")),
         "params_not_dict": lambda h: h.update(params=[1]),
         "param_entry_null": lambda h: h["params"].update({"0.weight": None}),
         "format_version_float": lambda h: h.update(format_version=1.0000001),

@@ -68,6 +68,10 @@ def maxpool_forward(const floating[:, ::1] x, Py_ssize_t height, Py_ssize_t widt
     cdef int threads
     if kernel < 1 or stride < 1 or out_h < 1 or out_w < 1:
         raise ValueError("kernel, stride and the output size must be >= 1")
+    # below 2**31 each, the products checked next cannot overflow
+    if height < 1 or width < 1 or max(height, width, kernel, stride, out_h, out_w) >= 2**31:
+        raise ValueError("height, width, kernel, stride and the output size must be in "
+                         "[1, 2**31)")
     if x.shape[1] != height * width or height * width >= 2**31:
         raise ValueError(f"x planes must hold height*width = {height * width} values (< 2**31)")
     if (out_h - 1) * stride + kernel > height or (out_w - 1) * stride + kernel > width:

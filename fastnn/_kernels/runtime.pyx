@@ -23,8 +23,8 @@ cdef extern from *:
     int fastnn_omp_max_threads() noexcept nogil
     void fastnn_omp_set_threads(int n) noexcept nogil
 
-# omp_get_max_threads() already honours OMP_NUM_THREADS.
-cdef int _num_threads = max(1, fastnn_omp_max_threads())
+# omp_get_max_threads() already honours OMP_NUM_THREADS (capped as fastnn.set_num_threads is).
+cdef int _num_threads = min(max(1, fastnn_omp_max_threads()), 1024)
 
 
 cdef int num_threads() noexcept nogil:
