@@ -40,6 +40,16 @@ def get_state():
 def set_state(state):
     """Restore a state from `get_state()`."""
     global _generator
+    _generator = np.random.Generator(_bit_generator(state))
+    _device_generators.clear()
+
+
+def check_state(state):
+    """ValueError unless `state` is one set_state() accepts (nothing is changed)."""
+    _bit_generator(state)
+
+
+def _bit_generator(state):
     if not isinstance(state, dict) or "bit_generator" not in state:
         raise ValueError("random state must be a dict from fastnn's get_state()")
     name = state["bit_generator"]
@@ -50,10 +60,9 @@ def set_state(state):
     bit_generator = bit_generator_cls()
     try:
         bit_generator.state = state
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
         raise ValueError(f"invalid random state: {exc}") from None
-    _generator = np.random.Generator(bit_generator)
-    _device_generators.clear()
+    return bit_generator
 
 
 def uniform(xp, shape, dtype):

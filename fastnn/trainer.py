@@ -16,7 +16,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _random, backends, callbacks as cb, layers as L, losses
+from . import _random, backends, callbacks as cb, checkpoint as ckpt, layers as L, losses
 from .datasets import train_val_split
 from .model import Sequential
 from .optim import Optimizer
@@ -130,14 +130,17 @@ class Trainer:
     # ---- public API ------------------------------------------------------------------------------
 
     def fit(self, x, y, epochs=1, batch_size=128, *, validation_split=None, validation_data=None,
-            shuffle=True, callbacks=None, verbose=1, progress=None):
+            shuffle=True, callbacks=None, verbose=1, progress=None, checkpoint=None,
+            resume=None):
         """Train for `epochs` passes over (x, y); returns (and keeps in self.history) a History.
 
         x: uint8 images (scaled to [0, 1] inside) or floats, shape (N, ...) matching the model;
         y: integer labels. validation_split (a fraction held out at random) or
         validation_data=(x_val, y_val) adds val_loss and val_accuracy. verbose=0 prints
         nothing, 1 one line per epoch; progress (default: when verbose and on a terminal) shows
-        a tqdm bar.
+        a tqdm bar. checkpoint=PATH saves a checkpoint after every epoch, atomically;
+        resume=PATH continues from one (`epochs` counts from the start of the original run),
+        ending as the uninterrupted run would (see fastnn.checkpoint).
         """
         epochs = _int_arg("epochs", epochs, 1)
         batch_size = _int_arg("batch_size", batch_size, 1)
@@ -170,6 +173,10 @@ class Trainer:
         if progress is None:
             progress = bool(verbose) and sys.stderr.isatty()
 
+        session = ckpt.Session.start(self, checkpoint, resume, x, y, dict(
+            batch_size=batch_size, shuffle=bool(shuffle),
+            validation_split=None if validation_split is None else float(validation_split)))
+
         # ---- preparation: split, convert, move to the backend, bind the optimizer
         if validation_split is not None:
             (x, y), val = train_val_split(x, y, float(validation_split), _random.generator())
@@ -181,8 +188,9 @@ class Trainer:
         if val is not None:
             val = (model.prepare_input(val[0]), self.backend.xp.asarray(val[1]))
         self.optimizer.attach(model)
+        start, done = session.restore(self) if session is not None else (0, None)
         return self._train(xs, ys, val, epochs, batch_size, shuffle, callbacks, verbose,
-                           progress)
+                           progress, start, done, session)
 
     def train_step(self, x, y):
         """One optimizer step on a batch already in the backend's form -- `x` of the model's
@@ -241,7 +249,8 @@ class Trainer:
             raise KeyboardInterrupt
         self._interrupt_requested = True
 
-    def _train(self, x, y, val, epochs, batch_size, shuffle, callbacks, verbose, progress):
+    def _train(self, x, y, val, epochs, batch_size, shuffle, callbacks, verbose, progress,
+               start=0, done_history=None, session=None):
         model, opt, b = self.model, self.optimizer, self.backend
         xp = b.xp
         on_host = xp is np
@@ -262,6 +271,8 @@ class Trainer:
         rng = _random.generator()
 
         history = History()
+        if done_history:  # resumed: the epochs already done
+            history.update((key, list(values)) for key, values in done_history.items())
         self.history = history
         self.stop_training = False
         self._interrupt_requested = False
@@ -270,11 +281,11 @@ class Trainer:
                 signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
         bar = None
-        epoch = done = 0
+        epoch, done = start, 0
         self._call(callbacks, "on_train_begin", self)
         model.set_reuse(True)
         try:
-            for epoch in range(epochs):
+            for epoch in range(start, epochs):
                 self._call(callbacks, "on_epoch_begin", self, epoch)
                 order = xp.asarray(rng.permutation(n)) if shuffle else None
                 bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
@@ -350,6 +361,8 @@ class Trainer:
                 if verbose:
                     self._print_epoch(epoch, epochs, logs, progress)
                 self._call(callbacks, "on_epoch_end", self, epoch, logs)
+                if session is not None:
+                    session.save(self, epoch + 1, history)
                 if self.stop_training:
                     history.stopped_at = {"epoch": epoch + 1, "step": done}
                     break
