@@ -1,12 +1,16 @@
 /* gk_transpose8 for the AVX2 and AVX-512 paths (256-bit shuffles); see gemm_kernel.h.
    Included after GK_TARGET is defined. */
-GK_TARGET static inline void gk_transpose8(const float *src, ptrdiff_t lds, int rows,
-                                           float *dst, ptrdiff_t ldd)
+GK_TARGET static inline __attribute__((always_inline)) void
+gk_transpose8(const float *src, ptrdiff_t lds, int rows, float *dst, ptrdiff_t ldd)
 {
     __m256 r[8], t[8], u[8];
     int i;
-    for (i = 0; i < 8; i++)
-        r[i] = i < rows ? _mm256_loadu_ps(src + i * lds) : _mm256_setzero_ps();
+    if (rows >= 8) /* the common case, without a test per row */
+        for (i = 0; i < 8; i++)
+            r[i] = _mm256_loadu_ps(src + i * lds);
+    else
+        for (i = 0; i < 8; i++)
+            r[i] = i < rows ? _mm256_loadu_ps(src + i * lds) : _mm256_setzero_ps();
     for (i = 0; i < 8; i += 2) { /* r[i] = a0..a7, r[i+1] = b0..b7 */
         t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);     /* a0 b0 a1 b1 | a4 b4 a5 b5 */
         t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]); /* a2 b2 a3 b3 | a6 b6 a7 b7 */
