@@ -4,7 +4,7 @@
        -o /tmp/gemm_bench -lm
    /tmp/gemm_bench check              all paths against a float64 reference, many shapes
    /tmp/gemm_bench [nthreads [reps [shape]]]  GFLOP/s on the MLP and conv shapes (or only the
-                                      shape-th), current path
+                                      shape-th, or transa,transb,M,N,K), current path
    FASTNN_GEMM_ISA=avx2|portable|avx512 picks the path. */
 #include "gemm.h"
 
@@ -177,7 +177,7 @@ static const shape shapes[] = {
     {"big 1024^3", 0, 0, 1024, 1024, 1024, 0, 0},
 };
 
-static void run_bench(int nthreads, int reps, int only)
+static void run_bench(int nthreads, int reps, int only, const shape *custom)
 {
     int s;
     use_cpu_clock = nthreads == 1;
@@ -186,7 +186,7 @@ static void run_bench(int nthreads, int reps, int only)
     for (s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++) {
         if (only >= 0 && s != only)
             continue;
-        const shape *p = &shapes[s];
+        const shape *p = custom ? custom : &shapes[s];
         unsigned seed = 3;
         size_t na = (size_t)p->M * p->K, nb = (size_t)p->K * p->N, nc = (size_t)p->M * p->N;
         float *A = malloc(na * 4), *B = malloc(nb * 4), *C = malloc(nc * 4);
@@ -213,6 +213,8 @@ static void run_bench(int nthreads, int reps, int only)
         free(B);
         free(C);
         free(bias);
+        if (custom)
+            break;
     }
 }
 
@@ -220,7 +222,14 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "check") == 0)
         return run_checks();
+    shape custom = {"custom", 0, 0, 0, 0, 0, 0, 0};
+    if (argc > 3 && strchr(argv[3], ',') != NULL &&
+        sscanf(argv[3], "%d,%d,%d,%d,%d", &custom.ta, &custom.tb, &custom.M, &custom.N,
+               &custom.K) == 5) {
+        run_bench(atoi(argv[1]), argc > 2 ? atoi(argv[2]) : 5, -1, &custom);
+        return 0;
+    }
     run_bench(argc > 1 ? atoi(argv[1]) : 1, argc > 2 ? atoi(argv[2]) : 5,
-              argc > 3 ? atoi(argv[3]) : -1);
+              argc > 3 ? atoi(argv[3]) : -1, NULL);
     return 0;
 }

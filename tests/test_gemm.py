@@ -68,7 +68,7 @@ def assert_close(got, want, dtype):
 # Small M and small N (with B transposed) take the unpacked paths, the rest the packed one;
 # sizes straddle the tile widths (6, 8, 16, 32) and the K blocking.
 SHAPES = [(1, 1, 1), (1, 10, 256), (2, 3, 5), (3, 40, 70), (4, 100, 33), (7, 1, 13),
-          (17, 33, 65), (13, 31, 300), (31, 7, 2), (64, 48, 600), (130, 17, 9)]
+          (16, 37, 20), (17, 33, 65), (13, 31, 300), (31, 7, 2), (64, 48, 600), (130, 17, 9)]
 
 
 @pytest.mark.parametrize("transa", [False, True])

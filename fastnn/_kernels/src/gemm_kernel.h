@@ -31,8 +31,8 @@
 #define GK_CAT(a, b) GK_CAT_(a, b)
 #define GK_NAME(x) GK_CAT(x, GK_SUFFIX)
 
-#if GK_MR > 8 || GK_NR % 8 != 0
-#error "the packing routines assume GK_MR <= 8 and GK_NR a multiple of 8"
+#if GK_MR > 8 || GK_MR < 4 || GK_MR == 5 || GK_MR == 7 || GK_NR % 8 != 0
+#error "the packing routines assume GK_MR in {4, 6, 8} and GK_NR a multiple of 8"
 #endif
 
 #if defined(__clang__)
@@ -63,10 +63,14 @@
 #ifndef GK_NC
 #define GK_NC (GK_NR * 64)
 #endif
-/* Unpacked paths: op(A) with at most GK_SMALL_M rows, or a transposed B of at most GK_SMALL_N
-   rows (see gk_choose_path). */
+/* Unpacked paths (see gk_choose_path): dot products for op(A) of at most GK_SMALL_M rows or a
+   transposed B of at most GK_SMALL_N rows; scaled rows of B for op(A) of at most
+   GK_SMALL_M_AXPY rows. Crossovers measured at N, K ~ 500-800 on Zen 3. */
 #ifndef GK_SMALL_M
 #define GK_SMALL_M 4
+#endif
+#ifndef GK_SMALL_M_AXPY
+#define GK_SMALL_M_AXPY 16
 #endif
 #ifndef GK_SMALL_N
 #define GK_SMALL_N 16
@@ -384,61 +388,111 @@ GK_TARGET static void GK_NAME(gk_dot_path)(const gk_sgemm_args *g, const float *
     }
 }
 
-/* C[:, nb:ne] for B not transposed and few rows of op(A): rows of B scaled by elements of A and
-   summed (each lane k-sequential FMAs), up to 4 rows of C and GK_NR columns at once; columns
-   past the last full GK_NR take the scalar form of the same FMAs. */
-GK_TARGET static void GK_NAME(gk_axpy_path)(const gk_sgemm_args *g, int nb, int ne)
+/* C[m:m+R, n:n+ncols] (ncols <= GK_NR) for B not transposed: rows of B (b, row stride ldb,
+   GK_NR readable columns) scaled by elements of op(A) and summed, each lane a k-sequential
+   chain of FMAs, so the grouping of rows never changes a value. */
+GK_TARGET GK_INLINE void GK_NAME(gk_axpy_rows)(const int R, const gk_sgemm_args *g, int m,
+                                               const float *b, ptrdiff_t ldb, int n, int ncols)
 {
     const ptrdiff_t ars = g->transa ? 1 : g->lda, acs = g->transa ? g->lda : 1;
-    int m, n, k, i, v;
-    for (n = nb; n + GK_NR <= ne; n += GK_NR) {
-        for (m = 0; m < g->M; m += 4) {
-            int rows = g->M - m < 4 ? g->M - m : 4;
-            const float *a = g->A + m * ars;
-            const float *b = g->B + n;
-            gk_vec acc[4][GK_NV];
-            GK_UNROLL
-            for (i = 0; i < 4; i++)
+    const float *a = g->A + m * ars;
+    gk_vec acc[GK_MR][GK_NV];
+    int k, i, v, j;
+    GK_UNROLL
+    for (i = 0; i < GK_MR; i++)
+        GK_UNROLL
+        for (v = 0; v < GK_NV; v++)
+            if (i < R)
+                acc[i][v] = gk_zero();
+    for (k = 0; k < g->K; k++) {
+        gk_vec bv[GK_NV];
+        GK_UNROLL
+        for (v = 0; v < GK_NV; v++)
+            bv[v] = gk_load(b + k * ldb + v * GK_W);
+        GK_UNROLL
+        for (i = 0; i < GK_MR; i++) {
+            if (i < R) {
+                gk_vec av = gk_set1(a[i * ars + k * acs]);
                 GK_UNROLL
                 for (v = 0; v < GK_NV; v++)
-                    acc[i][v] = gk_zero();
-            for (k = 0; k < g->K; k++) {
-                gk_vec bv[GK_NV];
-                GK_UNROLL
-                for (v = 0; v < GK_NV; v++)
-                    bv[v] = gk_load(b + k * g->ldb + v * GK_W);
-                GK_UNROLL
-                for (i = 0; i < 4; i++) {
-                    if (i < rows) {
-                        gk_vec av = gk_set1(a[i * ars + k * acs]);
-                        GK_UNROLL
-                        for (v = 0; v < GK_NV; v++)
-                            acc[i][v] = gk_fma(av, bv[v], acc[i][v]);
-                    }
-                }
-            }
-            GK_UNROLL
-            for (i = 0; i < 4; i++) {
-                if (i < rows) {
-                    float out[GK_NR];
-                    int j;
-                    GK_UNROLL
-                    for (v = 0; v < GK_NV; v++)
-                        gk_store(out + v * GK_W, acc[i][v]);
-                    for (j = 0; j < GK_NR; j++)
-                        g->C[(ptrdiff_t)(m + i) * g->ldc + n + j] =
-                            GK_NAME(gk_finish)(g, out[j], m + i, n + j);
-                }
+                    acc[i][v] = gk_fma(av, bv[v], acc[i][v]);
             }
         }
     }
-    for (; n < ne; n++)
-        for (m = 0; m < g->M; m++) {
-            float s = 0.0f;
-            for (k = 0; k < g->K; k++)
-                s = gk_fma1(g->A[m * ars + k * acs], g->B[(ptrdiff_t)k * g->ldb + n], s);
-            g->C[(ptrdiff_t)m * g->ldc + n] = GK_NAME(gk_finish)(g, s, m, n);
+    if (ncols == GK_NR) { /* the packed path's vector store */
+        GK_NAME(gk_epilogue) ep;
+        ep.beta = g->beta;
+        ep.first = ep.last = 1;
+        ep.bias_mode = g->bias_mode;
+        ep.relu = g->relu;
+        GK_UNROLL
+        for (i = 0; i < GK_MR; i++)
+            if (i < R)
+                GK_NAME(gk_store_row)(acc[i], g->C + (ptrdiff_t)(m + i) * g->ldc + n, &ep,
+                                      g->bias_mode == 1 ? g->bias + n : NULL,
+                                      g->bias_mode == 2 ? g->bias[m + i] : 0.0f);
+        return;
+    }
+    GK_UNROLL
+    for (i = 0; i < GK_MR; i++) {
+        if (i < R) {
+            float out[GK_NR];
+            GK_UNROLL
+            for (v = 0; v < GK_NV; v++)
+                gk_store(out + v * GK_W, acc[i][v]);
+            for (j = 0; j < ncols; j++)
+                g->C[(ptrdiff_t)(m + i) * g->ldc + n + j] =
+                    GK_NAME(gk_finish)(g, out[j], m + i, n + j);
         }
+    }
+}
+
+/* All rows of C[:, n:n+ncols], GK_MR rows at a time (the micro-kernel's register budget). */
+GK_TARGET static void GK_NAME(gk_axpy_columns)(const gk_sgemm_args *g, const float *b,
+                                              ptrdiff_t ldb, int n, int ncols)
+{
+    int m;
+    for (m = 0; m < g->M; m += GK_MR) {
+        switch (g->M - m < GK_MR ? g->M - m : GK_MR) { /* constant R: unrolled code for each */
+#if GK_MR >= 8
+        case 8: GK_NAME(gk_axpy_rows)(8, g, m, b, ldb, n, ncols); break;
+        case 7: GK_NAME(gk_axpy_rows)(7, g, m, b, ldb, n, ncols); break;
+#endif
+#if GK_MR >= 6
+        case 6: GK_NAME(gk_axpy_rows)(6, g, m, b, ldb, n, ncols); break;
+        case 5: GK_NAME(gk_axpy_rows)(5, g, m, b, ldb, n, ncols); break;
+#endif
+        case 4: GK_NAME(gk_axpy_rows)(4, g, m, b, ldb, n, ncols); break;
+        case 3: GK_NAME(gk_axpy_rows)(3, g, m, b, ldb, n, ncols); break;
+        case 2: GK_NAME(gk_axpy_rows)(2, g, m, b, ldb, n, ncols); break;
+        default: GK_NAME(gk_axpy_rows)(1, g, m, b, ldb, n, ncols);
+        }
+    }
+}
+
+/* C[:, nb:ne] for B not transposed and few rows of op(A), GK_NR columns at a time straight
+   from B; the last few columns from a zero-padded copy (reading B's rows past their end could
+   fault). Returns -1 when out of memory for that copy. */
+GK_TARGET static int GK_NAME(gk_axpy_path)(const gk_sgemm_args *g, int nb, int ne)
+{
+    int n, k;
+    for (n = nb; n + GK_NR <= ne; n += GK_NR)
+        GK_NAME(gk_axpy_columns)(g, g->B + n, g->ldb, n, GK_NR);
+    if (n < ne) {
+        int ncols = ne - n;
+        float *tail = (float *)gk_scratch((size_t)g->K * GK_NR * sizeof(float));
+        if (tail == NULL)
+            return -1;
+        for (k = 0; k < g->K; k++) {
+            memcpy(tail + (ptrdiff_t)k * GK_NR, g->B + (ptrdiff_t)k * g->ldb + n,
+                   (size_t)ncols * sizeof(float));
+            memset(tail + (ptrdiff_t)k * GK_NR + ncols, 0,
+                   (size_t)(GK_NR - ncols) * sizeof(float));
+        }
+        GK_NAME(gk_axpy_columns)(g, tail, GK_NR, n, ncols);
+        gk_scratch_release(tail);
+    }
+    return 0;
 }
 
 enum { GK_PACKED, GK_DOT, GK_AXPY };
@@ -448,7 +502,7 @@ static int GK_NAME(gk_choose_path)(const gk_sgemm_args *g)
 {
     if (g->transb && (g->M <= GK_SMALL_M || (!g->transa && g->N <= GK_SMALL_N)))
         return GK_DOT;
-    if (!g->transb && g->M <= GK_SMALL_M)
+    if (!g->transb && g->M <= GK_SMALL_M_AXPY)
         return GK_AXPY;
     return GK_PACKED;
 }
@@ -461,7 +515,7 @@ static int GK_NAME(gk_run_unpacked)(const gk_sgemm_args *g, int path, int parts,
     if (nb >= ne)
         return 0;
     if (path == GK_AXPY) {
-        GK_NAME(gk_axpy_path)(g, nb, ne);
+        return GK_NAME(gk_axpy_path)(g, nb, ne);
     } else if (!g->transa) {
         GK_NAME(gk_dot_path)(g, g->A, g->lda, nb, ne);
     } else { /* the few rows of op(A) made contiguous */
