@@ -25,6 +25,7 @@ typedef struct {
     fastnn_wino_shape s;
     int ho, wo, th, tw, hp, wp;   /* output size, tiles per column/row, padded input size */
     int cp, kp, cb, kb;           /* channels rounded up to 8, and in blocks of 8 */
+    int tsc, tsk;                 /* floats per tile in V and dV / in M and Z (see the impl) */
     size_t xb_sample, yb_sample;  /* one sample's padded input / output in blocks of 8 */
     size_t u_floats;              /* transformed weights */
     /* forward: per thread, chunks of `chunk` samples */
@@ -73,24 +74,26 @@ static void wino_make_plan(const fastnn_wino_shape *s, int pool, wino_plan *p)
     p->kp = (s->co + 7) & ~7;
     p->cb = p->cp / 8;
     p->kb = p->kp / 8;
+    p->tsc = 64 * p->cp + 16;
+    p->tsk = 64 * p->kp + 16;
     p->xb_sample = round16((size_t)p->cb * p->hp * p->wp * 8);
     p->yb_sample = round16((size_t)p->kb * p->ho * p->wo * 8);
     p->u_floats = round16((size_t)64 * p->cp * p->kp);
     tiles = (size_t)p->th * p->tw;
 
-    p->chunk = wino_chunk(WINO_FWD_CHUNK_FLOATS, 64 * tiles * (p->cp + p->kp), s->n);
+    p->chunk = wino_chunk(WINO_FWD_CHUNK_FLOATS, tiles * (p->tsc + p->tsk), s->n);
     p->xb_floats = p->xb_sample > p->yb_sample ? p->xb_sample : p->yb_sample;
-    p->v_floats = round16(64 * p->chunk * tiles * p->cp);
-    p->m_floats = round16(64 * p->chunk * tiles * p->kp);
+    p->v_floats = round16((size_t)p->chunk * tiles * p->tsc);
+    p->m_floats = round16((size_t)p->chunk * tiles * p->tsk);
     p->pool = pool;
     p->pool_floats = pool ? conv_round16((size_t)3 * 8 * (p->ho / pool) * (p->wo / pool)) : 0;
     p->fwd_thread_floats = p->xb_floats + p->v_floats + p->m_floats + p->pool_floats;
 
-    p->bchunk = wino_chunk(WINO_BWD_CHUNK_FLOATS, 64 * tiles * (2 * p->cp + p->kp), s->n);
+    p->bchunk = wino_chunk(WINO_BWD_CHUNK_FLOATS, tiles * (2 * p->tsc + p->tsk), s->n);
     p->bxb_floats = p->bchunk * p->xb_sample;
     p->bgb_floats = p->bchunk * p->yb_sample;
-    p->bv_floats = round16(64 * p->bchunk * tiles * p->cp);
-    p->bz_floats = round16(64 * p->bchunk * tiles * p->kp);
+    p->bv_floats = round16((size_t)p->bchunk * tiles * p->tsc);
+    p->bz_floats = round16((size_t)p->bchunk * tiles * p->tsk);
 }
 
 #if CONV_HAVE_VECTORS

@@ -7,7 +7,9 @@
      U   [64 freq][Cp][Kp]   transformed weights for the forward pass (vectors over co)
      UT  [64 freq][Kp][Cp]   the same, transposed, for dX (vectors over ci)
      V   [tile][64 freq][Cp] transformed input tiles (tile-major: a tile's transform is stored
-                             in one 8 KB stretch; each frequency's GEMM reads rows 64*Cp apart)
+                             in one stretch of tsc = 64*Cp + 16 floats; each frequency's GEMM
+                             reads rows tsc apart, a cache line off the power of two that would
+                             put them all in the same cache sets)
      M,Z [tile][64 freq][Kp] products (forward) / transformed output gradient (backward)
      xb  [sample][Cp/8][Hp][Wp][8]  padded input, channels innermost, so a tile element is a vector
      yb  [sample][Kp/8][Ho][Wo][8]  output (forward) or masked output gradient (backward), same
@@ -470,7 +472,7 @@ WTARGET static void WN(sample_input)(const wino_plan *p, const float *x, int n, 
             int t = t0 + ty * p->tw + tx;
             for (cb = 0; cb < p->cb; cb++)
                 WN(input_tile)(xb + (size_t)cb * p->hp * rs + (size_t)(4 * ty) * rs + 32 * tx,
-                               rs, V + (ptrdiff_t)t * 64 * p->cp + 8 * cb, p->cp);
+                               rs, V + (ptrdiff_t)t * p->tsc + 8 * cb, p->cp);
         }
 }
 
@@ -549,7 +551,7 @@ WTARGET static void WN(sample_output)(const wino_plan *p, const float *M, int t0
                 int t = t0 + ty * p->tw + tx;
                 int rows = p->ho - 4 * ty < 4 ? p->ho - 4 * ty : 4;
                 int cols = p->wo - 4 * tx < 4 ? p->wo - 4 * tx : 4;
-                WN(output_tile)(M + (ptrdiff_t)t * 64 * p->kp + 8 * kb, p->kp, bias + 8 * kb, relu,
+                WN(output_tile)(M + (ptrdiff_t)t * p->tsk + 8 * kb, p->kp, bias + 8 * kb, relu,
                                 rows, cols, ybk + (4 * ty) * rs + 32 * tx, rs);
             }
         if (pool) {
@@ -599,7 +601,7 @@ WTARGET static void WN(sample_grad)(const wino_plan *p, const float *y, const fl
                 int rows = p->ho - 4 * ty < 4 ? p->ho - 4 * ty : 4;
                 int cols = p->wo - 4 * tx < 4 ? p->wo - 4 * tx : 4;
                 WN(dout_tile)(gbk + (4 * ty) * rs + 32 * tx, rs, rows, cols,
-                              Z + (ptrdiff_t)t * 64 * p->kp + 8 * kb, p->kp);
+                              Z + (ptrdiff_t)t * p->tsk + 8 * kb, p->kp);
             }
     }
 }
@@ -616,7 +618,7 @@ WTARGET static void WN(sample_dinput)(const wino_plan *p, const float *dV, int t
         for (tx = 0; tx < p->tw; tx++) {
             int t = t0 + ty * p->tw + tx;
             for (cb = 0; cb < p->cb; cb++)
-                WN(din_tile)(dV + (ptrdiff_t)t * 64 * p->cp + 8 * cb, p->cp,
+                WN(din_tile)(dV + (ptrdiff_t)t * p->tsc + 8 * cb, p->cp,
                              dxb + (size_t)cb * p->hp * rs + (size_t)(4 * ty) * rs + 32 * tx, rs);
         }
     for (cb = 0; cb < p->cb; cb++) {
@@ -663,9 +665,9 @@ WTARGET static void WN(forward)(const wino_plan *p, const float *x, const float 
             for (s = 0; s < ns; s++)
                 WN(sample_input)(p, x, n0 + s, xb, V, s * per);
             for (f = 0; f < 64; f++)
-                WN(gemm)(tiles, p->kb, p->cp, V + (size_t)f * p->cp, 64 * p->cp, 1,
+                WN(gemm)(tiles, p->kb, p->cp, V + (size_t)f * p->cp, p->tsc, 1,
                          U + (size_t)f * p->cp * p->kp, p->kp, M + (size_t)f * p->kp,
-                         64 * p->kp, 0);
+                         p->tsk, 0);
             for (s = 0; s < ns; s++)   /* xb is free again: it holds the output blocks */
                 WN(sample_output)(p, M, s * per, bias8, relu, xb, y, n0 + s, pool, argmax, pb);
         }
@@ -728,12 +730,12 @@ WTARGET static void WN(backward)(const wino_plan *p, const float *x, const float
             for (f = 0; f < 64; f++) {
                 const float *Zf = Z + (size_t)f * p->kp;
                 /* dU[f] (Kp x Cp) (+)= Z[f]^T (Kp x tiles) V[f] (tiles x Cp) */
-                WN(gemm)(p->kp, p->cb, tiles, Zf, 1, 64 * p->kp, V + (size_t)f * p->cp,
-                         64 * p->cp, dU + (size_t)f * p->kp * p->cp, p->cp, chunk > 0);
+                WN(gemm)(p->kp, p->cb, tiles, Zf, 1, p->tsk, V + (size_t)f * p->cp,
+                         p->tsc, dU + (size_t)f * p->kp * p->cp, p->cp, chunk > 0);
                 if (dx != NULL)   /* dV[f] (tiles x Cp) = Z[f] (tiles x Kp) UT[f] (Kp x Cp) */
-                    WN(gemm)(tiles, p->cb, p->kp, Zf, 64 * p->kp, 1,
+                    WN(gemm)(tiles, p->cb, p->kp, Zf, p->tsk, 1,
                              UT + (size_t)f * p->kp * p->cp, p->cp, dV + (size_t)f * p->cp,
-                             64 * p->cp, 0);
+                             p->tsc, 0);
             }
             if (dx != NULL) {
 #ifdef _OPENMP
