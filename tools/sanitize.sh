@@ -56,16 +56,30 @@ fi
 export PYTHONPATH=$work${PYTHONPATH:+:$PYTHONPATH}
 pytest_args=(-m pytest -q -p no:cacheprovider -x "$@")
 
+status=0
 if [[ $mode == asan ]]; then
-    export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1:detect_stack_use_after_return=1:strict_string_checks=1
-    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    # Reports go to files as well as stderr: pytest captures stderr, and a process the
+    # sanitizer stops never prints what was captured.
+    reports=$work/sanitizer-report
+    rm -f "$reports".*
+    export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1:detect_stack_use_after_return=1:strict_string_checks=1:log_path=$reports
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$reports
     runtime=$(${CC:-gcc} -print-file-name=libasan.so)
     LD_PRELOAD=$runtime "$python" -c "import fastnn, sys; assert fastnn.__file__.startswith('$work'), fastnn.__file__"
     echo "sanitize: LD_PRELOAD=$runtime"
-    LD_PRELOAD=$runtime "$python" "${pytest_args[@]}"
+    LD_PRELOAD=$runtime "$python" "${pytest_args[@]}" || status=$?
+    if compgen -G "$reports.*" >/dev/null; then
+        cat "$reports".*
+        echo "sanitize: the sanitizers reported errors (above; files $reports.*)"
+        exit 1
+    fi
 else
     export PYTHONMALLOC=malloc  # so memcheck sees Python's own allocations as such
     valgrind --quiet --error-exitcode=99 --errors-for-leak-kinds=none --leak-check=no \
-        --track-origins=yes "$python" "${pytest_args[@]}"
+        --track-origins=yes "$python" "${pytest_args[@]}" || status=$?
+fi
+if [[ $status -ne 0 ]]; then
+    echo "sanitize: the tests failed (exit status $status)"
+    exit "$status"
 fi
 echo "sanitize: $mode run passed, no invalid reads or writes reported"

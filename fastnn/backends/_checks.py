@@ -21,6 +21,15 @@ def _dtype_name(dtype):
     return dtype.name
 
 
+def contiguous(a, dtype=None, xp=np):
+    """`a` as a C-contiguous array of `dtype`, copied only when it is not one already. On the
+    host also aligned to its element size: a C-contiguous view can start at an odd byte offset,
+    and compiled kernels must not load misaligned values."""
+    if xp is np:
+        return np.require(a, dtype, ["C_CONTIGUOUS", "ALIGNED"])
+    return xp.ascontiguousarray(a, dtype=dtype)
+
+
 def float_array(name, a, ndim, xp=np):
     """`a` as a C-contiguous float32/float64 array of `ndim` dimensions (copied only if strided)."""
     if not isinstance(a, xp.ndarray):
@@ -29,9 +38,7 @@ def float_array(name, a, ndim, xp=np):
         raise TypeError(f"{name} must be float32 or float64, got {_dtype_name(a.dtype)}")
     if a.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(a.shape)}")
-    if not a.flags.c_contiguous:
-        a = xp.ascontiguousarray(a)
-    return a
+    return contiguous(a, xp=xp)
 
 
 def writable_array(name, a, shape, dtype, xp=np):
@@ -46,6 +53,8 @@ def writable_array(name, a, shape, dtype, xp=np):
         raise ValueError(f"{name} must be C-contiguous (it is written in place)")
     if xp is np and not a.flags.writeable:
         raise ValueError(f"{name} must be writeable (it is written in place)")
+    if xp is np and not a.flags.aligned:
+        raise ValueError(f"{name} must be aligned to its element size (it is written in place)")
     return a
 
 
@@ -122,7 +131,7 @@ def labels(name, y, n, classes, xp=np):
         if low < 0 or high >= classes:
             bad = low if low < 0 else high
             raise ValueError(f"{name} must be in [0, {classes}), found {bad}")
-    return xp.ascontiguousarray(y, dtype=xp.int64)
+    return contiguous(y, xp.int64, xp)
 
 
 def conv_output_size(size, kernel, stride, padding, what="input"):
@@ -199,4 +208,4 @@ def argmax_array(argmax, y_shape, plane, xp=np):
         if low < 0 or high >= plane:
             raise ValueError(f"argmax indices must be in [0, {plane}), found "
                              f"{low if low < 0 else high}")
-    return xp.ascontiguousarray(argmax, dtype=xp.int32)
+    return contiguous(argmax, xp.int32, xp)

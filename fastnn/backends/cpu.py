@@ -275,7 +275,7 @@ class CpuBackend(NumpyBackend):
             dlogits = check.writable_array("out", out, logits.shape, logits.dtype)
         else:
             dlogits = _output("out", out, logits.shape, logits.dtype, {"logits": logits})
-        loss = _loss.softmax_cross_entropy(logits, np.ascontiguousarray(labels), dlogits)
+        loss = _loss.softmax_cross_entropy(logits, check.contiguous(labels), dlogits)
         return logits.dtype.type(loss), dlogits
 
     # ---- optimizer updates (in place) ---------------------------------------------------------
