@@ -150,6 +150,21 @@ def test_conv2d_kernel_algorithms(dtype, case):
 
 
 @needs_openmp
+@pytest.mark.parametrize("case", [((16, 1, 28, 28), (6, 1, 5, 5), 0),
+                                  ((16, 6, 12, 12), (16, 6, 5, 5), 2)])
+def test_fused_conv2d_maxpool(case):
+    x_shape, w_shape, padding = case
+    x, w, b = arrays(np.float32, x_shape, w_shape, w_shape[:1])
+    y, argmax = cpu.conv2d_maxpool_forward(x, w, b, 1, padding, True, 2)
+    (dy,) = arrays(np.float32, y.shape, seed=1)
+    assert_same_at_every_thread_count(
+        lambda: cpu.conv2d_maxpool_forward(x, w, b, 1, padding, True, 2))
+    need_dx = x_shape[1] > 1  # the one-channel (first layer) kernel computes no dx
+    assert_same_at_every_thread_count(lambda: cpu.conv2d_maxpool_backward(
+        x, w, y, argmax, dy, 1, padding, True, 2, need_dx=need_dx))
+
+
+@needs_openmp
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_maxpool(dtype):
     (x,) = arrays(dtype, (32, 16, 24, 24))

@@ -186,6 +186,65 @@ def test_conv2d(data, n, c, h, w, co, kh, kw, w_c, stride, padding, with_bias, r
     assert_unchanged((x, wt, y, dy), before)
 
 
+# ---- fused conv2d + max-pool (cpu only: compared with the reference's two kernels) -------------
+
+def ref_conv_maxpool(x, w, b, stride, padding, relu, pool):
+    """The reference's two kernels; the intermediate is not finite-checked (NaN weights give a
+    NaN output, not an error about x)."""
+    return ref.maxpool2d_forward(ref.conv2d_forward(x, w, b, stride, padding, relu), pool,
+                                 check_finite=False)
+
+
+def ref_conv_maxpool_backward(x, w, y, argmax, dy, stride, padding, relu, pool):
+    conv_shape = ref.conv2d_forward(x, w, None, stride, padding, check_finite=False).shape
+    g = dy * (y > 0) if relu else dy
+    dconv = ref.maxpool2d_backward(g, argmax, conv_shape, pool)
+    return ref.conv2d_backward(x, w, dconv, dconv, stride, padding, False, check_finite=False)
+
+
+@fuzz
+@given(data=st.data(), n=st.integers(0, 3), c=st.sampled_from([0, 1, 1, 2, 4]),
+       h=st.integers(0, 12), w=st.integers(0, 12), co=st.integers(1, 4),
+       k=st.sampled_from([1, 3, 5, 5]), stride=st.sampled_from([1, 1, 2]),
+       padding=st.integers(0, 2), pool=st.sampled_from([2, 2, 3, 0, 2**40]),
+       with_bias=st.booleans(), relu=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float32, np.float64]),
+       garbage=st.sampled_from(["none", "none", "none", "values", "dtype"]))
+def test_conv2d_maxpool(data, n, c, h, w, co, k, stride, padding, pool, with_bias, relu, dtype,
+                        garbage):
+    x = data.draw(arrays((n, c, h, w), dtype))
+    wt = data.draw(arrays((co, c, k, k), dtype, scale=0.3))
+    b = data.draw(arrays((co,), dtype)) if with_bias else None
+    rtol = rtol_for(x, wt, b)
+    result = same_outcome(lambda: cpu.conv2d_maxpool_forward(x, wt, b, stride, padding, relu,
+                                                             pool),
+                          lambda: ref_conv_maxpool(x, wt, b, stride, padding, relu, pool),
+                          rtol)
+    if result is None:
+        return
+    y, argmax = result
+    dy = data.draw(arrays(y.shape, dtype))
+    if garbage == "none":
+        # the argmax of the reference's forward pass: ties may pick another (equal) maximum
+        _, argmax = ref_conv_maxpool(x, wt, b, stride, padding, relu, pool)
+        same_outcome(
+            lambda: cpu.conv2d_maxpool_backward(x, wt, y, argmax, dy, stride, padding, relu,
+                                                pool),
+            lambda: ref_conv_maxpool_backward(x, wt, y, argmax, dy, stride, padding, relu,
+                                              pool), rtol)
+        return
+    if garbage == "values":  # the fused kernels may ignore entries outside their window
+        values = data.draw(st.lists(st.integers(-2**62, 2**62), min_size=argmax.size,
+                                    max_size=argmax.size))
+        argmax = np.array(values, np.int64).reshape(argmax.shape)
+    else:
+        with np.errstate(invalid="ignore", over="ignore"):
+            argmax = argmax.astype(data.draw(st.sampled_from(ARGMAX_DTYPES)))
+    argmax = relayout(argmax, data.draw(st.sampled_from(LAYOUTS)))
+    outcome(lambda: cpu.conv2d_maxpool_backward(x, wt, y, argmax, dy, stride, padding, relu,
+                                                pool))  # anything but a crash
+
+
 # ---- max-pool ---------------------------------------------------------------------------------
 
 ARGMAX_DTYPES = [np.int32, np.int32, np.int64, np.int8, np.uint16, np.uint64, np.float32,
