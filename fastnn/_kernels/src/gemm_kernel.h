@@ -63,9 +63,10 @@
 #ifndef GK_NC
 #define GK_NC (GK_NR * 64)
 #endif
-/* Unpacked paths (see gk_choose_path): dot products for op(A) of at most GK_SMALL_M rows or a
-   transposed B of at most GK_SMALL_N rows; scaled rows of B for op(A) of at most
-   GK_SMALL_M_AXPY rows. Crossovers measured at N, K ~ 500-800 on Zen 3. */
+/* Paths without packed A (see gk_choose_path): dot products for op(A) of at most GK_SMALL_M
+   rows with B transposed; scaled rows of B for op(A) of at most GK_SMALL_M_AXPY rows, or for
+   B transposed with at most GK_SMALL_N rows (one packed panel). Crossovers measured at
+   N, K ~ 500-800 on Zen 3. */
 #ifndef GK_SMALL_M
 #define GK_SMALL_M 4
 #endif
@@ -73,7 +74,7 @@
 #define GK_SMALL_M_AXPY 16
 #endif
 #ifndef GK_SMALL_N
-#define GK_SMALL_N 16
+#define GK_SMALL_N (2 * GK_NR)
 #endif
 
 /* What the store of a tile does besides writing acc. */
@@ -447,13 +448,13 @@ GK_TARGET GK_INLINE void GK_NAME(gk_axpy_rows)(const int R, const gk_sgemm_args 
     }
 }
 
-/* All rows of C[:, n:n+ncols], GK_MR rows at a time (the micro-kernel's register budget). */
-GK_TARGET static void GK_NAME(gk_axpy_columns)(const gk_sgemm_args *g, const float *b,
-                                              ptrdiff_t ldb, int n, int ncols)
+/* C[mb:me, n:n+ncols], GK_MR rows at a time (the micro-kernel's register budget). */
+GK_TARGET static void GK_NAME(gk_axpy_columns)(const gk_sgemm_args *g, int mb, int me,
+                                              const float *b, ptrdiff_t ldb, int n, int ncols)
 {
     int m;
-    for (m = 0; m < g->M; m += GK_MR) {
-        switch (g->M - m < GK_MR ? g->M - m : GK_MR) { /* constant R: unrolled code for each */
+    for (m = mb; m < me; m += GK_MR) {
+        switch (me - m < GK_MR ? me - m : GK_MR) { /* constant R: unrolled code for each */
 #if GK_MR >= 8
         case 8: GK_NAME(gk_axpy_rows)(8, g, m, b, ldb, n, ncols); break;
         case 7: GK_NAME(gk_axpy_rows)(7, g, m, b, ldb, n, ncols); break;
@@ -470,29 +471,31 @@ GK_TARGET static void GK_NAME(gk_axpy_columns)(const gk_sgemm_args *g, const flo
     }
 }
 
-/* C[:, nb:ne] for B not transposed and few rows of op(A), GK_NR columns at a time straight
-   from B; the last few columns from a zero-padded copy (reading B's rows past their end could
-   fault). Returns -1 when out of memory for that copy. */
-GK_TARGET static int GK_NAME(gk_axpy_path)(const gk_sgemm_args *g, int nb, int ne)
+/* C[mb:me, nb:ne] from rows of B scaled by elements of op(A), op(A) read in place. Columns
+   come GK_NR at a time straight from B when it is not transposed; otherwise, and for the last
+   few columns (reading B's rows past their end could fault), from a packed zero-padded panel. */
+GK_TARGET static void GK_NAME(gk_axpy_path)(const gk_sgemm_args *g, int mb, int me, int nb,
+                                           int ne)
 {
-    int n, k;
-    for (n = nb; n + GK_NR <= ne; n += GK_NR)
-        GK_NAME(gk_axpy_columns)(g, g->B + n, g->ldb, n, GK_NR);
-    if (n < ne) {
-        int ncols = ne - n;
-        float *tail = (float *)gk_scratch((size_t)g->K * GK_NR * sizeof(float));
-        if (tail == NULL)
-            return -1;
-        for (k = 0; k < g->K; k++) {
-            memcpy(tail + (ptrdiff_t)k * GK_NR, g->B + (ptrdiff_t)k * g->ldb + n,
-                   (size_t)ncols * sizeof(float));
-            memset(tail + (ptrdiff_t)k * GK_NR + ncols, 0,
-                   (size_t)(GK_NR - ncols) * sizeof(float));
+    float *panel = NULL;
+    int n;
+    for (n = nb; n < ne; n += GK_NR) {
+        int ncols = ne - n < GK_NR ? ne - n : GK_NR;
+        if (!g->transb && ncols == GK_NR) {
+            GK_NAME(gk_axpy_columns)(g, mb, me, g->B + n, g->ldb, n, GK_NR);
+            continue;
         }
-        GK_NAME(gk_axpy_columns)(g, tail, GK_NR, n, ncols);
-        gk_scratch_release(tail);
+        if (panel == NULL) /* room for the transposing pack's 8-float overrun */
+            panel = (float *)gk_scratch(((size_t)g->K * GK_NR + 16) * sizeof(float));
+        if (panel == NULL) { /* out of memory: these columns without a panel */
+            gk_sgemm_unpacked(g, mb, me, n, n + ncols);
+            continue;
+        }
+        GK_NAME(gk_pack_b)(g->transb, g->B, g->ldb, 0, g->K, n, ncols, panel);
+        GK_NAME(gk_axpy_columns)(g, mb, me, panel, GK_NR, n, ncols);
     }
-    return 0;
+    if (panel != NULL)
+        gk_scratch_release(panel);
 }
 
 enum { GK_PACKED, GK_DOT, GK_AXPY };
@@ -500,49 +503,42 @@ enum { GK_PACKED, GK_DOT, GK_AXPY };
 /* Which path: depends on the shape only, never on the thread count. */
 static int GK_NAME(gk_choose_path)(const gk_sgemm_args *g)
 {
-    if (g->transb && (g->M <= GK_SMALL_M || (!g->transa && g->N <= GK_SMALL_N)))
-        return GK_DOT;
-    if (!g->transb && g->M <= GK_SMALL_M_AXPY)
-        return GK_AXPY;
+    if (g->transb && g->M <= GK_SMALL_M)
+        return GK_DOT; /* transposing all of B would cost more than the products */
+    if ((!g->transb && g->M <= GK_SMALL_M_AXPY) || (g->transb && g->N <= GK_SMALL_N))
+        return GK_AXPY; /* packing op(A) would cost more than it saves */
     return GK_PACKED;
 }
 
-/* Part `part` of `parts` (over N) of an unpacked path; returns -1 when out of memory. */
-static int GK_NAME(gk_run_unpacked)(const gk_sgemm_args *g, int path, int parts, int part)
+/* C[:, nb:ne] by the dot path. */
+static void GK_NAME(gk_run_dot)(const gk_sgemm_args *g, int nb, int ne)
 {
-    int nb, ne;
-    gk_split(g->N, path == GK_DOT ? 8 : GK_NR, parts, part, &nb, &ne);
-    if (nb >= ne)
-        return 0;
-    if (path == GK_AXPY) {
-        return GK_NAME(gk_axpy_path)(g, nb, ne);
-    } else if (!g->transa) {
+    float *arows;
+    int m, k;
+    if (!g->transa) {
         GK_NAME(gk_dot_path)(g, g->A, g->lda, nb, ne);
-    } else { /* the few rows of op(A) made contiguous */
-        float *arows = (float *)gk_scratch((size_t)g->M * g->K * sizeof(float));
-        int m, k;
-        if (arows == NULL)
-            return -1;
-        for (m = 0; m < g->M; m++)
-            for (k = 0; k < g->K; k++)
-                arows[(ptrdiff_t)m * g->K + k] = g->A[(ptrdiff_t)k * g->lda + m];
-        GK_NAME(gk_dot_path)(g, arows, g->K, nb, ne);
-        gk_scratch_release(arows);
+        return;
     }
-    return 0;
+    /* the few rows of op(A) made contiguous */
+    arows = (float *)gk_scratch((size_t)g->M * g->K * sizeof(float));
+    if (arows == NULL) {
+        gk_sgemm_unpacked(g, 0, g->M, nb, ne);
+        return;
+    }
+    for (m = 0; m < g->M; m++)
+        for (k = 0; k < g->K; k++)
+            arows[(ptrdiff_t)m * g->K + k] = g->A[(ptrdiff_t)k * g->lda + m];
+    GK_NAME(gk_dot_path)(g, arows, g->K, nb, ne);
+    gk_scratch_release(arows);
 }
 
 /* Runs the thread block `blk` of a tm x tn grid of the packed path. */
-static void GK_NAME(gk_run_block)(const gk_sgemm_args *g, int tm, int tn, int blk, int kcb)
+static void GK_NAME(gk_run_block)(const gk_sgemm_args *g, int mb, int me, int nb, int ne,
+                                  int kcb)
 {
-    int mb, me, nb, ne;
     size_t mcap, ncap, kcap;
     float *ws;
 
-    gk_split(g->M, GK_MR, tm, blk / tn, &mb, &me);
-    gk_split(g->N, GK_NR, tn, blk % tn, &nb, &ne);
-    if (mb >= me || nb >= ne)
-        return;
     mcap = (size_t)(me - mb < GK_MC ? me - mb : GK_MC);
     mcap = (mcap + GK_MR - 1) / GK_MR * GK_MR;
     ncap = (size_t)(ne - nb < GK_NC ? ne - nb : GK_NC);
@@ -558,17 +554,22 @@ static void GK_NAME(gk_run_block)(const gk_sgemm_args *g, int tm, int tn, int bl
     gk_scratch_release(ws);
 }
 
-/* Part `part` of `parts` of the work; parts of the packed path are the tm x tn grid. */
+/* Block `part` of the tm x tn grid over C, cut at whole tiles (the dot path: whole groups of
+   8 columns). */
 static void GK_NAME(gk_run_part)(const gk_sgemm_args *g, int path, int tm, int tn, int part,
                                  int kcb)
 {
+    int mb, me, nb, ne;
+    gk_split(g->M, GK_MR, tm, part / tn, &mb, &me);
+    gk_split(g->N, path == GK_DOT ? 8 : GK_NR, tn, part % tn, &nb, &ne);
+    if (mb >= me || nb >= ne)
+        return;
     if (path == GK_PACKED)
-        GK_NAME(gk_run_block)(g, tm, tn, part, kcb);
-    else if (GK_NAME(gk_run_unpacked)(g, path, tm * tn, part) != 0) {
-        int nb, ne;
-        gk_split(g->N, path == GK_DOT ? 8 : GK_NR, tm * tn, part, &nb, &ne);
-        gk_sgemm_unpacked(g, 0, g->M, nb, ne);
-    }
+        GK_NAME(gk_run_block)(g, mb, me, nb, ne, kcb);
+    else if (path == GK_AXPY)
+        GK_NAME(gk_axpy_path)(g, mb, me, nb, ne);
+    else
+        GK_NAME(gk_run_dot)(g, nb, ne);
 }
 
 void GK_NAME(fastnn_sgemm)(const gk_sgemm_args *g)
@@ -578,11 +579,10 @@ void GK_NAME(fastnn_sgemm)(const gk_sgemm_args *g)
 
     kblocks = (g->K + GK_KC - 1) / GK_KC;
     kcb = (g->K + kblocks - 1) / kblocks;
-    if (path == GK_PACKED)
+    if (path == GK_DOT) /* a few rows: split N only */
+        gk_thread_grid(1, g->N, g->K * g->M, 1, 8, g->nthreads, &tm, &tn);
+    else
         gk_thread_grid(g->M, g->N, g->K, GK_MR, GK_NR, g->nthreads, &tm, &tn);
-    else /* unpacked paths split N only */
-        gk_thread_grid(1, g->N, g->K * g->M, 1, path == GK_DOT ? 8 : GK_NR, g->nthreads, &tm,
-                       &tn);
     nparts = tm * tn;
     if (nparts == 1) {
         GK_NAME(gk_run_part)(g, path, 1, 1, 0, kcb);
