@@ -180,6 +180,9 @@ def pool_args(x_shape, kernel, stride):
     if len(x_shape) != 4:
         raise ValueError(f"x must have 4 dimensions (N, C, H, W), got shape {tuple(x_shape)}")
     n, c, h, w = x_shape
+    if n * c * h * w > MAX_ELEMENTS:
+        # argmax holds int32 indices into each H*W plane, and a larger x is no MNIST-scale input
+        raise ValueError(f"x of shape {tuple(x_shape)} has more than {MAX_ELEMENTS} elements")
     ho = conv_output_size(h, kernel, stride, 0, "height")
     wo = conv_output_size(w, kernel, stride, 0, "width")
     # a stride past the input gives one output per axis whatever its value: keep it small
