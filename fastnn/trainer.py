@@ -282,9 +282,9 @@ class Trainer:
             previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
         bar = None
         epoch, done = start, 0
-        self._call(callbacks, "on_train_begin", self)
-        model.set_reuse(True)
-        try:
+        try:  # from here on, the finally below puts the SIGINT handler back
+            self._call(callbacks, "on_train_begin", self)
+            model.set_reuse(True)
             for epoch in range(start, epochs):
                 self._call(callbacks, "on_epoch_begin", self, epoch)
                 order = xp.asarray(rng.permutation(n)) if shuffle else None
