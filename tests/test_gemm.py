@@ -215,6 +215,8 @@ def _bad_calls():
     yield "out must have the same dtype", TypeError, \
         lambda: gemm.matmul(f32, g32, out=np.zeros((3, 5)))
     yield "out must not overlap a", ValueError, _overlap
+    yield "out must not overlap b", ValueError, _overlap_rows
+    yield "out must not overlap bias", ValueError, _overlap_bias
     yield "nthreads must be", ValueError, lambda: gemm.matmul(f32, g32, nthreads=-1)
     yield "nthreads must be", ValueError, lambda: gemm.matmul(f32, g32, nthreads=1.5)
 
@@ -222,6 +224,24 @@ def _bad_calls():
 def _overlap():
     x = np.ones((3, 3), np.float32)
     return gemm.matmul(x, np.ones((3, 3), np.float32), out=x)
+
+
+def _overlap_rows():  # C-contiguous row ranges of one buffer sharing a row
+    buf = np.ones((5, 3), np.float32)
+    return gemm.matmul(np.ones((3, 3), np.float32), buf[:3], out=buf[2:])
+
+
+def _overlap_bias():
+    buf = np.ones((4, 3), np.float32)
+    return gemm.matmul(np.ones((3, 2), np.float32), np.ones((2, 3), np.float32), out=buf[:3],
+                       bias=buf[2], bias_mode=1)
+
+
+def test_adjacent_rows_of_one_buffer_are_fine():
+    buf = np.zeros((6, 3), np.float32)
+    buf[:3] = np.arange(9).reshape(3, 3)
+    gemm.matmul(np.eye(3, dtype=np.float32), buf[:3], out=buf[3:])
+    assert np.array_equal(buf[3:], buf[:3])
 
 
 @pytest.mark.parametrize("match,exc,call", list(_bad_calls()))

@@ -5,7 +5,10 @@ checked Python entry point for tests and benchmarks; `isa()` says which path run
 """
 import numpy as np
 
+cimport numpy as cnp
 from cython cimport floating
+
+cnp.import_array()
 
 
 cdef extern from "gemm.h" nogil:
@@ -51,18 +54,31 @@ def _set_isa(name=None):
     return fastnn_gemm_set_isa(encoded).decode()
 
 
-def _check_matrix(name, x, dtype=None):
+cdef bint _overlap(cnp.ndarray x, cnp.ndarray y):
+    """Whether two C-contiguous arrays share memory (their byte ranges intersect: exact for
+    contiguous arrays, and much cheaper than numpy.shares_memory)."""
+    cdef size_t x0 = <size_t>cnp.PyArray_DATA(x), y0 = <size_t>cnp.PyArray_DATA(y)
+    cdef size_t xn = <size_t>cnp.PyArray_NBYTES(x), yn = <size_t>cnp.PyArray_NBYTES(y)
+    return xn > 0 and yn > 0 and x0 < y0 + yn and y0 < x0 + xn
+
+
+_FLOAT32 = np.dtype(np.float32)
+_FLOAT64 = np.dtype(np.float64)
+
+
+cdef _check_matrix(str name, x, dtype=None):
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
-    if x.ndim != 2:
+    cdef cnp.ndarray arr = x
+    if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {x.shape}")
-    if x.dtype not in (np.float32, np.float64):
+    if arr.dtype != _FLOAT32 and arr.dtype != _FLOAT64:
         raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
-    if dtype is not None and x.dtype != dtype:
+    if dtype is not None and arr.dtype != dtype:
         raise TypeError(f"{name} must have the same dtype as a ({dtype}), got {x.dtype}")
-    if not x.flags.c_contiguous:
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
         raise ValueError(f"{name} must be C-contiguous")
-    if max(x.shape) > _INT_MAX:
+    if arr.shape[0] > _INT_MAX or arr.shape[1] > _INT_MAX:
         raise ValueError(f"{name} is too large: dimensions must be < 2**31, got {x.shape}")
 
 
@@ -98,7 +114,7 @@ def matmul(a, b, transa=False, transb=False, bias=None, bias_mode=0, relu=False,
                              f"got {bias.shape}")
         if bias.dtype != a.dtype:
             raise TypeError(f"bias must have the same dtype as a ({a.dtype}), got {bias.dtype}")
-        if not bias.flags.c_contiguous:
+        if not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>bias):
             raise ValueError("bias must be C-contiguous")
     try:
         beta = float(beta)
@@ -117,33 +133,28 @@ def matmul(a, b, transa=False, transb=False, bias=None, bias_mode=0, relu=False,
         _check_matrix("out", out, a.dtype)
         if out.shape != (M, N):
             raise ValueError(f"out must have shape ({M}, {N}), got {out.shape}")
-        if not out.flags.writeable:
+        if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
             raise ValueError("out must be writeable")
         for name, x in (("a", a), ("b", b), ("bias", bias)):
-            if x is not None and np.shares_memory(out, x):
+            if x is not None and _overlap(out, x):
                 raise ValueError(f"out must not overlap {name}")
+    # raw pointers: memoryviews would cost microseconds per call. Zero-sized arrays still have
+    # a valid data pointer, and the C code reads nothing when a dimension is zero.
+    cdef void *pa = cnp.PyArray_DATA(<cnp.ndarray>a)
+    cdef void *pb = cnp.PyArray_DATA(<cnp.ndarray>b)
+    cdef void *pc = cnp.PyArray_DATA(<cnp.ndarray>out)
+    cdef void *pbias = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray>bias)
+    cdef int lda = max(a.shape[1], 1), ldb = max(b.shape[1], 1), ldc = max(N, 1)
+    cdef int m = M, n = N, k = K, mode = bias_mode, threads = nthreads
+    cdef bint ta = transa, tb = transb, r = relu
+    cdef double beta_c = beta
     if a.dtype == np.float32:
-        _run[float](a, b, out, bias, transa, transb, M, N, K, beta, bias_mode, relu, nthreads)
+        with nogil:
+            fastnn_sgemm(ta, tb, m, n, k, <const float *>pa, lda, <const float *>pb, ldb,
+                         <float>beta_c, <float *>pc, ldc, <const float *>pbias, mode, r,
+                         threads)
     else:
-        _run[double](a, b, out, bias, transa, transb, M, N, K, beta, bias_mode, relu, nthreads)
+        with nogil:
+            fastnn_dgemm(ta, tb, m, n, k, <const double *>pa, lda, <const double *>pb, ldb,
+                         beta_c, <double *>pc, ldc, <const double *>pbias, mode, r, threads)
     return out
-
-
-cdef _run(floating[:, ::1] a, floating[:, ::1] b, floating[:, ::1] out, bias, bint transa,
-          bint transb, int M, int N, int K, double beta, int bias_mode, bint relu,
-          int nthreads):
-    # Zero-sized arrays have no element to take the address of; the C code never reads them.
-    cdef floating dummy = 0
-    cdef const floating *pa = &a[0, 0] if a.shape[0] * a.shape[1] else &dummy
-    cdef const floating *pb = &b[0, 0] if b.shape[0] * b.shape[1] else &dummy
-    cdef floating *pc = &out[0, 0] if M * N else &dummy
-    cdef const floating[::1] bias_view
-    cdef const floating *pbias = NULL
-    if bias is not None:
-        bias_view = bias
-        if bias_view.shape[0]:
-            pbias = &bias_view[0]
-    with nogil:
-        gemm(transa, transb, M, N, K, pa, max(a.shape[1], 1), pb, max(b.shape[1], 1),
-             <floating>beta, pc, max(N, 1), pbias, bias_mode if pbias != NULL else 0, relu,
-             nthreads)
