@@ -123,6 +123,9 @@ def test_keyboard_interrupt_from_callback_keeps_model_and_history(mnist_subset):
 
 def test_sigint_stops_after_the_current_step(mnist_subset):
     (x, y), _ = mnist_subset
+    # fit takes over Ctrl-C only from Python's default handler; with CuPy installed an earlier
+    # import in the session replaces it, so start this test from the default
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     fastnn.seed(0)
     model = mlp(hidden=16)
     trainer = fastnn.Trainer(model, optim.SGD(lr=0.05))
