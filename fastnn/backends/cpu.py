@@ -207,7 +207,7 @@ class CpuBackend(NumpyBackend):
             raise TypeError(f"argmax must be an integer numpy.ndarray, got "
                             f"{getattr(argmax, 'dtype', type(argmax).__name__)}")
         check.expect_shape("argmax", argmax, y_shape)
-        argmax = np.ascontiguousarray(argmax, dtype=np.int32)
+        argmax = check.contiguous(argmax, np.int32)  # aligned, too
         dx_out, dw_out, db_out = _output_tuple(out, 3)
         reads = {"x": x, "w": w, "y": y, "argmax": argmax, "dy": dy}
         dx = _output("dx", dx_out, x.shape, dtype, reads) if need_dx else None
