@@ -499,6 +499,11 @@ def raw_cases(d, dtype, rng):
     t = max(s, 1)  # sizes of the outputs: s itself may be 0, for the kernels to refuse
     ho, wo = max((h + 2 * p - k) // t + 1, 0), max((w + 2 * p - k) // t + 1, 0)
     po, qo = max((h - k) // t + 1, 0), max((w - k) // t + 1, 0)
+    def a32(*shape):
+        return a(*shape, kind=np.float32)
+
+    fo = max((h + 3 + 2 * p - k) // t + 1, 0) // 2
+    fq = max((w + 3 + 2 * p - k) // t + 1, 0) // 2
     # valid labels and indices (spoiling may replace them with extreme ones)
     labels = rng.integers(0, max(co, 1), n).astype(np.int64)
     argmax = rng.integers(0, max(h * w, 1), (n * c, po * qo)).astype(np.int32)
@@ -521,6 +526,14 @@ def raw_cases(d, dtype, rng):
         "conv_backward": (conv.backward, [a(n, c, h, w), a(co, c, k, k), a(n, co, ho, wo),
                                           a(n, co, ho, wo), a(n, c, h, w), a(co, c, k, k), a(co),
                                           s, p, d["relu"]]),
+        # the fused kernels take float32 and one input channel (direct) or 5x5 (Winograd)
+        "conv_forward_maxpool": (conv.forward_maxpool, [
+            a32(n, 1, h + 3, w + 3), a32(co, 1, k, k), a32(co), a32(n, co, fo, fq),
+            np.zeros((n, co, fo, fq), np.int32), s, p, d["relu"], 2]),
+        "conv_backward_maxpool": (conv.backward_maxpool, [
+            a32(n, 1, h + 3, w + 3), a32(co, 1, k, k), a32(n, co, fo, fq),
+            rng.integers(0, max(fo * fq * 4, 1), (n, co, fo, fq)).astype(np.int32),
+            a32(n, co, fo, fq), None, a32(co, 1, k, k), a32(co), s, p, d["relu"], 2]),
         "matmul": (gemm.matmul, [a(n, c), a(c, co), False, False, a(co), 1, d["relu"],
                                  a(n, co)]),
         "all_finite_bits": (runtime.all_finite_bits,
@@ -599,7 +612,7 @@ def raw_kernel_fuzz(examples, seed=0):
 
 
 def test_compiled_kernels_called_directly_never_crash():
-    examples = int(os.environ.get("FASTNN_FUZZ_RAW_EXAMPLES", 3000))
+    examples = int(os.environ.get("FASTNN_FUZZ_RAW_EXAMPLES", 2000))
     tests = os.path.dirname(os.path.abspath(__file__))
     seed = int(os.environ.get("FASTNN_FUZZ_SEED", 0))
     code = (f"import sys, json; sys.path.insert(0, {tests!r}); import faulthandler; "
@@ -610,5 +623,5 @@ def test_compiled_kernels_called_directly_never_crash():
     assert result.returncode == 0, f"exit status {result.returncode}\n{result.stderr[-2000:]}"
     stats = json.loads(result.stdout.strip().splitlines()[-1])
     # every entry point was reached and ran to completion at least once; many calls refused
-    assert len(stats) == 11 and all(ran > 0 for ran, _, _ in stats.values()), stats
+    assert len(stats) == 13 and all(ran > 0 for ran, _, _ in stats.values()), stats
     assert sum(refused for _, refused, _ in stats.values()) > examples // 5, stats

@@ -324,7 +324,7 @@ def mutation_campaign(tmp, iterations, seed):
 
 
 def test_random_mutations_never_crash_or_allocate(tmp_path):
-    iterations = int(os.environ.get("FASTNN_FUZZ_LOAD_ITERATIONS", 1200))
+    iterations = int(os.environ.get("FASTNN_FUZZ_LOAD_ITERATIONS", 600))
     seed = int(os.environ.get("FASTNN_FUZZ_SEED", 0))
     tests = os.path.dirname(os.path.abspath(__file__))
     code = (f"import sys, json; sys.path.insert(0, {tests!r}); import faulthandler; "
