@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastnn import backends
+from fastnn.backends import _checks as check
 from fastnn.backends.numpy import NumpyBackend
 
 cpu = backends.get("cpu")
@@ -197,6 +198,7 @@ def ref_conv_maxpool(x, w, b, stride, padding, relu, pool):
 
 def ref_conv_maxpool_backward(x, w, y, argmax, dy, stride, padding, relu, pool):
     conv_shape = ref.conv2d_forward(x, w, None, stride, padding, check_finite=False).shape
+    dy = check.float_array("dy", dy, 4)  # as the fused kernel's wrapper takes it
     g = dy * (y > 0) if relu else dy
     dconv = ref.maxpool2d_backward(g, argmax, conv_shape, pool)
     return ref.conv2d_backward(x, w, dconv, dconv, stride, padding, False, check_finite=False)
