@@ -83,6 +83,7 @@ typedef struct {
     int first, last; /* first K block: C = beta*C + acc (or acc), later blocks: C += acc */
     int bias_mode, relu;
     int plain; /* C = acc: the store alone (worth some 5% when K is short) */
+    int fused; /* one K pass, beta == 0: C = epilogue(acc) */
 } GK_NAME(gk_epilogue);
 
 /* One row of a tile: combine the accumulators with C and apply the epilogue. bias_n points at
@@ -108,6 +109,33 @@ GK_TARGET GK_INLINE void GK_NAME(gk_store_row)(const gk_vec *acc, float *GK_REST
                 x = gk_max0(x);
         }
         gk_store(c + v * GK_W, x);
+    }
+}
+
+/* The store of a whole tile's rows computed in one K pass with beta == 0, the epilogue fixed
+   at compile time (the forward layers: bias, then maybe ReLU). */
+GK_TARGET GK_INLINE void GK_NAME(gk_store_fused)(const int bias_mode, const int relu,
+                                                 const int R, gk_vec acc[GK_MR][GK_NV],
+                                                 float *c, ptrdiff_t ldc, int mr,
+                                                 const float *bias, int m0, int n0)
+{
+    int i, v;
+    GK_UNROLL
+    for (i = 0; i < GK_MR; i++) {
+        if (i < R && i < mr) {
+            gk_vec bm = bias_mode == 2 ? gk_set1(bias[m0 + i]) : gk_zero();
+            GK_UNROLL
+            for (v = 0; v < GK_NV; v++) {
+                gk_vec x = acc[i][v];
+                if (bias_mode == 1)
+                    x = gk_add(x, gk_load(bias + n0 + v * GK_W));
+                else if (bias_mode == 2)
+                    x = gk_add(x, bm);
+                if (relu)
+                    x = gk_max0(x);
+                gk_store(c + i * ldc + v * GK_W, x);
+            }
+        }
     }
 }
 
@@ -148,6 +176,16 @@ GK_TARGET GK_INLINE void GK_NAME(gk_tile)(const int R, int kc, const float *GK_R
         b += GK_NR;
     }
 
+    if (nr == GK_NR && ep->fused) {
+        switch (ep->bias_mode * 2 + ep->relu) {
+        case 1: GK_NAME(gk_store_fused)(0, 1, R, acc, c, ldc, mr, bias, m0, n0); return;
+        case 2: GK_NAME(gk_store_fused)(1, 0, R, acc, c, ldc, mr, bias, m0, n0); return;
+        case 3: GK_NAME(gk_store_fused)(1, 1, R, acc, c, ldc, mr, bias, m0, n0); return;
+        case 4: GK_NAME(gk_store_fused)(2, 0, R, acc, c, ldc, mr, bias, m0, n0); return;
+        case 5: GK_NAME(gk_store_fused)(2, 1, R, acc, c, ldc, mr, bias, m0, n0); return;
+        default: break; /* no epilogue: plain */
+        }
+    }
     if (nr == GK_NR && ep->plain) { /* nothing but acc to store: no per-vector tests */
         GK_UNROLL
         for (i = 0; i < GK_MR; i++)
@@ -300,6 +338,7 @@ GK_TARGET static void GK_NAME(gk_block)(const gk_sgemm_args *g, int mb, int me, 
             ep.first = pc == 0;
             ep.last = pc + kc == g->K;
             ep.plain = ep.first && ep.beta == 0.0f && !(ep.last && (ep.bias_mode || ep.relu));
+            ep.fused = ep.first && ep.last && ep.beta == 0.0f;
             GK_NAME(gk_pack_b)(g->transb, g->B, g->ldb, pc, kc, jc, nc, bpack);
             for (ic = mb; ic < me; ic += mcb) {
                 int mc = me - ic < mcb ? me - ic : mcb;
@@ -436,7 +475,7 @@ GK_TARGET GK_INLINE void GK_NAME(gk_axpy_rows)(const int R, const gk_sgemm_args 
         GK_NAME(gk_epilogue) ep;
         ep.beta = g->beta;
         ep.first = ep.last = 1;
-        ep.plain = 0;
+        ep.plain = ep.fused = 0;
         ep.bias_mode = g->bias_mode;
         ep.relu = g->relu;
         GK_UNROLL
