@@ -84,8 +84,11 @@ def int_list(text):
     return tuple(positive_int(p) for p in parts)
 
 
-def parser(doc, *, epochs, batch_size=128, val_split=0.1, optimizer="sgd"):
-    """An ArgumentParser with the flags both examples take; a script adds its own."""
+def parser(doc, *, epochs, sgd_lr=DEFAULT_LR["sgd"], weight_decay=0.0, batch_size=128,
+           val_split=0.1, optimizer="sgd"):
+    """An ArgumentParser with the flags both examples take, with the script's defaults; a
+    script adds its own flags."""
+    lr_defaults = {**DEFAULT_LR, "sgd": sgd_lr}
     p = argparse.ArgumentParser(description=doc.strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="cpu", choices=backends.names(),
@@ -96,12 +99,12 @@ def parser(doc, *, epochs, batch_size=128, val_split=0.1, optimizer="sgd"):
                    help="samples per step (default: %(default)s)")
     p.add_argument("--lr", type=positive_float, default=None,
                    help="peak learning rate; cosine decay to 0 over the run (default: "
-                        + ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items()) + ")")
+                        + ", ".join(f"{k} {v}" for k, v in lr_defaults.items()) + ")")
     p.add_argument("--optimizer", default=optimizer, choices=OPTIMIZERS,
                    help="sgd: momentum 0.9, Nesterov; adam: betas 0.9, 0.999 "
                         "(default: %(default)s)")
-    p.add_argument("--weight-decay", type=nonnegative_float, default=None, metavar="L2",
-                   help="L2 penalty added to the gradients (default: the script's)")
+    p.add_argument("--weight-decay", type=nonnegative_float, default=weight_decay,
+                   metavar="L2", help="L2 penalty added to the gradients (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
                    help="one seed for initialization, split and shuffling (default: %(default)s)")
     p.add_argument("--threads", type=positive_int, default=None,
@@ -121,6 +124,7 @@ def parser(doc, *, epochs, batch_size=128, val_split=0.1, optimizer="sgd"):
     p.add_argument("--profile", action="store_true",
                    help="before training, time each layer's forward and backward pass and "
                         "print its GFLOP/s")
+    p.set_defaults(lr_defaults=lr_defaults)
     return p
 
 
@@ -197,7 +201,7 @@ def run_profile(model, x, y, args, optimizer, epoch_size):
                    optimizer=optimizer, epoch_size=epoch_size)
 
 
-def run(args, build_model, model_name, *, weight_decay=0.0):
+def run(args, build_model, model_name):
     """Train `build_model()` on MNIST as `args` say; print the epochs and the test accuracy,
     then write what --save, --json and --plot ask for. Returns the results dict (JSON_KEYS)."""
     started = time.perf_counter()
@@ -218,8 +222,8 @@ def run(args, build_model, model_name, *, weight_decay=0.0):
 
     _random.seed(args.seed)
     model = build_model()
-    weight_decay = weight_decay if args.weight_decay is None else args.weight_decay
-    optimizer = make_optimizer(args.optimizer, args.lr, args.epochs, weight_decay)
+    lr = args.lr_defaults[args.optimizer] if args.lr is None else args.lr
+    optimizer = make_optimizer(args.optimizer, lr, args.epochs, args.weight_decay)
     trainer = Trainer(model, optimizer, loss="cross_entropy", backend=backend)
     print(f"{model_name} on {backend.name} ({get_num_threads()} threads), {optimizer!r}, "
           f"batch {args.batch_size}, seed {args.seed}")
