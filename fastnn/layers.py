@@ -189,6 +189,7 @@ class _Parametric(Layer):
         self.relu = False  # set by Sequential when a ReLU follows and is fused in
         self._bwd_kwargs = {"check_finite": False}
         self._reuse_fwd = self._reuse_bwd = self._work_is_dy = False
+        self._unchecked = None
 
     @property
     def weight(self):
@@ -228,6 +229,8 @@ class _Parametric(Layer):
     def _bind(self):
         backward = self._backward_kernel()
         self._bwd_kwargs = {"check_finite": False, "need_dx": self.need_dx}
+        # kernels without the backend's checks, for training passes into kept buffers
+        self._unchecked = getattr(self.backend, "unchecked", None) if self.reuse else None
         self._reuse_fwd = self.reuse and supports_keyword(self._forward_kernel(), "out")
         self._reuse_bwd = self.reuse and supports_keyword(backward, "out")
         self._work_is_dy = self._reuse_bwd and supports_keyword(backward, "work")
@@ -282,13 +285,21 @@ class Linear(_Parametric):
     def _backward_kernel(self):
         return self.backend.linear_backward
 
+    def _trusted(self, a):
+        """Whether `a` can go to the unchecked kernels (the layer's own training buffers)."""
+        return self._unchecked is not None and a.flags.c_contiguous and a.flags.aligned and \
+            a.dtype == self.params[0].dtype
+
     def forward(self, x, training=False):
         if not self.params:
             self.initialize()
         if training and self._reuse_fwd:
-            y = self._backend.linear_forward(
-                x, self.params[0], self.params[1], self.relu, check_finite=False,
-                out=self._scratch("y", (x.shape[0], self.out_features), x.dtype))
+            y = self._scratch("y", (x.shape[0], self.out_features), x.dtype)
+            if self._trusted(x) and x.shape[1] == self.in_features:
+                self._unchecked.linear_forward(x, self.params[0], self.params[1], self.relu, y)
+            else:
+                y = self._backend.linear_forward(x, self.params[0], self.params[1], self.relu,
+                                                 check_finite=False, out=y)
         else:
             y = self._backend.linear_forward(x, self.params[0], self.params[1], self.relu,
                                              check_finite=False)
@@ -302,7 +313,11 @@ class Linear(_Parametric):
             out = (self._scratch("dx", x.shape, x.dtype) if self.need_dx else None,
                    self._scratch("dw", w.shape, w.dtype),
                    self._scratch("db", (self.out_features,), w.dtype))
-            if self._work_is_dy and self.relu:  # the ReLU mask is applied to dy in place
+            if self._work_is_dy and self._trusted(dy) and self._trusted(x):  # y is ours
+                self._unchecked.linear_backward(x, w, self._y, dy, self.relu, *out,
+                                                dy if self.relu else None)
+                result = out
+            elif self._work_is_dy and self.relu:  # the ReLU mask is applied to dy in place
                 result = self._backend.linear_backward(x, w, self._y, dy, True, out=out,
                                                        work=dy, **self._bwd_kwargs)
             else:

@@ -176,8 +176,17 @@ class SGD(Optimizer):
         self._check_attached()
         lr = self.lr
         if lr > 0:
-            update = self._backend.sgd_step
             momentum, decay, nesterov = self.momentum, self.weight_decay, self.nesterov
+            update_all = getattr(self._backend, "sgd_step_many", None)
+            if update_all is not None:  # one kernel call for the whole model
+                flat = self._flat
+                update_all([e[0].params[e[1]] for e in flat],
+                           [e[0].grads[e[1]] for e in flat],
+                           [e[2] for e in flat] if momentum else None,
+                           lr=lr, momentum=momentum, weight_decay=decay, nesterov=nesterov)
+                self.steps += 1
+                return
+            update = self._backend.sgd_step
             if momentum:
                 for layer, j, velocity in self._flat:
                     update(layer.params[j], layer.grads[j], velocity, lr=lr, momentum=momentum,
@@ -210,9 +219,17 @@ class Adam(Optimizer):
         self._check_attached()
         lr = self.lr
         if lr > 0:
-            update = self._backend.adam_step
             (beta1, beta2), eps, decay = self.betas, self.eps, self.weight_decay
             step = self.steps + 1
+            update_all = getattr(self._backend, "adam_step_many", None)
+            if update_all is not None:  # one kernel call for the whole model
+                flat = self._flat
+                update_all([e[0].params[e[1]] for e in flat], [e[0].grads[e[1]] for e in flat],
+                           [e[2] for e in flat], [e[3] for e in flat], lr=lr, step=step,
+                           beta1=beta1, beta2=beta2, eps=eps, weight_decay=decay)
+                self.steps += 1
+                return
+            update = self._backend.adam_step
             for layer, j, m, v in self._flat:
                 update(layer.params[j], layer.grads[j], m, v, lr=lr, step=step, beta1=beta1,
                        beta2=beta2, eps=eps, weight_decay=decay)

@@ -71,3 +71,29 @@ def softmax_cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labe
             total += row_loss[i]
     free(row_loss)
     return total / n
+
+
+def count_correct(const floating[:, ::1] outputs, const int64_t[::1] labels):
+    """How many rows have their label as argmax (NumPy's argmax: the first maximum, and the
+    first NaN where a row has one)."""
+    cdef Py_ssize_t n = outputs.shape[0], classes = outputs.shape[1], i, j, best
+    cdef Py_ssize_t correct = 0
+    cdef floating v, top
+    if labels.shape[0] != n:
+        raise ValueError(f"labels must have shape ({n},), got ({labels.shape[0]},)")
+    if classes < 1:
+        return 0
+    with nogil:
+        for i in range(n):
+            best = 0
+            top = outputs[i, 0]
+            if top == top:
+                for j in range(1, classes):
+                    v = outputs[i, j]
+                    if v > top or v != v:
+                        best = j
+                        top = v
+                        if v != v:
+                            break
+            correct += best == labels[i]
+    return correct

@@ -5,8 +5,10 @@ match the NumPy reference to rounding. Large arrays are cut into fixed chunks ru
 (elementwise, so the result does not depend on the thread count).
 """
 from cython cimport floating
+import numpy as np
 from cython.parallel cimport prange
 from libc.math cimport sqrt, sqrtf
+from libc.stdint cimport int64_t
 
 from fastnn._kernels.runtime cimport num_threads
 
@@ -114,3 +116,114 @@ def adam_step(floating[::1] param, const floating[::1] grad, floating[::1] m, fl
                   <floating>lr, <floating>beta1, <floating>(1.0 - beta1), <floating>beta2,
                   <floating>(1.0 - beta2), <floating>correction1, <floating>correction2,
                   <floating>eps, <floating>weight_decay)
+
+
+# ---- many arrays in one call ---------------------------------------------------------------
+# A model's parameters are a handful of arrays of very different sizes (a 400k weight beside a
+# 10-element bias). One call updates them all: one parallel loop over the chunks of every
+# array, so small ones cost no call of their own and large ones are still split evenly.
+# `table` rows are (param address, grad address, state addresses..., element count), written by
+# the caller (fastnn.backends.cpu) from arrays it has checked and keeps alive.
+
+cdef inline Py_ssize_t _array_of_chunk(const int64_t* first_chunk, Py_ssize_t arrays,
+                                       Py_ssize_t chunk) noexcept nogil:
+    cdef Py_ssize_t t = 0
+    while t + 1 < arrays and first_chunk[t + 1] <= chunk:
+        t += 1
+    return t
+
+
+def _chunk_starts(const int64_t[:, ::1] table, Py_ssize_t count_column):
+    """First global chunk of each array, and the total number of chunks."""
+    cdef Py_ssize_t t, total = 0
+    starts = np.empty(table.shape[0], np.int64)
+    cdef int64_t[::1] s = starts
+    for t in range(table.shape[0]):
+        s[t] = total
+        total += (table[t, count_column] + CHUNK - 1) // CHUNK
+    return starts, total
+
+
+cdef void _sgd_many(floating kind, const int64_t[:, ::1] table, const int64_t[::1] starts,
+                    Py_ssize_t total, int threads, floating lr, floating momentum,
+                    floating weight_decay, bint nesterov) noexcept nogil:
+    cdef Py_ssize_t c, t, start, n
+    for c in prange(total, schedule="static", num_threads=threads):
+        t = _array_of_chunk(&starts[0], table.shape[0], c)
+        start = (c - starts[t]) * CHUNK
+        n = min(CHUNK, table[t, 3] - start)
+        _sgd((<floating*><size_t>table[t, 0]) + start,
+             (<const floating*><size_t>table[t, 1]) + start,
+             NULL if table[t, 2] == 0 else (<floating*><size_t>table[t, 2]) + start,
+             n, lr, momentum, weight_decay, nesterov)
+
+
+def sgd_step_many(const int64_t[:, ::1] table, bint double_precision, double lr,
+                  double momentum, double weight_decay, bint nesterov):
+    """sgd_step for every row (param, grad, velocity or 0, size) of table, in one parallel
+    loop; the same arithmetic as sgd_step, element by element."""
+    if table.shape[0] == 0:
+        return
+    if table.shape[1] != 4:
+        raise ValueError("table must have 4 columns: param, grad, velocity, size")
+    if momentum != 0:
+        for t in range(table.shape[0]):
+            if table[t, 2] == 0:
+                raise ValueError("velocity is required when momentum > 0")
+    starts, total = _chunk_starts(table, 3)
+    cdef const int64_t[::1] s = starts
+    cdef Py_ssize_t chunks = total
+    cdef int threads = num_threads() if chunks * CHUNK >= PARALLEL_MIN_SIZE else 1
+    cdef float f = 0
+    cdef double d = 0
+    with nogil:
+        if double_precision:
+            _sgd_many(d, table, s, chunks, threads, lr, momentum, weight_decay, nesterov)
+        else:
+            _sgd_many(f, table, s, chunks, threads, <float>lr, <float>momentum,
+                      <float>weight_decay, nesterov)
+
+
+cdef void _adam_many(floating kind, const int64_t[:, ::1] table, const int64_t[::1] starts,
+                     Py_ssize_t total, int threads, floating lr, floating beta1,
+                     floating one_minus_beta1, floating beta2, floating one_minus_beta2,
+                     floating correction1, floating correction2, floating eps,
+                     floating weight_decay) noexcept nogil:
+    cdef Py_ssize_t c, t, start, n
+    for c in prange(total, schedule="static", num_threads=threads):
+        t = _array_of_chunk(&starts[0], table.shape[0], c)
+        start = (c - starts[t]) * CHUNK
+        n = min(CHUNK, table[t, 4] - start)
+        _adam((<floating*><size_t>table[t, 0]) + start,
+              (<const floating*><size_t>table[t, 1]) + start,
+              (<floating*><size_t>table[t, 2]) + start,
+              (<floating*><size_t>table[t, 3]) + start,
+              n, lr, beta1, one_minus_beta1, beta2, one_minus_beta2,
+              correction1, correction2, eps, weight_decay)
+
+
+def adam_step_many(const int64_t[:, ::1] table, bint double_precision, double lr, double beta1,
+                   double beta2, double correction1, double correction2, double eps,
+                   double weight_decay):
+    """adam_step for every row (param, grad, m, v, size) of table, in one parallel loop."""
+    if table.shape[0] == 0:
+        return
+    if table.shape[1] != 5:
+        raise ValueError("table must have 5 columns: param, grad, m, v, size")
+    if not (correction1 > 0 and correction2 > 0):
+        raise ValueError("the bias corrections must be > 0")
+    starts, total = _chunk_starts(table, 4)
+    cdef const int64_t[::1] s = starts
+    cdef Py_ssize_t chunks = total
+    cdef int threads = num_threads() if chunks * CHUNK >= PARALLEL_MIN_SIZE else 1
+    cdef float f = 0
+    cdef double d = 0
+    with nogil:
+        if double_precision:
+            _adam_many(d, table, s, chunks, threads, lr, beta1, 1.0 - beta1, beta2,
+                       1.0 - beta2, correction1, correction2, eps, weight_decay)
+        else:
+            _adam_many(f, table, s, chunks, threads, <float>lr, <float>beta1,
+                       <float>(1.0 - beta1), <float>beta2, <float>(1.0 - beta2),
+                       <float>correction1, <float>correction2, <float>eps,
+                       <float>weight_decay)

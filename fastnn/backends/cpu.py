@@ -68,8 +68,28 @@ def _distinct(**outputs):
                 raise ValueError(f"{name} must not overlap {other}")
 
 
+class Unchecked:
+    """Compiled kernels without the backend's argument checks, for callers whose arrays are
+    their own and known good (a layer's training pass into its kept buffers): C-contiguous,
+    aligned, one dtype, not overlapping except where a kernel allows it. The kernels still
+    refuse wrong shapes and layouts with a ValueError; nothing is copied, realigned or scanned
+    for NaN. Arguments as in the fastnn._kernels functions."""
+
+    if _IMPORT_ERROR is None:
+        linear_forward = staticmethod(_dense.linear_forward)     # (x, w, b, relu, y)
+        # (x, w, y, dy, relu, dx or None, dw, db, work: the masked dy, may be dy itself)
+        linear_backward = staticmethod(_dense.linear_backward)
+        # (logits, int64 labels, dlogits) -> mean loss; dlogits may be logits
+        softmax_cross_entropy = staticmethod(_loss.softmax_cross_entropy)
+
+
 class CpuBackend(NumpyBackend):
     name = "cpu"
+    unchecked = Unchecked
+
+    def __init__(self):
+        super().__init__()
+        self._tables = {}  # optimizer kind -> (the arrays, their address table)
 
     # ---- linear -------------------------------------------------------------------------------
 
@@ -278,6 +298,14 @@ class CpuBackend(NumpyBackend):
         loss = _loss.softmax_cross_entropy(logits, check.contiguous(labels), dlogits)
         return logits.dtype.type(loss), dlogits
 
+    def count_correct(self, outputs, labels):
+        """Rows of `outputs` whose argmax is the label (as outputs.argmax(axis=1) == labels),
+        in one pass: the training loop's running accuracy."""
+        outputs = check.float_array("outputs", outputs, 2)
+        if not (isinstance(labels, np.ndarray) and labels.dtype == np.int64):
+            labels = np.asarray(labels, dtype=np.int64)
+        return int(_loss.count_correct(outputs, check.contiguous(labels)))
+
     # ---- optimizer updates (in place) ---------------------------------------------------------
 
     def sgd_step(self, param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0,
@@ -290,6 +318,79 @@ class CpuBackend(NumpyBackend):
         _optim.sgd_step(param.reshape(-1), grad.reshape(-1),
                         None if velocity is None else velocity.reshape(-1),
                         lr, momentum, weight_decay, bool(nesterov))
+
+    # ---- every parameter of a model in one call (an extension of the kernel contract) ---------
+
+    def _update_table(self, kind, groups, check_group):
+        """The address table of `groups` (param, grad, state... per parameter), remembered
+        while the very same arrays come back, so a training step pays no per-array checks;
+        `check_group` checks one group on a miss. The table keeps the arrays alive, so the
+        addresses stay valid. Arrays a check had to copy are not remembered."""
+        groups = tuple(tuple(g) for g in groups)
+        cached = self._tables.get(kind)
+        if cached is not None and len(cached[0]) == len(groups) and all(
+                a is b for old, new in zip(cached[0], groups) for a, b in zip(old, new)):
+            return cached[1]
+        checked = tuple(tuple(check_group(*g)) for g in groups)
+        dtype = checked[0][0].dtype
+        if any(g[0].dtype != dtype for g in checked):
+            raise TypeError("all parameters must share one dtype")
+        rows, ranges = [], []
+        for group in checked:
+            rows.append([0 if a is None else a.ctypes.data for a in group] + [group[0].size])
+            ranges += [(a.ctypes.data, a.ctypes.data + a.nbytes) for a in group
+                       if a is not None and a.nbytes]
+        ranges.sort()
+        for (_, end), (start, _) in zip(ranges, ranges[1:]):
+            if start < end:  # updated in parallel chunks: any overlap would race
+                raise ValueError("parameters, gradients and optimizer state must not overlap")
+        table = np.array(rows, dtype=np.int64).reshape(len(rows), -1)
+        copied = any(a is not b for old, new in zip(groups, checked) for a, b in zip(old, new))
+        self._tables[kind] = (checked if copied else groups, table, checked)
+        return table
+
+    def sgd_step_many(self, params, grads, velocities=None, *, lr, momentum=0.0,
+                      weight_decay=0.0, nesterov=False):
+        """sgd_step for each (param, grad, velocity) of the lists, in one parallel kernel call
+        (velocities may be None without momentum): the same results as sgd_step on each."""
+        if velocities is None:
+            velocities = [None] * len(params)
+        if not len(params) == len(grads) == len(velocities):
+            raise ValueError("params, grads and velocities must be lists of the same length")
+        if not params:
+            return
+        lr, momentum, weight_decay = self._sgd_hyper(lr, momentum, weight_decay, nesterov)
+        if not momentum:
+            velocities = [None] * len(params)
+
+        def check_group(p, g, v):
+            if momentum and v is None:
+                raise ValueError("velocity is required when momentum > 0")
+            return self._step_args(p, g, velocity=v) + (v,)
+
+        table = self._update_table("sgd", zip(params, grads, velocities), check_group)
+        _optim.sgd_step_many(table, self._tables["sgd"][2][0][0].dtype == np.float64, lr,
+                             momentum, weight_decay, bool(nesterov))
+
+    def adam_step_many(self, params, grads, ms, vs, *, lr, step, beta1=0.9, beta2=0.999,
+                       eps=1e-8, weight_decay=0.0):
+        """adam_step for each (param, grad, m, v) of the lists, in one parallel kernel call."""
+        if not len(params) == len(grads) == len(ms) == len(vs):
+            raise ValueError("params, grads, ms and vs must be lists of the same length")
+        if not params:
+            return
+        lr, step, beta1, beta2, eps, weight_decay = self._adam_hyper(lr, step, beta1, beta2,
+                                                                     eps, weight_decay)
+
+        def check_group(p, g, m, v):
+            if m is None or v is None:
+                raise TypeError("m and v (Adam's moment estimates) must be arrays, got None")
+            return self._step_args(p, g, m=m, v=v) + (m, v)
+
+        table = self._update_table("adam", zip(params, grads, ms, vs), check_group)
+        _optim.adam_step_many(table, self._tables["adam"][2][0][0].dtype == np.float64, lr,
+                              beta1, beta2, 1 - beta1 ** step, 1 - beta2 ** step, eps,
+                              weight_decay)
 
     def adam_step(self, param, grad, m, v, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8,
                   weight_decay=0.0):

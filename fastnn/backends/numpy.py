@@ -194,18 +194,24 @@ class NumpyBackend:
                 check.writable_array(name, a, param.shape, param.dtype)
         return param, grad
 
-    def _sgd_args(self, param, grad, velocity, lr, momentum, weight_decay, nesterov):
+    @staticmethod
+    def _sgd_hyper(lr, momentum, weight_decay, nesterov):
         lr = check.real("lr", lr, minimum=0.0, min_inclusive=False)
         momentum = check.real("momentum", momentum, minimum=0.0, maximum=1.0)
         weight_decay = check.real("weight_decay", weight_decay, minimum=0.0)
         if nesterov and momentum == 0:
             raise ValueError("nesterov needs momentum > 0")
+        return lr, momentum, weight_decay
+
+    def _sgd_args(self, param, grad, velocity, lr, momentum, weight_decay, nesterov):
+        lr, momentum, weight_decay = self._sgd_hyper(lr, momentum, weight_decay, nesterov)
         if momentum and velocity is None:
             raise ValueError("velocity is required when momentum > 0")
         param, grad = self._step_args(param, grad, velocity=velocity if momentum else None)
         return param, grad, lr, momentum, weight_decay
 
-    def _adam_args(self, param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay):
+    @staticmethod
+    def _adam_hyper(lr, step, beta1, beta2, eps, weight_decay):
         lr = check.real("lr", lr, minimum=0.0, min_inclusive=False)
         step = check.positive_int("step", step, 1)
         beta1 = check.real("beta1", beta1, minimum=0.0)
@@ -214,6 +220,11 @@ class NumpyBackend:
             raise ValueError(f"beta1 and beta2 must be in [0, 1), got {beta1}, {beta2}")
         eps = check.real("eps", eps, minimum=0.0, min_inclusive=False)
         weight_decay = check.real("weight_decay", weight_decay, minimum=0.0)
+        return lr, step, beta1, beta2, eps, weight_decay
+
+    def _adam_args(self, param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay):
+        lr, step, beta1, beta2, eps, weight_decay = self._adam_hyper(lr, step, beta1, beta2,
+                                                                     eps, weight_decay)
         if m is None or v is None:
             raise TypeError("m and v (Adam's moment estimates) must be arrays, got None")
         param, grad = self._step_args(param, grad, m=m, v=v)
@@ -245,6 +256,27 @@ class NumpyBackend:
         m_hat = m / (1 - beta1 ** step)
         v_hat = v / (1 - beta2 ** step)
         param -= (lr * m_hat / (np.sqrt(v_hat) + eps)).astype(param.dtype, copy=False)
+
+
+    def sgd_step_many(self, params, grads, velocities=None, *, lr, momentum=0.0,
+                      weight_decay=0.0, nesterov=False):
+        """sgd_step on each (param, grad, velocity) of the lists (an optimizer's whole step)."""
+        if velocities is None:
+            velocities = [None] * len(params)
+        if not len(params) == len(grads) == len(velocities):
+            raise ValueError("params, grads and velocities must be lists of the same length")
+        for p, g, v in zip(params, grads, velocities):
+            self.sgd_step(p, g, v, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                          nesterov=nesterov)
+
+    def adam_step_many(self, params, grads, ms, vs, *, lr, step, beta1=0.9, beta2=0.999,
+                       eps=1e-8, weight_decay=0.0):
+        """adam_step on each (param, grad, m, v) of the lists."""
+        if not len(params) == len(grads) == len(ms) == len(vs):
+            raise ValueError("params, grads, ms and vs must be lists of the same length")
+        for p, g, m, v in zip(params, grads, ms, vs):
+            self.adam_step(p, g, m, v, lr=lr, step=step, beta1=beta1, beta2=beta2, eps=eps,
+                           weight_decay=weight_decay)
 
 
 def probe():

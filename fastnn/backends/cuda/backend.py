@@ -279,6 +279,8 @@ class CudaBackend:
                 check.writable_array(name, a, param.shape, param.dtype, self.xp)
         return param, grad
 
+    _sgd_hyper = staticmethod(NumpyBackend._sgd_hyper)
+    _adam_hyper = staticmethod(NumpyBackend._adam_hyper)
     _sgd_args = NumpyBackend._sgd_args
     _adam_args = NumpyBackend._adam_args
 

@@ -1,0 +1,145 @@
+"""The cpu backend's whole-model entry points (sgd_step_many, adam_step_many, count_correct)
+and the layers' unchecked training passes: the same numbers as the per-array, checked calls."""
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import backends, nn, optim
+from fastnn.backends.numpy import NumpyBackend
+
+cpu = backends.get("cpu")
+ref = NumpyBackend()
+
+# a 1-element bias, a prime-sized array, and one spanning several of the kernel's chunks
+SIZES = [(1,), (7, 13), (300, 97), (10,)]
+
+
+def _arrays(rng, dtype, count):
+    return [[rng.standard_normal(shape).astype(dtype) for shape in SIZES] for _ in range(count)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum,nesterov,decay", [(0.0, False, 0.0), (0.9, False, 0.0),
+                                                     (0.9, True, 5e-4), (0.5, False, 1e-2)])
+def test_sgd_step_many_equals_sgd_step(dtype, momentum, nesterov, decay):
+    rng = np.random.default_rng(0)
+    params, grads, vels = _arrays(rng, dtype, 3)
+    expected_p = [p.copy() for p in params]
+    expected_v = [v.copy() for v in vels]
+    for step in range(3):  # the second and third calls take the remembered table
+        for p, g, v in zip(expected_p, grads, expected_v):
+            cpu.sgd_step(p, g, v if momentum else None, lr=0.1, momentum=momentum,
+                         weight_decay=decay, nesterov=nesterov)
+        cpu.sgd_step_many(params, grads, vels if momentum else None, lr=0.1,
+                          momentum=momentum, weight_decay=decay, nesterov=nesterov)
+        for a, b in zip(params + vels, expected_p + expected_v):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_step_many_equals_adam_step(dtype):
+    rng = np.random.default_rng(1)
+    params, grads, ms, vs = _arrays(rng, dtype, 4)
+    vs = [np.abs(v) for v in vs]
+    expected = [[a.copy() for a in group] for group in (params, ms, vs)]
+    for step in (1, 2, 3):
+        for p, g, m, v in zip(expected[0], grads, expected[1], expected[2]):
+            cpu.adam_step(p, g, m, v, lr=1e-3, step=step, weight_decay=1e-4)
+        cpu.adam_step_many(params, grads, ms, vs, lr=1e-3, step=step, weight_decay=1e-4)
+        for got, want in zip((params, ms, vs), expected):
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_sgd_step_many_follows_replaced_arrays():
+    """A table is remembered for the very same arrays only: a new gradient array is read."""
+    p = [np.ones(5, np.float32)]
+    cpu.sgd_step_many(p, [np.ones(5, np.float32)], lr=1.0)
+    cpu.sgd_step_many(p, [np.full(5, 2.0, np.float32)], lr=1.0)
+    np.testing.assert_array_equal(p[0], np.full(5, -2.0, np.float32))
+
+
+def test_sgd_step_many_copies_a_strided_gradient():
+    p = [np.zeros(4, np.float32)]
+    grad = np.arange(8, dtype=np.float32)[::2]
+    for _ in range(2):
+        cpu.sgd_step_many(p, [grad], lr=1.0)
+    np.testing.assert_array_equal(p[0], -2 * grad)
+
+
+def test_many_refuses_bad_arguments():
+    p = np.zeros(6, np.float32)
+    with pytest.raises(ValueError, match="overlap"):
+        cpu.sgd_step_many([p[:4], p[2:]], [np.ones(4, np.float32)] * 2, lr=0.1)
+    with pytest.raises(ValueError, match="overlap"):
+        cpu.sgd_step_many([p], [p], lr=0.1)
+    with pytest.raises(TypeError, match="one dtype"):
+        cpu.sgd_step_many([np.zeros(2, np.float32), np.zeros(2)],
+                          [np.zeros(2, np.float32), np.zeros(2)], lr=0.1)
+    with pytest.raises(ValueError, match="velocity"):
+        cpu.sgd_step_many([np.zeros(2, np.float32)], [np.zeros(2, np.float32)], [None],
+                          lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="same length"):
+        cpu.sgd_step_many([p], [], lr=0.1)
+    with pytest.raises(ValueError, match="lr"):
+        cpu.sgd_step_many([p], [np.ones(6, np.float32)], lr=-1.0)
+    with pytest.raises(ValueError, match="shape"):
+        cpu.sgd_step_many([p], [np.ones(5, np.float32)], lr=0.1)
+    with pytest.raises(TypeError, match="m and v"):
+        cpu.adam_step_many([p], [np.ones(6, np.float32)], [None], [None], lr=0.1, step=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_count_correct_is_numpy_argmax(dtype):
+    rng = np.random.default_rng(2)
+    out = rng.integers(0, 3, size=(257, 10)).astype(dtype)  # many ties: the first max wins
+    out[5, 3] = np.nan
+    out[6, 0] = np.nan
+    out[7, :] = np.nan
+    out[8, 9] = -np.inf
+    out[9, 4] = np.inf
+    labels = rng.integers(0, 10, size=257)
+    labels[5], labels[6], labels[9] = 3, 0, 4
+    assert cpu.count_correct(out, labels) == int((out.argmax(axis=1) == labels).sum())
+    assert cpu.count_correct(out[:, :1], labels) == int((labels == 0).sum())
+    with pytest.raises(ValueError, match="labels"):
+        cpu.count_correct(out, labels[:3])
+
+
+@pytest.mark.parametrize("optimizer", [lambda: optim.SGD(lr=0.05, momentum=0.9, nesterov=True,
+                                                         weight_decay=1e-3),
+                                       lambda: optim.Adam(lr=1e-3)])
+def test_training_matches_the_reference_backend(optimizer):
+    """A fit on cpu (unchecked passes, one optimizer call) against the same fit on numpy."""
+    rng = np.random.default_rng(3)
+    x = rng.random((203, 29)).astype(np.float32)  # a last batch of 11 rows
+    y = rng.integers(0, 5, size=203)
+    results = []
+    for backend in ("cpu", "numpy"):
+        fastnn.seed(4)
+        model = nn.Sequential(nn.Linear(29, 31), nn.ReLU(), nn.Linear(31, 17), nn.Tanh(),
+                              nn.Linear(17, 5))
+        trainer = fastnn.Trainer(model, optimizer(), loss="cross_entropy", backend=backend)
+        history = trainer.fit(x, y, epochs=2, batch_size=32, verbose=0)
+        results.append((model.state_dict(), history["loss"], history["accuracy"]))
+    (cpu_state, cpu_loss, cpu_acc), (ref_state, ref_loss, ref_acc) = results
+    for name in ref_state:
+        np.testing.assert_allclose(cpu_state[name], ref_state[name], rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(cpu_loss, ref_loss, rtol=1e-4)
+    assert cpu_acc == pytest.approx(ref_acc, abs=2 / 203)
+
+
+def test_train_step_with_a_strided_batch_takes_the_checked_path():
+    fastnn.seed(5)
+    model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3))
+    trainer = fastnn.Trainer(model, optim.SGD(lr=0.1), loss="cross_entropy", backend="cpu")
+    x = np.random.default_rng(6).random((16, 16)).astype(np.float32)
+    y = np.arange(16, dtype=np.int64) % 3
+    before = model.state_dict()
+    loss = trainer.train_step(x[:, ::2], y)   # not C-contiguous
+    again = fastnn.Trainer(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3)),
+                           optim.SGD(lr=0.1), loss="cross_entropy", backend="cpu")
+    again.model.load_state_dict(before)
+    assert float(again.train_step(np.ascontiguousarray(x[:, ::2]), y)) == float(loss)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, again.model.state_dict()[name])
