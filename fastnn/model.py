@@ -13,6 +13,7 @@ import numpy as np
 
 from . import backends, layers as L
 from .datasets import to_float
+from .inference import DensePlan
 
 # Layers that only move or select values: they do not decide the initializer.
 _SHAPE_ONLY = (L.Flatten, L.MaxPool2d, L.Dropout)
@@ -96,6 +97,7 @@ class Sequential:
         # layers before the first parameter need no backward pass at all
         self._run_backward = run[first:][::-1]
         self._input_ok = (None, None)  # (per-sample input shape, as the first layer takes it)
+        self._plan = None  # the compiled inference plan, built on first predict (False: none)
         self._slots = [(layer, j, f"{i}.{name}")
                        for i, layer in enumerate(layers)
                        for j, name in enumerate(layer.param_names)]
@@ -288,14 +290,52 @@ class Sequential:
         parts = [self.forward(x[i:i + batch_size], False) for i in range(0, n, batch_size)]
         return self._backend.xp.concatenate(parts)
 
+    def _dense_plan(self):
+        """The compiled inference plan of an MLP on cpu (fastnn.inference), or None."""
+        plan = self._plan
+        if plan is None or (plan and not plan.current(self)):
+            plan = self._plan = DensePlan.build(self) or False
+        return plan or None
+
+    def _plan_input(self, x):
+        """x as the plan takes it: 2-D, C-contiguous, the model's dtype (finiteness is checked
+        by the plan's kernel); None when it needs the general path's checks and conversion."""
+        if type(x) is not np.ndarray or x.dtype != self.dtype or x.ndim < 2 or \
+                not (x.flags.c_contiguous and x.flags.aligned):
+            return None
+        if x.shape[1:] != self._input_ok[0]:
+            return None  # prepare_input validates (and remembers) a new per-sample shape
+        return x.reshape(x.shape[0], -1) if x.ndim > 2 else x
+
+    def _plan_predict(self, x, batch_size, outputs):
+        plan = self._dense_plan()
+        if plan is None:
+            return None
+        xs = self._plan_input(x)
+        if xs is None:  # converted and checked (uint8 scaled, NaN refused) by the general path
+            xs = self.prepare_input(x)
+            xs = xs.reshape(xs.shape[0], -1)
+        run = plan.outputs if outputs else plan.predict
+        if xs.shape[0] <= batch_size:
+            return run(xs)
+        return np.concatenate([run(xs[i:i + batch_size]) for i in range(0, xs.shape[0],
+                                                                         batch_size)])
+
     def predict(self, x, batch_size=1024):
         """Predicted class indices (numpy int64) for uint8 images or float inputs."""
+        batch_size = L._int_arg("batch_size", batch_size, 1)
+        labels = self._plan_predict(x, batch_size, outputs=False)
+        if labels is not None:
+            return labels
         out = self._outputs(x, batch_size)
         return np.asarray(self._backend.to_numpy(out.argmax(axis=1)), dtype=np.int64)
 
     def predict_proba(self, x, batch_size=1024):
         """Softmax of the outputs (numpy, rows sum to 1)."""
-        out = self._outputs(x, batch_size)
+        batch_size = L._int_arg("batch_size", batch_size, 1)
+        out = self._plan_predict(x, batch_size, outputs=True)
+        if out is None:
+            out = self._outputs(x, batch_size)
         xp = self._backend.xp
         e = xp.exp(out - out.max(axis=1, keepdims=True))
         e /= e.sum(axis=1, keepdims=True)

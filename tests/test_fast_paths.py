@@ -143,3 +143,84 @@ def test_train_step_with_a_strided_batch_takes_the_checked_path():
     assert float(again.train_step(np.ascontiguousarray(x[:, ::2]), y)) == float(loss)
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(value, again.model.state_dict()[name])
+
+
+# ---- the compiled inference plan (fastnn.inference) -----------------------------------------
+
+
+def _mlp(dtype=np.float32, hidden=(37, 11), classes=7, flatten=True, backend="cpu"):
+    fastnn.seed(7)
+    layers = [nn.Flatten()] if flatten else []
+    sizes = (5 * 6, *hidden)
+    for fin, fout in zip(sizes, sizes[1:]):
+        layers += [nn.Linear(fin, fout), nn.ReLU()]
+    layers.append(nn.Linear(sizes[-1], classes))
+    return nn.Sequential(*layers, dtype=dtype, backend=backend)
+
+
+def _general_outputs(model, x):
+    """The outputs through the layers one by one (the path without the plan)."""
+    return model.forward(model.prepare_input(x), False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 2, 5, 13, 1024, 1031])
+def test_plan_predicts_as_the_layers(dtype, n):
+    model = _mlp(dtype)
+    x = np.random.default_rng(n).standard_normal((n, 5, 6)).astype(dtype)
+    assert model._dense_plan() is not None
+    expected = _general_outputs(model, x)
+    for _ in range(2):  # the first call validates the shape, the second takes the fast path
+        np.testing.assert_array_equal(model.predict(x), expected.argmax(axis=1))
+    proba = model.predict_proba(x)
+    e = np.exp(expected - expected.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(proba, e / e.sum(axis=1, keepdims=True), rtol=1e-6, atol=1e-7)
+    assert model.predict(x, batch_size=3).tolist() == expected.argmax(axis=1).tolist()
+
+
+def test_plan_takes_uint8_images_and_refuses_nan():
+    model = _mlp()
+    images = np.random.default_rng(8).integers(0, 256, size=(9, 5, 6), dtype=np.uint8)
+    expected = _general_outputs(model, images).argmax(axis=1)
+    np.testing.assert_array_equal(model.predict(images), expected)
+    x = (images / np.float32(255)).astype(np.float32)
+    model.predict(x)
+    x[4, 2, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.predict(x)
+    x[4, 2, 3] = np.inf
+    with pytest.raises(ValueError, match="infinite"):
+        model.predict(x)
+    with pytest.raises(ValueError, match="does not fit|features"):
+        model.predict(np.zeros((2, 31), np.float32))
+
+
+def test_plan_follows_new_weights_and_backends():
+    model = _mlp(flatten=False)
+    x = np.random.default_rng(9).standard_normal((6, 30)).astype(np.float32)
+    before = model.predict_proba(x)
+    state = {k: -v for k, v in model.state_dict().items()}
+    model.load_state_dict(state)  # new parameter arrays: the plan is rebuilt
+    after = model.predict_proba(x)
+    np.testing.assert_allclose(after, _mlp_ref_proba(state, x), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(before, after)
+    model.to("numpy")
+    assert model._dense_plan() is None
+    np.testing.assert_allclose(model.predict_proba(x), after, rtol=1e-5, atol=1e-6)
+
+
+def _mlp_ref_proba(state, x):
+    ref_model = _mlp(flatten=False, backend="numpy")
+    ref_model.load_state_dict(state)
+    return ref_model.predict_proba(x)
+
+
+def test_plan_only_for_plain_chains_of_linear_layers():
+    fastnn.seed(10)
+    assert nn.Sequential(nn.Linear(4, 3), nn.Sigmoid(), nn.Linear(3, 2))._dense_plan() is None
+    assert nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5), nn.Linear(3, 2))._dense_plan() is None
+    assert nn.Sequential(nn.Linear(4, 3), nn.Tanh())._dense_plan() is None
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    x = np.random.default_rng(11).standard_normal((3, 4)).astype(np.float32)
+    assert model._dense_plan() is not None
+    np.testing.assert_array_equal(model.predict(x), _general_outputs(model, x).argmax(axis=1))

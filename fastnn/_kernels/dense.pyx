@@ -6,6 +6,7 @@ pass; dx and dW are then two GEMMs reading that masked gradient.
 """
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from fastnn._kernels.gemm cimport gemm
@@ -130,3 +131,70 @@ def linear_backward(const floating[:, ::1] x, const floating[:, ::1] w,
                               fin, NULL, 0, False)
             _gemm_or_zero(True, False, fout, fin, n, g, fout, &x[0, 0], fin, &dw[0, 0], fin,
                           NULL, 0, False)
+
+
+# ---- a chain of Linear layers in one call (inference) -------------------------------------
+# Inference on a few samples is all overhead in Python: one call here runs every layer of an
+# MLP, each a GEMM with bias and ReLU in its store, and the row argmax at the end.
+# `table` rows are (weight address, bias address or 0, output address, in_features,
+# out_features, relu), written by the caller (fastnn.inference) from arrays it checked and
+# keeps alive; every output buffer has room for x's rows.
+
+cdef Py_ssize_t _argmax_row(const floating* row, Py_ssize_t classes) noexcept nogil:
+    """NumPy's argmax: the first maximum, or the first NaN."""
+    cdef Py_ssize_t j, best = 0
+    cdef floating top = row[0]
+    if top != top:
+        return 0
+    for j in range(1, classes):
+        if row[j] != row[j]:
+            return j
+        if row[j] > top:
+            top = row[j]
+            best = j
+    return best
+
+
+def chain_forward(const floating[:, ::1] x, const int64_t[:, ::1] table, int64_t[::1] labels,
+                  bint check_finite=True):
+    """Run the layers of `table` on x, each reading the previous one's output; with labels
+    (None or n int64s) also write each row's argmax of the last output there. With
+    check_finite, x holding NaN or infinity raises ValueError before any work."""
+    cdef Py_ssize_t n = x.shape[0], layers = table.shape[0], i, r, size = x.shape[0] * x.shape[1]
+    cdef bint finite = True
+    cdef const floating* h = &x[0, 0] if n and x.shape[1] else NULL
+    cdef floating* y
+    cdef int fin, fout
+    if table.shape[1] != 6 or layers < 1:
+        raise ValueError("table must have one row of 6 entries per layer")
+    if n > INT_MAX:
+        raise ValueError(f"batch = {n} is too large for the kernels (at most 2**31 - 1)")
+    if table[0, 3] != x.shape[1]:
+        raise ValueError(f"x must have {table[0, 3]} features, got {x.shape[1]}")
+    for i in range(1, layers):
+        if table[i, 3] != table[i - 1, 4]:
+            raise ValueError(f"layer {i} takes {table[i, 3]} features, the previous one gives "
+                             f"{table[i - 1, 4]}")
+    if labels is not None and labels.shape[0] != n:
+        raise ValueError(f"labels must have room for {n} rows")
+    if n == 0:
+        return
+    if check_finite:
+        with nogil:
+            for r in range(size):
+                finite &= h[r] - h[r] == 0  # false for NaN and +-inf alone
+        if not finite:
+            raise ValueError("x holds NaN or infinite values")
+    with nogil:
+        for i in range(layers):
+            y = <floating*><size_t>table[i, 2]
+            fin = <int>table[i, 3]
+            fout = <int>table[i, 4]
+            _gemm_or_zero(False, True, <int>n, fout, fin, h, fin,
+                          <const floating*><size_t>table[i, 0], fin, y, fout,
+                          <const floating*><size_t>table[i, 1],
+                          1 if table[i, 1] != 0 else 0, table[i, 5] != 0)
+            h = y
+        if labels is not None and fout > 0:
+            for r in range(n):
+                labels[r] = _argmax_row(h + r * fout, fout)

@@ -81,6 +81,8 @@ class Unchecked:
         linear_backward = staticmethod(_dense.linear_backward)
         # (logits, int64 labels, dlogits) -> mean loss; dlogits may be logits
         softmax_cross_entropy = staticmethod(_loss.softmax_cross_entropy)
+        # (x, table of layers, int64 labels or None, check_finite=True): see fastnn.inference
+        chain_forward = staticmethod(_dense.chain_forward)
 
 
 class CpuBackend(NumpyBackend):
