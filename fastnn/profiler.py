@@ -155,13 +155,16 @@ def profile(model, x, y, *, backend=None, batch_size=128, steps=20, warmup=3, op
     saved = model.state_dict()
     was_training = model.training
     optimizer = _private_copy(optimizer)
+    was_reusing = model.layers[0].reuse
     try:
         model.train()
+        model.set_reuse(True)  # as during fit: a step's arrays are kept and reused
         optimizer.attach(model)
         batches = _batches(model, b, x, y, batch_size, warmup + steps)
         rows, loss_ms, opt_ms = _instrumented(model, b, loss_fn, optimizer, batches, warmup)
         step_ms = _whole_steps(model, b, loss_fn, optimizer, batches[warmup:])
     finally:
+        model.set_reuse(was_reusing)
         model.load_state_dict(saved)
         model.train(was_training)
 

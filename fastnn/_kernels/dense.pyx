@@ -71,20 +71,40 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] w, const flo
                       1 if bias != NULL else 0, relu)
 
 
+cdef extern from "dense_mask.h" nogil:
+    void fastnn_mask_columns_f32(const float* dy, const float* y, float* work, float* db,
+                                 Py_ssize_t n, Py_ssize_t ld, Py_ssize_t start, Py_ssize_t stop)
+    void fastnn_mask_columns_f64(const double* dy, const double* y, double* work, double* db,
+                                 Py_ssize_t n, Py_ssize_t ld, Py_ssize_t start, Py_ssize_t stop)
+    void fastnn_mask_columns_inplace_f32(float* g, const float* y, float* db, Py_ssize_t n,
+                                         Py_ssize_t ld, Py_ssize_t start, Py_ssize_t stop)
+    void fastnn_mask_columns_inplace_f64(double* g, const double* y, double* db, Py_ssize_t n,
+                                         Py_ssize_t ld, Py_ssize_t start, Py_ssize_t stop)
+    void fastnn_column_sums_f32(const float* g, float* db, Py_ssize_t n, Py_ssize_t ld,
+                                Py_ssize_t start, Py_ssize_t stop)
+    void fastnn_column_sums_f64(const double* g, double* db, Py_ssize_t n, Py_ssize_t ld,
+                                Py_ssize_t start, Py_ssize_t stop)
+
+
 cdef void _mask_columns(const floating* dy, const floating* y, floating* work, floating* db,
                         Py_ssize_t n, Py_ssize_t fout, Py_ssize_t start, Py_ssize_t stop,
                         bint relu) noexcept nogil:
-    """db[start:stop] = column sums of the (masked) gradient; with relu, write it into work."""
-    cdef Py_ssize_t i, j
-    cdef floating g
-    memset(db + start, 0, (stop - start) * sizeof(floating))
-    for i in range(n):
-        for j in range(start, stop):
-            g = dy[i * fout + j]
-            if relu:
-                g = g * <floating>(y[i * fout + j] > 0)  # as the reference: dy * (y > 0)
-                work[i * fout + j] = g
-            db[j] += g
+    """db[start:stop] = column sums of the (masked) gradient; with relu, write it into work
+    (which may be dy itself). The loops are C's (src/dense_mask.h): vectorized."""
+    if floating is float:
+        if not relu:
+            fastnn_column_sums_f32(dy, db, n, fout, start, stop)
+        elif work == dy:
+            fastnn_mask_columns_inplace_f32(work, y, db, n, fout, start, stop)
+        else:
+            fastnn_mask_columns_f32(dy, y, work, db, n, fout, start, stop)
+    else:
+        if not relu:
+            fastnn_column_sums_f64(dy, db, n, fout, start, stop)
+        elif work == dy:
+            fastnn_mask_columns_inplace_f64(work, y, db, n, fout, start, stop)
+        else:
+            fastnn_mask_columns_f64(dy, y, work, db, n, fout, start, stop)
 
 
 def linear_backward(const floating[:, ::1] x, const floating[:, ::1] w,

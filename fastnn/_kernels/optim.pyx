@@ -5,12 +5,15 @@ match the NumPy reference to rounding. Large arrays are cut into fixed chunks ru
 (elementwise, so the result does not depend on the thread count).
 """
 from cython cimport floating
+cimport numpy as cnp
 import numpy as np
 from cython.parallel cimport prange
 from libc.math cimport sqrt, sqrtf
 from libc.stdint cimport int64_t
 
 from fastnn._kernels.runtime cimport num_threads
+
+cnp.import_array()
 
 cdef Py_ssize_t CHUNK = 8192
 # Below this many elements one thread is faster than waking the others.
@@ -131,6 +134,24 @@ cdef inline Py_ssize_t _array_of_chunk(const int64_t* first_chunk, Py_ssize_t ar
     while t + 1 < arrays and first_chunk[t + 1] <= chunk:
         t += 1
     return t
+
+
+def address_table(groups):
+    """int64 rows (address of each array, 0 for None, ..., size of the first) for `groups`, a
+    sequence of equal-length tuples of ndarrays or None: sgd_step_many's and adam_step_many's
+    table, without a Python attribute lookup per array."""
+    groups = list(groups)
+    width = len(groups[0]) if groups else 0
+    table = np.empty((len(groups), width + 1), np.int64)
+    cdef int64_t[:, ::1] t = table
+    cdef Py_ssize_t r, c
+    for r in range(len(groups)):
+        group = groups[r]
+        for c in range(width):
+            a = group[c]
+            t[r, c] = 0 if a is None else <int64_t><size_t>cnp.PyArray_DATA(a)
+        t[r, width] = cnp.PyArray_SIZE(group[0])
+    return table
 
 
 def _chunk_starts(const int64_t[:, ::1] table, Py_ssize_t count_column):

@@ -337,16 +337,13 @@ class CpuBackend(NumpyBackend):
         dtype = checked[0][0].dtype
         if any(g[0].dtype != dtype for g in checked):
             raise TypeError("all parameters must share one dtype")
-        rows, ranges = [], []
-        for group in checked:
-            rows.append([0 if a is None else a.ctypes.data for a in group] + [group[0].size])
-            ranges += [(a.ctypes.data, a.ctypes.data + a.nbytes) for a in group
-                       if a is not None and a.nbytes]
-        ranges.sort()
+        table = _optim.address_table(checked)
+        ranges = sorted((address, address + size * dtype.itemsize)
+                        for *addresses, size in table.tolist() for address in addresses
+                        if address and size)
         for (_, end), (start, _) in zip(ranges, ranges[1:]):
             if start < end:  # updated in parallel chunks: any overlap would race
                 raise ValueError("parameters, gradients and optimizer state must not overlap")
-        table = np.array(rows, dtype=np.int64).reshape(len(rows), -1)
         copied = any(a is not b for old, new in zip(groups, checked) for a, b in zip(old, new))
         self._tables[kind] = (checked if copied else groups, table, checked)
         return table
