@@ -315,6 +315,16 @@ def batches(n, batch_size, shuffle=True, rng=None):
     return (order[start : start + batch_size] for start in range(0, n, batch_size))
 
 
+def _all_finite(a):
+    """np.isfinite(a).all() for a C-contiguous float32 array, as one compiled scan (no
+    temporary the size of the data) where the kernels are built."""
+    try:
+        from fastnn._kernels.runtime import all_finite_bits
+    except ImportError:
+        return bool(np.isfinite(a).all())
+    return bool(all_finite_bits(a.reshape(-1).view(np.uint32)))
+
+
 def to_float(x):
     """Return ``x`` as C-contiguous float32: uint8 images are scaled to [0, 1].
 
@@ -330,7 +340,7 @@ def to_float(x):
         raise TypeError(f"x must be uint8 images or floating point, got dtype {x.dtype}")
     with np.errstate(over="ignore"):  # out-of-range values become inf, refused just below
         out = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(out).all():
+    if not _all_finite(out):
         raise ValueError("x holds NaN or infinite values (or values beyond float32's range)")
     return out
 

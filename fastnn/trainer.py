@@ -268,6 +268,7 @@ class Trainer:
         # optional backend kernel: number of rows whose argmax is the label (argmax costs more
         # Python-side time per step than the rest of the loop)
         count_correct = getattr(b, "count_correct", None)
+        gather = getattr(b, "gather_rows", None)
         rng = _random.generator()
 
         history = History()
@@ -302,7 +303,10 @@ class Trainer:
                     hi = min(lo + batch_size, n)
                     if shuffle:
                         idx = order[lo:hi]
-                        if on_host:
+                        if gather is not None:
+                            xb = gather(x, idx, x_buf[:hi - lo])
+                            yb = np.take(y, idx, out=y_buf[:hi - lo], mode="clip")
+                        elif on_host:
                             xb = np.take(x, idx, axis=0, out=x_buf[:hi - lo], mode="clip")
                             yb = np.take(y, idx, out=y_buf[:hi - lo], mode="clip")
                         else:

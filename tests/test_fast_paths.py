@@ -224,3 +224,22 @@ def test_plan_only_for_plain_chains_of_linear_layers():
     x = np.random.default_rng(11).standard_normal((3, 4)).astype(np.float32)
     assert model._dense_plan() is not None
     np.testing.assert_array_equal(model.predict(x), _general_outputs(model, x).argmax(axis=1))
+
+
+@pytest.mark.parametrize("dtype,shape", [(np.float32, (300, 784)), (np.float64, (50, 1, 5, 7)),
+                                         (np.uint8, (70, 3)), (np.int64, (9,))])
+def test_gather_rows_is_take(dtype, shape):
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal(shape) * 100).astype(dtype)
+    index = rng.integers(0, shape[0], size=37)
+    out = np.empty((37, *shape[1:]), dtype)
+    assert cpu.gather_rows(x, index, out) is out
+    np.testing.assert_array_equal(out, np.take(x, index, axis=0))
+    with pytest.raises(IndexError):
+        cpu.gather_rows(x, np.array([0, shape[0]]), out[:2])
+    with pytest.raises(IndexError):
+        cpu.gather_rows(x, np.array([-1]), out[:1])
+    with pytest.raises(ValueError, match="index"):
+        cpu.gather_rows(x, index[:3], out)
+    with pytest.raises(ValueError, match="rows of x"):
+        cpu.gather_rows(x, index, np.empty((37, *shape[1:]), np.float16))

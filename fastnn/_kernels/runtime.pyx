@@ -4,7 +4,9 @@ Kernels pass `num_threads()` to each prange (and to GEMM) instead of relying on 
 default, because omp_set_num_threads only affects the thread that calls it: a count stored here
 holds for kernels called from any Python thread.
 """
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+from cython.parallel cimport prange
 
 cdef extern from *:
     """
@@ -71,3 +73,28 @@ def all_finite_bits(const float_bits[::1] bits):
         for i in range(bits.shape[0]):
             bad |= (bits[i] & exponent) == exponent
     return bad == 0
+
+
+# Below this many bytes a gather runs on one thread.
+cdef Py_ssize_t GATHER_PARALLEL_BYTES = 65536
+
+
+def gather_rows(const unsigned char[:, ::1] src, const int64_t[::1] index,
+                unsigned char[:, ::1] out):
+    """out[i] = src[index[i]], rows as raw bytes (any dtype, viewed as uint8 rows). The rows
+    are random places in memory, each a wait on DRAM: the threads split them, so more of those
+    waits overlap. Indices outside [0, rows) raise IndexError before anything is copied."""
+    cdef Py_ssize_t n = index.shape[0], rows = src.shape[0], width = src.shape[1], i
+    cdef int threads
+    if out.shape[0] != n or out.shape[1] != width:
+        raise ValueError(f"out must have shape ({n}, {width}) (bytes), got "
+                         f"({out.shape[0]}, {out.shape[1]})")
+    for i in range(n):
+        if index[i] < 0 or index[i] >= rows:
+            raise IndexError(f"index {index[i]} is outside [0, {rows})")
+    if width == 0:
+        return
+    threads = num_threads() if n * width >= GATHER_PARALLEL_BYTES else 1
+    with nogil:
+        for i in prange(n, schedule="static", num_threads=threads):
+            memcpy(&out[i, 0], &src[index[i], 0], width)

@@ -300,6 +300,23 @@ class CpuBackend(NumpyBackend):
         loss = _loss.softmax_cross_entropy(logits, check.contiguous(labels), dlogits)
         return logits.dtype.type(loss), dlogits
 
+    def gather_rows(self, x, index, out):
+        """out[:] = x[index] (rows of x, any dtype; out C-contiguous), the training loop's
+        batch gather, with the rows split over the threads. Returns out."""
+        if not (isinstance(x, np.ndarray) and isinstance(out, np.ndarray)):
+            raise TypeError("x and out must be numpy arrays")
+        if x.dtype != out.dtype or x.shape[1:] != out.shape[1:]:
+            raise ValueError(f"out must hold rows of x ({x.dtype}, {x.shape[1:]}), got "
+                             f"{out.dtype}, {out.shape[1:]}")
+        out = check.writable_array("out", out, out.shape, out.dtype)
+        x = check.contiguous(x)
+        index = check.contiguous(index, np.int64)
+        if index.shape != (out.shape[0],):
+            raise ValueError(f"index must have shape ({out.shape[0]},), got {index.shape}")
+        _runtime.gather_rows(x.reshape(x.shape[0], -1).view(np.uint8), index,
+                             out.reshape(out.shape[0], -1).view(np.uint8))
+        return out
+
     def count_correct(self, outputs, labels):
         """Rows of `outputs` whose argmax is the label (as outputs.argmax(axis=1) == labels),
         in one pass: the training loop's running accuracy."""
