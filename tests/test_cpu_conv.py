@@ -320,6 +320,35 @@ def test_fused_maxpool_matches_conv_then_pool(shape, relu, isa, conv_isa):
         assert rel_err(dx, dx_ref) < 1e-5
 
 
+@pytest.mark.parametrize("isa", ["avx2", "portable"])
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+@pytest.mark.parametrize("shape", FUSED_SHAPES, ids=str)
+def test_fused_maxpool_same_bits_as_the_two_kernels(shape, relu, isa, conv_isa):
+    """A model may run either path (fused where the shapes allow): the numbers must not move."""
+    from fastnn._kernels import pool as pool_kernels
+    conv_isa(isa)
+    n, ci, h, wd, co, k, padding, pool = shape
+    x, w, b, _ = make((n, ci, h, wd, co, k, 1, padding), np.float32, seed=12)
+    ho, wo = h + 2 * padding - k + 1, wd + 2 * padding - k + 1
+    pooled = (n, co, ho // pool, wo // pool)
+    algorithm, y, argmax, dyp, dx, dw, db = run_fused(x, w, b, pooled, padding, relu, pool)
+    y_conv = np.empty((n, co, ho, wo), np.float32)
+    conv.forward(x, w, b, y_conv, 1, padding, relu, algorithm=algorithm)
+    y2, argmax2 = np.empty(pooled, np.float32), np.empty(pooled, np.int32)
+    planes = (n * co, -1)
+    pool_kernels.maxpool_forward(y_conv.reshape(planes), ho, wo, pool, pool, y2.reshape(planes),
+                                 argmax2.reshape(planes), pooled[2], pooled[3])
+    assert np.array_equal(y, y2) and np.array_equal(argmax, argmax2)
+    dconv = np.zeros_like(y_conv)
+    pool_kernels.maxpool_backward(dyp.reshape(planes), argmax.reshape(planes),
+                                  dconv.reshape(planes))
+    dx2 = None if dx is None else np.empty_like(x)
+    dw2, db2 = np.empty_like(w), np.empty_like(b)
+    conv.backward(x, w, y_conv, dconv, dx2, dw2, db2, 1, padding, relu, algorithm=algorithm)
+    assert dx is None or np.array_equal(dx, dx2)
+    assert np.array_equal(dw, dw2) and np.array_equal(db, db2)
+
+
 @pytest.mark.parametrize("shape", [(7, 1, 20, 20, 12, 5, 0, 2), (9, 8, 12, 12, 16, 5, 1, 2)],
                          ids=str)
 def test_fused_maxpool_same_bits_at_any_thread_count(shape):

@@ -238,10 +238,6 @@ WTARGET static void WN(forward)(const direct_plan *p, const float *x, const floa
     }
 }
 
-/* The gradient at the convolution's output for channels o0 .. o0 + nch - 1 of sample n when
-   a k x k max-pool followed it: zero except at each window's argmax, which gets the pooled
-   gradient dyp (where the pooled output yp > 0, when relu). Into g as mask_grad; the sums into
-   lane 0 of dbv. Argmax values outside their window are skipped. */
 /* The gradient of channels o0 .. o0 + nch - 1 of sample n, masked by y > 0 when relu, into g
    ([gcb][ho][wo8], zero beyond the real columns and channels); their sums added into dbv. */
 WTARGET static void WN(mask_grad)(const direct_plan *p, const float *y, const float *dy,
@@ -283,6 +279,22 @@ static inline float WN(hsum)(const float *v)
     return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }
 
+/* Adds channel c's gradient plane of g into the vector dbv[8 c] in mask_grad's order (row by
+   row, 8 columns a lane): the fused backward's db is then the same bits as the unfused one. */
+WTARGET static void WN(sum_grad)(const direct_plan *p, const float *g, int c, float *dbv)
+{
+    const float *gc = g + (size_t)c * p->ho * p->wo8;
+    v8 sum = vload(dbv + 8 * c);
+    size_t i;
+    for (i = 0; i < (size_t)p->ho * p->wo8; i += 8)
+        sum += vload(gc + i);
+    vstore(dbv + 8 * c, sum);
+}
+
+/* The gradient at the convolution's output for channels o0 .. o0 + nch - 1 of sample n when
+   a k x k max-pool followed it: zero except at each window's argmax, which gets the pooled
+   gradient dyp (where the pooled output yp > 0, when relu). Into g as mask_grad, and its sums
+   into dbv as mask_grad adds them. Argmax values outside their window are skipped. */
 WTARGET static void WN(scatter_grad)(const direct_plan *p, const float *yp, const int *argmax,
                                      const float *dyp, int relu, int n, int o0, int nch, int k,
                                      float *g, float *dbv)
@@ -292,21 +304,18 @@ WTARGET static void WN(scatter_grad)(const direct_plan *p, const float *yp, cons
     for (c = 0; c < nch; c++) {
         size_t at = ((size_t)n * p->s.co + o0 + c) * ph * pw;
         float *gc = g + (size_t)c * p->ho * p->wo8;
-        float sum = 0.0f;
         for (r = 0; r < ph; r++) {
             q = 0;
 #if WN_AVX2
             if (k == 2 && pw >= 8) {
                 const __m256i lanes2 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
                 const __m256i wo_ = _mm256_set1_epi32(p->wo);
-                __m256 acc = _mm256_setzero_ps();
-                int done = 0;
                 for (; q < pw; q += 8) {
                     size_t pq = at + (size_t)r * pw;
                     __m256 d, e0, o0v, e1, o1, lo, hi;
                     __m256i off;
                     if (q + 8 > pw)
-                        q = pw - 8;   /* overlaps the block before: same stores, not summed */
+                        q = pw - 8;   /* overlaps the block before: the same stores */
                     d = _mm256_loadu_ps(dyp + pq + q);
                     if (relu)
                         d = _mm256_and_ps(d, _mm256_cmp_ps(_mm256_loadu_ps(yp + pq + q),
@@ -335,19 +344,6 @@ WTARGET static void WN(scatter_grad)(const direct_plan *p, const float *yp, cons
                                      _mm256_permute2f128_ps(lo, hi, 0x20));
                     _mm256_storeu_ps(gc + (size_t)(2 * r + 1) * p->wo8 + 2 * q + 8,
                                      _mm256_permute2f128_ps(lo, hi, 0x31));
-                    /* what was placed, each window once: lanes before `done` were summed */
-                    d = _mm256_or_ps(_mm256_or_ps(e0, o0v), _mm256_or_ps(e1, o1));
-                    d = _mm256_and_ps(d, _mm256_castsi256_ps(_mm256_cmpgt_epi32(
-                        _mm256_add_epi32(_mm256_set1_epi32(q),
-                                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
-                        _mm256_set1_epi32(done - 1))));
-                    acc = _mm256_add_ps(acc, d);
-                    done = q + 8;
-                }
-                {
-                    float lanes[8];
-                    _mm256_storeu_ps(lanes, acc);
-                    sum += WN(hsum)(lanes);
                 }
                 continue;
             }
@@ -365,10 +361,9 @@ WTARGET static void WN(scatter_grad)(const direct_plan *p, const float *yp, cons
                 if (i >= k || off >= k)
                     continue;
                 gc[(size_t)(k * r + i) * p->wo8 + k * q + off] += dyp[pq];
-                sum += dyp[pq];
             }
         }
-        dbv[8 * c] += sum;
+        WN(sum_grad)(p, g, c, dbv);
     }
 }
 

@@ -506,12 +506,14 @@ WTARGET static void WN(pool_blocked)(const float *src, int wo, int k, int ph, in
 
 /* The gradient at the convolution's output (ho x wo vectors into g, zero outside the windows'
    maxima) from the pooled gradient dyp, the pooled output yp (its > 0 mask when relu) and the
-   argmax (int bits), all ph x pw vectors; the lanes' sums of what it placed into sums. */
+   argmax (int bits), all ph x pw vectors; the lanes' sums of what it placed into sums, added
+   position by position as grad_to_blocked adds them, so db has the unfused kernels' bits. */
 WTARGET static void WN(unpool_blocked)(const float *dyp, const float *yp, const float *arg,
                                        int relu, int wo, int k, int ph, int pw, float *g,
                                        size_t plane, float *sums)
 {
     v8 sum = vzero();
+    size_t q0;
     int r, c, i, j;
     memset(g, 0, sizeof(float) * plane * 8);
     for (r = 0; r < ph; r++)
@@ -522,7 +524,6 @@ WTARGET static void WN(unpool_blocked)(const float *dyp, const float *yp, const 
             int at = k * r * wo + k * c;
             if (relu)
                 d = (v8)((v8i)d & (vload(yp + pq) > vzero()));
-            sum += d;
             for (i = 0; i < k; i++)
                 for (j = 0; j < k; j++) {
                     int q = at + i * wo + j;
@@ -530,6 +531,8 @@ WTARGET static void WN(unpool_blocked)(const float *dyp, const float *yp, const 
                     vstore(g + (size_t)q * 8, (v8)((v8i)d & hit));
                 }
         }
+    for (q0 = 0; q0 < plane; q0++)
+        sum += vload(g + q0 * 8);
     vstore(sums, sum);
 }
 
