@@ -342,6 +342,11 @@ class Conv2d(_Parametric):
         self.kernel_size = _pair_arg("kernel_size", kernel_size, 1)
         self.stride = _int_arg("stride", stride, 1)
         self.padding = _int_arg("padding", padding, 0)
+        # set by Sequential: the MaxPool2d (stride == kernel) after this layer (and its ReLU),
+        # run inside this layer, in one kernel where the backend's fused kernel takes the shapes
+        self.pool = None
+        self._fuse_memo = {}
+        self._fused_step = False
 
     def config(self):
         kh, kw = self.kernel_size
@@ -393,9 +398,49 @@ class Conv2d(_Parametric):
     def _backward_kernel(self):
         return self.backend.conv2d_backward
 
+    def _bind(self):
+        super()._bind()
+        self._fuse_memo = {}  # need_dx or the backend may have changed
+
+    def _fuses(self, x_shape, training):
+        """Whether the fused kernels take this batch (and, training, the backward pass too)."""
+        key = (x_shape, training)
+        fuses = self._fuse_memo.get(key)
+        if fuses is None:
+            fuses = self._fuse_memo[key] = self._backend.conv2d_maxpool_fusable(
+                x_shape, self.params[0].shape, self.params[0].dtype, self.stride, self.padding,
+                self.pool.kernel_size, need_dx=self.need_dx and training)
+        return fuses
+
     def forward(self, x, training=False):
         if not self.params:
             self.initialize()
+        pool = self.pool
+        if pool is None:
+            return self._conv_forward(x, training)
+        fused = self._fuses(x.shape, training)
+        if training:
+            self._fused_step = fused
+        if not fused:  # the two kernels, exactly as when the layers run one by one
+            return pool.forward(self._conv_forward(x, training), training)
+        shape = pool._batch_output_shape(self._batch_output_shape(x.shape))
+        if training and self.reuse:
+            out = (self._scratch("pooled", shape, x.dtype),
+                   self._scratch("argmax", shape, np.int32))
+        elif self.reuse:  # evaluating: a fresh output, but the argmax is thrown away
+            out = (self.backend.xp.empty(shape, x.dtype),
+                   self._scratch("eval_argmax", shape, np.int32))
+        else:
+            out = None
+        w, b = self.params
+        y, argmax = self._backend.conv2d_maxpool_forward(
+            x, w, b, self.stride, self.padding, self.relu, pool.kernel_size, check_finite=False,
+            out=out)
+        if training:
+            self._x, self._y, self._argmax = x, y, argmax
+        return y
+
+    def _conv_forward(self, x, training):
         w, b = self.params
         if training and self._reuse_fwd:
             shape = self._batch_output_shape(x.shape)
@@ -410,6 +455,10 @@ class Conv2d(_Parametric):
         return y
 
     def backward(self, dy):
+        if self.pool is not None:
+            if self._fused_step:
+                return self._backward_fused(dy)
+            dy = self.pool.backward(dy)
         x, w = self._x, self.params[0]
         if self._reuse_bwd:
             out = (self._scratch("dx", x.shape, x.dtype) if self.need_dx else None,
@@ -424,9 +473,24 @@ class Conv2d(_Parametric):
         self._x = self._y = None
         return dx
 
+    def _backward_fused(self, dy):
+        x, w = self._x, self.params[0]
+        out = None
+        if self.reuse:
+            out = (self._scratch("dx", x.shape, x.dtype) if self.need_dx else None,
+                   self._scratch("dw", w.shape, w.dtype),
+                   self._scratch("db", (self.out_channels,), w.dtype))
+        dx, self.grads[0], self.grads[1] = self._backend.conv2d_maxpool_backward(
+            x, w, self._y, self._argmax, dy, self.stride, self.padding, self.relu,
+            self.pool.kernel_size, out=out, **self._bwd_kwargs)
+        self._x = self._y = self._argmax = None
+        return dx
+
 
 class MaxPool2d(Layer):
-    """Max over kernel_size x kernel_size windows (stride defaults to kernel_size), no padding."""
+    """Max over kernel_size x kernel_size windows (stride defaults to kernel_size), no padding.
+    With stride == kernel_size, right after a Conv2d (and its ReLU), Sequential runs it inside
+    the Conv2d where the backend has a fused conv + max-pool kernel."""
 
     def __init__(self, kernel_size=2, stride=None):
         super().__init__()

@@ -2,8 +2,10 @@
 
 Building looks at neighbours: a Linear or Conv2d directly followed by ReLU computes the ReLU
 inside its kernel (the ReLU layer stays in `layers` for the architecture and the summary, but
-is skipped when running), and a layer's "auto" initializer becomes He when the next activation
-is a ReLU, Glorot otherwise. The first layer with parameters does not compute the gradient of
+is skipped when running); on a backend with fused conv + max-pool kernels (cpu), a Conv2d also
+runs the MaxPool2d (stride == kernel) that follows it or its ReLU, so the convolution's output
+never goes to memory. A layer's "auto" initializer becomes He when the next activation is a
+ReLU, Glorot otherwise. The first layer with parameters does not compute the gradient of
 its input when its backend can skip it.
 """
 import math
@@ -17,6 +19,9 @@ from .inference import DensePlan
 
 # Layers that only move or select values: they do not decide the initializer.
 _SHAPE_ONLY = (L.Flatten, L.MaxPool2d, L.Dropout)
+# What a backend needs for a Conv2d to run the max-pool after it.
+_FUSED_POOL_KERNELS = ("conv2d_maxpool_forward", "conv2d_maxpool_backward",
+                       "conv2d_maxpool_fusable")
 
 
 def _as_dtype(dtype):
@@ -79,6 +84,7 @@ class Sequential:
     def _compile(self):
         """Decide fusion and which layers run forward and backward."""
         layers = self.layers
+        pool_fuses = all(hasattr(self._backend, name) for name in _FUSED_POOL_KERNELS)
         run = []
         fused = set()
         for i, layer in enumerate(layers):
@@ -88,6 +94,15 @@ class Sequential:
                 layer.relu = i + 1 < len(layers) and type(layers[i + 1]) is L.ReLU
                 if layer.relu:
                     fused.add(i + 1)
+            if isinstance(layer, L.Conv2d):
+                j = i + 1 + layer.relu
+                pool = layers[j] if j < len(layers) else None
+                if not (pool_fuses and type(pool) is L.MaxPool2d
+                        and pool.stride == pool.kernel_size):
+                    pool = None
+                layer.pool = pool
+                if pool is not None:
+                    fused.add(j)
             run.append(layer)
         self._fused = fused
         self._run = run

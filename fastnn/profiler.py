@@ -12,7 +12,9 @@ lives in a private copy.
 How it measures: `warmup` steps first (allocations, thread start-up), then `steps` training
 steps on consecutive batches of x, each layer's forward and backward timed on its own (with a
 device synchronize around each on cuda). The table shows medians over the steps. A layer fused
-with the ReLU after it (Linear+ReLU, Conv2d+ReLU) is one row, as it is one kernel. "step" is
+with the ReLU after it (Linear+ReLU, Conv2d+ReLU) is one row, as it is one kernel, and so is a
+Conv2d that runs the max-pool after it (Conv2d+ReLU+MaxPool2d, cpu): its FLOPs are the
+convolution's (the ReLU and the pool's comparisons are not counted). "step" is
 the median of separate, uninstrumented steps (what Trainer.fit runs); "overhead" is that minus
 the parts, i.e. Python between kernels and the shuffling gather that fit does are not in it.
 """
@@ -101,7 +103,17 @@ class Profile:
 
 def _layer_name(layer):
     name = repr(layer)
-    return name + "+ReLU" if getattr(layer, "relu", False) else name
+    if getattr(layer, "relu", False):
+        name += "+ReLU"
+    pool = getattr(layer, "pool", None)
+    return name + "+" + repr(pool) if pool is not None else name
+
+
+def _output_shape(layer, shape):
+    """Per-sample output of a row: after the max-pool a Conv2d runs inside it."""
+    shape = layer.output_shape(shape)
+    pool = getattr(layer, "pool", None)
+    return shape if pool is None else pool.output_shape(shape)
 
 
 def _backward_flops(layer, forward_flops, backward_runs):
@@ -232,7 +244,7 @@ def _instrumented(model, b, loss_fn, optimizer, batches, warmup):
     n = batches[0][0].shape[0]
     rows = []
     for i, layer in enumerate(run):
-        out_shape = layer.output_shape(shape)
+        out_shape = _output_shape(layer, shape)
         flops = layer.flops(shape) * n if layer.param_names else None
         fwd_ms = statistics.median(fwd[i]) * 1e3
         bwd_ms = statistics.median(bwd[i]) * 1e3 if bwd[i] else None

@@ -20,8 +20,10 @@ def test_public_names():
 
 
 def test_linear_relu_and_conv_relu_are_fused():
+    # numpy: no fused conv + max-pool kernel (cpu's is tested in test_model_fusion.py)
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3), nn.Sigmoid())
+                          nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3), nn.Sigmoid(),
+                          backend="numpy")
     conv, _, pool, relu2, flat, lin1, _, lin2, _ = model.layers
     assert conv.relu and lin1.relu and not lin2.relu
     assert model._run == [conv, pool, relu2, flat, lin1, lin2, model.layers[8]]

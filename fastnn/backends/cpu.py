@@ -178,6 +178,14 @@ class CpuBackend(NumpyBackend):
 
     # ---- conv2d + ReLU + max-pool, fused (an extension of the kernel contract) -----------------
 
+    def conv2d_maxpool_fusable(self, x_shape, w_shape, dtype, stride=1, padding=0, pool=2, *,
+                               need_dx=True):
+        """Whether conv2d_maxpool_backward (with need_dx=False: conv2d_maxpool_forward) runs one
+        fused kernel for these arguments rather than its allocating two-kernel fallback, so a
+        model can run the two kernels itself, into buffers it keeps, where they do not fuse."""
+        return bool(_conv.fusable(tuple(x_shape), tuple(w_shape), np.dtype(dtype), stride,
+                                  padding, pool, need_dx=need_dx))
+
     def conv2d_maxpool_forward(self, x, w, b, stride=1, padding=0, relu=False, pool=2, *,
                                check_finite=True, out=None):
         """maxpool2d_forward(conv2d_forward(x, w, b, stride, padding, relu), pool): (y, argmax),
