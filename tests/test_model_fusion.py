@@ -216,3 +216,11 @@ def test_profile_shows_one_row_per_fused_conv():
     flops = (2 * 25 + 1) * 6 * 28 * 28 * 16
     assert conv1["forward_gflops"] == pytest.approx(flops / conv1["forward_ms"] / 1e6)
     assert conv1["backward_ms"] > 0 and conv1["backward_gflops"] > 0
+
+
+def test_bad_input_gets_the_kernels_clear_error():
+    model = lenet()
+    with pytest.raises(ValueError, match="x"):
+        model.forward(np.zeros((2, 28, 28), np.float32), True)  # no channel axis
+    with pytest.raises((TypeError, ValueError), match="dtype|float"):
+        model.forward(np.zeros((2, 1, 28, 28), np.float64), True)

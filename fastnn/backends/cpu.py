@@ -183,8 +183,11 @@ class CpuBackend(NumpyBackend):
         """Whether conv2d_maxpool_backward (with need_dx=False: conv2d_maxpool_forward) runs one
         fused kernel for these arguments rather than its allocating two-kernel fallback, so a
         model can run the two kernels itself, into buffers it keeps, where they do not fuse."""
-        return bool(_conv.fusable(tuple(x_shape), tuple(w_shape), np.dtype(dtype), stride,
-                                  padding, pool, need_dx=need_dx))
+        x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+        if len(x_shape) != 4 or len(w_shape) != 4:  # the kernels' own checks say what is wrong
+            return False
+        return bool(_conv.fusable(x_shape, w_shape, np.dtype(dtype), stride, padding, pool,
+                                  need_dx=need_dx))
 
     def conv2d_maxpool_forward(self, x, w, b, stride=1, padding=0, relu=False, pool=2, *,
                                check_finite=True, out=None):
