@@ -440,11 +440,13 @@ GK_TARGET static void GK_NAME(gk_dot_path)(const gk_sgemm_args *g, const float *
     }
 }
 
-/* C[m:m+R, n:n+ncols] (ncols <= GK_NR) for B not transposed: rows of B (b, row stride ldb,
-   GK_NR readable columns) scaled by elements of op(A) and summed, each lane a k-sequential
-   chain of FMAs, so the grouping of rows never changes a value. */
-GK_TARGET GK_INLINE void GK_NAME(gk_axpy_rows)(const int R, const gk_sgemm_args *g, int m,
-                                               const float *b, ptrdiff_t ldb, int n, int ncols)
+/* C[m:m+R, n:n+ncols] (ncols <= NV * GK_W) for B not transposed: rows of B (b, row stride
+   ldb, GK_NR readable columns) scaled by elements of op(A) and summed, each lane a
+   k-sequential chain of FMAs, so the grouping of rows never changes a value. Only the first
+   NV vectors of each row are computed: a 10-way output layer needs one, not GK_NV. */
+GK_TARGET GK_INLINE void GK_NAME(gk_axpy_rows)(const int R, const int NV,
+                                               const gk_sgemm_args *g, int m, const float *b,
+                                               ptrdiff_t ldb, int n, int ncols)
 {
     const ptrdiff_t ars = g->transa ? 1 : g->lda, acs = g->transa ? g->lda : 1;
     const float *a = g->A + m * ars;
@@ -454,20 +456,22 @@ GK_TARGET GK_INLINE void GK_NAME(gk_axpy_rows)(const int R, const gk_sgemm_args 
     for (i = 0; i < GK_MR; i++)
         GK_UNROLL
         for (v = 0; v < GK_NV; v++)
-            if (i < R)
+            if (i < R && v < NV)
                 acc[i][v] = gk_zero();
     for (k = 0; k < g->K; k++) {
         gk_vec bv[GK_NV];
         GK_UNROLL
         for (v = 0; v < GK_NV; v++)
-            bv[v] = gk_load(b + k * ldb + v * GK_W);
+            if (v < NV)
+                bv[v] = gk_load(b + k * ldb + v * GK_W);
         GK_UNROLL
         for (i = 0; i < GK_MR; i++) {
             if (i < R) {
                 gk_vec av = gk_set1(a[i * ars + k * acs]);
                 GK_UNROLL
                 for (v = 0; v < GK_NV; v++)
-                    acc[i][v] = gk_fma(av, bv[v], acc[i][v]);
+                    if (v < NV)
+                        acc[i][v] = gk_fma(av, bv[v], acc[i][v]);
             }
         }
     }
@@ -492,7 +496,8 @@ GK_TARGET GK_INLINE void GK_NAME(gk_axpy_rows)(const int R, const gk_sgemm_args 
             float out[GK_NR];
             GK_UNROLL
             for (v = 0; v < GK_NV; v++)
-                gk_store(out + v * GK_W, acc[i][v]);
+                if (v < NV)
+                    gk_store(out + v * GK_W, acc[i][v]);
             for (j = 0; j < ncols; j++)
                 g->C[(ptrdiff_t)(m + i) * g->ldc + n + j] =
                     GK_NAME(gk_finish)(g, out[j], m + i, n + j);
@@ -500,28 +505,47 @@ GK_TARGET GK_INLINE void GK_NAME(gk_axpy_rows)(const int R, const gk_sgemm_args 
     }
 }
 
-/* C[mb:me, n:n+ncols], GK_MR rows at a time (the micro-kernel's register budget). */
+/* C[mb:me, n:n+ncols], GK_MR rows at a time (the micro-kernel's register budget), NV
+   vectors of columns. */
+#define GK_AXPY_CASES(NV)                                                                      \
+    switch (me - m < GK_MR ? me - m : GK_MR) { /* constant R: unrolled code for each */       \
+    GK_AXPY_CASES_8(NV)                                                                        \
+    GK_AXPY_CASES_6(NV)                                                                        \
+    case 4: GK_NAME(gk_axpy_rows)(4, NV, g, m, b, ldb, n, ncols); break;                      \
+    case 3: GK_NAME(gk_axpy_rows)(3, NV, g, m, b, ldb, n, ncols); break;                      \
+    case 2: GK_NAME(gk_axpy_rows)(2, NV, g, m, b, ldb, n, ncols); break;                      \
+    default: GK_NAME(gk_axpy_rows)(1, NV, g, m, b, ldb, n, ncols);                            \
+    }
+#if GK_MR >= 8
+#define GK_AXPY_CASES_8(NV)                                                                    \
+    case 8: GK_NAME(gk_axpy_rows)(8, NV, g, m, b, ldb, n, ncols); break;                      \
+    case 7: GK_NAME(gk_axpy_rows)(7, NV, g, m, b, ldb, n, ncols); break;
+#else
+#define GK_AXPY_CASES_8(NV)
+#endif
+#if GK_MR >= 6
+#define GK_AXPY_CASES_6(NV)                                                                    \
+    case 6: GK_NAME(gk_axpy_rows)(6, NV, g, m, b, ldb, n, ncols); break;                      \
+    case 5: GK_NAME(gk_axpy_rows)(5, NV, g, m, b, ldb, n, ncols); break;
+#else
+#define GK_AXPY_CASES_6(NV)
+#endif
+
 GK_TARGET static void GK_NAME(gk_axpy_columns)(const gk_sgemm_args *g, int mb, int me,
                                               const float *b, ptrdiff_t ldb, int n, int ncols)
 {
     int m;
     for (m = mb; m < me; m += GK_MR) {
-        switch (me - m < GK_MR ? me - m : GK_MR) { /* constant R: unrolled code for each */
-#if GK_MR >= 8
-        case 8: GK_NAME(gk_axpy_rows)(8, g, m, b, ldb, n, ncols); break;
-        case 7: GK_NAME(gk_axpy_rows)(7, g, m, b, ldb, n, ncols); break;
-#endif
-#if GK_MR >= 6
-        case 6: GK_NAME(gk_axpy_rows)(6, g, m, b, ldb, n, ncols); break;
-        case 5: GK_NAME(gk_axpy_rows)(5, g, m, b, ldb, n, ncols); break;
-#endif
-        case 4: GK_NAME(gk_axpy_rows)(4, g, m, b, ldb, n, ncols); break;
-        case 3: GK_NAME(gk_axpy_rows)(3, g, m, b, ldb, n, ncols); break;
-        case 2: GK_NAME(gk_axpy_rows)(2, g, m, b, ldb, n, ncols); break;
-        default: GK_NAME(gk_axpy_rows)(1, g, m, b, ldb, n, ncols);
+        if (ncols <= GK_W) {
+            GK_AXPY_CASES(1)
+        } else {
+            GK_AXPY_CASES(GK_NV)
         }
     }
 }
+#undef GK_AXPY_CASES
+#undef GK_AXPY_CASES_8
+#undef GK_AXPY_CASES_6
 
 /* C[mb:me, nb:ne] from rows of B scaled by elements of op(A), op(A) read in place. Columns
    come GK_NR at a time straight from B when it is not transposed; otherwise, and for the last
