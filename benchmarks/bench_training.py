@@ -85,6 +85,10 @@ def test_implementations_agree(mnist, workload):
     if len(results) < 2:
         pytest.skip("needs two implementations")
     reference = results.pop("numpy-scratch")
+    # fastnn's 5x5 convolutions run Winograd F(4x4, 5x5), whose float32 rounding is larger than
+    # a direct sum's; over LeNet-5's five steps its 6->16 conv drifts by up to ~3e-4 (a wrong
+    # gradient is off by 1e-2 and more)
+    atol = 1e-3 if W.WORKLOADS[workload].is_cnn else 2e-4
     for impl, weights in results.items():
         for got, want in zip(weights, reference):
-            np.testing.assert_allclose(got, want, rtol=0, atol=2e-4, err_msg=impl)
+            np.testing.assert_allclose(got, want, rtol=0, atol=atol, err_msg=impl)
