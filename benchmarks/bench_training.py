@@ -67,7 +67,17 @@ def test_infer(benchmark, record, make_runner, workload, batch, impl):
     record(flops=W.WORKLOADS[workload].forward_flops() * batch, samples=batch, impl=impl)
 
 
-@pytest.mark.parametrize("workload", WORKLOADS)
+# LeNet-5's second conv runs Winograd F(4x4, 5x5) on cpu. Where a 5x5x6 window is all zero
+# (MNIST's background, after conv1's ReLU) the exact output is the bias, 0 at the start, but
+# Winograd's transforms leave rounding noise of either sign there; the ReLU mask then lets
+# gradient through at some of those positions. dW is unaffected (x is 0 there), db is not:
+# after five steps it is off by up to 3e-3. Known, left as is; strict, so a fix shows up here.
+_WINOGRAD_MASK = pytest.mark.xfail(strict=True, reason="Winograd noise at exactly-zero "
+                                   "pre-activations flips LeNet-5 conv2's ReLU mask (db)")
+
+
+@pytest.mark.parametrize("workload", [pytest.param(w, marks=_WINOGRAD_MASK) if w == "lenet5"
+                                      else w for w in WORKLOADS])
 def test_implementations_agree(mnist, workload):
     """Not a benchmark: the three implementations start from the same weights, so after a few
     identical steps their weights must agree (float32 rounding aside). Keeps the comparison
@@ -85,10 +95,6 @@ def test_implementations_agree(mnist, workload):
     if len(results) < 2:
         pytest.skip("needs two implementations")
     reference = results.pop("numpy-scratch")
-    # fastnn's 5x5 convolutions run Winograd F(4x4, 5x5), whose float32 rounding is larger than
-    # a direct sum's; over LeNet-5's five steps its 6->16 conv drifts by up to ~3e-4 (a wrong
-    # gradient is off by 1e-2 and more)
-    atol = 1e-3 if W.WORKLOADS[workload].is_cnn else 2e-4
     for impl, weights in results.items():
         for got, want in zip(weights, reference):
-            np.testing.assert_allclose(got, want, rtol=0, atol=atol, err_msg=impl)
+            np.testing.assert_allclose(got, want, rtol=0, atol=2e-4, err_msg=impl)
