@@ -21,7 +21,7 @@ DEBUG = os.environ.get("FASTNN_DEBUG", "0") not in ("", "0")
 _SRC = os.path.join("fastnn", "_kernels", "src")
 EXTRA_SOURCES = {
     "fastnn._kernels.gemm": [os.path.join(_SRC, name) for name in (
-        "gemm.c", "gemm_avx512.c", "gemm_avx2.c", "gemm_portable.c")],
+        "gemm.c", "gemm_avx512.c", "gemm_avx2.c", "gemm_portable.c", "gemm_chain.c")],
     "fastnn._kernels.conv": [os.path.join(_SRC, name) for name in (
         "conv_isa.c", "conv_winograd.c", "conv_direct.c")],
 }

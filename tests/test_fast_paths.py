@@ -243,3 +243,24 @@ def test_gather_rows_is_take(dtype, shape):
         cpu.gather_rows(x, index[:3], out)
     with pytest.raises(ValueError, match="rows of x"):
         cpu.gather_rows(x, index, np.empty((37, *shape[1:]), np.float16))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 9])
+def test_plan_outputs_bitwise_at_any_thread_count(n):
+    """The chain's one parallel region (few rows) slices every layer's outputs over the
+    threads: the same bits as the layers' own GEMM calls, at 1, 2 and 3 threads."""
+    fastnn.seed(13)
+    model = nn.Sequential(nn.Linear(300, 203), nn.ReLU(), nn.Linear(203, 97), nn.ReLU(),
+                          nn.Linear(97, 10))
+    x = np.random.default_rng(n).standard_normal((n, 300)).astype(np.float32)
+    before = fastnn.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            fastnn.set_num_threads(threads)
+            results.append((model._dense_plan().outputs(x), _general_outputs(model, x)))
+    finally:
+        fastnn.set_num_threads(before)
+    for plan_out, layer_out in results:
+        np.testing.assert_array_equal(plan_out, results[0][1])
+        np.testing.assert_array_equal(layer_out, results[0][1])

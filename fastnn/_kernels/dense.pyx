@@ -7,9 +7,10 @@ pass; dx and dW are then two GEMMs reading that masked gradient.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
-from fastnn._kernels.gemm cimport gemm
+from fastnn._kernels.gemm cimport gemm, sgemm_chain
 from fastnn._kernels.runtime cimport num_threads
 
 cdef Py_ssize_t INT_MAX = 2**31 - 1
@@ -175,6 +176,37 @@ cdef Py_ssize_t _argmax_row(const floating* row, Py_ssize_t classes) noexcept no
     return best
 
 
+cdef void _chain_float(const float* x, Py_ssize_t n, const int64_t[:, ::1] table):
+    """The float32 chain through the GEMM's own chain entry (one parallel region for a few
+    rows)."""
+    cdef Py_ssize_t layers = table.shape[0], i
+    cdef const float** w = <const float**>malloc(layers * sizeof(float*))
+    cdef const float** b = <const float**>malloc(layers * sizeof(float*))
+    cdef float** y = <float**>malloc(layers * sizeof(float*))
+    cdef int* fin = <int*>malloc(layers * sizeof(int))
+    cdef int* fout = <int*>malloc(layers * sizeof(int))
+    cdef int* relu = <int*>malloc(layers * sizeof(int))
+    try:
+        if not (w and b and y and fin and fout and relu):
+            raise MemoryError()
+        for i in range(layers):
+            w[i] = <const float*><size_t>table[i, 0]
+            b[i] = <const float*><size_t>table[i, 1]
+            y[i] = <float*><size_t>table[i, 2]
+            fin[i] = <int>table[i, 3]
+            fout[i] = <int>table[i, 4]
+            relu[i] = table[i, 5] != 0
+        with nogil:
+            sgemm_chain(<int>n, <int>layers, x, w, b, y, fin, fout, relu, num_threads())
+    finally:
+        free(w)
+        free(b)
+        free(y)
+        free(fin)
+        free(fout)
+        free(relu)
+
+
 def chain_forward(const floating[:, ::1] x, const int64_t[:, ::1] table, int64_t[::1] labels,
                   bint check_finite=True):
     """Run the layers of `table` on x, each reading the previous one's output; with labels
@@ -205,6 +237,15 @@ def chain_forward(const floating[:, ::1] x, const int64_t[:, ::1] table, int64_t
                 finite &= h[r] - h[r] == 0  # false for NaN and +-inf alone
         if not finite:
             raise ValueError("x holds NaN or infinite values")
+    if floating is float:
+        _chain_float(&x[0, 0], n, table)
+        h = <const floating*><size_t>table[layers - 1, 2]
+        fout = <int>table[layers - 1, 4]
+        if labels is not None and fout > 0:
+            with nogil:
+                for r in range(n):
+                    labels[r] = _argmax_row(h + r * fout, fout)
+        return
     with nogil:
         for i in range(layers):
             y = <floating*><size_t>table[i, 2]

@@ -20,6 +20,9 @@ cdef extern from "gemm.h" nogil:
                       const double *A, int lda, const double *B, int ldb, double beta,
                       double *C, int ldc, const double *bias, int bias_mode, int relu,
                       int nthreads)
+    void fastnn_sgemm_chain(int M, int layers, const float *x, const float *const *w,
+                            const float *const *b, float *const *y, const int *fin,
+                            const int *fout, const int *relu, int nthreads)
     const char *fastnn_gemm_isa()
     const char *fastnn_gemm_set_isa(const char *name)
 
@@ -34,6 +37,12 @@ cdef void gemm(bint transa, bint transb, int M, int N, int K,
     else:
         fastnn_dgemm(transa, transb, M, N, K, A, lda, B, ldb, beta, C, ldc, bias, bias_mode,
                      relu, nthreads)
+
+
+cdef void sgemm_chain(int M, int layers, const float* x, const float* const* w,
+                      const float* const* b, float* const* y, const int* fin, const int* fout,
+                      const int* relu, int nthreads) noexcept nogil:
+    fastnn_sgemm_chain(M, layers, x, w, b, y, fin, fout, relu, nthreads)
 
 
 ISAS = ("avx512", "avx2", "portable")
