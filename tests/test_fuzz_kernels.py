@@ -340,8 +340,10 @@ def test_sgd_step(data, shape, lr, momentum, weight_decay, nesterov, with_veloci
     kind, message = outcome(lambda: cpu.sgd_step(param, grad, velocity, **kwargs))
     if kind != "ok":  # refused: nothing was written
         assert_unchanged((param, velocity), (p_before, v_before))
-        if not (param.flags.writeable and param.flags.c_contiguous):
-            return  # the reference cannot be called on a copy of a refused output
+        if not all(a.flags.writeable and a.flags.c_contiguous and a.flags.aligned
+                   for a in (param, velocity) if a is not None):
+            return  # the reference cannot be called on a copy of a refused output (a copy
+            # is writeable, contiguous and aligned)
     ref_kind, _ = outcome(lambda: ref.sgd_step(p_ref, grad, v_ref, **kwargs))
     assert kind == ref_kind, message
     assert_unchanged((grad,), (g_before,))
@@ -371,7 +373,8 @@ def test_adam_step(data, shape, lr, beta1, beta2, eps, weight_decay, step, dtype
     kind, message = outcome(lambda: cpu.adam_step(param, grad, m, v, **kwargs))
     if kind != "ok":
         assert_unchanged((param, m, v), (before[0], before[2], before[3]))
-        if not all(a.flags.writeable and a.flags.c_contiguous for a in (param, m, v)):
+        if not all(a.flags.writeable and a.flags.c_contiguous and a.flags.aligned
+                   for a in (param, m, v)):
             return
     with np.errstate(all="ignore"):
         ref_kind, _ = outcome(lambda: ref.adam_step(copies[0], grad, copies[1], copies[2],
