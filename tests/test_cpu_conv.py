@@ -40,7 +40,11 @@ SHAPES = [
     (3, 1, 28, 28, 32, 5, 1, 0),    # mnist_cnn conv1
     (2, 1, 19, 41, 7, 3, 1, 1),     # one channel, rows of 41: vectors plus a tail
     (2, 1, 6, 5, 3, 1, 1, 2),       # one channel, 1x1 kernel, padding 2
+    (5, 1, 12, 11, 7, 5, 1, 0),     # one channel, 5x5, rows of 7 (one vector), 7 channels
+    (3, 1, 30, 34, 13, 5, 1, 1),    # one channel, 5x5, rows of 32 (the widest AVX-512 kernel)
 ]
+
+ISAS = ("avx512", "avx2", "portable")
 
 
 def fits(algorithm, shape, dtype):
@@ -56,15 +60,19 @@ def cases():
             yield pytest.param(shape, dtype, "gemm", id=f"gemm-{dtype.__name__}-{shape}")
             for algorithm in ("winograd", "direct"):
                 if fits(algorithm, shape, dtype):
-                    for isa in ("avx2", "portable"):
+                    for isa in ISAS if algorithm == "direct" else ISAS[1:]:
                         yield pytest.param(shape, dtype, f"{algorithm}-{isa}",
                                            id=f"{algorithm}-{isa}-{shape}")
 
 
 @pytest.fixture
 def conv_isa():
-    """Select the direct/Winograd kernels' build for one test and restore the default after."""
-    yield conv._set_isa
+    """Select the direct/Winograd kernels' build for one test (skipped where the CPU lacks it)
+    and restore the default after."""
+    def select(isa):
+        if conv._set_isa(isa) != isa:
+            pytest.skip(f"this CPU does not run the {isa} kernels")
+    yield select
     conv._set_isa(None)
 
 
@@ -264,6 +272,8 @@ FUSED_SHAPES = [
     (2, 1, 27, 41, 5, 3, 1, 2),     # wide rows: vectors plus an overlapping tail
     (2, 3, 11, 13, 5, 5, 1, 3),     # pool 3
     (1, 9, 6, 7, 3, 5, 2, 1),       # pool 1
+    (5, 1, 14, 17, 7, 5, 1, 3),     # one channel, 5x5, pool 3, 7 channels
+    (3, 1, 12, 13, 5, 5, 0, 2),     # one channel, 5x5, rows of 9 (one vector), odd width
 ]
 
 
@@ -292,7 +302,7 @@ def run_fused(x, w, b, dyp_shape, padding, relu, pool, nthreads=0, seed=0):
     return algorithm, y, argmax, dyp, dx, dw, db
 
 
-@pytest.mark.parametrize("isa", ["avx2", "portable"])
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 @pytest.mark.parametrize("shape", FUSED_SHAPES, ids=str)
 def test_fused_maxpool_matches_conv_then_pool(shape, relu, isa, conv_isa):
@@ -320,7 +330,7 @@ def test_fused_maxpool_matches_conv_then_pool(shape, relu, isa, conv_isa):
         assert rel_err(dx, dx_ref) < 1e-5
 
 
-@pytest.mark.parametrize("isa", ["avx2", "portable"])
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 @pytest.mark.parametrize("shape", FUSED_SHAPES, ids=str)
 def test_fused_maxpool_same_bits_as_the_two_kernels(shape, relu, isa, conv_isa):

@@ -92,15 +92,16 @@ WINOGRAD_MIN_OUTPUTS = 256
 
 
 def isa():
-    """The instruction set the direct and Winograd kernels run: "avx2", "portable" or "none"."""
+    """The instruction set the direct and Winograd kernels run: "avx512" (AVX-512 direct kernels,
+    AVX2 Winograd), "avx2", "portable" or "none"."""
     return fastnn_conv_isa().decode()
 
 
 def _set_isa(name=None):
-    """Testing hook: run the direct and Winograd kernels' "avx2" or "portable" build (clamped to
-    what this CPU has); None restores the default. Returns the build now in use."""
-    if name is not None and name not in ("avx2", "portable"):
-        raise ValueError(f"isa must be 'avx2', 'portable' or None, got {name!r}")
+    """Testing hook: run the direct and Winograd kernels' "avx512", "avx2" or "portable" build
+    (clamped to what this CPU has); None restores the default. Returns the build now in use."""
+    if name is not None and name not in ("avx512", "avx2", "portable"):
+        raise ValueError(f"isa must be 'avx512', 'avx2', 'portable' or None, got {name!r}")
     cdef bytes encoded = b"" if name is None else name.encode()
     return fastnn_conv_set_isa(encoded).decode()
 

@@ -11,6 +11,7 @@ typedef struct {
     int vc, cb;             /* forward: vectors per row chunk, channels per register block */
     int gcb, tb, nblk, tapsp;   /* backward: channels x taps per register block, blocks,
                                    taps padded to a multiple of tb */
+    int fit512;             /* the AVX-512 kernels take this shape (conv_direct_avx512.h) */
     size_t xp_floats, ys_floats, g_floats, wb_floats, bb_floats;
     size_t acc_floats, dbv_floats, toff_floats;
     size_t fwd_thread_floats, bwd_thread_floats;
@@ -28,12 +29,18 @@ static void direct_make_plan(const fastnn_direct_shape *s, direct_plan *p)
     p->wp = p->wo8 + s->kw - 1;
     if (p->wp < s->w + 2 * s->pad)
         p->wp = s->w + 2 * s->pad;
+    /* the AVX-512 kernels read two 16-float vectors from each tap's column on; rows 64-byte
+       aligned, so that the first tap's loads do not straddle cache lines */
+    p->fit512 = s->kw == 5 && p->wo <= 32;
+    if (p->fit512)
+        p->wp = ((p->wp > 32 + s->kw - 1 ? p->wp : 32 + s->kw - 1) + 15) & ~15;
     /* 12 accumulators: 3 channels x 4 vectors, 4 x 3, 6 x 2 or 12 x 1 */
     p->vc = p->nv < 4 ? p->nv : 4;
     p->cb = 12 / p->vc;
     p->xp_floats = conv_round16((size_t)p->hp * p->wp);
-    p->wb_floats = conv_round16((size_t)(s->co + p->cb) * p->taps);
-    p->bb_floats = conv_round16((size_t)s->co + p->cb);
+    /* channels padded for the widest register block (12 here, 6 in the AVX-512 kernel) */
+    p->wb_floats = conv_round16((size_t)(s->co + 12) * p->taps);
+    p->bb_floats = conv_round16((size_t)s->co + 12);
     p->ys_floats = conv_round16((size_t)s->co * p->ho * p->wo);
     p->fwd_thread_floats = p->xp_floats;
     /* 12 accumulators: 4 channels x 3 taps, 3 x 4 or 2 x 6, whichever wastes no channels */
@@ -58,6 +65,7 @@ static void direct_make_plan(const fastnn_direct_shape *s, direct_plan *p)
 #undef WN
 #undef WTARGET
 #undef WN_AVX2
+#include "conv_direct_avx512.h"
 #endif
 
 #define WN(name) direct_portable_##name
@@ -81,9 +89,16 @@ size_t fastnn_direct_forward_floats(const fastnn_direct_shape *s, int pool, int 
 size_t fastnn_direct_backward_floats(const fastnn_direct_shape *s, int nthreads)
 {
     direct_plan p;
+    size_t floats;
     direct_make_plan(s, &p);
-    return CONV_ALIGN_SLACK + p.acc_floats + p.dbv_floats + p.toff_floats
+    floats = p.acc_floats + p.dbv_floats + p.toff_floats
         + (size_t)conv_threads(nthreads) * p.bwd_thread_floats;
+#if CONV_HAVE_VECTORS && CONV_HAVE_AVX2
+    /* whichever build runs: the size must not depend on the ISA (callers cache it) */
+    if (p.fit512 && d512_bwd_floats(&p, conv_threads(nthreads)) > floats)
+        floats = d512_bwd_floats(&p, conv_threads(nthreads));
+#endif
+    return CONV_ALIGN_SLACK + floats;
 }
 
 void fastnn_direct_forward(const fastnn_direct_shape *s, const float *x, const float *w,
@@ -96,6 +111,11 @@ void fastnn_direct_forward(const fastnn_direct_shape *s, const float *x, const f
     if (p.fwd_thread_floats > 0 && pool)   /* each thread's buffers: xp, then the conv output */
         p.fwd_thread_floats += p.ys_floats;
 #if CONV_HAVE_AVX2
+    if (p.fit512 && fastnn_conv_use_avx512()) {
+        direct512_forward(&p, x, w, bias, relu, y, pool, argmax, conv_align(work),
+                          conv_threads(nthreads));
+        return;
+    }
     if (fastnn_conv_use_avx2()) {
         direct_avx2_forward(&p, x, w, bias, relu, y, pool, argmax, conv_align(work),
                             conv_threads(nthreads));
@@ -118,6 +138,11 @@ void fastnn_direct_backward(const fastnn_direct_shape *s, const float *x, const 
     direct_plan p;
     direct_make_plan(s, &p);
 #if CONV_HAVE_AVX2
+    if (p.fit512 && fastnn_conv_use_avx512()) {
+        direct512_backward(&p, x, y, dy, relu, pool, argmax, dw, db, conv_align(work),
+                           conv_threads(nthreads));
+        return;
+    }
     if (fastnn_conv_use_avx2()) {
         direct_avx2_backward(&p, x, y, dy, relu, pool, argmax, dw, db, conv_align(work),
                              conv_threads(nthreads));

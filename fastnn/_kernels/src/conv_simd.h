@@ -18,17 +18,22 @@ extern "C" {
 /* 1 where the compiler has GCC vector extensions (GCC, clang); the kernels exist only then. */
 int fastnn_conv_simd_available(void);
 
-/* "avx2" or "portable": the build of the kernels that runs (chosen once from the CPU's features;
-   FASTNN_CONV_ISA=portable in the environment forces the portable one); "none" without vector
-   extensions. */
+/* "avx512", "avx2" or "portable": the build of the kernels that runs (chosen once from the CPU's
+   features; FASTNN_CONV_ISA=avx2 or portable in the environment caps it); "none" without vector
+   extensions. "avx512" adds AVX-512 kernels where a file has them (conv_direct_avx512.h) and
+   runs the AVX2 build elsewhere. */
 const char *fastnn_conv_isa(void);
 
-/* Testing hook: "avx2" or "portable" (clamped to what the CPU has); NULL or "" restores the
-   default. Returns the build now in use. Not safe while another thread runs a convolution. */
+/* Testing hook: "avx512", "avx2" or "portable" (clamped to what the CPU has); NULL or ""
+   restores the default. Returns the build now in use. Not safe while another thread runs a
+   convolution. */
 const char *fastnn_conv_set_isa(const char *name);
 
-/* 1 when the AVX2 build runs. */
+/* 1 when the AVX2 (or AVX-512) build runs. */
 int fastnn_conv_use_avx2(void);
+
+/* 1 when the AVX-512 kernels run. */
+int fastnn_conv_use_avx512(void);
 
 #ifdef __cplusplus
 }
