@@ -10,8 +10,9 @@ Three algorithms:
               its rounding error is a few 1e-7 of the products' size (|w| * |x|), so a few
               1e-6 of the output's norm on layers with more than a handful of outputs.
   "direct"    one input channel, stride 1, float32 (src/conv_direct.c): the first layer of an
-              image model, along output rows without im2col. Its backward computes dW and db
-              only, so a backward call that wants dX runs "gemm" instead.
+              image model, along output rows without im2col (AVX-512 kernels for 5-wide
+              kernels and rows of up to 32 outputs). Its backward computes dW and db only, so a
+              backward call that wants dX runs "gemm" instead.
 "auto" picks direct or winograd where they apply (winograd with several input channels and
 enough outputs), else gemm.
 

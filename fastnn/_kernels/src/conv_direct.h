@@ -9,8 +9,10 @@
 
    Results do not depend on the thread count: forward parallelises over samples; backward gives
    each output channel's dW and db to one thread, which sums over the batch in order.
-   The kernels exist where fastnn_conv_simd_available() (conv_simd.h) is 1. Workspace sizes are
-   in floats. */
+   The kernels exist where fastnn_conv_simd_available() (conv_simd.h) is 1; on AVX-512 CPUs,
+   5-wide kernels with output rows of at most 32 columns run conv_direct_avx512.h's (the same
+   forward bits; dW and db summed over a fixed partition of the batch instead). Workspace sizes
+   are in floats. */
 #ifndef FASTNN_CONV_DIRECT_H
 #define FASTNN_CONV_DIRECT_H
 
