@@ -6,7 +6,7 @@ pass; dx and dW are then two GEMMs reading that masked gradient.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
@@ -207,6 +207,19 @@ cdef void _chain_float(const float* x, Py_ssize_t n, const int64_t[:, ::1] table
         free(relu)
 
 
+cdef extern from "finite.h" nogil:
+    bint fastnn_all_finite32(const uint32_t* bits, size_t n)
+    bint fastnn_all_finite64(const uint64_t* bits, size_t n)
+
+
+cdef bint _all_finite(const floating* a, Py_ssize_t size) noexcept nogil:
+    """No NaN or infinity in a[:size] (src/finite.h: an integer test of the exponent bits)."""
+    if floating is float:
+        return fastnn_all_finite32(<const uint32_t*>a, size)
+    else:
+        return fastnn_all_finite64(<const uint64_t*>a, size)
+
+
 def chain_forward(const floating[:, ::1] x, const int64_t[:, ::1] table, int64_t[::1] labels,
                   bint check_finite=True):
     """Run the layers of `table` on x, each reading the previous one's output; with labels
@@ -233,8 +246,7 @@ def chain_forward(const floating[:, ::1] x, const int64_t[:, ::1] table, int64_t
         return
     if check_finite:
         with nogil:
-            for r in range(size):
-                finite &= h[r] - h[r] == 0  # false for NaN and +-inf alone
+            finite = _all_finite(h, size)
         if not finite:
             raise ValueError("x holds NaN or infinite values")
     if floating is float:

@@ -59,20 +59,25 @@ ctypedef fused float_bits:
     uint64_t
 
 
+cdef extern from "finite.h" nogil:
+    bint fastnn_all_finite32(const uint32_t* bits, size_t n)
+    bint fastnn_all_finite64(const uint64_t* bits, size_t n)
+
+
 def all_finite_bits(const float_bits[::1] bits):
     """True when no float in the array is NaN or infinite; the array is passed as its raw bits
     (float32 viewed as uint32, float64 as uint64) so the exponent test is an integer test that
-    vectorises without -ffast-math."""
-    cdef Py_ssize_t i
-    cdef float_bits exponent, bad = 0
-    if float_bits is uint32_t:
-        exponent = 0x7f800000u
-    else:
-        exponent = 0x7ff0000000000000u
+    vectorises without -ffast-math (src/finite.h)."""
+    cdef Py_ssize_t n = bits.shape[0]
+    cdef bint finite
+    if n == 0:
+        return True
     with nogil:
-        for i in range(bits.shape[0]):
-            bad |= (bits[i] & exponent) == exponent
-    return bad == 0
+        if float_bits is uint32_t:
+            finite = fastnn_all_finite32(&bits[0], n)
+        else:
+            finite = fastnn_all_finite64(&bits[0], n)
+    return finite
 
 
 # Below this many bytes a gather runs on one thread.
