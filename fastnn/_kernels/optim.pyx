@@ -154,15 +154,18 @@ def address_table(groups):
     return table
 
 
-def _chunk_starts(const int64_t[:, ::1] table, Py_ssize_t count_column):
-    """First global chunk of each array, and the total number of chunks."""
-    cdef Py_ssize_t t, total = 0
+def _chunk_plan(const int64_t[:, ::1] table, columns):
+    """For a table whose columns are named by `columns` (the last one the element count):
+    the first global chunk of each array, the total number of chunks, and the threads."""
+    cdef Py_ssize_t t, total = 0, count_column = len(columns.split(",")) - 1
+    if table.shape[1] != count_column + 1:
+        raise ValueError(f"table must have {count_column + 1} columns: {columns}")
     starts = np.empty(table.shape[0], np.int64)
     cdef int64_t[::1] s = starts
     for t in range(table.shape[0]):
         s[t] = total
         total += (table[t, count_column] + CHUNK - 1) // CHUNK
-    return starts, total
+    return starts, total, num_threads() if total * CHUNK >= PARALLEL_MIN_SIZE else 1
 
 
 cdef void _sgd_many(floating kind, const int64_t[:, ::1] table, const int64_t[::1] starts,
@@ -185,16 +188,14 @@ def sgd_step_many(const int64_t[:, ::1] table, bint double_precision, double lr,
     loop; the same arithmetic as sgd_step, element by element."""
     if table.shape[0] == 0:
         return
-    if table.shape[1] != 4:
-        raise ValueError("table must have 4 columns: param, grad, velocity, size")
+    starts, total, nt = _chunk_plan(table, "param, grad, velocity, size")
     if momentum != 0:
         for t in range(table.shape[0]):
             if table[t, 2] == 0:
                 raise ValueError("velocity is required when momentum > 0")
-    starts, total = _chunk_starts(table, 3)
     cdef const int64_t[::1] s = starts
     cdef Py_ssize_t chunks = total
-    cdef int threads = num_threads() if chunks * CHUNK >= PARALLEL_MIN_SIZE else 1
+    cdef int threads = nt
     cdef float f = 0
     cdef double d = 0
     with nogil:
@@ -229,14 +230,12 @@ def adam_step_many(const int64_t[:, ::1] table, bint double_precision, double lr
     """adam_step for every row (param, grad, m, v, size) of table, in one parallel loop."""
     if table.shape[0] == 0:
         return
-    if table.shape[1] != 5:
-        raise ValueError("table must have 5 columns: param, grad, m, v, size")
+    starts, total, nt = _chunk_plan(table, "param, grad, m, v, size")
     if not (correction1 > 0 and correction2 > 0):
         raise ValueError("the bias corrections must be > 0")
-    starts, total = _chunk_starts(table, 4)
     cdef const int64_t[::1] s = starts
     cdef Py_ssize_t chunks = total
-    cdef int threads = num_threads() if chunks * CHUNK >= PARALLEL_MIN_SIZE else 1
+    cdef int threads = nt
     cdef float f = 0
     cdef double d = 0
     with nogil:
