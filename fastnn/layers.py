@@ -235,6 +235,12 @@ class _Parametric(Layer):
         self._reuse_bwd = self.reuse and supports_keyword(backward, "out")
         self._work_is_dy = self._reuse_bwd and supports_keyword(backward, "work")
 
+    def _trusted(self, a):
+        """Whether `a` can go to the unchecked kernels (training passes
+        into the layer's own buffers)."""
+        return self._unchecked is not None and a.flags.c_contiguous and a.flags.aligned and \
+            a.dtype == self.params[0].dtype
+
     def _forward_kernel(self):
         raise NotImplementedError
 
@@ -284,11 +290,6 @@ class Linear(_Parametric):
 
     def _backward_kernel(self):
         return self.backend.linear_backward
-
-    def _trusted(self, a):
-        """Whether `a` can go to the unchecked kernels (the layer's own training buffers)."""
-        return self._unchecked is not None and a.flags.c_contiguous and a.flags.aligned and \
-            a.dtype == self.params[0].dtype
 
     def forward(self, x, training=False):
         if not self.params:
@@ -433,9 +434,14 @@ class Conv2d(_Parametric):
         else:
             out = None
         w, b = self.params
-        y, argmax = self._backend.conv2d_maxpool_forward(
-            x, w, b, self.stride, self.padding, self.relu, pool.kernel_size, check_finite=False,
-            out=out)
+        if training and self.reuse and self._trusted(x):  # into this layer's own buffers
+            y, argmax = out
+            self._unchecked.conv2d_maxpool_forward(x, w, b, y, argmax, self.stride,
+                                                   self.padding, self.relu, pool.kernel_size)
+        else:
+            y, argmax = self._backend.conv2d_maxpool_forward(
+                x, w, b, self.stride, self.padding, self.relu, pool.kernel_size,
+                check_finite=False, out=out)
         if training:
             self._x, self._y, self._argmax = x, y, argmax
         return y
@@ -480,9 +486,15 @@ class Conv2d(_Parametric):
             out = (self._scratch("dx", x.shape, x.dtype) if self.need_dx else None,
                    self._scratch("dw", w.shape, w.dtype),
                    self._scratch("db", (self.out_channels,), w.dtype))
-        dx, self.grads[0], self.grads[1] = self._backend.conv2d_maxpool_backward(
-            x, w, self._y, self._argmax, dy, self.stride, self.padding, self.relu,
-            self.pool.kernel_size, out=out, **self._bwd_kwargs)
+        if out is not None and self._trusted(dy) and self._trusted(x):
+            self._unchecked.conv2d_maxpool_backward(
+                x, w, self._y, self._argmax, dy, *out, self.stride, self.padding, self.relu,
+                self.pool.kernel_size)
+            dx, self.grads[0], self.grads[1] = out
+        else:
+            dx, self.grads[0], self.grads[1] = self._backend.conv2d_maxpool_backward(
+                x, w, self._y, self._argmax, dy, self.stride, self.padding, self.relu,
+                self.pool.kernel_size, out=out, **self._bwd_kwargs)
         self._x = self._y = self._argmax = None
         return dx
 

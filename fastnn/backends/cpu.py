@@ -84,6 +84,19 @@ class Unchecked:
         # (x, table of layers, int64 labels or None, check_finite=True): see fastnn.inference
         chain_forward = staticmethod(_dense.chain_forward)
 
+        @staticmethod
+        def conv2d_maxpool_forward(x, w, b, y, argmax, stride, padding, relu, pool):
+            """Into y and argmax; only where CpuBackend.conv2d_maxpool_fusable says so."""
+            _conv.forward_maxpool(x, w, b, y, argmax, stride, padding, relu, pool,
+                                  nthreads=_runtime.get_num_threads())
+
+        @staticmethod
+        def conv2d_maxpool_backward(x, w, y, argmax, dy, dx, dw, db, stride, padding, relu,
+                                    pool):
+            """Into dx (or None), dw and db; only where the fused forward ran."""
+            _conv.backward_maxpool(x, w, y, argmax, dy, dx, dw, db, stride, padding, relu, pool,
+                                   nthreads=_runtime.get_num_threads())
+
 
 class CpuBackend(NumpyBackend):
     name = "cpu"
