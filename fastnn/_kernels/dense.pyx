@@ -7,7 +7,6 @@ pass; dx and dW are then two GEMMs reading that masked gradient.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from fastnn._kernels.gemm cimport gemm, sgemm_chain
@@ -161,50 +160,9 @@ def linear_backward(const floating[:, ::1] x, const floating[:, ::1] w,
 # out_features, relu), written by the caller (fastnn.inference) from arrays it checked and
 # keeps alive; every output buffer has room for x's rows.
 
-cdef Py_ssize_t _argmax_row(const floating* row, Py_ssize_t classes) noexcept nogil:
-    """NumPy's argmax: the first maximum, or the first NaN."""
-    cdef Py_ssize_t j, best = 0
-    cdef floating top = row[0]
-    if top != top:
-        return 0
-    for j in range(1, classes):
-        if row[j] != row[j]:
-            return j
-        if row[j] > top:
-            top = row[j]
-            best = j
-    return best
-
-
-cdef void _chain_float(const float* x, Py_ssize_t n, const int64_t[:, ::1] table):
-    """The float32 chain through the GEMM's own chain entry (one parallel region for a few
-    rows)."""
-    cdef Py_ssize_t layers = table.shape[0], i
-    cdef const float** w = <const float**>malloc(layers * sizeof(float*))
-    cdef const float** b = <const float**>malloc(layers * sizeof(float*))
-    cdef float** y = <float**>malloc(layers * sizeof(float*))
-    cdef int* fin = <int*>malloc(layers * sizeof(int))
-    cdef int* fout = <int*>malloc(layers * sizeof(int))
-    cdef int* relu = <int*>malloc(layers * sizeof(int))
-    try:
-        if not (w and b and y and fin and fout and relu):
-            raise MemoryError()
-        for i in range(layers):
-            w[i] = <const float*><size_t>table[i, 0]
-            b[i] = <const float*><size_t>table[i, 1]
-            y[i] = <float*><size_t>table[i, 2]
-            fin[i] = <int>table[i, 3]
-            fout[i] = <int>table[i, 4]
-            relu[i] = table[i, 5] != 0
-        with nogil:
-            sgemm_chain(<int>n, <int>layers, x, w, b, y, fin, fout, relu, num_threads())
-    finally:
-        free(w)
-        free(b)
-        free(y)
-        free(fin)
-        free(fout)
-        free(relu)
+cdef extern from "argmax.h" nogil:
+    Py_ssize_t fastnn_argmax_f32(const float* row, Py_ssize_t classes)
+    Py_ssize_t fastnn_argmax_f64(const double* row, Py_ssize_t classes)
 
 
 cdef extern from "finite.h" nogil:
@@ -228,16 +186,17 @@ def chain_forward(const floating[:, ::1] x, const int64_t[:, ::1] table, int64_t
     cdef Py_ssize_t n = x.shape[0], layers = table.shape[0], i, r, size = x.shape[0] * x.shape[1]
     cdef bint finite = True
     cdef const floating* h = &x[0, 0] if n and x.shape[1] else NULL
-    cdef floating* y
-    cdef int fin, fout
+    cdef Py_ssize_t fout
     if table.shape[1] != 6 or layers < 1:
         raise ValueError("table must have one row of 6 entries per layer")
     if n > INT_MAX:
         raise ValueError(f"batch = {n} is too large for the kernels (at most 2**31 - 1)")
     if table[0, 3] != x.shape[1]:
         raise ValueError(f"x must have {table[0, 3]} features, got {x.shape[1]}")
-    for i in range(1, layers):
-        if table[i, 3] != table[i - 1, 4]:
+    for i in range(layers):
+        if table[i, 3] < 1 or table[i, 4] < 1 or table[i, 3] > INT_MAX or table[i, 4] > INT_MAX:
+            raise ValueError(f"layer {i} must have 1 to 2**31 - 1 features in and out")
+        if i and table[i, 3] != table[i - 1, 4]:
             raise ValueError(f"layer {i} takes {table[i, 3]} features, the previous one gives "
                              f"{table[i - 1, 4]}")
     if labels is not None and labels.shape[0] != n:
@@ -249,25 +208,22 @@ def chain_forward(const floating[:, ::1] x, const int64_t[:, ::1] table, int64_t
             finite = _all_finite(h, size)
         if not finite:
             raise ValueError("x holds NaN or infinite values")
-    if floating is float:
-        _chain_float(&x[0, 0], n, table)
-        h = <const floating*><size_t>table[layers - 1, 2]
-        fout = <int>table[layers - 1, 4]
-        if labels is not None and fout > 0:
-            with nogil:
-                for r in range(n):
-                    labels[r] = _argmax_row(h + r * fout, fout)
-        return
     with nogil:
-        for i in range(layers):
-            y = <floating*><size_t>table[i, 2]
-            fin = <int>table[i, 3]
-            fout = <int>table[i, 4]
-            _gemm_or_zero(False, True, <int>n, fout, fin, h, fin,
-                          <const floating*><size_t>table[i, 0], fin, y, fout,
-                          <const floating*><size_t>table[i, 1],
-                          1 if table[i, 1] != 0 else 0, table[i, 5] != 0)
-            h = y
-        if labels is not None and fout > 0:
+        if floating is float:  # one parallel region for all layers when there are few rows
+            sgemm_chain(<int>n, <int>layers, &x[0, 0], &table[0, 0], num_threads())
+        else:
+            for i in range(layers):
+                _gemm_or_zero(False, True, <int>n, <int>table[i, 4], <int>table[i, 3], h,
+                              <int>table[i, 3], <const floating*><size_t>table[i, 0],
+                              <int>table[i, 3], <floating*><size_t>table[i, 2],
+                              <int>table[i, 4], <const floating*><size_t>table[i, 1],
+                              1 if table[i, 1] != 0 else 0, table[i, 5] != 0)
+                h = <const floating*><size_t>table[i, 2]
+        h = <const floating*><size_t>table[layers - 1, 2]
+        fout = table[layers - 1, 4]
+        if labels is not None:
             for r in range(n):
-                labels[r] = _argmax_row(h + r * fout, fout)
+                if floating is float:
+                    labels[r] = fastnn_argmax_f32(h + r * fout, fout)
+                else:
+                    labels[r] = fastnn_argmax_f64(h + r * fout, fout)

@@ -7,6 +7,7 @@ import numpy as np
 
 cimport numpy as cnp
 from cython cimport floating
+from libc.stdint cimport int64_t
 
 cnp.import_array()
 
@@ -20,9 +21,8 @@ cdef extern from "gemm.h" nogil:
                       const double *A, int lda, const double *B, int ldb, double beta,
                       double *C, int ldc, const double *bias, int bias_mode, int relu,
                       int nthreads)
-    void fastnn_sgemm_chain(int M, int layers, const float *x, const float *const *w,
-                            const float *const *b, float *const *y, const int *fin,
-                            const int *fout, const int *relu, int nthreads)
+    void fastnn_sgemm_chain(int M, int layers, const float *x, const int64_t *table,
+                            int nthreads)
     const char *fastnn_gemm_isa()
     const char *fastnn_gemm_set_isa(const char *name)
 
@@ -39,10 +39,9 @@ cdef void gemm(bint transa, bint transb, int M, int N, int K,
                      relu, nthreads)
 
 
-cdef void sgemm_chain(int M, int layers, const float* x, const float* const* w,
-                      const float* const* b, float* const* y, const int* fin, const int* fout,
-                      const int* relu, int nthreads) noexcept nogil:
-    fastnn_sgemm_chain(M, layers, x, w, b, y, fin, fout, relu, nthreads)
+cdef void sgemm_chain(int M, int layers, const float* x, const int64_t* table,
+                      int nthreads) noexcept nogil:
+    fastnn_sgemm_chain(M, layers, x, table, nthreads)
 
 
 ISAS = ("avx512", "avx2", "portable")

@@ -73,27 +73,25 @@ def softmax_cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labe
     return total / n
 
 
+cdef extern from "argmax.h" nogil:
+    Py_ssize_t fastnn_argmax_f32(const float* row, Py_ssize_t classes)
+    Py_ssize_t fastnn_argmax_f64(const double* row, Py_ssize_t classes)
+
+
 def count_correct(const floating[:, ::1] outputs, const int64_t[::1] labels):
     """How many rows have their label as argmax (NumPy's argmax: the first maximum, and the
-    first NaN where a row has one)."""
-    cdef Py_ssize_t n = outputs.shape[0], classes = outputs.shape[1], i, j, best
+    first NaN where a row has one; src/argmax.h)."""
+    cdef Py_ssize_t n = outputs.shape[0], classes = outputs.shape[1], i, best
     cdef Py_ssize_t correct = 0
-    cdef floating v, top
     if labels.shape[0] != n:
         raise ValueError(f"labels must have shape ({n},), got ({labels.shape[0]},)")
     if classes < 1:
         return 0
     with nogil:
         for i in range(n):
-            best = 0
-            top = outputs[i, 0]
-            if top == top:
-                for j in range(1, classes):
-                    v = outputs[i, j]
-                    if v > top or v != v:
-                        best = j
-                        top = v
-                        if v != v:
-                            break
+            if floating is float:
+                best = fastnn_argmax_f32(&outputs[i, 0], classes)
+            else:
+                best = fastnn_argmax_f64(&outputs[i, 0], classes)
             correct += best == labels[i]
     return correct

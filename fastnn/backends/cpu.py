@@ -104,7 +104,7 @@ class CpuBackend(NumpyBackend):
 
     def __init__(self):
         super().__init__()
-        self._tables = {}  # optimizer kind -> (the arrays, their address table)
+        self._tables = {}  # optimizer kind -> (the arrays, their address table, float64?)
 
     # ---- linear -------------------------------------------------------------------------------
 
@@ -368,12 +368,13 @@ class CpuBackend(NumpyBackend):
         """The address table of `groups` (param, grad, state... per parameter), remembered
         while the very same arrays come back, so a training step pays no per-array checks;
         `check_group` checks one group on a miss. The table keeps the arrays alive, so the
-        addresses stay valid. Arrays a check had to copy are not remembered."""
+        addresses stay valid. Arrays a check had to copy are not remembered. Returns the
+        table and whether the arrays are float64."""
         groups = tuple(tuple(g) for g in groups)
         cached = self._tables.get(kind)
         if cached is not None and len(cached[0]) == len(groups) and all(
                 a is b for old, new in zip(cached[0], groups) for a, b in zip(old, new)):
-            return cached[1]
+            return cached[1:]
         checked = tuple(tuple(check_group(*g)) for g in groups)
         dtype = checked[0][0].dtype
         if any(g[0].dtype != dtype for g in checked):
@@ -386,8 +387,9 @@ class CpuBackend(NumpyBackend):
             if start < end:  # updated in parallel chunks: any overlap would race
                 raise ValueError("parameters, gradients and optimizer state must not overlap")
         copied = any(a is not b for old, new in zip(groups, checked) for a, b in zip(old, new))
-        self._tables[kind] = (checked if copied else groups, table, checked)
-        return table
+        # a copy must not be matched by identity later: keep the copies (never passed again)
+        self._tables[kind] = (checked if copied else groups, table, dtype == np.float64)
+        return table, dtype == np.float64
 
     def sgd_step_many(self, params, grads, velocities=None, *, lr, momentum=0.0,
                       weight_decay=0.0, nesterov=False):
@@ -408,9 +410,8 @@ class CpuBackend(NumpyBackend):
                 raise ValueError("velocity is required when momentum > 0")
             return self._step_args(p, g, velocity=v) + (v,)
 
-        table = self._update_table("sgd", zip(params, grads, velocities), check_group)
-        _optim.sgd_step_many(table, self._tables["sgd"][2][0][0].dtype == np.float64, lr,
-                             momentum, weight_decay, bool(nesterov))
+        table, double = self._update_table("sgd", zip(params, grads, velocities), check_group)
+        _optim.sgd_step_many(table, double, lr, momentum, weight_decay, bool(nesterov))
 
     def adam_step_many(self, params, grads, ms, vs, *, lr, step, beta1=0.9, beta2=0.999,
                        eps=1e-8, weight_decay=0.0):
@@ -427,10 +428,9 @@ class CpuBackend(NumpyBackend):
                 raise TypeError("m and v (Adam's moment estimates) must be arrays, got None")
             return self._step_args(p, g, m=m, v=v) + (m, v)
 
-        table = self._update_table("adam", zip(params, grads, ms, vs), check_group)
-        _optim.adam_step_many(table, self._tables["adam"][2][0][0].dtype == np.float64, lr,
-                              beta1, beta2, 1 - beta1 ** step, 1 - beta2 ** step, eps,
-                              weight_decay)
+        table, double = self._update_table("adam", zip(params, grads, ms, vs), check_group)
+        _optim.adam_step_many(table, double, lr, beta1, beta2, 1 - beta1 ** step,
+                              1 - beta2 ** step, eps, weight_decay)
 
     def adam_step(self, param, grad, m, v, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8,
                   weight_decay=0.0):

@@ -12,6 +12,8 @@
 #ifndef FASTNN_GEMM_H
 #define FASTNN_GEMM_H
 
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -21,12 +23,11 @@ void fastnn_sgemm(int transa, int transb, int M, int N, int K,
                   float *C, int ldc, const float *bias, int bias_mode, int relu, int nthreads);
 
 /* float64 is for gradient checks: correct and deterministic, not tuned. */
-/* y[i] = relu[i] ? max(h @ w[i]^T + b[i], 0) : ... for i in 0..layers-1, h = x then y[i-1]:
-   a chain of dense layers (w[i] is fout[i] x fin[i], b[i] may be NULL), in one parallel
-   region when M is small (src/gemm_chain.c). Bitwise as the layers' own fastnn_sgemm calls. */
-void fastnn_sgemm_chain(int M, int layers, const float *x, const float *const *w,
-                        const float *const *b, float *const *y, const int *fin,
-                        const int *fout, const int *relu, int nthreads);
+/* A chain of dense layers: h = x, then for each layer i, h = y_i = h @ W_i^T + b_i (ReLU'd if
+   asked). table holds one row of 6 int64 per layer: the addresses of W_i (fout x fin), b_i (or
+   0) and y_i (M x fout), fin, fout, relu. With few rows all layers run in one parallel region
+   (src/gemm_chain.c); bitwise the same as one fastnn_sgemm call per layer. */
+void fastnn_sgemm_chain(int M, int layers, const float *x, const int64_t *table, int nthreads);
 
 void fastnn_dgemm(int transa, int transb, int M, int N, int K,
                   const double *A, int lda, const double *B, int ldb, double beta,

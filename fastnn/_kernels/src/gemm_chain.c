@@ -12,6 +12,9 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#define GK_OMP(directive) _Pragma(#directive)
+#else
+#define GK_OMP(directive)
 #endif
 
 /* At most this many rows take the one-region path (the dot path's row limit). */
@@ -20,24 +23,42 @@
    streaming it saves. */
 #define GK_CHAIN_SPLIT_WEIGHTS 16384
 
-static void gk_chain_slice(int M, const float *h, const float *w, const float *b, float *y,
-                           int fin, int fout, int relu, int part, int parts)
+/* Layer i of the table: its weights, bias (or NULL), output and sizes. */
+typedef struct {
+    const float *w, *b;
+    float *y;
+    int fin, fout, relu;
+} gk_layer;
+
+static gk_layer gk_chain_layer(const int64_t *table, int i)
+{
+    const int64_t *row = table + 6 * (ptrdiff_t)i;
+    gk_layer l;
+    l.w = (const float *)(intptr_t)row[0];
+    l.b = (const float *)(intptr_t)row[1];
+    l.y = (float *)(intptr_t)row[2];
+    l.fin = (int)row[3];
+    l.fout = (int)row[4];
+    l.relu = row[5] != 0;
+    return l;
+}
+
+static void gk_chain_slice(int M, const float *h, gk_layer l, int part, int parts)
 {
     int nb, ne;
-    if ((long)fin * fout < GK_CHAIN_SPLIT_WEIGHTS) {
+    if ((long)l.fin * l.fout < GK_CHAIN_SPLIT_WEIGHTS) {
         if (part != 0)
             return;
         parts = 1;
     }
-    gk_split(fout, 8, parts, part, &nb, &ne);
+    gk_split(l.fout, 8, parts, part, &nb, &ne);
     if (nb < ne)
-        fastnn_sgemm(0, 1, M, ne - nb, fin, h, fin, w + (ptrdiff_t)nb * fin, fin, 0.0f, y + nb,
-                     fout, b != NULL ? b + nb : NULL, b != NULL ? 1 : 0, relu, 1);
+        fastnn_sgemm(0, 1, M, ne - nb, l.fin, h, l.fin, l.w + (ptrdiff_t)nb * l.fin, l.fin,
+                     0.0f, l.y + nb, l.fout, l.b != NULL ? l.b + nb : NULL, l.b != NULL,
+                     l.relu, 1);
 }
 
-void fastnn_sgemm_chain(int M, int layers, const float *x, const float *const *w,
-                        const float *const *b, float *const *y, const int *fin,
-                        const int *fout, const int *relu, int nthreads)
+void fastnn_sgemm_chain(int M, int layers, const float *x, const int64_t *table, int nthreads)
 {
     int i, nt;
     if (M <= 0 || layers <= 0)
@@ -45,9 +66,10 @@ void fastnn_sgemm_chain(int M, int layers, const float *x, const float *const *w
     if (M > GK_CHAIN_ROWS) { /* enough rows to keep each GEMM busy: one call per layer */
         const float *h = x;
         for (i = 0; i < layers; i++) {
-            fastnn_sgemm(0, 1, M, fout[i], fin[i], h, fin[i], w[i], fin[i], 0.0f, y[i],
-                         fout[i], b[i], b[i] != NULL ? 1 : 0, relu[i], nthreads);
-            h = y[i];
+            gk_layer l = gk_chain_layer(table, i);
+            fastnn_sgemm(0, 1, M, l.fout, l.fin, h, l.fin, l.w, l.fin, 0.0f, l.y, l.fout, l.b,
+                         l.b != NULL, l.relu, nthreads);
+            h = l.y;
         }
         return;
     }
@@ -55,25 +77,24 @@ void fastnn_sgemm_chain(int M, int layers, const float *x, const float *const *w
     nt = nthreads > 0 ? nthreads : omp_get_max_threads();
     if (nt < 1)
         nt = 1;
-#pragma omp parallel num_threads(nt) private(i)
-    {
-        int part = omp_get_thread_num(), parts = omp_get_num_threads();
-        const float *h = x;
-        for (i = 0; i < layers; i++) {
-            gk_chain_slice(M, h, w[i], b[i], y[i], fin[i], fout[i], relu[i], part, parts);
-#pragma omp barrier
-            h = y[i];
-        }
-    }
 #else
-    (void)nt;
+    nt = 1;
     (void)nthreads;
+#endif
+    (void)nt;
+    GK_OMP(omp parallel num_threads(nt) private(i))
     {
+#ifdef _OPENMP
+        int part = omp_get_thread_num(), parts = omp_get_num_threads();
+#else
+        int part = 0, parts = 1;
+#endif
         const float *h = x;
         for (i = 0; i < layers; i++) {
-            gk_chain_slice(M, h, w[i], b[i], y[i], fin[i], fout[i], relu[i], 0, 1);
-            h = y[i];
+            gk_layer l = gk_chain_layer(table, i);
+            gk_chain_slice(M, h, l, part, parts);
+            GK_OMP(omp barrier)
+            h = l.y;
         }
     }
-#endif
 }
