@@ -268,7 +268,8 @@ class Trainer:
         # optional backend kernel: number of rows whose argmax is the label (argmax costs more
         # Python-side time per step than the rest of the loop)
         count_correct = getattr(b, "count_correct", None)
-        gather = getattr(b, "gather_rows", None)
+        # optional backend kernel: the shuffled batch gather, its arrays checked once here
+        gather = b.row_gatherer(x, x_buf) if hasattr(b, "row_gatherer") else None
         rng = _random.generator()
 
         history = History()
@@ -304,7 +305,7 @@ class Trainer:
                     if shuffle:
                         idx = order[lo:hi]
                         if gather is not None:
-                            xb = gather(x, idx, x_buf[:hi - lo])
+                            xb = gather(idx)
                             yb = np.take(y, idx, out=y_buf[:hi - lo], mode="clip")
                         elif on_host:
                             xb = np.take(x, idx, axis=0, out=x_buf[:hi - lo], mode="clip")

@@ -264,3 +264,18 @@ def test_plan_outputs_bitwise_at_any_thread_count(n):
     for plan_out, layer_out in results:
         np.testing.assert_array_equal(plan_out, results[0][1])
         np.testing.assert_array_equal(layer_out, results[0][1])
+
+
+def test_row_gatherer_takes_any_shorter_index():
+    x = np.arange(60, dtype=np.float32).reshape(20, 3)
+    out = np.empty((8, 3), np.float32)
+    gather = cpu.row_gatherer(x, out)
+    assert gather(np.arange(8, dtype=np.int64)[::-1].copy()) is out
+    np.testing.assert_array_equal(out, x[7::-1])
+    part = gather(np.array([19, 0, 5], dtype=np.int64))
+    np.testing.assert_array_equal(part, x[[19, 0, 5]])
+    assert part.base is out or np.shares_memory(part, out)
+    with pytest.raises(IndexError):
+        gather(np.array([20], dtype=np.int64))
+    with pytest.raises(ValueError, match="rows of x"):
+        cpu.row_gatherer(x, np.empty((8, 4), np.float32))

@@ -325,8 +325,18 @@ class CpuBackend(NumpyBackend):
         return logits.dtype.type(loss), dlogits
 
     def gather_rows(self, x, index, out):
-        """out[:] = x[index] (rows of x, any dtype; out C-contiguous), the training loop's
-        batch gather, with the rows split over the threads. Returns out."""
+        """out[:] = x[index] (rows of x, any dtype; out C-contiguous), with the rows split over
+        the threads. Returns out."""
+        index = check.contiguous(index, np.int64)
+        if not isinstance(out, np.ndarray) or index.shape != (out.shape[0],):
+            raise ValueError(f"index must have shape ({getattr(out, 'shape', (0,))[0]},), got "
+                             f"{index.shape}")
+        return self.row_gatherer(x, out)(index)
+
+    def row_gatherer(self, x, out):
+        """A function gather(index) -> out[:len(index)] = x[index], with x and out checked here
+        once (gather_rows checks them on every call): the training loop's batch gather, one
+        kernel call per step. index must be int64; out bounds its length."""
         if not (isinstance(x, np.ndarray) and isinstance(out, np.ndarray)):
             raise TypeError("x and out must be numpy arrays")
         if x.dtype != out.dtype or x.shape[1:] != out.shape[1:]:
@@ -334,12 +344,15 @@ class CpuBackend(NumpyBackend):
                              f"{out.dtype}, {out.shape[1:]}")
         out = check.writable_array("out", out, out.shape, out.dtype)
         x = check.contiguous(x)
-        index = check.contiguous(index, np.int64)
-        if index.shape != (out.shape[0],):
-            raise ValueError(f"index must have shape ({out.shape[0]},), got {index.shape}")
-        _runtime.gather_rows(x.reshape(x.shape[0], -1).view(np.uint8), index,
-                             out.reshape(out.shape[0], -1).view(np.uint8))
-        return out
+        src = x.reshape(x.shape[0], -1).view(np.uint8)
+        dst = out.reshape(out.shape[0], -1).view(np.uint8)
+        kernel = _runtime.gather_rows
+
+        def gather(index):
+            rows = index.shape[0]
+            kernel(src, index, dst[:rows])  # index bounds and dtype are the kernel's to check
+            return out if rows == out.shape[0] else out[:rows]
+        return gather
 
     def count_correct(self, outputs, labels):
         """Rows of `outputs` whose argmax is the label (as outputs.argmax(axis=1) == labels),
