@@ -4,7 +4,16 @@ A model whose running layers are Flatten and Linear (ReLU fused) only, on a back
 compiled chain kernel, predicts through `DensePlan`: the weights' addresses and output buffers
 are fixed once, so a call is one kernel entry (every layer's GEMM, bias, ReLU and the argmax)
 instead of a Python pass per layer. On a few samples that overhead is most of the time.
+
+Threads: the plan itself is immutable once built (the layers, their parameter arrays, the
+dtype). The output buffers, and the address table that points the kernel at them, are per
+thread (`threading.local`): several threads predicting with one model at once each write
+their own buffers, and a thread's later calls reuse its buffers, so a batch-1 call still
+allocates nothing but its result. A thread's buffers go when the thread ends or the plan is
+replaced (new parameters, another dtype).
 """
+import threading
+
 import numpy as np
 
 from . import layers as L
@@ -20,11 +29,12 @@ class DensePlan:
         self._chain_forward = chain_forward
         self.layers = [layer for layer in model._run if isinstance(layer, L.Linear)]
         self.params = [tuple(layer.params) for layer in self.layers]
+        # (in_features, out_features, relu) per layer, fixed here so a workspace made later
+        # describes the same chain as the parameters above
+        self.shapes = [(layer.in_features, layer.out_features, int(layer.relu))
+                       for layer in self.layers]
         self.dtype = model.dtype
-        self._rows = 0
-        self._buffers = []
-        self._table = None
-        self._labels = None
+        self._per_thread = threading.local()  # .workspace: this thread's _Workspace
 
     @classmethod
     def build(cls, model):
@@ -53,27 +63,21 @@ class DensePlan:
                 return False
         return True
 
-    def _ensure(self, rows):
-        if rows <= self._rows:
-            return
-        self._buffers = [np.empty((rows, layer.out_features), self.dtype)
-                         for layer in self.layers]
-        self._table = np.array(
-            [[w.ctypes.data, b.ctypes.data, y.ctypes.data, layer.in_features,
-              layer.out_features, int(layer.relu)]
-             for layer, (w, b), y in zip(self.layers, self.params, self._buffers)],
-            dtype=np.int64)
-        self._labels = np.empty(rows, np.int64)
-        self._rows = rows
+    def _workspace(self, rows):
+        """This thread's buffers, with room for at least `rows` rows."""
+        workspace = getattr(self._per_thread, "workspace", None)
+        if workspace is None or workspace.rows < rows:
+            workspace = self._per_thread.workspace = _Workspace(self, rows)
+        return workspace
 
     def predict(self, x):
         """Class indices (a new int64 array) for x, a C-contiguous (N, in_features) array of
         the model's dtype; NaN or infinity in x raises ValueError."""
         n = x.shape[0]
         if n <= MAX_ROWS:
-            self._ensure(n)
-            labels = self._labels[:n]
-            self._chain_forward(x, self._table, labels)
+            workspace = self._workspace(n)
+            labels = workspace.labels[:n]
+            self._chain_forward(x, workspace.table, labels)
             return labels.copy()
         return np.concatenate([self.predict(x[i:i + MAX_ROWS]) for i in range(0, n, MAX_ROWS)])
 
@@ -81,7 +85,23 @@ class DensePlan:
         """The last layer's outputs (a new array) for x, as predict takes it."""
         n = x.shape[0]
         if n <= MAX_ROWS:
-            self._ensure(n)
-            self._chain_forward(x, self._table, None)
-            return self._buffers[-1][:n].copy()
+            workspace = self._workspace(n)
+            self._chain_forward(x, workspace.table, None)
+            return workspace.buffers[-1][:n].copy()
         return np.concatenate([self.outputs(x[i:i + MAX_ROWS]) for i in range(0, n, MAX_ROWS)])
+
+
+class _Workspace:
+    """One thread's output buffers for a plan, and the kernel's table of addresses into them
+    (weights, bias, output, in and out features, ReLU per layer)."""
+
+    __slots__ = ("buffers", "labels", "rows", "table")
+
+    def __init__(self, plan, rows):
+        self.rows = rows
+        self.buffers = [np.empty((rows, fout), plan.dtype) for _, fout, _ in plan.shapes]
+        self.table = np.array(
+            [[w.ctypes.data, b.ctypes.data, y.ctypes.data, fin, fout, relu]
+             for (fin, fout, relu), (w, b), y in zip(plan.shapes, plan.params, self.buffers)],
+            dtype=np.int64)
+        self.labels = np.empty(rows, np.int64)

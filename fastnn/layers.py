@@ -90,9 +90,10 @@ class Layer:
 
     def _batch_output_shape(self, x_shape):
         """(N, *output_shape) for a batch of x_shape, remembered for the last x_shape seen."""
-        if self._shape_memo[0] != x_shape:
-            self._shape_memo = (x_shape, (x_shape[0], *self.output_shape(x_shape[1:])))
-        return self._shape_memo[1]
+        memo = self._shape_memo  # one read: another thread may replace the pair
+        if memo[0] != x_shape:
+            memo = self._shape_memo = (x_shape, (x_shape[0], *self.output_shape(x_shape[1:])))
+        return memo[1]
 
     def _scratch(self, key, shape, dtype):
         """A kept array of `shape`: the head rows of a larger one for a smaller last batch."""
@@ -664,7 +665,9 @@ class Dropout(Layer):
         return math.prod(input_shape)
 
     def forward(self, x, training=False):
-        if not training or self.p == 0.0:
+        if not training:  # inference writes nothing on the layer (threads may share it)
+            return x
+        if self.p == 0.0:
             self._scale = None
             return x
         xp = self.backend.xp

@@ -289,12 +289,13 @@ class Sequential:
             raise ValueError(f"x must have a sample axis and at least one more, got shape "
                              f"{x.shape}")
         shape = x.shape[1:]
-        if shape != self._input_ok[0]:  # validated once per per-sample shape
+        known, sample = self._input_ok  # one read: another thread may replace the pair
+        if shape != known:  # validated once per per-sample shape
             sample = self._sample_shape(shape)
             self.output_shape(sample)
             self._input_ok = (shape, sample)
         x = to_float(x) if self.dtype == np.float32 else _to_float64(x)
-        return self._backend.asarray(x.reshape((x.shape[0], *self._input_ok[1])))
+        return self._backend.asarray(x.reshape((x.shape[0], *sample)))
 
     def _outputs(self, x, batch_size):
         batch_size = L._int_arg("batch_size", batch_size, 1)
