@@ -41,7 +41,7 @@ PAUSE_HOOK = "FASTNN_TEST_CHECKPOINT_PAUSE"
 def _data_digest(x, y):
     h = hashlib.blake2b(digest_size=16)
     for a in (x, y):
-        a = np.ascontiguousarray(a)
+        a = np.ascontiguousarray(a if isinstance(a, np.ndarray) else a.get())  # device data
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(memoryview(a).cast("B"))
     return h.hexdigest()

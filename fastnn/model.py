@@ -145,10 +145,7 @@ class Sequential:
         dtype = self.dtype if dtype is None else _as_dtype(dtype)
         if new is self._backend and dtype == self.dtype:
             return self
-        supported = getattr(new, "dtypes", None)  # cuda computes in float32 only
-        if supported is not None and dtype not in supported:
-            raise TypeError(f"backend {new.name!r} computes in "
-                            f"{', '.join(np.dtype(d).name for d in supported)}, not {dtype.name}")
+        _check_backend_dtype(new, dtype)
         for layer in self.layers:
             layer._backend = self._backend
             layer.to(new, dtype)
@@ -283,8 +280,12 @@ class Sequential:
 
     def prepare_input(self, x):
         """`x` (uint8 images scaled to [0, 1], or floats) as a checked backend array of the
-        model's dtype and per-sample shape, e.g. (N, 28, 28) -> (N, 1, 28, 28) for a CNN."""
-        x = np.asarray(x)
+        model's dtype and per-sample shape, e.g. (N, 28, 28) -> (N, 1, 28, 28) for a CNN.
+        A device array of the model's backend (CuPy on cuda) is converted where it is."""
+        xp = self._backend.xp
+        on_device = xp is not np and isinstance(x, xp.ndarray)
+        if not on_device:
+            x = host_array(x)
         if x.ndim < 2:
             raise ValueError(f"x must have a sample axis and at least one more, got shape "
                              f"{x.shape}")
@@ -294,7 +295,10 @@ class Sequential:
             sample = self._sample_shape(shape)
             self.output_shape(sample)
             self._input_ok = (shape, sample)
-        x = to_float(x) if self.dtype == np.float32 else _to_float64(x)
+        if on_device:
+            x = self._backend.to_float(x)
+        else:
+            x = to_float(x) if self.dtype == np.float32 else _to_float64(x)
         return self._backend.asarray(x.reshape((x.shape[0], *sample)))
 
     def _outputs(self, x, batch_size):
@@ -432,6 +436,7 @@ class Sequential:
         self.dtype = _as_dtype(dtype)
         self.training = True
         self._backend = L.default_backend() if backend is None else backends.get(backend)
+        _check_backend_dtype(self._backend, self.dtype)
         self._compile()
         if initialize:
             self._initialize_all()
@@ -453,6 +458,24 @@ class Sequential:
 
     def __iter__(self):
         return iter(self.layers)
+
+
+def host_array(a):
+    """`a` as a NumPy array; a CuPy array is copied over explicitly (np.asarray refuses it)."""
+    if not isinstance(a, np.ndarray) and type(a).__module__.split(".")[0] == "cupy":
+        return a.get()
+    return np.asarray(a)
+
+
+def _check_backend_dtype(backend, dtype):
+    """TypeError unless `backend` computes in `dtype` (cuda: float32 only), checked before any
+    parameter exists: a model whose dtype says float64 must never hold float32 arrays."""
+    supported = getattr(backend, "dtypes", None)
+    if supported is not None and dtype not in supported:
+        names = ", ".join(np.dtype(d).name for d in supported)
+        raise TypeError(f"backend {backend.name!r} computes in {names}, not {dtype.name}: use "
+                        f"dtype={names}, or build (or load) the model on 'cpu' and move it "
+                        f"with .to({backend.name!r}, dtype={names!r})")
 
 
 def _to_float64(x):

@@ -18,13 +18,24 @@ from tqdm.auto import tqdm
 
 from . import _random, backends, callbacks as cb, checkpoint as ckpt, layers as L, losses
 from .datasets import train_val_split
-from .model import Sequential
+from .model import Sequential, host_array
 from .optim import Optimizer
 
 # On a device backend the loss is fetched (a synchronization) every this many steps, and at
 # the end of each epoch; that is also when a non-finite loss is noticed.
 DEVICE_CHECK_INTERVAL = 50
 EVAL_BATCH_SIZE = 1024
+
+
+def _split(x, y, fraction, xp):
+    """train_val_split from fastnn's random stream; device arrays are split where they are,
+    by the same draw (the same split as their host copies would get)."""
+    if isinstance(x, np.ndarray):
+        return train_val_split(x, y, fraction, _random.generator())
+    index = np.arange(x.shape[0])
+    (train, _), (held, _) = train_val_split(index, index, fraction, _random.generator())
+    train, held = xp.asarray(train), xp.asarray(held)
+    return (x[train], y[train]), (x[held], y[held])
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -93,17 +104,18 @@ class Trainer:
         return out[0]
 
     def _check_data(self, x, y, xname="x", yname="y"):
-        """x as a numpy array of images/features, y as int64 labels within the model's classes."""
-        if not isinstance(x, np.ndarray):
-            if type(x).__module__.split(".")[0] == "cupy":
-                x = x.get()
-            else:
-                x = np.asarray(x)
+        """x as an array of images/features, y as int64 labels within the model's classes.
+        Device arrays of the trainer's backend stay on the device (the label range check reads
+        two numbers back); others become numpy arrays."""
+        xp = self.backend.xp
+        on_device = xp is not np and isinstance(x, xp.ndarray)
+        if not on_device:
+            x = host_array(x)
         if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
             raise TypeError(f"{xname} must be uint8 images or floating point, got dtype {x.dtype}")
         if x.ndim < 2 or x.shape[0] < 1:
             raise ValueError(f"{xname} must have shape (N, ...) with N >= 1, got {x.shape}")
-        y = np.asarray(y if not type(y).__module__.startswith("cupy") else y.get())
+        y = y if on_device and isinstance(y, xp.ndarray) else host_array(y)
         if y.dtype.kind not in "iu":
             raise TypeError(f"{yname} must hold integer class labels, got dtype {y.dtype}")
         if y.shape != (x.shape[0],):
@@ -115,6 +127,8 @@ class Trainer:
         if low < 0 or high >= classes:
             raise ValueError(f"{yname} holds label {low if low < 0 else high}, outside "
                              f"[0, {classes}) for a model with {classes} outputs")
+        if on_device:
+            return x, xp.asarray(y, dtype=np.int64)
         return x, y.astype(np.int64)
 
     def _check_callbacks(self, callbacks):
@@ -179,7 +193,7 @@ class Trainer:
 
         # ---- preparation: split, convert, move to the backend, bind the optimizer
         if validation_split is not None:
-            (x, y), val = train_val_split(x, y, float(validation_split), _random.generator())
+            (x, y), val = _split(x, y, float(validation_split), self.backend.xp)
         model = self.model.to(self.backend)
         if model.input_shape is None:
             model.input_shape = tuple(x.shape[1:])

@@ -7,6 +7,30 @@ _PIP_HINT = "pip install fastnn[cuda12] (CUDA 12) or pip install fastnn[cuda13] 
 _probed = []
 
 
+def _no_device_reason(cupy, exc=None):
+    """Why no device can be used, in words that say what to do: a machine without an NVIDIA
+    GPU or driver gets no advice to upgrade a driver it does not have."""
+    runtime = getattr(getattr(cupy, "cuda", None), "runtime", None)
+    try:
+        driver = runtime.driverGetVersion()  # 0 when no driver is installed; needs no device
+    except Exception:
+        driver = 0
+    if not driver:
+        return "no NVIDIA GPU or driver found (CuPy is installed, but this machine has no CUDA driver)"
+    text = f"{type(exc).__name__}: {exc}" if exc is not None else "no CUDA device"
+    if "InsufficientDriver" in text:
+        try:
+            needed = runtime.runtimeGetVersion()
+        except Exception:
+            needed = 0
+        return (f"the NVIDIA driver supports CUDA {driver // 1000}.{driver % 1000 // 10}, older "
+                f"than the CUDA {needed // 1000}.{needed % 1000 // 10} CuPy was built for: "
+                f"upgrade the driver or install the CuPy for your CUDA ({_PIP_HINT}) ({text})")
+    if "NoDevice" in text or exc is None:
+        return f"no NVIDIA GPU found (the driver is installed but sees no device: {text})"
+    return f"no usable CUDA device: {text}"
+
+
 def _find_reason():
     try:
         import cupy
@@ -15,17 +39,29 @@ def _find_reason():
     except Exception as exc:  # a broken install can raise anything at import
         return f"CuPy failed to import: {type(exc).__name__}: {exc}"
     try:
-        # A tiny allocation is the quick honest test: it fails at once without a driver
-        # (cudaErrorInsufficientDriver) or without a device (cudaErrorNoDevice).
-        cupy.zeros(1, dtype=cupy.float32)
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return _no_device_reason(cupy)
+        # A tiny allocation and a stream sync: the quick honest test of the device.
+        ones = cupy.ones((2, 2), dtype=cupy.float32)
         cupy.cuda.get_current_stream().synchronize()
     except Exception as exc:
-        return f"no usable CUDA device: {type(exc).__name__}: {exc}"
+        return _no_device_reason(cupy, exc)
     try:
         cupy.cuda.nvrtc.getVersion()  # NVRTC compiles the kernels; CuPy loads it lazily
     except Exception as exc:
         return (f"CuPy cannot load NVRTC, which compiles fastnn's kernels ({type(exc).__name__}: "
                 f"{exc}); install the CUDA toolkit, or: {_PIP_HINT}")
+    # Every library a training step uses, loaded now rather than in the middle of a fit:
+    # cuBLAS (the GEMMs) and CuPy's random generator (Dropout's masks).
+    for library, use in (("cuBLAS", lambda: cupy.matmul(ones, ones)),
+                         ("CuPy's random generator (cuRAND)",
+                          lambda: cupy.random.default_rng(0).random(2, dtype=cupy.float32))):
+        try:
+            use()
+            cupy.cuda.get_current_stream().synchronize()
+        except Exception as exc:
+            return (f"CuPy cannot run {library}, which a training step uses "
+                    f"({type(exc).__name__}: {exc}); install the CUDA libraries, or: {_PIP_HINT}")
     return None
 
 

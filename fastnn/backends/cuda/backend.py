@@ -59,6 +59,20 @@ class CudaBackend:
                             f"{np.dtype(dtype).name}")
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
 
+    def to_float(self, x):
+        """A device array of uint8 images or floats as float32 (uint8 scaled to [0, 1]), as
+        fastnn.datasets.to_float does on the host; NaN or infinity is refused (one sync)."""
+        if x.dtype == np.uint8:
+            out = x.astype(_F32)
+            out /= 255.0
+            return out
+        if x.dtype.kind != "f":
+            raise TypeError(f"x must be uint8 images or floating point, got dtype {x.dtype}")
+        out = self.xp.ascontiguousarray(x, dtype=_F32)
+        if not bool(self.xp.isfinite(out).all()):
+            raise ValueError("x holds NaN or infinite values (or values beyond float32's range)")
+        return out
+
     def to_numpy(self, a):
         get = getattr(a, "get", None)
         return get() if get is not None and not isinstance(a, np.ndarray) else np.asarray(a)
