@@ -284,6 +284,10 @@ class Trainer:
         count_correct = getattr(b, "count_correct", None)
         # optional backend kernel: the shuffled batch gather, its arrays checked once here
         gather = b.row_gatherer(x, x_buf) if hasattr(b, "row_gatherer") else None
+        # optional device kernel: running loss, accuracy and a non-finite loss flag that the
+        # optimizer kernels honour, one launch per step, read at the sync points below
+        running_metrics = None if on_host else getattr(b, "running_metrics", None)
+        tracker = None
         rng = _random.generator()
 
         history = History()
@@ -310,6 +314,8 @@ class Trainer:
                 correct = 0
                 done = 0
                 checked_at = 0
+                if running_metrics is not None:
+                    tracker = running_metrics()
                 start = time.perf_counter()
                 for step in range(steps):
                     if schedule:
@@ -342,6 +348,8 @@ class Trainer:
                             correct += count_correct(out, yb)
                         else:
                             correct += int(np.count_nonzero(out.argmax(axis=1) == yb))
+                    elif tracker is not None:
+                        tracker.add(loss, out, yb, step + 1)
                     else:
                         loss_sum = loss_sum + loss * (hi - lo)
                         correct = correct + (out.argmax(axis=1) == yb).sum()
@@ -353,13 +361,20 @@ class Trainer:
                             c.on_batch_end(self, epoch, step, loss)
                     if progress or not on_host:
                         if done % DEVICE_CHECK_INTERVAL == 0 or done == steps:
-                            self._check_running_loss(loss_sum, epoch, checked_at, done)
+                            if tracker is not None:  # one sync for the three numbers
+                                loss_sum, correct = self._read_tracker(tracker, epoch)
+                            else:
+                                self._check_running_loss(loss_sum, epoch, checked_at, done)
                             checked_at = done
                             bar.set_postfix(loss=f"{float(loss_sum) / hi:.4f}", refresh=False)
                         bar.update(1)
                     if self._interrupt_requested or self.stop_training:
                         break
-                if not on_host:
+                if tracker is not None:
+                    if checked_at != done:  # stopped between checks: read (and sync) now
+                        loss_sum, correct = self._read_tracker(tracker, epoch)
+                    tracker.close()
+                elif not on_host:
                     b.synchronize()
                 elapsed = time.perf_counter() - start
                 bar.close()
@@ -395,6 +410,8 @@ class Trainer:
             history.stopped_at = {"epoch": epoch + 1, "step": done}
             raise
         finally:
+            if tracker is not None:
+                tracker.close()
             model.set_reuse(False)
             if bar is not None:
                 bar.close()
@@ -403,6 +420,17 @@ class Trainer:
             self._interrupt_requested = False
         self._call(callbacks, "on_train_end", self, history)
         return history
+
+    @staticmethod
+    def _read_tracker(tracker, epoch):
+        """(loss sum, correct) from a device backend's running metrics; NonFiniteLossError
+        naming the step when a loss became non-finite (its update and later ones skipped)."""
+        loss_sum, correct, bad_step = tracker.read()
+        if bad_step:
+            raise NonFiniteLossError(f"loss became non-finite at epoch {epoch + 1}, step "
+                                     f"{bad_step} (the model keeps the weights from before "
+                                     f"this step)")
+        return loss_sum, correct
 
     @staticmethod
     def _check_running_loss(loss_sum, epoch, checked_at, done):

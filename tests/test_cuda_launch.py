@@ -56,7 +56,8 @@ def test_parse_refuses_types_it_cannot_check(bad):
 def test_every_shipped_kernel_parses():
     found = kernels.signatures()
     assert set(found) == {"bias_act", "relu_inplace", "bias_grad", "im2col", "col2im", "maxpool_forward",
-                          "maxpool_backward", "softmax_xent", "sgd_update", "adam_update"}
+                          "maxpool_backward", "softmax_xent", "step_metrics", "sgd_update",
+                          "adam_update"}
     assert {family for family, _ in found.values()} == set(sources.FAMILIES)
     assert found["softmax_xent"][1].max_threads == 256  # FASTNN_REDUCE_THREADS, from common.cuh
 

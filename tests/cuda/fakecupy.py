@@ -43,6 +43,7 @@ class Stats:
         self.to_device = 0   # host -> device copies
         self.to_host = 0     # device -> host copies
         self.kernels = collections.Counter()   # launches by name (fastnn kernels, CuPy ops)
+        self.allocations = []                  # shapes of the arrays allocated, in order
 
     def launch(self, name):
         self.launches += 1
@@ -405,6 +406,7 @@ def asnumpy(a, stream=None, order="C", out=None, *, blocking=True):
 
 
 def empty(shape, dtype=float, order="C"):
+    stats.allocations.append(tuple(np.atleast_1d(shape)) if np.ndim(shape) else (shape,))
     return _wrap(np.empty(shape, dtype=dtype, order=order))
 
 

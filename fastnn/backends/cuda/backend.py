@@ -30,6 +30,9 @@ class CudaBackend:
     # Most blocks per elementwise launch; past that each thread loops (grid-stride), which
     # keeps launches small. The tests lower it to exercise those loops on tiny arrays.
     max_blocks = 8192
+    # Most floats in a convolution's im2col workspace (64 MiB): a larger batch is run in
+    # chunks of samples, so predict and evaluate of any N fit. The tests lower it.
+    workspace_floats = 1 << 24
 
     def __init__(self, *, threads=256, _xp=None, _kernels=None):
         """threads: CUDA threads per block (1 to 256). _xp/_kernels are for the tests' CPU run."""
@@ -43,6 +46,8 @@ class CudaBackend:
         self.xp = _xp
         self.kernels = _kernels if _kernels is not None else Kernels(launch.cupy_space(_xp))
         self.threads = threads
+        self._guard = None     # see running_metrics
+        self._no_guard = None
 
     # ---- arrays -------------------------------------------------------------------------------
 
@@ -168,22 +173,40 @@ class CudaBackend:
         b = None if b is None else self._f32("b", b, 1)
         return check.conv_args(x, w, b, stride, padding, self.xp)
 
-    def _im2col(self, x, w_shape, stride, padding, out_hw):
-        n, c, h, wd = x.shape
+    def _chunks(self, n, per_sample):
+        """(lo, hi) sample ranges whose im2col matrices fit in `workspace_floats` (at least one
+        sample each), so a conv over any N needs a bounded workspace."""
+        rows = max(1, min(n, self.workspace_floats // max(1, per_sample)))
+        return [(lo, min(lo + rows, n)) for lo in range(0, n, rows)]
+
+    def _im2col(self, x, w_shape, stride, padding, out_hw, out):
+        _, c, h, wd = x.shape
         _, _, kh, kw = w_shape
         ho, wo = out_hw
-        col = self.xp.empty((n, c * kh * kw, ho * wo), dtype=_F32)
-        self.kernels.im2col(self._grid(col.size), self.threads, x, col, col.size, c, h, wd,
+        self.kernels.im2col(self._grid(out.size), self.threads, x, out, out.size, c, h, wd,
                             kh, kw, stride, padding, ho, wo)
-        return col
+        return out
+
+    def _col_workspace(self, chunks, w_shape, out_hw):
+        rows = chunks[0][1] - chunks[0][0]
+        taps = w_shape[1] * w_shape[2] * w_shape[3]
+        return self.xp.empty((rows, taps, out_hw[0] * out_hw[1]), dtype=_F32)
 
     def conv2d_forward(self, x, w, b, stride=1, padding=0, relu=False, *, check_finite=True):
         x, w, b, stride, padding, (n, co, ho, wo) = self._conv_args(x, w, b, stride, padding)
         if check_finite:
             self._finite("x", x)
-        col = self._im2col(x, w.shape, stride, padding, (ho, wo))
-        # (C_out, K) @ (N, K, P) -> (N, C_out, P): NCHW straight from a batched cuBLAS GEMM
-        y = self.xp.matmul(w.reshape(co, -1), col)
+        w2 = w.reshape(co, -1)
+        chunks = self._chunks(n, w2.shape[1] * ho * wo)
+        col = self._col_workspace(chunks, w.shape, (ho, wo))
+        if len(chunks) == 1:
+            # (C_out, K) @ (N, K, P) -> (N, C_out, P): NCHW straight from a batched cuBLAS GEMM
+            y = self.xp.matmul(w2, self._im2col(x, w.shape, stride, padding, (ho, wo), col))
+        else:
+            y = self.xp.empty((n, co, ho * wo), dtype=_F32)
+            for lo, hi in chunks:
+                part = self._im2col(x[lo:hi], w.shape, stride, padding, (ho, wo), col[:hi - lo])
+                self.xp.matmul(w2, part, out=y[lo:hi])
         self._bias_act(y, b, co, ho * wo, relu)
         return y.reshape(n, co, ho, wo)
 
@@ -200,19 +223,24 @@ class CudaBackend:
         n, co, ho, wo = out_shape
         dz, db = self._bias_grad(y, dy, n, co, ho * wo, relu)
         dz = dz.reshape(n, co, ho * wo)
-        col = self._im2col(x, w.shape, stride, padding, (ho, wo))
         w2 = w.reshape(co, -1)
-        # dw = sum over samples of dz[n] @ col[n].T
-        dw = self.xp.matmul(dz, col.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
-        if not need_dx:
-            return None, dw, db
-        dcol = self.xp.ascontiguousarray(self.xp.matmul(w2.T, dz))
-        dx = self.xp.empty(x.shape, dtype=_F32)
+        chunks = self._chunks(n, w2.shape[1] * ho * wo)
+        col = self._col_workspace(chunks, w.shape, (ho, wo))
+        dx = self.xp.empty(x.shape, dtype=_F32) if need_dx else None
         _, c, h, wd = x.shape
         _, _, kh, kw = w.shape
-        self.kernels.col2im(self._grid(dx.size), self.threads, dcol, dx, dx.size, c, h, wd,
-                            kh, kw, stride, padding, ho, wo)
-        return dx, dw, db
+        dw = None
+        for lo, hi in chunks:
+            part = self._im2col(x[lo:hi], w.shape, stride, padding, (ho, wo), col[:hi - lo])
+            # dw = sum over samples of dz[n] @ col[n].T
+            term = self.xp.matmul(dz[lo:hi], part.transpose(0, 2, 1)).sum(axis=0)
+            dw = term if dw is None else dw + term
+            if need_dx:
+                dcol = self.xp.matmul(w2.T, dz[lo:hi])
+                target = dx[lo:hi]
+                self.kernels.col2im(self._grid(target.size), self.threads, dcol, target,
+                                    target.size, c, h, wd, kh, kw, stride, padding, ho, wo)
+        return dx, dw.reshape(w.shape), db
 
     # ---- max-pool -----------------------------------------------------------------------------
 
@@ -240,9 +268,9 @@ class CudaBackend:
             self._finite("dy", dy)
         else:
             argmax = self._int_array("argmax", argmax, y_shape, np.int32)
-        dx = self.xp.zeros(x_shape, dtype=_F32)
-        self.kernels.maxpool_backward(self._grid(dy.size), self.threads, dy, argmax, dx,
-                                      dy.size, h * w, y_shape[2] * y_shape[3])
+        dx = self.xp.empty(x_shape, dtype=_F32)
+        self.kernels.maxpool_backward(self._grid(dx.size), self.threads, dy, argmax, dx,
+                                      dx.size, h, w, y_shape[2], y_shape[3], kernel, stride)
         return dx
 
     def _int_array(self, name, a, shape, dtype):
@@ -306,7 +334,7 @@ class CudaBackend:
         # without momentum the kernel never touches `velocity`; param stands in for it
         self.kernels.sgd_update(self._grid(param.size), self.threads, param, grad,
                                 velocity if momentum else param, param.size, lr, momentum,
-                                weight_decay, int(nesterov))
+                                weight_decay, int(nesterov), self._update_guard())
 
     def adam_step(self, param, grad, m, v, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8,
                   weight_decay=0.0):
@@ -315,4 +343,49 @@ class CudaBackend:
             param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay)
         self.kernels.adam_update(self._grid(param.size), self.threads, param, grad, m, v,
                                  param.size, lr, beta1, beta2, eps, weight_decay,
-                                 1.0 - beta1 ** step, 1.0 - beta2 ** step)
+                                 1.0 - beta1 ** step, 1.0 - beta2 ** step,
+                                 self._update_guard())
+
+    # ---- the training loop's running numbers (an extension of the kernel contract) ------------
+
+    def _update_guard(self):
+        """The array whose [2] the optimizer kernels check (non-zero: skip the update): the
+        running metrics of the epoch in progress, else zeros."""
+        if self._guard is not None:
+            return self._guard
+        if self._no_guard is None:
+            self._no_guard = self.xp.zeros(3, dtype=_F32)
+        return self._no_guard
+
+    def running_metrics(self):
+        """A RunningMetrics for one epoch of Trainer.fit; while it is open, a non-finite loss
+        it sees makes every optimizer update skip (until close())."""
+        return RunningMetrics(self)
+
+
+class RunningMetrics:
+    """An epoch's loss sum, correct count and first non-finite step, kept on the device: one
+    launch per step (step_metrics), read back only at the loop's sync points."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.values = backend.xp.zeros(3, dtype=_F32)
+        backend._guard = self.values
+
+    def add(self, loss, outputs, labels, step):
+        """Count one step: its mean loss (a 0-d device array), outputs (rows, classes) and
+        int64 labels; step counts from 1."""
+        b = self.backend
+        outputs = b.xp.ascontiguousarray(outputs)
+        rows, classes = outputs.shape
+        b.kernels.step_metrics(1, b._reduce_threads(rows), b.xp.ascontiguousarray(loss), outputs,
+                               labels, self.values, rows, classes, step)
+
+    def read(self):
+        """(loss sum, correct rows, first non-finite step or 0): one sync."""
+        loss_sum, correct, bad_step = (float(v) for v in self.values.get())
+        return loss_sum, int(correct), int(bad_step)
+
+    def close(self):
+        if self.backend._guard is self.values:
+            self.backend._guard = None

@@ -31,3 +31,35 @@ softmax_xent(const float* __restrict__ logits, const long long* __restrict__ lab
         row_loss[row] = valid ? log_sum - (x[label] - m) : __int_as_float(0x7fc00000);
     }
 }
+
+// The training loop's running numbers of an epoch, in one block and without a sync:
+// running[0] += loss * rows, running[1] += the rows whose argmax (first maximum, NaN wins, as
+// np.argmax) is the label, and running[2] = the step (from 1) of the first non-finite loss,
+// which the optimizer kernels honour by skipping their update, so the model keeps the weights
+// from before that step. The host reads the three numbers at its sync points.
+extern "C" __global__ void __launch_bounds__(FASTNN_REDUCE_THREADS)
+step_metrics(const float* __restrict__ loss, const float* __restrict__ outputs,
+             const long long* __restrict__ labels, float* __restrict__ running, int rows,
+             int classes, int step) {
+    __shared__ float partial[FASTNN_REDUCE_THREADS];
+    float hits = 0.0f;
+    for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+        const float* o = outputs + (long long)r * classes;
+        int best = 0;
+        float top = o[0];
+        for (int c = 1; c < classes && top == top; ++c) {
+            if (o[c] > top || o[c] != o[c]) {
+                top = o[c];
+                best = c;
+            }
+        }
+        hits += (best == labels[r]) ? 1.0f : 0.0f;
+    }
+    hits = fastnn_block_sum(hits, partial);
+    if (threadIdx.x == 0) {
+        const float value = loss[0];
+        running[0] += value * (float)rows;
+        running[1] += hits;
+        if (!(value - value == 0.0f) && running[2] == 0.0f) running[2] = (float)step;  // NaN, inf
+    }
+}

@@ -1,11 +1,15 @@
-// In-place optimizer updates, one thread per parameter, PyTorch's formulas.
+// In-place optimizer updates, one thread per parameter, PyTorch's formulas. Every kernel
+// skips its update while guard[2] != 0: the training loop's step_metrics (loss.cu) sets it
+// when a loss becomes non-finite, so no NaN update reaches the weights before the host looks.
 #include "common.cuh"
 
 // g = grad + wd*p; with momentum: v = momentum*v + g, g = nesterov ? g + momentum*v : v;
 // p -= lr*g. `velocity` is untouched when momentum == 0 (the caller may pass any buffer).
 extern "C" __global__ void sgd_update(float* __restrict__ param, const float* __restrict__ grad,
                                       float* __restrict__ velocity, int total, float lr,
-                                      float momentum, float weight_decay, int nesterov) {
+                                      float momentum, float weight_decay, int nesterov,
+                                      const float* __restrict__ guard) {
+    if (guard[2] != 0.0f) return;
     for (long long i = fastnn_first_index(); i < total; i += fastnn_grid_stride()) {
         float g = grad[i];
         if (weight_decay != 0.0f) g += weight_decay * param[i];
@@ -23,7 +27,9 @@ extern "C" __global__ void sgd_update(float* __restrict__ param, const float* __
 extern "C" __global__ void adam_update(float* __restrict__ param, const float* __restrict__ grad,
                                        float* __restrict__ m, float* __restrict__ v, int total,
                                        float lr, float beta1, float beta2, float eps,
-                                       float weight_decay, float bias1, float bias2) {
+                                       float weight_decay, float bias1, float bias2,
+                                       const float* __restrict__ guard) {
+    if (guard[2] != 0.0f) return;
     for (long long i = fastnn_first_index(); i < total; i += fastnn_grid_stride()) {
         float g = grad[i];
         if (weight_decay != 0.0f) g += weight_decay * param[i];

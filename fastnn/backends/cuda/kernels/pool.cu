@@ -32,17 +32,33 @@ extern "C" __global__ void maxpool_forward(const float* __restrict__ x, float* _
     }
 }
 
-// dx (zeroed by the caller) += dy at each output's argmax. Overlapping windows (stride <
-// kernel) can send several gradients to one input, hence atomicAdd. An argmax outside the
-// plane is skipped rather than written out of bounds (the Python side validates it first).
+// dx[plane, h, w] = the sum of dy over the outputs whose window holds (h, w) and whose argmax
+// is (h, w): one thread per input element gathers, so no two threads write one address and
+// the sum runs in output order, as the reference's np.add.at adds (deterministic, no atomics,
+// also where windows overlap, stride < kernel). An argmax outside its own window is ignored.
 extern "C" __global__ void maxpool_backward(const float* __restrict__ dy,
                                             const int* __restrict__ argmax,
-                                            float* __restrict__ dx, int total, int plane_size,
-                                            int out_size) {
+                                            float* __restrict__ dx, int total, int height,
+                                            int width, int out_h, int out_w, int kernel,
+                                            int stride) {
     for (long long e = fastnn_first_index(); e < total; e += fastnn_grid_stride()) {
-        const int a = argmax[e];
-        if (a >= 0 && a < plane_size) {
-            atomicAdd(dx + (e / out_size) * plane_size + a, dy[e]);
+        const int w = (int)(e % width);
+        const int h = (int)((e / width) % height);
+        const long long plane = e / ((long long)width * height);
+        const int index = h * width + w;
+        // the windows starting at top = oh*stride hold h when top <= h < top + kernel
+        const int oh_first = h < kernel ? 0 : (h - kernel + stride) / stride;
+        const int ow_first = w < kernel ? 0 : (w - kernel + stride) / stride;
+        const int oh_last = h / stride < out_h - 1 ? h / stride : out_h - 1;
+        const int ow_last = w / stride < out_w - 1 ? w / stride : out_w - 1;
+        const long long base = plane * out_h * out_w;
+        float sum = 0.0f;
+        for (int oh = oh_first; oh <= oh_last; ++oh) {
+            for (int ow = ow_first; ow <= ow_last; ++ow) {
+                const long long o = base + (long long)oh * out_w + ow;
+                if (argmax[o] == index) sum += dy[o];
+            }
         }
+        dx[e] = sum;
     }
 }
