@@ -283,7 +283,7 @@ class Sequential:
         model's dtype and per-sample shape, e.g. (N, 28, 28) -> (N, 1, 28, 28) for a CNN.
         A device array of the model's backend (CuPy on cuda) is converted where it is."""
         xp = self._backend.xp
-        on_device = xp is not np and isinstance(x, xp.ndarray)
+        on_device = isinstance(x, xp.ndarray) and not isinstance(x, np.ndarray)
         if not on_device:
             x = host_array(x)
         if x.ndim < 2:

@@ -108,7 +108,7 @@ class Trainer:
         Device arrays of the trainer's backend stay on the device (the label range check reads
         two numbers back); others become numpy arrays."""
         xp = self.backend.xp
-        on_device = xp is not np and isinstance(x, xp.ndarray)
+        on_device = isinstance(x, xp.ndarray) and not isinstance(x, np.ndarray)
         if not on_device:
             x = host_array(x)
         if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):

@@ -383,7 +383,7 @@ class RunningMetrics:
 
     def read(self):
         """(loss sum, correct rows, first non-finite step or 0): one sync."""
-        loss_sum, correct, bad_step = (float(v) for v in self.values.get())
+        loss_sum, correct, bad_step = (float(v) for v in self.backend.to_numpy(self.values))
         return loss_sum, int(correct), int(bad_step)
 
     def close(self):
