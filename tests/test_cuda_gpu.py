@@ -90,3 +90,68 @@ def test_one_epoch_on_gpu_reaches_the_cpu_accuracy(gpu, make_model):
     print(f"\none {make_model.__name__[1:]} epoch on MNIST: cpu {seconds_cpu:.2f} s "
           f"(test accuracy {acc_cpu:.4f}), cuda {seconds_gpu:.2f} s ({acc_gpu:.4f})")
     assert acc_gpu > 0.9 and abs(acc_gpu - acc_cpu) < 0.01
+
+
+def _torch_epoch(make_model, data):
+    """(test accuracy, seconds) of the same epoch in PyTorch on the GPU, or None without it."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    (x, y), (x_test, y_test) = data
+    fastnn.seed(0)
+    reference = make_model()  # the same architecture and initial weights, from fastnn
+    modules = []
+    for layer in reference.layers:
+        kind = type(layer).__name__
+        if kind == "Conv2d":
+            modules.append(torch.nn.Conv2d(layer.in_channels, layer.out_channels,
+                                           layer.kernel_size, layer.stride, layer.padding))
+        elif kind == "Linear":
+            modules.append(torch.nn.Linear(layer.in_features, layer.out_features))
+        elif kind == "MaxPool2d":
+            modules.append(torch.nn.MaxPool2d(layer.kernel_size, layer.stride))
+        elif kind == "ReLU":
+            modules.append(torch.nn.ReLU())
+        else:
+            modules.append(torch.nn.Flatten())
+    net = torch.nn.Sequential(*modules).cuda()
+    with torch.no_grad():
+        for p, value in zip(net.parameters(), reference.state_dict().values()):
+            p.copy_(torch.from_numpy(value))
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    xs = torch.from_numpy(x.astype(np.float32) / 255).cuda()
+    ys = torch.from_numpy(y.astype(np.int64)).cuda()
+    order = torch.from_numpy(np.random.default_rng(0).permutation(len(x))).cuda()
+    torch.cuda.synchronize()
+    import time
+
+    start = time.perf_counter()
+    for lo in range(0, len(x), 128):
+        idx = order[lo:lo + 128]
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(net(xs[idx]), ys[idx]).backward()
+        opt.step()
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        xt = torch.from_numpy(x_test.astype(np.float32) / 255).cuda()
+        accuracy = (net(xt).argmax(1).cpu().numpy() == y_test).mean()
+    return float(accuracy), seconds
+
+
+@pytest.mark.parametrize("make_model", [_mlp, _cnn], ids=["mlp", "cnn"])
+def test_epoch_times_beside_pytorch_cuda(gpu, make_model):
+    """Prints one row of the README's GPU table; asserts only what one epoch must reach."""
+    (x, y), (x_test, y_test) = fastnn.datasets.mnist()
+    data = ((x[:, None], y), (x_test[:, None], y_test))
+    _one_epoch(gpu, make_model, ((x[:1024, None], y[:1024]), (x_test[:256, None], y_test[:256])))
+    acc, seconds = _one_epoch(gpu, make_model, data)
+    torch_result = _torch_epoch(make_model, data)
+    torch_text = ("PyTorch CUDA not importable" if torch_result is None else
+                  f"PyTorch CUDA {torch_result[1]:.2f} s ({torch_result[0]:.4f})")
+    print(f"\n| {make_model.__name__[1:]} | fastnn cuda {seconds:.2f} s ({acc:.4f}) | "
+          f"{torch_text} |")
+    assert acc > 0.9
