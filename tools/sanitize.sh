@@ -14,7 +14,7 @@
 #   the AVX2 GEMM path is what it checks.
 #
 # The default test selection is every kernel test; pass pytest arguments to choose others, e.g.
-#   tools/sanitize.sh asan tests/test_gemm.py -k avx2
+#   tools/sanitize.sh asan tests/kernels/test_gemm.py -k avx2
 # SANITIZE_DIR=dir reuses a scratch directory (and its build) between runs.
 # Exit status: 0 when the tests pass with no sanitizer report.
 set -euo pipefail
@@ -48,8 +48,7 @@ fi
 "$python" setup.py -q build_ext --inplace -j 2 >build.log 2>&1 || { tail -40 build.log; exit 1; }
 
 if [[ $# -eq 0 ]]; then
-    set -- tests/test_cpu_kernels.py tests/test_cpu_arguments.py tests/test_cpu_conv.py \
-        tests/test_gemm.py tests/test_fuzz_kernels.py tests/test_determinism.py \
+    set -- tests/kernels tests/backends/test_cpu_arguments.py tests/model/test_determinism.py \
         -k "not training and not omp_num_threads"
 fi
 # the copy, not an installed fastnn, for this process and the tests' subprocesses

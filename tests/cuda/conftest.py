@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-HARNESS_DIR = HERE.parent / "cuda_harness"
+HARNESS_DIR = HERE / "harness"
 
 
 def load_helper(name, path):

@@ -5,7 +5,7 @@ about the things that hide host/device bugs.
   so `np.asarray(device_array)` fails here exactly where it would fail on a GPU; mixing a NumPy
   array into an operation on device arrays is refused too. Reductions return 0-d arrays.
 - `RawModule(code=...).get_function(name)` runs fastnn's .cu kernels on the CPU through the
-  host harness (tests/cuda_harness), given to `install()`.
+  host harness (tests/cuda/harness), given to `install()`.
 - `stats` counts kernel launches (fastnn's kernels by name, and every CuPy operation that would
   launch one: elementwise, reductions, cuBLAS calls, copies inside the device), synchronizations
   (anything that waits for the GPU: float(), .get(), stream syncs) and host<->device copies.

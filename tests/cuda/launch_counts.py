@@ -75,7 +75,7 @@ def install(build_dir):
         spec.loader.exec_module(module)
         return module
 
-    host_harness = load("fastnn_tests_host_harness", HERE.parent / "cuda_harness" /
+    host_harness = load("fastnn_tests_host_harness", HERE / "harness" /
                         "host_harness.py")
     fakecupy = load("fastnn_tests_fakecupy", HERE / "fakecupy.py")
     from fastnn import backends

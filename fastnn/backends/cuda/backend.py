@@ -12,7 +12,7 @@ label and argmax range checks (the kernels then give NaN or skip bad entries, ne
 out of bounds).
 
 The backend is written against `self.xp` and a table of checked kernels, so the tests run this
-same code with xp=numpy and the .cu kernels compiled for the CPU (tests/cuda_harness).
+same code with xp=numpy and the .cu kernels compiled for the CPU (tests/cuda/harness).
 """
 import numpy as np
 

@@ -13,7 +13,7 @@ FAMILIES = ("dense", "conv", "pool", "loss", "optim")
 
 # The NVRTC options CuPy's RawModule compiles with, besides its -I include directories and
 # `-arch=sm_XY` for the device. Checked against CuPy's own compile path for the CuPy version
-# pinned in pyproject's test extra (tests/test_cuda_compile.py).
+# pinned in pyproject's test extra (tests/cuda/test_cuda_compile.py).
 CHECKED_CUPY_VERSION = "14.2.0"
 CUPY_NVRTC_OPTIONS = ("--std=c++17", "-ftz=true", "--device-as-default-execution-space")
 # GPU architectures every kernel is compile-checked for (A100, H100).

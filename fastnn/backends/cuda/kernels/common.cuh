@@ -2,7 +2,7 @@
 //
 // Each .cu file is compiled three ways from this one source: by NVRTC at run time (CuPy's
 // RawModule, which gets the file with this header pasted in), by nvcc and NVRTC in the tests
-// for sm_80 and sm_90, and by g++ through tests/cuda_harness, which runs every kernel on the
+// for sm_80 and sm_90, and by g++ through tests/cuda/harness, which runs every kernel on the
 // CPU with one host thread per CUDA thread. So this code includes no headers and uses only
 // what all three understand: no INFINITY (NVRTC lacks it), no warp intrinsics, no dynamic
 // shared memory.

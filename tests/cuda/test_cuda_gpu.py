@@ -1,19 +1,15 @@
 """The cuda backend on a real GPU: every kernel case against the NumPy reference, bad input,
 and one epoch of an MLP and a CNN on MNIST reaching the cpu backend's accuracy (timed).
 Skipped, with the reason, where there is no usable device (CuPy missing, no driver, no GPU)."""
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fastnn
+import kernel_cases  # tests/cuda/harness (pytest pythonpath)
 from fastnn import nn, optim
 from fastnn.backends import cuda
 from fastnn.backends.numpy import NumpyBackend
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "cuda_harness"))
-import kernel_cases  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 

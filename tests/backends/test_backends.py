@@ -12,7 +12,7 @@ def test_available_lists_every_backend_with_a_reason_when_it_cannot_run():
     found = backends.available()
     assert set(found) == set(backends.names()) == {"numpy", "cpu", "cuda"}
     assert found["numpy"] and found["cpu"]  # the installed package has its compiled kernels
-    for name, availability in found.items():
+    for availability in found.values():
         assert bool(availability) == availability.ok
         assert availability.ok or availability.reason  # never unavailable without saying why
 

@@ -4,6 +4,7 @@ directory so that `import fastnn` finds the installed package, on a few hundred 
 import argparse
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import fastnn
 from fastnn import examples_cli, plots
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MLP = EXAMPLES / "mnist_mlp.py"
 CNN = EXAMPLES / "mnist_cnn.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -28,13 +29,16 @@ def run(script, *args, cwd, block_matplotlib=False, timeout=300):
     argv = [str(script), *map(str, args)]
     if block_matplotlib:
         # the script as `python script ...` would run it, with `import matplotlib` failing
+        # (PYTHONPATH stands in for the script's directory that `python script` puts first)
         code = ("import runpy, sys; sys.modules['matplotlib'] = None; "
-                f"sys.argv = {argv!r}; sys.path.insert(0, {str(EXAMPLES)!r}); "
-                f"runpy.run_path({str(script)!r}, run_name='__main__')")
+                f"sys.argv = {argv!r}; runpy.run_path({str(script)!r}, run_name='__main__')")
         cmd = [sys.executable, "-c", code]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(script.parent),
+                                                          env.get("PYTHONPATH")]))
     else:
-        cmd = [sys.executable, *argv]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        cmd, env = [sys.executable, *argv], None
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def ok(result):

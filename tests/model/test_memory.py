@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastnn
+import fastnn_testing
 from fastnn import callbacks, nn, optim
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -67,14 +68,14 @@ def measure_in_a_fresh_process():
     """Growth after warm-up of each run, measured in a new interpreter: a long test session's
     heap holds freed, still resident memory that a leak could fill unseen."""
     tests = os.path.dirname(os.path.abspath(__file__))
-    code = (f"import sys, json; sys.path.insert(0, {tests!r}); import fastnn; "
-            f"import test_memory as t; fastnn.set_num_threads(1); print(json.dumps({{"
+    code = (f"import json, fastnn, fastnn_testing; fastnn.set_num_threads(1); "
+            f"t = fastnn_testing.import_path({__file__!r}); print(json.dumps({{"
             f"'mlp-cpu': t.growth_after_warmup(t.mlp, 'cpu', (8, 8)), "
             f"'mlp-numpy': t.growth_after_warmup(t.mlp, 'numpy', (8, 8)), "
             f"'cnn-cpu': t.growth_after_warmup(t.cnn, 'cpu', (8, 8)), "
             f"'leaking-control': t.growth_after_warmup(t.mlp, 'cpu', (8, 8), 64 * 2**10)}}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=600, cwd=tests)
+                            env=fastnn_testing.child_env(), timeout=600, cwd=tests)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -99,7 +99,7 @@ def scaled_err(a, ref, scale_ref):
 
 
 def run(x, w, b, dy, stride, padding, relu, algorithm, need_dx=True, nthreads=0):
-    n, co = x.shape[0], w.shape[0]
+    co = w.shape[0]
     y = np.full(dy.shape, np.nan, x.dtype)
     conv.forward(x, w, b, y, stride, padding, relu, algorithm=algorithm, nthreads=nthreads)
     dx = np.full(x.shape, np.nan, x.dtype) if need_dx else None

@@ -1,4 +1,4 @@
-"""Build tests/cuda_harness (harness.cpp + fastnn's installed .cu kernels) with g++ and run its
+"""Build tests/cuda/harness (harness.cpp + fastnn's installed .cu kernels) with g++ and run its
 kernels from Python, in the shape CuPy gives them: `load_module(family).get_function(name)`
 returns something called as `function(grid, block, args)`.
 

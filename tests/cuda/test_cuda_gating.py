@@ -1,6 +1,7 @@
 """Whether the cuda backend says it can run, and why not: with CuPy installed or not (each
 simulated in a fresh interpreter), with a driver or not. `import fastnn` never imports CuPy."""
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -71,9 +72,11 @@ _PROBE = """
 
 def run_python(code, path=None):
     """Run `code` in a fresh interpreter; returns what it printed as JSON on its last line."""
-    env_path = f"import sys; sys.path.insert(0, {str(path)!r})\n" if path else ""
-    result = subprocess.run([sys.executable, "-c", env_path + textwrap.dedent(code)],
-                            capture_output=True, text=True, timeout=120)
+    env = dict(os.environ)
+    if path:  # a stand-in package directory, found before anything installed
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(path), env.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+                            capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 

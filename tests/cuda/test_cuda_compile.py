@@ -4,15 +4,11 @@ every warning an error. Both, because each accepts code the other refuses."""
 import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+import nvrtc_compile  # tests/cuda/harness (pytest pythonpath)
 from fastnn.backends.cuda import sources
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "cuda_harness"))
-import nvrtc_compile  # noqa: E402
 
 
 @pytest.fixture(scope="session")

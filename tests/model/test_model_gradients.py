@@ -8,6 +8,7 @@ import pytest
 
 import fastnn
 from fastnn import losses, nn
+from fastnn_testing import numeric_grad
 
 EPS = 1e-6
 
@@ -48,16 +49,7 @@ def check_model(model, loss, x, y, training):
         return loss_and_grads(model, loss, x, y, training, 7)[0]
 
     for (name, p), g in zip(model.named_parameters().items(), analytic):
-        numeric = np.zeros_like(p)
-        flat, nflat = p.reshape(-1), numeric.reshape(-1)
-        for i in range(flat.size):
-            old = flat[i]
-            flat[i] = old + EPS
-            up = f()
-            flat[i] = old - EPS
-            down = f()
-            flat[i] = old
-            nflat[i] = (up - down) / (2 * EPS)
+        numeric = numeric_grad(f, p, EPS)
         np.testing.assert_allclose(g, numeric, rtol=1e-5, atol=1e-8, err_msg=name)
 
 

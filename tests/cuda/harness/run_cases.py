@@ -2,13 +2,11 @@
 ThreadSanitizer build, which must run in its own process with libtsan preloaded).
 Prints one line per failing case; exits 1 if any failed."""
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import kernel_cases  # noqa: E402
-import host_harness  # noqa: E402
-from fastnn.backends.numpy import NumpyBackend  # noqa: E402
+# run as a script: its own directory is sys.path[0]
+import host_harness
+import kernel_cases
+from fastnn.backends.numpy import NumpyBackend
 
 
 def main(library_path):

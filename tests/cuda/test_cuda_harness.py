@@ -1,5 +1,5 @@
 """The CUDA backend's Python code and its .cu kernels, run on the CPU by the host harness
-(tests/cuda_harness: g++ builds the same kernel source, one host thread per CUDA thread) and
+(tests/cuda/harness: g++ builds the same kernel source, one host thread per CUDA thread) and
 compared with the NumPy reference on tiny shapes; then a ThreadSanitizer build of the same,
 and deliberately broken kernels that these checks must catch."""
 import os
@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import host_harness  # tests/cuda/harness: on sys.path by the pytest pythonpath option
+import kernel_cases
 from fastnn.backends.cuda import kernels, sources
 from fastnn.backends.numpy import NumpyBackend
 
-HARNESS = Path(__file__).resolve().parent / "cuda_harness"
-sys.path.insert(0, str(HARNESS))
-import host_harness  # noqa: E402
-import kernel_cases  # noqa: E402
+HARNESS = Path(host_harness.__file__).resolve().parent
 
 pytestmark = pytest.mark.skipif(host_harness.compiler() is None, reason="no C++ compiler (g++)")
 
@@ -209,7 +208,9 @@ def _run_preloaded(runtime, args):
     # sys.executable, not a `python3` wrapper script: the preloaded runtime must start with
     # the interpreter itself. OpenBLAS threads are not instrumented; keep them out.
     env = dict(os.environ, LD_PRELOAD=runtime, OPENBLAS_NUM_THREADS="1",
-               TSAN_OPTIONS="halt_on_error=0 exitcode=66")
+               TSAN_OPTIONS="halt_on_error=0 exitcode=66",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(HARNESS),
+                                                        os.environ.get("PYTHONPATH")])))
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
                           timeout=300)
 
@@ -236,7 +237,6 @@ def test_thread_sanitizer_finds_no_race(tsan_runtime, builds):
 # run inside the TSan process: a block reduction (loss) and bias_grad on the mutant library
 _MUTANT_SCRIPT = """
 import sys
-sys.path.insert(0, {harness!r})
 import host_harness, kernel_cases
 import numpy as np
 from fastnn.backends.numpy import NumpyBackend
@@ -270,7 +270,7 @@ def test_missing_syncthreads_and_divergent_barrier_are_caught(tsan_runtime, tmp_
             "    if (threadIdx.x == 1) return;\n    const int channel = blockIdx.x;")
     library = host_harness.build(tmp_path / "build", sanitize="thread", kernel_dir=broken,
                                  families=("dense", "loss"))
-    script = _MUTANT_SCRIPT.format(harness=str(HARNESS), library=str(library))
+    script = _MUTANT_SCRIPT.format(library=str(library))
     result = _run_preloaded(tsan_runtime, ["-c", script])
     output = result.stdout + result.stderr
     assert "WARNING: ThreadSanitizer: data race" in output and "fastnn_block_max" in output, output[-4000:]

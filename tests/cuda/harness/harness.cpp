@@ -1,5 +1,5 @@
 // The host harness: runs fastnn's CUDA kernels (included through kernel_list.inc, which
-// tests/cuda_harness/host_harness.py generates) on CPU threads, behind a small C API that
+// tests/cuda/harness/host_harness.py generates) on CPU threads, behind a small C API that
 // Python calls with ctypes, with kernel arguments passed as cuLaunchKernel takes them (an
 // array of pointers to each argument's value).
 #include "cuda_host.h"

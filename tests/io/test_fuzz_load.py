@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import fastnn
+import fastnn_testing
 from fastnn import nn
 
 # Every model here is a few KB: a case peaking above this sized memory from a header.
@@ -327,11 +328,11 @@ def test_random_mutations_never_crash_or_allocate(tmp_path):
     iterations = int(os.environ.get("FASTNN_FUZZ_LOAD_ITERATIONS", 600))
     seed = int(os.environ.get("FASTNN_FUZZ_SEED", 0))
     tests = os.path.dirname(os.path.abspath(__file__))
-    code = (f"import sys, json; sys.path.insert(0, {tests!r}); import faulthandler; "
-            f"faulthandler.enable(); import test_fuzz_load as t; "
+    code = (f"import sys, json, fastnn_testing; import faulthandler; "
+            f"faulthandler.enable(); t = fastnn_testing.import_path({__file__!r}); "
             f"print(json.dumps(t.mutation_campaign({str(tmp_path)!r}, {iterations}, {seed})))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=900, cwd=tests)
+                            env=fastnn_testing.child_env(), timeout=900, cwd=tests)
     assert result.returncode == 0, f"exit status {result.returncode}\n{result.stderr[-3000:]}"
     stats = json.loads(result.stdout.strip().splitlines()[-1])
     assert sum(cases for cases, _ in stats.values()) == iterations // 2 * 2

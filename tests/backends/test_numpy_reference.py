@@ -3,23 +3,9 @@ import numpy as np
 import pytest
 
 from fastnn.backends.numpy import NumpyBackend
+from fastnn_testing import numeric_grad
 
 ref = NumpyBackend()
-
-
-def numeric_grad(f, a, eps=1e-6):
-    """Central differences of the scalar f() with respect to every element of a (in place)."""
-    grad = np.zeros_like(a)
-    flat, gflat = a.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        up = f()
-        flat[i] = old - eps
-        down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * eps)
-    return grad
 
 
 @pytest.mark.parametrize("relu", [False, True])
@@ -100,7 +86,7 @@ def test_softmax_cross_entropy_extreme_logits_stay_finite():
 
 
 def test_sgd_matches_pytorch_formulas():
-    p = np.array([1.0, -2.0]); g = np.array([0.5, 0.25]); v = np.array([0.1, 0.2])
+    p, g, v = np.array([1.0, -2.0]), np.array([0.5, 0.25]), np.array([0.1, 0.2])
     ref.sgd_step(p, g, v, lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)
     g_wd = np.array([0.5, 0.25]) + 0.01 * np.array([1.0, -2.0])
     v_expected = 0.9 * np.array([0.1, 0.2]) + g_wd
@@ -109,7 +95,7 @@ def test_sgd_matches_pytorch_formulas():
 
 
 def test_adam_first_step_moves_by_lr():
-    p = np.array([1.0, -2.0, 3.0]); g = np.array([0.5, -0.25, 4.0])
+    p, g = np.array([1.0, -2.0, 3.0]), np.array([0.5, -0.25, 4.0])
     m, v = np.zeros(3), np.zeros(3)
     ref.adam_step(p, g, m, v, lr=0.01, step=1)
     # with bias correction, the first step is lr * sign(g) (up to eps)
