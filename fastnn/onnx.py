@@ -15,9 +15,10 @@ functions: `register_exporter("LayerName")` for a function that writes the layer
 `register_importer("OpType")` for a function that turns one ONNX node into fastnn layers.
 
 Loading trusts nothing in the file: it reads only the tensors it needs, checks every declared
-size against the bytes present before building an array, and refuses external data, so a
-truncated, mistyped or hostile file raises ValueError (naming the node where there is one),
-never a crash or an allocation the file's size does not pay for.
+size against the bytes present before building an array, and reads external data (torch's
+default for its exporter) only from files beside the model, so a truncated, mistyped or
+hostile file raises ValueError (naming the node where there is one), never a crash, a read
+outside the model's directory or an allocation the file's size does not pay for.
 """
 from __future__ import annotations
 
@@ -350,8 +351,9 @@ class Graph:
     """The part of a loaded ONNX graph importers see: constants (initializers and Constant
     nodes, converted on demand with every size checked) and each node's attributes."""
 
-    def __init__(self, proto):
+    def __init__(self, proto, base_dir=None):
         self.proto = proto
+        self.base_dir = base_dir
         graph = proto.graph
         self._initializers = {}
         for t in graph.initializer:
@@ -372,14 +374,14 @@ class Graph:
         if name in self._constants:
             return self._constants[name]
         if name in self._initializers:
-            value = tensor_to_array(self._initializers[name], name)
+            value = tensor_to_array(self._initializers[name], name, self.base_dir)
         elif name in self._constant_nodes:
             node = self._constant_nodes[name]
             attrs = {a.name: a for a in node.attribute}
             if set(attrs) - {"value"} or "value" not in attrs:
                 raise ValueError(f"node {_node_label(node)}: only Constant nodes with a tensor "
                                  f"'value' are supported, got {sorted(attrs)}")
-            value = tensor_to_array(attrs["value"].t, name)
+            value = tensor_to_array(attrs["value"].t, name, self.base_dir)
         else:
             raise ValueError(f"{what} {name!r} must be a constant (an initializer), but it is "
                              f"computed in the graph")
@@ -462,9 +464,10 @@ def _node_label(node):
     return f"{node.name!r} ({node.op_type})" if node.name else f"({node.op_type})"
 
 
-def tensor_to_array(tensor, name) -> np.ndarray:
+def tensor_to_array(tensor, name, base_dir=None) -> np.ndarray:
     """A TensorProto as a numpy array, checking its type and declared size against the data
-    present before building anything."""
+    present before building anything. External data (as torch.onnx.export writes by default)
+    is read from a file inside `base_dir`, the model file's directory, and nowhere else."""
     dims = list(tensor.dims)
     if len(dims) > 8 or any(d < 0 or d > MAX_DIM for d in dims):
         raise ValueError(f"tensor {name!r} declares an invalid shape {dims}")
@@ -472,15 +475,15 @@ def tensor_to_array(tensor, name) -> np.ndarray:
     if count > MAX_TENSOR_ELEMENTS:
         raise ValueError(f"tensor {name!r} declares {count} elements, more than the "
                          f"{MAX_TENSOR_ELEMENTS} allowed")
-    if tensor.data_location == 1 or len(tensor.external_data):
-        raise ValueError(f"tensor {name!r} keeps its data in an external file; only "
-                         f"self-contained ONNX files are loaded")
     dtype = _TENSOR_DTYPES.get(tensor.data_type)
     if dtype is None:
         raise ValueError(f"tensor {name!r} has element type {tensor.data_type}; float32, "
                          f"float64, int32 and int64 tensors are supported")
     dtype = np.dtype(dtype).newbyteorder("<")
-    if tensor.HasField("raw_data"):
+    if tensor.data_location == 1 or len(tensor.external_data):
+        raw = _read_external(tensor, name, count * dtype.itemsize, base_dir)
+        flat = np.frombuffer(raw, dtype=dtype)
+    elif tensor.HasField("raw_data"):
         raw = tensor.raw_data
         if len(raw) != count * dtype.itemsize:
             raise ValueError(f"tensor {name!r} declares shape {dims} ({count} elements) but "
@@ -493,6 +496,40 @@ def tensor_to_array(tensor, name) -> np.ndarray:
                              f"holds {len(values)} values")
         flat = np.fromiter(values, dtype=dtype, count=count)
     return flat.astype(dtype.newbyteorder("="), copy=True).reshape(dims)
+
+
+def _read_external(tensor, name, nbytes, base_dir):
+    """`nbytes` of a tensor's external data: from a regular file inside `base_dir` (no absolute
+    paths, no way out through '..' or links), at an offset the file is long enough for."""
+    if base_dir is None:
+        raise ValueError(f"tensor {name!r} keeps its data in an external file, which needs the "
+                         f"model loaded from its path (not from bytes)")
+    entries = {e.key: e.value for e in tensor.external_data}
+    location = entries.get("location", "")
+    try:
+        offset = int(entries.get("offset", "0"))
+        length = int(entries.get("length", str(nbytes)))
+    except ValueError:
+        raise ValueError(f"tensor {name!r}: invalid external data offset/length") from None
+    if length != nbytes or offset < 0:
+        raise ValueError(f"tensor {name!r} needs {nbytes} bytes of external data, the file "
+                         f"declares {length} at offset {offset}")
+    root = os.path.realpath(base_dir)
+    path = os.path.realpath(os.path.join(root, location))
+    if not location or "\0" in location or os.path.isabs(location) or \
+            os.path.commonpath([root, path]) != root or not os.path.isfile(path):
+        raise ValueError(f"tensor {name!r}: external data location {location!r} is not a file "
+                         f"beside the model")
+    size = os.path.getsize(path)
+    if offset + nbytes > size:
+        raise ValueError(f"tensor {name!r} needs bytes {offset}..{offset + nbytes} of "
+                         f"{location!r}, which has {size}")
+    with open(path, "rb") as f:
+        f.seek(offset)
+        raw = f.read(nbytes)
+    if len(raw) != nbytes:
+        raise ValueError(f"tensor {name!r}: {location!r} ended early")
+    return raw
 
 
 def _float_param(node, graph, index, what, shape=None):
@@ -811,7 +848,9 @@ def load(path, *, backend=None) -> Sequential:
     first output; a final Softmax is dropped. Any other op, or an attribute fastnn cannot honour,
     raises ValueError naming the node."""
     proto = _read_proto(path)
-    graph = Graph(proto)
+    base_dir = None if isinstance(path, (bytes, bytearray)) else \
+        os.path.dirname(os.path.abspath(os.fspath(path)))
+    graph = Graph(proto, base_dir)
     input_info, chain = _chain(proto, graph)
     input_shape = _value_shape(input_info)
     while chain and chain[-1].op_type in _TRAILING_NORMALIZERS:

@@ -317,14 +317,74 @@ def test_bad_tensors_raise_value_error(tensor, message):
         fastnn_onnx.load(gemm_graph(tensor))
 
 
-def test_external_data_is_refused():
+def external_tensor(location, offset=0, length=48):
     t = raw_tensor([3, 4], raw=b"")
     t.ClearField("raw_data")
     t.data_location = TensorProto.EXTERNAL
-    entry = t.external_data.add()
-    entry.key, entry.value = "location", "/etc/passwd"
-    with pytest.raises(ValueError, match="external"):
-        fastnn_onnx.load(gemm_graph(t))
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+    return t
+
+
+def test_torch_dynamo_style_file_with_external_data_loads(mnist_test, tmp_path):
+    """torch.onnx.export(dynamo=True) writes the weights to 'model.onnx.data' beside the model
+    and flattens with Reshape(allowzero=1) to (-1, features)."""
+    rng = np.random.default_rng(6)
+    inits = [init("0.weight", weights(rng, 32, 784, scale=0.05)), init("0.bias", weights(rng, 32)),
+             init("2.weight", weights(rng, 10, 32)), init("2.bias", weights(rng, 10)),
+             init("val_0", np.array([-1, 784], np.int64))]
+    nodes = [helper.make_node("Reshape", ["input", "val_0"], ["view"], allowzero=1),
+             helper.make_node("Gemm", ["view", "0.weight", "0.bias"], ["linear"], alpha=1.0,
+                              beta=1.0, transA=0, transB=1),
+             helper.make_node("Sigmoid", ["linear"], ["sigmoid"]),
+             helper.make_node("Gemm", ["sigmoid", "2.weight", "2.bias"], ["logits"], transB=1)]
+    proto = torch_like_model(nodes, inits, (1, 28, 28), input_name="input",
+                             output_name="logits", opset=20)
+    x = nchw(mnist_test[0])
+    expected = softmax(onnx_outputs(proto, x))  # saving moves the weights out of `proto`
+    path = tmp_path / "model.onnx"
+    onnx.save_model(proto, str(path), save_as_external_data=True, location="model.onnx.data",
+                    size_threshold=0)
+    stored = onnx.load(str(path), load_external_data=False)
+    assert all(t.data_location == TensorProto.EXTERNAL for t in stored.graph.initializer)
+    model = fastnn_onnx.load(path)
+    np.testing.assert_allclose(model.predict_proba(x), expected, atol=PROBA_ATOL)
+    with pytest.raises(ValueError, match="loaded from its path"):
+        fastnn_onnx.load(stored.SerializeToString())
+
+
+@pytest.mark.parametrize("location, offset, length, message", [
+    ("/etc/passwd", 0, 48, "not a file beside the model"),
+    ("../outside.bin", 0, 48, "not a file beside the model"),
+    ("sub/../../outside.bin", 0, 48, "not a file beside the model"),
+    ("missing.bin", 0, 48, "not a file beside the model"),
+    ("", 0, 48, "not a file beside the model"),
+    ("link.bin", 0, 48, "not a file beside the model"),        # a symlink out of the directory
+    ("weights.bin", 40, 48, "has 64"),                           # runs past the end
+    ("weights.bin", 0, 4096, "needs 48 bytes"),                  # length does not match shape
+    ("weights.bin", -8, 48, "offset"),
+    ("weights.bin", "x", 48, "invalid"),
+])
+def test_external_data_stays_beside_the_model(location, offset, length, message, tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (tmp_path / "outside.bin").write_bytes(b"\x00" * 64)
+    (model_dir / "weights.bin").write_bytes(b"\x00" * 64)
+    (model_dir / "link.bin").symlink_to(tmp_path / "outside.bin")
+    path = model_dir / "m.onnx"
+    path.write_bytes(gemm_graph(external_tensor(location, offset, length)))
+    with pytest.raises(ValueError, match=message):
+        fastnn_onnx.load(path)
+
+
+def test_external_data_inside_the_directory_is_read(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"\xff" * 16 + np.arange(12, dtype="<f4").tobytes())
+    path = tmp_path / "m.onnx"
+    path.write_bytes(gemm_graph(external_tensor("weights.bin", offset=16)))
+    model = fastnn_onnx.load(path)
+    np.testing.assert_array_equal(model.state_dict()["0.weight"],
+                                  np.arange(12, dtype=np.float32).reshape(3, 4))
 
 
 def test_bad_inputs_raise_value_error():
