@@ -110,6 +110,13 @@ class Device:
         return f"<CUDA Device {self.id}>"
 
 
+class _MemoryPointer:
+    """a.data: `ptr` is the address the kernels get (a host address here)."""
+
+    def __init__(self, a):
+        self.ptr = a.ctypes.data
+
+
 def _check_operand(value):
     if isinstance(value, np.ndarray):
         raise TypeError(f"Unsupported type {type(value)}")
@@ -142,6 +149,7 @@ class ndarray:
     flags = property(lambda self: _Flags(self._a))
     device = property(lambda self: Device(0))
     T = property(lambda self: _wrap(self._a.T))
+    data = property(lambda self: _MemoryPointer(self._a))
 
     # -- refused implicit conversion; explicit copies count
     def __array__(self, dtype=None, copy=None):

@@ -47,6 +47,7 @@ class CudaBackend:
         self.kernels = _kernels if _kernels is not None else Kernels(launch.cupy_space(_xp))
         self.threads = threads
         self._guard = None     # see running_metrics
+        self._tables = {}      # optimizer kind -> (arrays, device address table, largest size)
         self._no_guard = None
 
     # ---- arrays -------------------------------------------------------------------------------
@@ -120,10 +121,19 @@ class CudaBackend:
         elif relu:
             self.kernels.relu_inplace(self._grid(y.size), self.threads, y, y.size)
 
-    def _bias_grad(self, y, dy, outer, channels, inner, relu):
+    def _outputs(self, out, shapes):
+        """out=(...) of a backward kernel checked against the result shapes (Nones kept)."""
+        if out is None:
+            return (None,) * len(shapes)
+        if not isinstance(out, (tuple, list)) or len(out) != len(shapes):
+            raise TypeError(f"out must be a tuple of {len(shapes)} arrays (or None), got {out!r}")
+        return tuple(None if a is None else check.writable_array(name, a, shape, _F32, self.xp)
+                     for name, a, shape in zip(("dx", "dw", "db"), out, shapes))
+
+    def _bias_grad(self, y, dy, outer, channels, inner, relu, db=None):
         """(dz, db): dz = dy * (y > 0) if relu else dy, db its sum per channel."""
         dz = self.xp.empty_like(dy) if relu else dy
-        db = self.xp.empty(channels, dtype=_F32)
+        db = self.xp.empty(channels, dtype=_F32) if db is None else db
         self.kernels.bias_grad(channels, self._reduce_threads(outer * inner), dy, y, dz, db,
                                outer, channels, inner, int(relu))
         return dz, db
@@ -149,9 +159,11 @@ class CudaBackend:
         self._bias_act(y, b, w.shape[0], 1, relu)
         return y
 
-    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True, need_dx=True):
+    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True, need_dx=True,
+                        out=None):
         """(dx, dw, db) as the reference; need_dx=False skips dx (returned as None), e.g.
-        for the first layer."""
+        for the first layer. out=(dx, dw, db) receives them (any may be None): a layer's kept
+        gradient arrays, so the optimizer's address table stays valid between steps."""
         x, w, _ = self._linear_args(x, w)
         out_shape = (x.shape[0], w.shape[0])
         y = self._f32("y", y, 2)
@@ -160,9 +172,10 @@ class CudaBackend:
         check.expect_shape("dy", dy, out_shape)
         if check_finite:
             self._finite("dy", dy)
-        dz, db = self._bias_grad(y, dy, x.shape[0], w.shape[0], 1, relu)
-        dx = self.xp.matmul(dz, w) if need_dx else None
-        dw = self.xp.matmul(dz.T, x)
+        dx_out, dw_out, db_out = self._outputs(out, (x.shape, w.shape, (w.shape[0],)))
+        dz, db = self._bias_grad(y, dy, x.shape[0], w.shape[0], 1, relu, db_out)
+        dx = self.xp.matmul(dz, w, out=dx_out) if need_dx else None
+        dw = self.xp.matmul(dz.T, x, out=dw_out)
         return dx, dw, db
 
     # ---- conv2d -------------------------------------------------------------------------------
@@ -211,8 +224,9 @@ class CudaBackend:
         return y.reshape(n, co, ho, wo)
 
     def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *, check_finite=True,
-                        need_dx=True):
-        """(dx, dw, db) as the reference; need_dx=False skips dx (returned as None)."""
+                        need_dx=True, out=None):
+        """(dx, dw, db) as the reference; need_dx=False skips dx (returned as None);
+        out=(dx, dw, db) receives them, as linear_backward."""
         x, w, _, stride, padding, out_shape = self._conv_args(x, w, None, stride, padding)
         y = self._f32("y", y, 4)
         dy = self._f32("dy", dy, 4)
@@ -221,26 +235,31 @@ class CudaBackend:
         if check_finite:
             self._finite("dy", dy)
         n, co, ho, wo = out_shape
-        dz, db = self._bias_grad(y, dy, n, co, ho * wo, relu)
+        dx_out, dw_out, db_out = self._outputs(out, (x.shape, w.shape, (co,)))
+        dz, db = self._bias_grad(y, dy, n, co, ho * wo, relu, db_out)
         dz = dz.reshape(n, co, ho * wo)
         w2 = w.reshape(co, -1)
         chunks = self._chunks(n, w2.shape[1] * ho * wo)
         col = self._col_workspace(chunks, w.shape, (ho, wo))
-        dx = self.xp.empty(x.shape, dtype=_F32) if need_dx else None
+        dx = (self.xp.empty(x.shape, dtype=_F32) if dx_out is None else dx_out) if need_dx \
+            else None
         _, c, h, wd = x.shape
         _, _, kh, kw = w.shape
         dw = None
         for lo, hi in chunks:
             part = self._im2col(x[lo:hi], w.shape, stride, padding, (ho, wo), col[:hi - lo])
             # dw = sum over samples of dz[n] @ col[n].T
-            term = self.xp.matmul(dz[lo:hi], part.transpose(0, 2, 1)).sum(axis=0)
-            dw = term if dw is None else dw + term
+            product = self.xp.matmul(dz[lo:hi], part.transpose(0, 2, 1))
+            if dw is None:
+                dw = product.sum(axis=0, out=None if dw_out is None else dw_out.reshape(co, -1))
+            else:
+                dw += product.sum(axis=0)
             if need_dx:
                 dcol = self.xp.matmul(w2.T, dz[lo:hi])
                 target = dx[lo:hi]
                 self.kernels.col2im(self._grid(target.size), self.threads, dcol, target,
                                     target.size, c, h, wd, kh, kw, stride, padding, ho, wo)
-        return dx, dw.reshape(w.shape), db
+        return dx, (dw.reshape(w.shape) if dw_out is None else dw_out), db
 
     # ---- max-pool -----------------------------------------------------------------------------
 
@@ -345,6 +364,79 @@ class CudaBackend:
                                  param.size, lr, beta1, beta2, eps, weight_decay,
                                  1.0 - beta1 ** step, 1.0 - beta2 ** step,
                                  self._update_guard())
+
+    # ---- every parameter in one launch (an extension of the kernel contract) -------------------
+
+    @staticmethod
+    def _address(a):
+        data = a.data
+        return data.ptr if hasattr(data, "ptr") else a.ctypes.data  # CuPy, else NumPy (tests)
+
+    def _update_table(self, kind, groups, check_group):
+        """The device table of addresses of `groups` (param, grad, state... per parameter) and
+        the largest size, remembered while the very same arrays come back (a layer's kept
+        gradients): a step then uploads and checks nothing. The cache keeps the arrays alive."""
+        groups = tuple(tuple(g) for g in groups)
+        cached = self._tables.get(kind)
+        if cached is not None and len(cached[0]) == len(groups) and all(
+                a is b for old, new in zip(cached[0], groups) for a, b in zip(old, new)):
+            return cached[1:]
+        checked = tuple(tuple(check_group(*g)) for g in groups)
+        rows = [[0 if a is None else self._address(a) for a in g] + [g[0].size] for g in checked]
+        table = self.xp.asarray(np.array(rows, dtype=np.int64))
+        largest = max(g[0].size for g in checked)
+        copied = any(a is not b for old, new in zip(groups, checked) for a, b in zip(old, new))
+        self._tables[kind] = (checked if copied else groups, table, largest)
+        return table, largest
+
+    def _many_grid(self, largest, count):
+        if count > 65535:
+            raise ValueError(f"at most 65535 parameters per update, got {count}")
+        return (self._grid(largest), count)
+
+    def sgd_step_many(self, params, grads, velocities=None, *, lr, momentum=0.0,
+                      weight_decay=0.0, nesterov=False):
+        """sgd_step on each (param, grad, velocity) of the lists, in one launch."""
+        if velocities is None:
+            velocities = [None] * len(params)
+        if not len(params) == len(grads) == len(velocities):
+            raise ValueError("params, grads and velocities must be lists of the same length")
+        if not params:
+            return
+        lr, momentum, weight_decay = self._sgd_hyper(lr, momentum, weight_decay, nesterov)
+        if not momentum:
+            velocities = [None] * len(params)
+
+        def check_group(p, g, v):
+            if momentum and v is None:
+                raise ValueError("velocity is required when momentum > 0")
+            return (*self._step_args(p, g, velocity=v), v)
+
+        table, largest = self._update_table(("sgd", bool(momentum)),
+                                            zip(params, grads, velocities), check_group)
+        self.kernels.sgd_update_many(self._many_grid(largest, len(params)), self.threads, table,
+                                     lr, momentum, weight_decay, int(nesterov),
+                                     self._update_guard())
+
+    def adam_step_many(self, params, grads, ms, vs, *, lr, step, beta1=0.9, beta2=0.999,
+                       eps=1e-8, weight_decay=0.0):
+        """adam_step on each (param, grad, m, v) of the lists, in one launch."""
+        if not len(params) == len(grads) == len(ms) == len(vs):
+            raise ValueError("params, grads, ms and vs must be lists of the same length")
+        if not params:
+            return
+        lr, step, beta1, beta2, eps, weight_decay = self._adam_hyper(lr, step, beta1, beta2,
+                                                                     eps, weight_decay)
+
+        def check_group(p, g, m, v):
+            if m is None or v is None:
+                raise TypeError("m and v (Adam's moment estimates) must be arrays, got None")
+            return (*self._step_args(p, g, m=m, v=v), m, v)
+
+        table, largest = self._update_table("adam", zip(params, grads, ms, vs), check_group)
+        self.kernels.adam_update_many(self._many_grid(largest, len(params)), self.threads, table,
+                                      lr, beta1, beta2, eps, weight_decay, 1.0 - beta1 ** step,
+                                      1.0 - beta2 ** step, self._update_guard())
 
     # ---- the training loop's running numbers (an extension of the kernel contract) ------------
 

@@ -111,6 +111,33 @@ def adam(weight_decay, steps=3, shape=(37,)):
     return case
 
 
+def step_many(kind, momentum=0.9, steps=3, shapes=((4, 9), (7,), (1,), (3, 2, 2))):
+    """sgd_step_many / adam_step_many over parameters of several sizes (one launch each step)."""
+    def case(backend, ref, rng):
+        params = [_normal(rng, *s) for s in shapes]
+        states = [[np.zeros(s, F32) for s in shapes] for _ in range(1 if kind == "sgd" else 2)]
+        dev_params = [backend.asarray(p) for p in params]
+        dev_states = [[backend.asarray(a) for a in group] for group in states]
+        grads = [backend.asarray(np.zeros(s, F32)) for s in shapes]  # kept, as a layer's are
+        for step in range(1, steps + 1):
+            host_grads = [_normal(rng, *s) for s in shapes]
+            for g, h in zip(grads, host_grads):
+                g[...] = backend.asarray(h)
+            if kind == "sgd":
+                kw = dict(lr=0.1, momentum=momentum, weight_decay=1e-2, nesterov=bool(momentum))
+                ref.sgd_step_many(params, host_grads, states[0] if momentum else None, **kw)
+                backend.sgd_step_many(dev_params, grads, dev_states[0] if momentum else None, **kw)
+            else:
+                kw = dict(lr=0.01, step=step, weight_decay=1e-2)
+                ref.adam_step_many(params, host_grads, *states, **kw)
+                backend.adam_step_many(dev_params, grads, *dev_states, **kw)
+        names = [f"param{i}" for i in range(len(shapes))]
+        return _pairs(backend, names, tuple(dev_params), tuple(params))
+    case.__name__ = f"{kind}_step_many(momentum={momentum})" if kind == "sgd" else \
+        "adam_step_many"
+    return case
+
+
 CASES = [
     linear(False), linear(True), linear(True, n=1, fin=3, fout=300),
     linear(True, bias=False), linear(False, bias=False),
@@ -125,6 +152,7 @@ CASES = [
     softmax_xent(1, 1),
     sgd(0.0, 0.0, False), sgd(0.9, 0.0, False), sgd(0.9, 1e-2, True), sgd(0.0, 1e-2, False),
     adam(0.0), adam(1e-2),
+    step_many("sgd"), step_many("sgd", momentum=0.0), step_many("adam"),
 ]
 
 
