@@ -245,7 +245,8 @@ backend = host_harness.host_backend(library, threads=64)
 print("softmax problems:", kernel_cases.run(kernel_cases.softmax_xent(3, 300), backend,
                                              NumpyBackend()))
 try:
-    backend.linear_backward(*(np.ones(s, np.float32) for s in ((4, 3), (2, 3), (4, 2), (4, 2))))
+    backend.conv2d_backward(*(np.ones(s, np.float32) for s in ((1, 1, 3, 3), (2, 1, 2, 2),
+                                                              (1, 2, 2, 2), (1, 2, 2, 2))))
     print("bias_grad: no error")
 except RuntimeError as exc:
     print("bias_grad error:", exc)

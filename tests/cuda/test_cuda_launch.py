@@ -55,8 +55,9 @@ def test_parse_refuses_types_it_cannot_check(bad):
 
 def test_every_shipped_kernel_parses():
     found = kernels.signatures()
-    assert set(found) == {"bias_act", "relu_inplace", "bias_grad", "im2col", "col2im", "maxpool_forward",
-                          "maxpool_backward", "softmax_xent", "step_metrics", "sgd_update",
+    assert set(found) == {"bias_act", "relu_inplace", "bias_grad", "bias_grad_rows", "im2col", "col2im", "maxpool_forward",
+                          "maxpool_backward", "softmax_xent", "softmax_xent_rows", "step_metrics",
+                          "sgd_update",
                           "adam_update", "sgd_update_many", "adam_update_many"}
     assert {family for family, _ in found.values()} == set(sources.FAMILIES)
     assert found["softmax_xent"][1].max_threads == 256  # FASTNN_REDUCE_THREADS, from common.cuh

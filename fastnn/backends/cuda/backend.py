@@ -33,6 +33,9 @@ class CudaBackend:
     # Most floats in a convolution's im2col workspace (64 MiB): a larger batch is run in
     # chunks of samples, so predict and evaluate of any N fit. The tests lower it.
     workspace_floats = 1 << 24
+    # Up to this many classes the loss runs one thread per row in a single block (and sums the
+    # mean there); more classes get a block per row.
+    row_softmax_classes = 32
 
     def __init__(self, *, threads=256, _xp=None, _kernels=None):
         """threads: CUDA threads per block (1 to 256). _xp/_kernels are for the tests' CPU run."""
@@ -130,12 +133,22 @@ class CudaBackend:
         return tuple(None if a is None else check.writable_array(name, a, shape, _F32, self.xp)
                      for name, a, shape in zip(("dx", "dw", "db"), out, shapes))
 
-    def _bias_grad(self, y, dy, outer, channels, inner, relu, db=None):
-        """(dz, db): dz = dy * (y > 0) if relu else dy, db its sum per channel."""
-        dz = self.xp.empty_like(dy) if relu else dy
+    def _bias_grad(self, y, dy, outer, channels, inner, relu, db=None, transposed=False):
+        """(dz, db): dz = dy * (y > 0) if relu else dy, db its sum per channel. transposed:
+        dz laid out as (channels, outer, inner), always written (the conv backward's GEMM)."""
+        if transposed:
+            dz = self.xp.empty((channels, outer, inner), dtype=_F32)
+        else:
+            dz = self.xp.empty_like(dy) if relu else dy
         db = self.xp.empty(channels, dtype=_F32) if db is None else db
-        self.kernels.bias_grad(channels, self._reduce_threads(outer * inner), dy, y, dz, db,
-                               outer, channels, inner, int(relu))
+        if inner == 1 and not transposed:  # Linear: coalesced rows, see bias_grad_rows
+            width = min(32, channels, self.threads)
+            block = (width, max(1, min(self.threads // width, outer)))
+            self.kernels.bias_grad_rows(-(-channels // width), block, dy, y, dz, db, outer,
+                                        channels, int(relu))
+        else:
+            self.kernels.bias_grad(channels, self._reduce_threads(outer * inner), dy, y, dz, db,
+                                   outer, channels, inner, int(relu), int(transposed))
         return dz, db
 
     # ---- linear -------------------------------------------------------------------------------
@@ -192,12 +205,13 @@ class CudaBackend:
         rows = max(1, min(n, self.workspace_floats // max(1, per_sample)))
         return [(lo, min(lo + rows, n)) for lo in range(0, n, rows)]
 
-    def _im2col(self, x, w_shape, stride, padding, out_hw, out):
+    def _im2col(self, x, w_shape, stride, padding, out_hw, out, tap_major=False):
+        """The column matrix of x into `out`: (N, K, P), or (K, N*P) when tap_major."""
         _, c, h, wd = x.shape
         _, _, kh, kw = w_shape
         ho, wo = out_hw
         self.kernels.im2col(self._grid(out.size), self.threads, x, out, out.size, c, h, wd,
-                            kh, kw, stride, padding, ho, wo)
+                            kh, kw, stride, padding, ho, wo, int(tap_major))
         return out
 
     def _col_workspace(self, chunks, w_shape, out_hw):
@@ -235,30 +249,34 @@ class CudaBackend:
         if check_finite:
             self._finite("dy", dy)
         n, co, ho, wo = out_shape
+        positions = ho * wo
         dx_out, dw_out, db_out = self._outputs(out, (x.shape, w.shape, (co,)))
-        dz, db = self._bias_grad(y, dy, n, co, ho * wo, relu, db_out)
-        dz = dz.reshape(n, co, ho * wo)
+        # dz as one (C_out, N*P) matrix: dw = dz @ col.T over all samples in one GEMM, with the
+        # column matrix tap-major (K, N*P); no (N, C_out, K) product to sum, no transposed copy
+        dz, db = self._bias_grad(y, dy, n, co, positions, relu, db_out, transposed=True)
         w2 = w.reshape(co, -1)
-        chunks = self._chunks(n, w2.shape[1] * ho * wo)
-        col = self._col_workspace(chunks, w.shape, (ho, wo))
+        taps = w2.shape[1]
+        chunks = self._chunks(n, taps * positions)
+        workspace = self.xp.empty(taps * (chunks[0][1] - chunks[0][0]) * positions, dtype=_F32)
+        dw = self.xp.empty((co, taps), dtype=_F32) if dw_out is None else dw_out.reshape(co, -1)
         dx = (self.xp.empty(x.shape, dtype=_F32) if dx_out is None else dx_out) if need_dx \
             else None
         _, c, h, wd = x.shape
         _, _, kh, kw = w.shape
-        dw = None
         for lo, hi in chunks:
-            part = self._im2col(x[lo:hi], w.shape, stride, padding, (ho, wo), col[:hi - lo])
-            # dw = sum over samples of dz[n] @ col[n].T
-            product = self.xp.matmul(dz[lo:hi], part.transpose(0, 2, 1))
-            if dw is None:
-                dw = product.sum(axis=0, out=None if dw_out is None else dw_out.reshape(co, -1))
+            col = workspace[:taps * (hi - lo) * positions].reshape(taps, -1)
+            self._im2col(x[lo:hi], w.shape, stride, padding, (ho, wo), col, tap_major=True)
+            dz_part = dz.reshape(co, -1) if len(chunks) == 1 else \
+                self.xp.ascontiguousarray(dz[:, lo:hi]).reshape(co, -1)
+            if lo == 0:
+                self.xp.matmul(dz_part, col.T, out=dw)
             else:
-                dw += product.sum(axis=0)
+                dw += self.xp.matmul(dz_part, col.T)
             if need_dx:
-                dcol = self.xp.matmul(w2.T, dz[lo:hi])
+                dcol = self.xp.matmul(w2.T, dz_part)  # (K, samples*P), tap-major
                 target = dx[lo:hi]
                 self.kernels.col2im(self._grid(target.size), self.threads, dcol, target,
-                                    target.size, c, h, wd, kh, kw, stride, padding, ho, wo)
+                                    target.size, c, h, wd, kh, kw, stride, padding, ho, wo, 1)
         return dx, (dw.reshape(w.shape) if dw_out is None else dw_out), db
 
     # ---- max-pool -----------------------------------------------------------------------------
@@ -321,6 +339,11 @@ class CudaBackend:
         if check_finite:
             self._finite("logits", logits)
         dlogits = self.xp.empty_like(logits)
+        if classes <= self.row_softmax_classes:  # one launch, the mean included
+            loss = self.xp.empty((), dtype=_F32)
+            self.kernels.softmax_xent_rows(1, self._reduce_threads(n), logits, labels, dlogits,
+                                           loss, n, classes)
+            return loss, dlogits
         row_loss = self.xp.empty(n, dtype=_F32)
         self.kernels.softmax_xent(n, self._reduce_threads(classes), logits, labels, dlogits,
                                   row_loss, n, classes)

@@ -140,7 +140,7 @@ def step_many(kind, momentum=0.9, steps=3, shapes=((4, 9), (7,), (1,), (3, 2, 2)
 
 CASES = [
     linear(False), linear(True), linear(True, n=1, fin=3, fout=300),
-    linear(True, bias=False), linear(False, bias=False),
+    linear(True, bias=False), linear(False, bias=False), linear(True, n=300, fin=5, fout=37),
     conv2d((2, 3, 6, 5), (4, 3, 3, 2), 1, 1, True),
     conv2d((2, 2, 7, 7), (3, 2, 3, 3), 2, 0, False),
     conv2d((1, 3, 4, 4), (2, 3, 1, 1), 1, 0, True),
@@ -149,7 +149,7 @@ CASES = [
     maxpool((2, 3, 6, 6), 2), maxpool((2, 2, 7, 7), 3, 2), maxpool((1, 2, 5, 8), 2, 1),
     maxpool((2, 3, 6, 6), 2, ties=True), maxpool((2, 2, 6, 6), 3, 1, nan=True),
     softmax_xent(5, 7), softmax_xent(3, 300), softmax_xent(4, 10, scale=1000.0),
-    softmax_xent(1, 1),
+    softmax_xent(1, 1), softmax_xent(300, 10), softmax_xent(3, 40),
     sgd(0.0, 0.0, False), sgd(0.9, 0.0, False), sgd(0.9, 1e-2, True), sgd(0.0, 1e-2, False),
     adam(0.0), adam(1e-2),
     step_many("sgd"), step_many("sgd", momentum=0.0), step_many("adam"),

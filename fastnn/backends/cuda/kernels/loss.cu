@@ -32,6 +32,35 @@ softmax_xent(const float* __restrict__ logits, const long long* __restrict__ lab
     }
 }
 
+// The same for few classes (MNIST's 10), in one launch: a single block, one thread per row (a
+// block per row would keep 10 of a warp's 32 lanes busy), and the rows' losses summed in the
+// block, so loss[0] is the mean loss (NaN if a label is out of range) without another kernel.
+extern "C" __global__ void __launch_bounds__(FASTNN_REDUCE_THREADS)
+softmax_xent_rows(const float* __restrict__ logits, const long long* __restrict__ labels,
+                  float* __restrict__ dlogits, float* __restrict__ loss, int rows, int classes) {
+    __shared__ float partial[FASTNN_REDUCE_THREADS];
+    const float n = (float)rows;
+    float total = 0.0f;
+    for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+        const float* x = logits + (long long)r * classes;
+        float* d = dlogits + (long long)r * classes;
+        float m = fastnn_neg_inf();
+        for (int c = 0; c < classes; ++c) m = x[c] > m ? x[c] : m;
+        float s = 0.0f;
+        for (int c = 0; c < classes; ++c) s += expf(x[c] - m);
+        const float log_sum = logf(s);
+        const long long label = labels[r];
+        for (int c = 0; c < classes; ++c) {
+            const float p = expf(x[c] - m - log_sum);
+            d[c] = (c == label ? p - 1.0f : p) / n;
+        }
+        total += (label >= 0 && label < classes) ? log_sum - (x[label] - m)
+                                                 : __int_as_float(0x7fc00000);
+    }
+    total = fastnn_block_sum(total, partial);
+    if (threadIdx.x == 0) loss[0] = total / n;
+}
+
 // The training loop's running numbers of an epoch, in one block and without a sync:
 // running[0] += loss * rows, running[1] += the rows whose argmax (first maximum, NaN wins, as
 // np.argmax) is the label, and running[2] = the step (from 1) of the first non-finite loss,
