@@ -405,8 +405,10 @@ def register_importer(op_type: str):
 class NodeView:
     """An ONNX node with checked attribute access; errors name the node."""
 
-    def __init__(self, node, input_shape):
+    def __init__(self, node, input_shape, flat=None):
         self.node = node
+        # whether the data is (batch, features) here; None where not known
+        self.flat = flat if input_shape is None else len(input_shape) == 1
         self.op_type = node.op_type
         self.inputs = list(node.input)
         self.input_shape = input_shape  # per sample, None where unknown
@@ -636,8 +638,15 @@ def _import_global_avgpool(node, graph):
     return [ImportedLayer(_layer_class("GlobalAvgPool2d", node)())]
 
 
+def _layer_types():
+    """Every layer type a saved architecture may name (the model module's registry, which
+    adds the layers outside fastnn.layers)."""
+    from . import model
+    return getattr(model, "LAYER_TYPES", L.LAYER_TYPES)
+
+
 def _layer_class(name, node):
-    cls = L.LAYER_TYPES.get(name)
+    cls = _layer_types().get(name)
     if cls is None:
         raise node.error(f"this version of fastnn has no {name} layer")
     return cls
@@ -646,6 +655,8 @@ def _layer_class(name, node):
 @register_importer("Flatten")
 def _import_flatten(node, graph):
     node.require(node.attr("axis", 1) == 1, "only axis=1 (keep the batch axis) is supported")
+    if node.flat:  # already (batch, features), e.g. after GlobalAvgPool2d: nothing to do
+        return []
     return [ImportedLayer(L.Flatten())]
 
 
@@ -667,6 +678,8 @@ def _import_reshape(node, graph):
     if not flat:
         raise node.error(f"only reshapes to (batch, features) are supported, got target "
                          f"{target} for per-sample input {known}")
+    if node.flat:
+        return []
     return [ImportedLayer(L.Flatten())]
 
 
@@ -720,12 +733,15 @@ def _import_batchnorm(node, graph):
     node.require(all(v is not None for v in arrays.values()),
                  "BatchNormalization needs scale, B, mean and var")
     node.require(bool((arrays["running_var"] >= 0).all()), "input_var must be >= 0")
-    known = node.input_shape
-    name = "BatchNorm1d" if known is not None and len(known) == 1 else "BatchNorm2d"
+    name = "BatchNorm1d" if node.flat else "BatchNorm2d"
     cls = _layer_class(name, node)
     layer = cls(c, eps=eps)
     return [ImportedLayer(layer, arrays)]
 
+
+# Layers after which the data is (batch, features), and layers that keep (batch, C, H, W).
+_FLATTENING = ("Linear", "Flatten", "GlobalAvgPool2d")
+_SPATIAL = ("Conv2d", "MaxPool2d", "AvgPool2d")
 
 # Ops that may end the graph after the logits: fastnn's model outputs the scores and
 # predict_proba applies the softmax itself, so these are dropped.
@@ -858,8 +874,9 @@ def load(path, *, backend=None) -> Sequential:
     imported: list[ImportedLayer] = []
     sample = input_shape   # per-sample shape at the current point, None if unknown
     model_input_shape = input_shape
+    flat = None            # whether the data is (batch, features) there, when the shape is not known
     for position, (node_proto, bias_add) in enumerate(_merge_bias_adds(chain, graph)):
-        node = NodeView(node_proto, sample)
+        node = NodeView(node_proto, sample, flat)
         if position == 0 and node.op_type == "Reshape" and sample is not None and \
                 len(sample) == 2:
             # fastnn's own export of a CNN on (N, H, W) images: the channel axis it adds
@@ -879,6 +896,11 @@ def load(path, *, backend=None) -> Sequential:
             _add_bias(new, NodeView(bias_add, None), graph)
         for item in new:
             imported.append(item)
+            kind = type(item.layer).__name__
+            if kind in _FLATTENING:
+                flat = True
+            elif kind in _SPATIAL:
+                flat = False
             if sample is not None:
                 try:
                     sample = item.layer.output_shape(sample)

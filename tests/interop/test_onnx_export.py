@@ -71,7 +71,8 @@ def test_each_layer_type_agrees_with_onnxruntime(case, mnist_test, tmp_path):
 
 
 def test_every_layer_type_has_an_exporter():
-    missing = sorted(set(fastnn.layers.LAYER_TYPES) - set(fastnn_onnx.EXPORTERS))
+    registry = getattr(fastnn.model, "LAYER_TYPES", fastnn.layers.LAYER_TYPES)
+    missing = sorted(set(registry) - set(fastnn_onnx.EXPORTERS))
     assert not missing, f"layers without an ONNX exporter: {missing}"
 
 
