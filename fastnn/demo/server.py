@@ -20,6 +20,7 @@ import base64
 import binascii
 import json
 import math
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -138,6 +139,7 @@ class DemoServer(ThreadingHTTPServer):
         self.quiet = quiet
         self.hub = TrainingHub(self.set_model)
         self.loopback_only = host in LOOPBACK_NAMES
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, port), DemoHandler)
 
     @property

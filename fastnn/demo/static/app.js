@@ -358,18 +358,32 @@ function drawCurve() {
   run.accuracy.forEach(([e, v]) => { ctx.beginPath(); ctx.arc(x(e), yAcc(v), 3, 0, 2 * Math.PI); ctx.fill(); });
 }
 
+// A browser opens at most six HTTP/1.1 connections to one server, and every open event stream
+// holds one: a hidden tab closes its stream, so any number of tabs can stay open. Reopened (or
+// reconnected by the browser after an error), a stream replays the run from its start.
+let source = null;
+
 function followTraining() {
-  const source = new EventSource("/api/train/events");
+  if (source) return;
+  source = new EventSource("/api/train/events");
   source.onmessage = (message) => onTrainingEvent(JSON.parse(message.data));
-  // the browser reconnects by itself; the server then replays the run from its start
 }
+
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden && source) {
+    source.close();
+    source = null;
+  } else if (!document.hidden) {
+    followTraining();
+  }
+});
 
 // ---- start -------------------------------------------------------------------------------------
 
 buildBars();
 showProbabilities(null);
 refreshModel().catch((error) => { $("model-info").textContent = `no model: ${error.message}`; });
-followTraining();
+if (!document.hidden) followTraining();
 
 // For scripts and tests: the page's own request path and its measurements.
 window.fastnnDemo = { state, whenIdle, clearDrawing, predictDrawing: () => predict(drawingPayload()) };
