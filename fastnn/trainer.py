@@ -287,6 +287,9 @@ class Trainer:
         # optional device kernel: running loss, accuracy and a non-finite loss flag that the
         # optimizer kernels honour, one launch per step, read at the sync points below
         running_metrics = None if on_host else getattr(b, "running_metrics", None)
+        # optional device kernel: the shuffled batch's inputs and labels in one launch
+        batch_gather = None if on_host or not hasattr(b, "batch_gatherer") else \
+            b.batch_gatherer(x, y, x_buf, y_buf)
         tracker = None
         rng = _random.generator()
 
@@ -330,6 +333,8 @@ class Trainer:
                         elif on_host:
                             xb = np.take(x, idx, axis=0, out=x_buf[:hi - lo], mode="clip")
                             yb = np.take(y, idx, out=y_buf[:hi - lo], mode="clip")
+                        elif batch_gather is not None:
+                            xb, yb = batch_gather(idx)
                         else:
                             xb = xp.take(x, idx, axis=0, out=x_buf[:hi - lo])
                             yb = xp.take(y, idx, out=y_buf[:hi - lo])

@@ -58,7 +58,8 @@ def test_every_shipped_kernel_parses():
     assert set(found) == {"bias_act", "relu_inplace", "bias_grad", "bias_grad_rows", "im2col", "col2im", "maxpool_forward",
                           "maxpool_backward", "softmax_xent", "softmax_xent_rows", "step_metrics",
                           "sgd_update",
-                          "adam_update", "sgd_update_many", "adam_update_many"}
+                          "adam_update", "sgd_update_many", "adam_update_many",
+                          "gather_batch"}
     assert {family for family, _ in found.values()} == set(sources.FAMILIES)
     assert found["softmax_xent"][1].max_threads == 256  # FASTNN_REDUCE_THREADS, from common.cuh
 

@@ -388,6 +388,29 @@ class CudaBackend:
                                  1.0 - beta1 ** step, 1.0 - beta2 ** step,
                                  self._update_guard())
 
+    # ---- the training loop's batch gather (an extension of the kernel contract) ---------------
+
+    def batch_gatherer(self, x, y, x_out, y_out):
+        """A function gather(index) -> (x_out[:k] = x[index], y_out[:k] = y[index]) for int64
+        device indices of length k, in one launch; the arrays are checked here once."""
+        x = self._f32("x", x, x.ndim)
+        for name, a, like in (("x_out", x_out, x), ("y", y, None), ("y_out", y_out, None)):
+            dtype = _F32 if like is not None else np.dtype(np.int64)
+            shape = (a.shape[0], *x.shape[1:]) if like is not None else (a.shape[0],)
+            check.writable_array(name, a, shape, dtype, self.xp)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"y has {y.shape[0]} labels for {x.shape[0]} samples")
+        row_size = x.size // max(1, x.shape[0])
+        kernel, samples = self.kernels.gather_batch, x.shape[0]
+
+        def gather(index):
+            rows = index.shape[0]
+            xb, yb = x_out[:rows], y_out[:rows]
+            kernel(self._grid(rows * row_size), self.threads, x, y, index, xb, yb,
+                   rows * row_size, row_size, samples)
+            return xb, yb
+        return gather
+
     # ---- every parameter in one launch (an extension of the kernel contract) -------------------
 
     @staticmethod

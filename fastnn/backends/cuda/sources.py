@@ -5,11 +5,11 @@ header's text, so the source handed to NVRTC is self-contained: CuPy's kernel ca
 the source text, and a changed header must change that key.
 """
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 KERNEL_DIR = Path(__file__).with_name("kernels")
-FAMILIES = ("dense", "conv", "pool", "loss", "optim")
+FAMILIES = ("dense", "conv", "pool", "loss", "optim", "data")
 
 # The NVRTC options CuPy's RawModule compiles with, besides its -I include directories and
 # `-arch=sm_XY` for the device. Checked against CuPy's own compile path for the CuPy version
@@ -28,7 +28,7 @@ def path(family):
     return KERNEL_DIR / f"{family}.cu"
 
 
-@lru_cache(maxsize=None)
+@cache
 def source(family):
     """The family's .cu text with its local headers pasted in (each at most once)."""
     seen = set()

@@ -138,6 +138,21 @@ def step_many(kind, momentum=0.9, steps=3, shapes=((4, 9), (7,), (1,), (3, 2, 2)
     return case
 
 
+def gather(samples=9, sample_shape=(2, 5), rows=6):
+    """The training loop's batch gather (batch_gatherer): rows of x and their labels."""
+    def case(backend, ref, rng):
+        x = _normal(rng, samples, *sample_shape)
+        y = rng.integers(0, 10, size=samples)
+        index = rng.permutation(samples)[:rows]
+        dev_x, dev_y = backend.asarray(x), backend.asarray(y)
+        x_out = backend.asarray(np.zeros((rows + 2, *sample_shape), F32))
+        y_out = backend.asarray(np.zeros(rows + 2, np.int64))
+        xb, yb = backend.batch_gatherer(dev_x, dev_y, x_out, y_out)(backend.asarray(index))
+        return _pairs(backend, ["xb", "yb"], (xb, yb), (x[index], y[index]))
+    case.__name__ = f"gather(samples={samples}, rows={rows})"
+    return case
+
+
 CASES = [
     linear(False), linear(True), linear(True, n=1, fin=3, fout=300),
     linear(True, bias=False), linear(False, bias=False), linear(True, n=300, fin=5, fout=37),
@@ -153,6 +168,7 @@ CASES = [
     sgd(0.0, 0.0, False), sgd(0.9, 0.0, False), sgd(0.9, 1e-2, True), sgd(0.0, 1e-2, False),
     adam(0.0), adam(1e-2),
     step_many("sgd"), step_many("sgd", momentum=0.0), step_many("adam"),
+    gather(), gather(samples=3, sample_shape=(1, 1, 4), rows=3),
 ]
 
 
