@@ -16,10 +16,10 @@ import fastnn
 sklearn = pytest.importorskip("sklearn")
 fastnn_sklearn = pytest.importorskip("fastnn.sklearn")
 
-from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
-from sklearn.neural_network import MLPClassifier as SklearnMLP
-from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn.base import clone  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
+from sklearn.neural_network import MLPClassifier as SklearnMLP  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 MLPClassifier = fastnn_sklearn.MLPClassifier
 CNNClassifier = fastnn_sklearn.CNNClassifier
