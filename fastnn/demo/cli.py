@@ -7,6 +7,7 @@ import webbrowser
 
 from . import models
 from .server import DemoServer
+from .training import Cancelled
 
 
 def parse_args(argv=None):
@@ -41,6 +42,9 @@ def main(argv=None):
     except (OSError, ValueError) as exc:
         _log(f"cannot serve the model: {exc}")
         return 2
+    except (Cancelled, KeyboardInterrupt):  # Ctrl-C while the default model trains
+        _log("interrupted before serving; nothing was cached")
+        return 130
     try:
         server = DemoServer(served, args.host, args.port, quiet=not args.verbose)
     except OSError as exc:

@@ -213,7 +213,12 @@ def default_served(log=print, recipe=None):
     if model is None:
         log(f"training the default model ({describe_recipe(recipe)}), once; it is cached in "
             f"{path.parent}")
-        model, accuracy = train_recipe(recipe, log=log)
+        def progress(event):
+            if event["type"] == "epoch":
+                log(f"epoch {event['epoch']}/{recipe['epochs']}: loss {event['loss']:.4f}, "
+                    f"test accuracy {100 * event['val_accuracy']:.2f}%")
+
+        model, accuracy = train_recipe(recipe, log=log, emit=progress)
         path.parent.mkdir(parents=True, exist_ok=True)
         model.save(path)
     else:
