@@ -211,7 +211,7 @@ def build_report(rows, results, columns, peak, markdown):
     headers += [f"{COLUMN_NAMES[c]} GFLOP/s" for c in others]
     peak_isa, peak_value = peak
     out_rows = []
-    for workload, kind, anchor_torch, anchor_numpy, target in rows:
+    for workload, kind, _anchor_torch, _anchor_numpy, target in rows:
         cell = results[(workload, kind)]
         medians = {c: (statistics.median(v) if isinstance(v, list) and v else None)
                    for c, v in cell.items()}

@@ -16,7 +16,7 @@ _generator = np.random.default_rng()
 _device_generators = {}
 
 
-def seed(n):
+def seed(n: int) -> None:
     """Seed fastnn's random stream: initialization, splits, shuffling and dropout all follow."""
     global _generator
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):

@@ -16,7 +16,7 @@ MAX_THREADS = 1024
 _blas_limiter = None
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Use `n` threads (1 to MAX_THREADS) in fastnn's kernels and in the BLAS NumPy calls."""
     global _blas_limiter
     if isinstance(n, bool):
@@ -35,7 +35,7 @@ def set_num_threads(n):
     _blas_limiter = threadpool_limits(limits=n, user_api="blas")
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Threads fastnn's kernels use (1 when they were built without OpenMP)."""
     if _runtime is None:
         return 1

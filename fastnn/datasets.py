@@ -7,6 +7,7 @@ row-major. Files may be raw or gzip-compressed; ``load_idx`` tells them apart by
 Every header is checked before anything is allocated from it, so a corrupt or hostile file gets a
 ValueError naming the file, never a crash or an attempt to allocate gigabytes.
 """
+from __future__ import annotations
 
 import gzip
 import hashlib
@@ -16,6 +17,8 @@ import os
 import struct
 import threading
 import zlib
+from collections.abc import Iterator
+from typing import Any, Union
 
 import numpy as np
 
@@ -64,7 +67,12 @@ _mnist_lock = threading.Lock()
 # IDX reading
 
 
-def load_idx(path, *, max_bytes=MAX_IDX_BYTES):
+# a file or directory name; ((x_train, y_train), (x_test, y_test)) or ((x, y), (x_val, y_val))
+PathLike = Union[str, bytes, os.PathLike]
+Splits = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def load_idx(path: PathLike, *, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     """Read one IDX file (raw or gzip) and return its array in native byte order.
 
     Raises ValueError naming the file when the magic, type code, number of dimensions, a
@@ -75,7 +83,7 @@ def load_idx(path, *, max_bytes=MAX_IDX_BYTES):
     return _to_native(data, dtype, shape)
 
 
-def load_idx_dir(directory, *, max_bytes=MAX_IDX_BYTES):
+def load_idx_dir(directory: PathLike, *, max_bytes: int = MAX_IDX_BYTES) -> Splits:
     """Read the four MNIST-layout files from ``directory`` (Fashion-MNIST, KMNIST, ...).
 
     Each of ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``
@@ -221,7 +229,7 @@ def _pair_up(arrays, source):
 # MNIST
 
 
-def mnist(directory=None):
+def mnist(directory: PathLike | None = None) -> Splits:
     """Return MNIST as ``((x_train, y_train), (x_test, y_test))``.
 
     Images are uint8 of shape (N, 28, 28), labels uint8 of shape (N,) with values 0-9;
@@ -266,7 +274,7 @@ def _load_verified_mnist():
 # Splits, batches, scaling
 
 
-def train_val_split(x, y, fraction, seed):
+def train_val_split(x: Any, y: Any, fraction: float, seed: Any) -> Splits:
     """Split ``(x, y)`` at random into ``((x_train, y_train), (x_val, y_val))``.
 
     ``fraction`` (0 < fraction < 1) of the samples, rounded to the nearest count, go to
@@ -296,7 +304,8 @@ def train_val_split(x, y, fraction, seed):
     return (x[train], y[train]), (x[val], y[val])
 
 
-def batches(n, batch_size, shuffle=True, rng=None):
+def batches(n: int, batch_size: int, shuffle: bool = True,
+            rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
     """Return an iterator over index arrays that cover ``range(n)`` once, ``batch_size`` at a time.
 
     The last batch holds the remainder when ``batch_size`` does not divide ``n``. With
@@ -325,7 +334,7 @@ def _all_finite(a):
     return bool(all_finite_bits(a.reshape(-1).view(np.uint32)))
 
 
-def to_float(x):
+def to_float(x: Any) -> np.ndarray:
     """Return ``x`` as C-contiguous float32: uint8 images are scaled to [0, 1].
 
     Floating input is converted to float32 as it is (no scaling) and must be finite. Other

@@ -13,7 +13,8 @@ import sys
 
 import numpy as np
 
-from . import backends, layers as L
+from . import backends
+from . import layers as L
 from .datasets import to_float
 from .inference import DensePlan
 

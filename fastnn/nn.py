@@ -1,5 +1,5 @@
 """`from fastnn import nn`: the layers, Sequential and the losses in one namespace."""
-from .layers import (Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Sigmoid, Tanh)
+from .layers import Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
 from .losses import MSE, CrossEntropy, Loss
 from .model import Sequential
 

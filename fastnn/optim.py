@@ -6,8 +6,12 @@ to a model by the Trainer (or `attach(model)`); its state (momentum, Adam moment
 is kept per parameter name, so `state_dict()` / `load_state_dict()` round-trip through a
 checkpoint and survive the model moving to another backend.
 """
+from __future__ import annotations
+
 import math
 import numbers
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -34,9 +38,10 @@ def _real(name, value, minimum=None, maximum=None, inclusive=True, below=None):
 class Optimizer:
     """Base class: learning rate, schedule, per-parameter state, attach/step/state_dict."""
 
-    buffer_names = ()
+    buffer_names: tuple[str, ...] = ()
 
-    def __init__(self, lr, schedule=None):
+    def __init__(self, lr: float, schedule: Schedule | Callable[[float], float] | None = None
+                 ) -> None:
         self.base_lr = _real("lr", lr, 0.0, inclusive=False)
         self.lr = self.base_lr
         if schedule is not None and not callable(schedule):
@@ -44,14 +49,14 @@ class Optimizer:
                             f"got {type(schedule).__name__}")
         self.schedule = schedule
         self.steps = 0
-        self._model = None
-        self._backend = None
-        self._state = {}      # parameter name -> {buffer name: backend array}
-        self._flat = []       # (layer, index, *buffers) per parameter, for step()
+        self._model: Any = None
+        self._backend: Any = None
+        self._state: dict[str, dict[str, Any]] = {}  # parameter name -> {buffer: array}
+        self._flat: list[tuple[Any, ...]] = []  # (layer, index, *buffers) per parameter
 
     # ---- binding -------------------------------------------------------------------------------
 
-    def attach(self, model):
+    def attach(self, model: Any) -> Optimizer:
         """Bind to `model`'s parameters on its current backend, keeping (and moving) any state
         already held for the same names. Called by Trainer.fit."""
         b = model.backend
@@ -83,7 +88,7 @@ class Optimizer:
             return buf
         return backend.asarray(np.ascontiguousarray(host, dtype=param.dtype))
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: float) -> None:
         """Apply the schedule at (fractional) `epoch`."""
         if self.schedule is not None:
             self.lr = self.base_lr * float(self.schedule(epoch))
@@ -93,15 +98,15 @@ class Optimizer:
             raise RuntimeError(f"{type(self).__name__} is not attached to a model; pass it to "
                                f"fastnn.Trainer or call optimizer.attach(model)")
 
-    def step(self):
+    def step(self) -> None:
         raise NotImplementedError
 
     # ---- checkpoints ---------------------------------------------------------------------------
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {"lr": self.base_lr}
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """{"type", "config", "steps", "lr", "state": {param name: {buffer: numpy array}}}."""
         def host(a):
             return np.array(a if isinstance(a, np.ndarray) else self._backend.to_numpy(a),
@@ -111,7 +116,7 @@ class Optimizer:
                 "state": {name: {k: host(a) for k, a in bufs.items()}
                           for name, bufs in self._state.items()}}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore step count, current lr and buffers from state_dict(); hyperparameters stay as
         constructed. Shapes are checked against the model now if attached, else at attach."""
         if not isinstance(state, dict) or state.get("type") != type(self).__name__:
@@ -124,7 +129,7 @@ class Optimizer:
         buffers = state.get("state")
         if not isinstance(buffers, dict):
             raise ValueError("optimizer state lacks its 'state' dict")
-        restored = {}
+        restored: dict[str, dict[str, Any]] = {}
         for name, bufs in buffers.items():
             if not isinstance(bufs, dict) or set(bufs) != set(self.buffer_names):
                 raise ValueError(f"optimizer state for {name!r} must hold {self.buffer_names}")
@@ -156,7 +161,9 @@ class SGD(Optimizer):
     """PyTorch's SGD: g = grad + weight_decay * p; v = momentum * v + g;
     p -= lr * (g + momentum * v if nesterov else v)."""
 
-    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, schedule=None):
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0,
+                 schedule: Schedule | Callable[[float], float] | None = None) -> None:
         super().__init__(lr, schedule)
         self.momentum = _real("momentum", momentum, 0.0, below=1.0)
         self.weight_decay = _real("weight_decay", weight_decay, 0.0)
@@ -202,7 +209,9 @@ class Adam(Optimizer):
 
     buffer_names = ("m", "v")
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, schedule=None):
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0,
+                 schedule: Schedule | Callable[[float], float] | None = None) -> None:
         super().__init__(lr, schedule)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair of numbers, got {betas!r}")

@@ -7,19 +7,30 @@ so the loop between kernels is a few attribute lookups.
 Ctrl-C during fit finishes the current step, then returns the history marked interrupted,
 with the model as that step left it (a second Ctrl-C stops at once).
 """
+from __future__ import annotations
+
 import math
+import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _random, backends, callbacks as cb, checkpoint as ckpt, layers as L, losses
+from . import _random, backends, losses
+from . import callbacks as cb
+from . import checkpoint as ckpt
+from . import layers as L
 from .datasets import train_val_split
 from .model import Sequential, host_array
 from .optim import Optimizer
+
+# x and y: NumPy arrays (or anything np.asarray takes), or a device backend's arrays
+ArrayLike = Any
 
 # On a device backend the loss is fetched (a synchronization) every this many steps, and at
 # the end of each epoch; that is also when a non-finite loss is noticed.
@@ -57,12 +68,12 @@ class History(dict):
         self.stopped_at = None
 
     @property
-    def history(self):
+    def history(self) -> History:
         """Keras spelling: `history.history["loss"]`."""
         return self
 
     @property
-    def epochs(self):
+    def epochs(self) -> int:
         return len(self["loss"])
 
     def __repr__(self):
@@ -77,7 +88,8 @@ def _int_arg(name, value, minimum):
 class Trainer:
     """Train `model` with `optimizer` on `backend` ("cpu", "numpy" or "cuda")."""
 
-    def __init__(self, model, optimizer, loss="cross_entropy", backend="cpu"):
+    def __init__(self, model: Sequential, optimizer: Optimizer,
+                 loss: str | losses.Loss = "cross_entropy", backend: str | Any = "cpu") -> None:
         if not isinstance(model, Sequential):
             raise TypeError(f"model must be a fastnn Sequential, got {type(model).__name__}")
         if not isinstance(optimizer, Optimizer):
@@ -92,7 +104,7 @@ class Trainer:
         self.history = None
         self.stop_training = False
         self._interrupt_requested = False
-        self._step_state = None
+        self._step_state: Any = None  # (backend, bound loss, output-gradient buffer)
 
     # ---- argument checks (no work) --------------------------------------------------------------
 
@@ -143,9 +155,12 @@ class Trainer:
 
     # ---- public API ------------------------------------------------------------------------------
 
-    def fit(self, x, y, epochs=1, batch_size=128, *, validation_split=None, validation_data=None,
-            shuffle=True, callbacks=None, verbose=1, progress=None, checkpoint=None,
-            resume=None):
+    def fit(self, x: ArrayLike, y: ArrayLike, epochs: int = 1, batch_size: int = 128, *,
+            validation_split: float | None = None,
+            validation_data: tuple[ArrayLike, ArrayLike] | None = None, shuffle: bool = True,
+            callbacks: Sequence[Any] | None = None, verbose: int = 1, progress: bool | None = None,
+            checkpoint: str | os.PathLike | None = None,
+            resume: str | os.PathLike | None = None) -> History:
         """Train for `epochs` passes over (x, y); returns (and keeps in self.history) a History.
 
         x: uint8 images (scaled to [0, 1] inside) or floats, shape (N, ...) matching the model;
@@ -206,7 +221,7 @@ class Trainer:
         return self._train(xs, ys, val, epochs, batch_size, shuffle, callbacks, verbose,
                            progress, start, done, session)
 
-    def train_step(self, x, y):
+    def train_step(self, x: ArrayLike, y: ArrayLike) -> Any:
         """One optimizer step on a batch already in the backend's form -- `x` of the model's
         dtype and per-sample shape, `y` int64 labels -- unchecked, for benchmarks and custom
         loops. Returns the batch's mean loss (a backend scalar). From the first call on, the
@@ -228,7 +243,8 @@ class Trainer:
         self.optimizer.step()
         return loss
 
-    def evaluate(self, x, y, batch_size=EVAL_BATCH_SIZE):
+    def evaluate(self, x: ArrayLike, y: ArrayLike,
+                 batch_size: int = EVAL_BATCH_SIZE) -> dict[str, float]:
         """{"loss": mean loss, "accuracy": fraction correct} on (x, y), in inference mode."""
         batch_size = _int_arg("batch_size", batch_size, 1)
         x, y = self._check_data(x, y)
@@ -237,11 +253,11 @@ class Trainer:
                                         batch_size)
         return {"loss": loss, "accuracy": accuracy}
 
-    def predict(self, x, batch_size=EVAL_BATCH_SIZE):
+    def predict(self, x: ArrayLike, batch_size: int = EVAL_BATCH_SIZE) -> Any:
         """Predicted class indices (numpy int64)."""
         return self.model.to(self.backend).predict(x, batch_size)
 
-    def predict_proba(self, x, batch_size=EVAL_BATCH_SIZE):
+    def predict_proba(self, x: ArrayLike, batch_size: int = EVAL_BATCH_SIZE) -> Any:
         return self.model.to(self.backend).predict_proba(x, batch_size)
 
     # ---- the loop -------------------------------------------------------------------------------

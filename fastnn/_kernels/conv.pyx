@@ -26,7 +26,7 @@ import numpy as np
 
 cimport cython
 from cython cimport floating
-from cython.parallel cimport prange, parallel, threadid
+from cython.parallel cimport prange, threadid
 from libc.string cimport memset
 cimport numpy as cnp
 
@@ -551,7 +551,7 @@ def fusable(x_shape, w_shape, dtype, stride, padding, pool, algorithm="auto", ne
         return False
     if algo == "gemm" or (algo == "direct" and need_dx):
         return False
-    n, _, h, wd = x_shape
+    _, _, h, wd = x_shape
     kh, kw = w_shape[2], w_shape[3]
     return (_out_size(h, kh, stride, padding) >= pool
             and _out_size(wd, kw, stride, padding) >= pool)
