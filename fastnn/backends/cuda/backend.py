@@ -11,6 +11,13 @@ check; callers that validated their data once pass `check_finite=False`, which a
 label and argmax range checks (the kernels then give NaN or skip bad entries, never reading
 out of bounds).
 
+Beyond the contract, the training loop gets whole-step pieces: `batch_gatherer` (a shuffled
+batch's inputs and labels in one launch), `running_metrics` (the running loss, accuracy and a
+non-finite-loss flag in one launch per step; the optimizer kernels skip their update once the
+flag is set) and `sgd_step_many` / `adam_step_many` (every parameter in one launch). Backward
+kernels take out=(dx, dw, db), so a layer's gradient arrays, and with them the optimizer's
+device table of addresses, stay the same from step to step.
+
 The backend is written against `self.xp` and a table of checked kernels, so the tests run this
 same code with xp=numpy and the .cu kernels compiled for the CPU (tests/cuda/harness).
 """
