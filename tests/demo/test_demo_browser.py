@@ -118,6 +118,13 @@ def _wait(driver, condition, timeout=120, what=""):
         lambda d: condition(d), message=what)
 
 
+def _fill(driver, **fields):
+    for field, value in fields.items():
+        element = driver.find_element("id", field)
+        element.clear()
+        element.send_keys(value)
+
+
 def _artifact(env, tmp_path, name):
     path = os.environ.get(env)
     return path if path else str(tmp_path / name)
@@ -165,15 +172,24 @@ def test_page_in_headless_chromium(browser, start_server, default_served, mnist_
               "predict_ms_while_drawing_p99": float(np.percentile(while_drawing, 99)),
               "requests_while_drawing": len(while_drawing)}
 
-    # a short training run from the panel
+    # a long run from the panel, cancelled: the served model stays
     version = driver.find_element("id", "model-info").get_attribute("data-version")
-    for field, value in (("hidden", "128,64"), ("epochs", "2"), ("limit", "20000"),
-                         ("lr", "0.1")):
-        element = driver.find_element("id", field)
-        element.clear()
-        element.send_keys(value)
-    driver.find_element("id", "train").click()
     curve = driver.find_element("id", "curve")
+    _fill(driver, hidden="32", epochs="50", limit="60000", **{"batch-size": "16"})
+    driver.find_element("id", "train").click()
+    _wait(driver, lambda d: int(curve.get_attribute("data-points")) > 0,
+          what="the long run reports steps")
+    assert driver.find_element("id", "train").get_attribute("disabled")
+    driver.find_element("id", "cancel").click()
+    _wait(driver, lambda d: "cancelled" in d.find_element("id", "train-status").text,
+          what="the run is cancelled")
+    assert driver.find_element("id", "model-info").get_attribute("data-version") == version
+    assert not driver.find_element("id", "train").get_attribute("disabled")
+
+    # a short training run from the panel
+    _fill(driver, hidden="128,64", epochs="2", limit="20000", lr="0.1",
+          **{"batch-size": "128"})
+    driver.find_element("id", "train").click()
     _wait(driver, lambda d: int(curve.get_attribute("data-points")) > 0,
           what="the loss curve gets points while training")
     _wait(driver, lambda d: "done" in d.find_element("id", "train-status").text

@@ -2,6 +2,7 @@
 Ctrl-C stops it cleanly; --model; errors as one line and status 2."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +67,16 @@ def test_cli_serves_a_saved_model(tmp_path):
     finally:
         process.kill()
     assert process.returncode == 0
+
+
+@pytest.mark.skipif(not os.environ.get("FASTNN_CI"), reason="the console script exists once "
+                    "the package is installed (CI installs it)")
+def test_console_script_is_installed():
+    script = shutil.which("fastnn-demo")
+    assert script, "pip install should have put fastnn-demo on PATH"
+    process = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60,
+                             check=False)
+    assert process.returncode == 0 and "--no-browser" in process.stdout
 
 
 @pytest.mark.parametrize("args,message", [(["--model", "no-such-file.npz"], "no such"),
