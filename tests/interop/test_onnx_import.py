@@ -16,7 +16,7 @@ fastnn_onnx = pytest.importorskip("fastnn.onnx")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-PROBA_ATOL = 2e-6
+PROBA_ATOL = 1e-5
 
 
 def init(name, array):
