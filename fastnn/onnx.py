@@ -20,6 +20,7 @@ default for its exporter) only from files beside the model, so a truncated, mist
 hostile file raises ValueError (naming the node where there is one), never a crash, a read
 outside the model's directory or an allocation the file's size does not pay for.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,7 +49,7 @@ __all__ = [
 # included; the file is stamped with the lowest IR version its opset needs, not the newest
 # one the installed `onnx` knows (which older runtimes refuse).
 DEFAULT_OPSET = 17
-MIN_OPSET = 13   # Softmax over one axis, Reshape with allowzero, Dropout's ratio as an input
+MIN_OPSET = 13  # Softmax over one axis, Reshape with allowzero, Dropout's ratio as an input
 MAX_OPSET = 21
 
 INPUT_NAME = "input"
@@ -57,26 +58,32 @@ PROBABILITIES_NAME = "probabilities"
 
 # Loading limits: a graph beyond them is refused before any large array is built.
 MAX_FILE_BYTES = 1 << 31
-MAX_TENSOR_ELEMENTS = 1 << 28          # 1 GiB of float32 in one initializer
+MAX_TENSOR_ELEMENTS = 1 << 28  # 1 GiB of float32 in one initializer
 MAX_DIM = 1 << 24
 MAX_NODES = 10_000
 
 _FLOAT, _INT64, _DOUBLE, _INT32 = 1, 7, 11, 6
 _TENSOR_DTYPES = {_FLOAT: np.float32, _DOUBLE: np.float64, _INT64: np.int64, _INT32: np.int32}
-_TYPED_FIELDS = {_FLOAT: "float_data", _DOUBLE: "double_data", _INT64: "int64_data",
-                 _INT32: "int32_data"}
+_TYPED_FIELDS = {
+    _FLOAT: "float_data",
+    _DOUBLE: "double_data",
+    _INT64: "int64_data",
+    _INT32: "int32_data",
+}
 
 
 def _require_onnx():
     try:
         import onnx
     except ImportError:
-        raise ImportError("fastnn.onnx needs the onnx package: pip install \"fastnn[onnx]\"") \
-            from None
+        raise ImportError(
+            'fastnn.onnx needs the onnx package: pip install "fastnn[onnx]"'
+        ) from None
     return onnx
 
 
 # ==== export ========================================================================================
+
 
 class GraphBuilder:
     """Collects the nodes and initializers of the graph being exported; names are unique."""
@@ -105,9 +112,11 @@ class GraphBuilder:
     def node(self, op_type: str, inputs: Sequence[str], hint: str, **attributes) -> str:
         """Add one node with one output; returns the output's name."""
         out = self.name(hint)
-        self.nodes.append(self.helper.make_node(op_type, list(inputs), [out],
-                                                name=self.name(f"{hint}_{op_type}"),
-                                                **attributes))
+        self.nodes.append(
+            self.helper.make_node(
+                op_type, list(inputs), [out], name=self.name(f"{hint}_{op_type}"), **attributes
+            )
+        )
         return out
 
 
@@ -133,9 +142,11 @@ EXPORTERS: dict[str, Exporter] = {}
 def register_exporter(layer_type: str):
     """Decorator: `fn(step, graph, x) -> output name` writes the nodes of layers of this type
     (by class name, as in the saved architecture)."""
+
     def decorate(fn: Exporter) -> Exporter:
         EXPORTERS[layer_type] = fn
         return fn
+
     return decorate
 
 
@@ -152,15 +163,24 @@ def _export_conv2d(step, g, x):
     w = g.constant(f"{step.index}.weight", step.params["weight"])
     b = g.constant(f"{step.index}.bias", step.params["bias"])
     p, s = layer.padding, layer.stride
-    return g.node("Conv", [x, w, b], step.prefix, kernel_shape=list(layer.kernel_size),
-                  strides=[s, s], pads=[p, p, p, p], dilations=[1, 1], group=1)
+    return g.node(
+        "Conv",
+        [x, w, b],
+        step.prefix,
+        kernel_shape=list(layer.kernel_size),
+        strides=[s, s],
+        pads=[p, p, p, p],
+        dilations=[1, 1],
+        group=1,
+    )
 
 
 @register_exporter("MaxPool2d")
 def _export_maxpool2d(step, g, x):
     k, s = step.layer.kernel_size, step.layer.stride
-    return g.node("MaxPool", [x], step.prefix, kernel_shape=[k, k], strides=[s, s],
-                  pads=[0, 0, 0, 0])
+    return g.node(
+        "MaxPool", [x], step.prefix, kernel_shape=[k, k], strides=[s, s], pads=[0, 0, 0, 0]
+    )
 
 
 @register_exporter("Flatten")
@@ -171,6 +191,7 @@ def _export_flatten(step, g, x):
 def _elementwise(op_type):
     def export(step, g, x):
         return g.node(op_type, [x], step.prefix)
+
     return export
 
 
@@ -197,8 +218,15 @@ def _export_avgpool2d(step, g, x):
     s = getattr(layer, "stride", None) or k
     s = list(s) if isinstance(s, (tuple, list)) else [s, s]
     p = getattr(layer, "padding", 0) or 0
-    return g.node("AveragePool", [x], step.prefix, kernel_shape=k, strides=s,
-                  pads=[p, p, p, p], count_include_pad=1)
+    return g.node(
+        "AveragePool",
+        [x],
+        step.prefix,
+        kernel_shape=k,
+        strides=s,
+        pads=[p, p, p, p],
+        count_include_pad=1,
+    )
 
 
 @register_exporter("GlobalAvgPool2d")
@@ -213,8 +241,7 @@ def _export_global_avgpool2d(step, g, x):
 def _batchnorm_stats(step):
     """scale, bias, running mean, running variance and epsilon of a BatchNorm layer."""
     layer, p = step.layer, step.params
-    channels = p["running_mean"].shape[0] if "running_mean" in p else \
-        layer.num_features
+    channels = p["running_mean"].shape[0] if "running_mean" in p else layer.num_features
     scale = p.get("weight", np.ones(channels, np.float32))
     bias = p.get("bias", np.zeros(channels, np.float32))
     mean = p["running_mean"] if "running_mean" in p else _host(layer.running_mean)
@@ -225,8 +252,10 @@ def _batchnorm_stats(step):
 
 def _export_batchnorm(step, g, x):
     arrays, eps = _batchnorm_stats(step)
-    names = [g.constant(f"{step.index}.{n}", a)
-             for n, a in zip(("weight", "bias", "running_mean", "running_var"), arrays)]
+    names = [
+        g.constant(f"{step.index}.{n}", a)
+        for n, a in zip(("weight", "bias", "running_mean", "running_var"), arrays)
+    ]
     return g.node("BatchNormalization", [x, *names], step.prefix, epsilon=eps)
 
 
@@ -251,8 +280,10 @@ def _model_input_shape(model, input_shape):
     try:
         return tuple(model._guess_input_shape())
     except ValueError:
-        raise ValueError("the model's input shape is unknown (it has not been fit): pass "
-                         "input_shape=, e.g. (28, 28)") from None
+        raise ValueError(
+            "the model's input shape is unknown (it has not been fit): pass "
+            "input_shape=, e.g. (28, 28)"
+        ) from None
 
 
 def _layer_params(model):
@@ -272,8 +303,9 @@ def _check_opset(opset):
     return opset
 
 
-def to_model_proto(model: Sequential, *, opset: int = DEFAULT_OPSET,
-                   input_shape: Sequence[int] | None = None):
+def to_model_proto(
+    model: Sequential, *, opset: int = DEFAULT_OPSET, input_shape: Sequence[int] | None = None
+):
     """The ONNX ModelProto `export` writes (checked with the full ONNX checker)."""
     onnx = _require_onnx()
     if not isinstance(model, Sequential):
@@ -282,8 +314,9 @@ def to_model_proto(model: Sequential, *, opset: int = DEFAULT_OPSET,
     shape = _model_input_shape(model, input_shape)
     out_shape = model.output_shape(shape)  # ValueError naming the layer that does not fit
     if len(out_shape) != 1:
-        raise ValueError(f"the model's output has shape {out_shape} per sample; export needs "
-                         f"one score per class")
+        raise ValueError(
+            f"the model's output has shape {out_shape} per sample; export needs one score per class"
+        )
     g = GraphBuilder()
     g.name(INPUT_NAME)
     x = INPUT_NAME
@@ -296,48 +329,68 @@ def to_model_proto(model: Sequential, *, opset: int = DEFAULT_OPSET,
         kind = type(layer).__name__
         exporter = EXPORTERS.get(kind)
         if exporter is None:
-            raise ValueError(f"layer {i} ({layer!r}): no ONNX exporter for {kind} (known: "
-                             f"{', '.join(sorted(EXPORTERS))})")
+            raise ValueError(
+                f"layer {i} ({layer!r}): no ONNX exporter for {kind} (known: "
+                f"{', '.join(sorted(EXPORTERS))})"
+            )
         x = exporter(ExportStep(layer, params.get(i, {}), i, sample), g, x)
         sample = layer.output_shape(sample)
     helper = onnx.helper
     if x == INPUT_NAME or x in {t.name for t in g.initializers}:
         x = g.node("Identity", [x], "features")
     g.nodes.append(helper.make_node("Identity", [x], [LOGITS_NAME], name="logits_Identity"))
-    g.nodes.append(helper.make_node("Softmax", [LOGITS_NAME], [PROBABILITIES_NAME], axis=1,
-                                    name="probabilities_Softmax"))
+    g.nodes.append(
+        helper.make_node(
+            "Softmax", [LOGITS_NAME], [PROBABILITIES_NAME], axis=1, name="probabilities_Softmax"
+        )
+    )
     classes = out_shape[0]
     graph = helper.make_graph(
-        g.nodes, "fastnn",
+        g.nodes,
+        "fastnn",
         [helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT, ["N", *shape])],
-        [helper.make_tensor_value_info(LOGITS_NAME, onnx.TensorProto.FLOAT, ["N", classes]),
-         helper.make_tensor_value_info(PROBABILITIES_NAME, onnx.TensorProto.FLOAT,
-                                       ["N", classes])],
-        initializer=g.initializers)
+        [
+            helper.make_tensor_value_info(LOGITS_NAME, onnx.TensorProto.FLOAT, ["N", classes]),
+            helper.make_tensor_value_info(
+                PROBABILITIES_NAME, onnx.TensorProto.FLOAT, ["N", classes]
+            ),
+        ],
+        initializer=g.initializers,
+    )
     opsets = [helper.make_opsetid("", opset)]
-    proto = helper.make_model(graph, opset_imports=opsets, producer_name="fastnn",
-                              ir_version=helper.find_min_ir_version_for(opsets))
+    proto = helper.make_model(
+        graph,
+        opset_imports=opsets,
+        producer_name="fastnn",
+        ir_version=helper.find_min_ir_version_for(opsets),
+    )
     from . import __version__
+
     proto.producer_version = __version__
-    proto.doc_string = ("input: float32 (N, *input_shape), uint8 images divided by 255; "
-                        "outputs: logits, softmax probabilities")
+    proto.doc_string = (
+        "input: float32 (N, *input_shape), uint8 images divided by 255; "
+        "outputs: logits, softmax probabilities"
+    )
     onnx.checker.check_model(proto, full_check=True)
     return proto
 
 
-def export(model: Sequential, path, *, opset: int = DEFAULT_OPSET,
-           input_shape: Sequence[int] | None = None) -> None:
+def export(
+    model: Sequential, path, *, opset: int = DEFAULT_OPSET, input_shape: Sequence[int] | None = None
+) -> None:
     """Write `model` as an ONNX file at `path` (atomically): float32 input "input" of shape
     (N, *input_shape) -- the model's own input shape unless given -- and outputs "logits" and
     "probabilities". Dropout is left out (the identity at inference); BatchNorm uses its
     running statistics."""
     from .io import atomic_write  # imported late, as model.save does
+
     proto = to_model_proto(model, opset=opset, input_shape=input_shape)
     data = proto.SerializeToString()
     atomic_write(path, lambda f: f.write(data))
 
 
 # ==== import ========================================================================================
+
 
 @dataclass
 class ImportedLayer:
@@ -379,12 +432,16 @@ class Graph:
             node = self._constant_nodes[name]
             attrs = {a.name: a for a in node.attribute}
             if set(attrs) - {"value"} or "value" not in attrs:
-                raise ValueError(f"node {_node_label(node)}: only Constant nodes with a tensor "
-                                 f"'value' are supported, got {sorted(attrs)}")
+                raise ValueError(
+                    f"node {_node_label(node)}: only Constant nodes with a tensor "
+                    f"'value' are supported, got {sorted(attrs)}"
+                )
             value = tensor_to_array(attrs["value"].t, name, self.base_dir)
         else:
-            raise ValueError(f"{what} {name!r} must be a constant (an initializer), but it is "
-                             f"computed in the graph")
+            raise ValueError(
+                f"{what} {name!r} must be a constant (an initializer), but it is "
+                f"computed in the graph"
+            )
         self._constants[name] = value
         return value
 
@@ -396,9 +453,11 @@ IMPORTERS: dict[str, Importer] = {}
 def register_importer(op_type: str):
     """Decorator: `fn(node, graph) -> [ImportedLayer, ...]` turns one ONNX node of this op
     type into fastnn layers (an empty list drops the node)."""
+
     def decorate(fn: Importer) -> Importer:
         IMPORTERS[op_type] = fn
         return fn
+
     return decorate
 
 
@@ -475,12 +534,16 @@ def tensor_to_array(tensor, name, base_dir=None) -> np.ndarray:
         raise ValueError(f"tensor {name!r} declares an invalid shape {dims}")
     count = math.prod(dims)
     if count > MAX_TENSOR_ELEMENTS:
-        raise ValueError(f"tensor {name!r} declares {count} elements, more than the "
-                         f"{MAX_TENSOR_ELEMENTS} allowed")
+        raise ValueError(
+            f"tensor {name!r} declares {count} elements, more than the "
+            f"{MAX_TENSOR_ELEMENTS} allowed"
+        )
     dtype = _TENSOR_DTYPES.get(tensor.data_type)
     if dtype is None:
-        raise ValueError(f"tensor {name!r} has element type {tensor.data_type}; float32, "
-                         f"float64, int32 and int64 tensors are supported")
+        raise ValueError(
+            f"tensor {name!r} has element type {tensor.data_type}; float32, "
+            f"float64, int32 and int64 tensors are supported"
+        )
     dtype = np.dtype(dtype).newbyteorder("<")
     if tensor.data_location == 1 or len(tensor.external_data):
         raw = _read_external(tensor, name, count * dtype.itemsize, base_dir)
@@ -488,14 +551,18 @@ def tensor_to_array(tensor, name, base_dir=None) -> np.ndarray:
     elif tensor.HasField("raw_data"):
         raw = tensor.raw_data
         if len(raw) != count * dtype.itemsize:
-            raise ValueError(f"tensor {name!r} declares shape {dims} ({count} elements) but "
-                             f"holds {len(raw)} bytes")
+            raise ValueError(
+                f"tensor {name!r} declares shape {dims} ({count} elements) but "
+                f"holds {len(raw)} bytes"
+            )
         flat = np.frombuffer(raw, dtype=dtype)
     else:
         values = getattr(tensor, _TYPED_FIELDS[tensor.data_type])
         if len(values) != count:
-            raise ValueError(f"tensor {name!r} declares shape {dims} ({count} elements) but "
-                             f"holds {len(values)} values")
+            raise ValueError(
+                f"tensor {name!r} declares shape {dims} ({count} elements) but "
+                f"holds {len(values)} values"
+            )
         flat = np.fromiter(values, dtype=dtype, count=count)
     return flat.astype(dtype.newbyteorder("="), copy=True).reshape(dims)
 
@@ -504,8 +571,10 @@ def _read_external(tensor, name, nbytes, base_dir):
     """`nbytes` of a tensor's external data: from a regular file inside `base_dir` (no absolute
     paths, no way out through '..' or links), at an offset the file is long enough for."""
     if base_dir is None:
-        raise ValueError(f"tensor {name!r} keeps its data in an external file, which needs the "
-                         f"model loaded from its path (not from bytes)")
+        raise ValueError(
+            f"tensor {name!r} keeps its data in an external file, which needs the "
+            f"model loaded from its path (not from bytes)"
+        )
     entries = {e.key: e.value for e in tensor.external_data}
     location = entries.get("location", "")
     try:
@@ -514,18 +583,28 @@ def _read_external(tensor, name, nbytes, base_dir):
     except ValueError:
         raise ValueError(f"tensor {name!r}: invalid external data offset/length") from None
     if length != nbytes or offset < 0:
-        raise ValueError(f"tensor {name!r} needs {nbytes} bytes of external data, the file "
-                         f"declares {length} at offset {offset}")
+        raise ValueError(
+            f"tensor {name!r} needs {nbytes} bytes of external data, the file "
+            f"declares {length} at offset {offset}"
+        )
     root = os.path.realpath(base_dir)
     path = os.path.realpath(os.path.join(root, location))
-    if not location or "\0" in location or os.path.isabs(location) or \
-            os.path.commonpath([root, path]) != root or not os.path.isfile(path):
-        raise ValueError(f"tensor {name!r}: external data location {location!r} is not a file "
-                         f"beside the model")
+    if (
+        not location
+        or "\0" in location
+        or os.path.isabs(location)
+        or os.path.commonpath([root, path]) != root
+        or not os.path.isfile(path)
+    ):
+        raise ValueError(
+            f"tensor {name!r}: external data location {location!r} is not a file beside the model"
+        )
     size = os.path.getsize(path)
     if offset + nbytes > size:
-        raise ValueError(f"tensor {name!r} needs bytes {offset}..{offset + nbytes} of "
-                         f"{location!r}, which has {size}")
+        raise ValueError(
+            f"tensor {name!r} needs bytes {offset}..{offset + nbytes} of "
+            f"{location!r}, which has {size}"
+        )
     with open(path, "rb") as f:
         f.seek(offset)
         raw = f.read(nbytes)
@@ -565,9 +644,15 @@ def _import_gemm(node, graph):
         b = np.broadcast_to(b.reshape(-1), (out_features,))
     else:
         raise node.error(f"C must broadcast to ({out_features},), got shape {b.shape}")
-    return [ImportedLayer(L.Linear(in_features, out_features),
-                          {"weight": np.ascontiguousarray(w * np.float32(alpha)),
-                           "bias": np.ascontiguousarray(b * np.float32(beta))})]
+    return [
+        ImportedLayer(
+            L.Linear(in_features, out_features),
+            {
+                "weight": np.ascontiguousarray(w * np.float32(alpha)),
+                "bias": np.ascontiguousarray(b * np.float32(beta)),
+            },
+        )
+    ]
 
 
 @register_importer("MatMul")
@@ -575,9 +660,12 @@ def _import_matmul(node, graph):
     """x @ W with W (in, out): a Linear without bias (an Add that follows supplies one)."""
     w = _float_param(node, graph, 1, "B (the weight)")
     node.require(w.ndim == 2, f"B must be 2-D, got shape {w.shape}")
-    return [ImportedLayer(L.Linear(w.shape[0], w.shape[1]),
-                          {"weight": np.ascontiguousarray(w.T),
-                           "bias": np.zeros(w.shape[1], np.float32)})]
+    return [
+        ImportedLayer(
+            L.Linear(w.shape[0], w.shape[1]),
+            {"weight": np.ascontiguousarray(w.T), "bias": np.zeros(w.shape[1], np.float32)},
+        )
+    ]
 
 
 @register_importer("Conv")
@@ -586,8 +674,10 @@ def _import_conv(node, graph):
     node.require(w.ndim == 4, f"W must be 4-D (out, in, kH, kW), got shape {w.shape}")
     out_ch, in_ch, kh, kw = w.shape
     node.require(node.attr("group", 1) == 1, "group != 1 is not supported")
-    node.require(node.attr("auto_pad", "NOTSET") == "NOTSET",
-                 "auto_pad is not supported (give explicit pads)")
+    node.require(
+        node.attr("auto_pad", "NOTSET") == "NOTSET",
+        "auto_pad is not supported (give explicit pads)",
+    )
     kernel = node.ints("kernel_shape", 2, [kh, kw])
     node.require(kernel == [kh, kw], f"kernel_shape {kernel} does not match W {w.shape}")
     node.require(node.ints("dilations", 2, [1, 1]) == [1, 1], "dilations != 1 are not supported")
@@ -610,8 +700,9 @@ def _pool_window(node):
     node.require(strides[0] == strides[1], f"unequal strides {strides} are not supported")
     node.require(node.ints("pads", 4, [0, 0, 0, 0]) == [0, 0, 0, 0], "padding is not supported")
     node.require(node.attr("ceil_mode", 0) == 0, "ceil_mode=1 is not supported")
-    node.require(node.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID"),
-                 "auto_pad SAME_* is not supported")
+    node.require(
+        node.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID"), "auto_pad SAME_* is not supported"
+    )
     node.require(node.ints("dilations", 2, [1, 1]) == [1, 1], "dilations != 1 are not supported")
     return kernel[0], strides[0]
 
@@ -619,8 +710,9 @@ def _pool_window(node):
 @register_importer("MaxPool")
 def _import_maxpool(node, graph):
     node.require(node.attr("storage_order", 0) == 0, "storage_order=1 is not supported")
-    node.require(len(node.node.output) == 1 or not node.node.output[1],
-                 "the Indices output is not supported")
+    node.require(
+        len(node.node.output) == 1 or not node.node.output[1], "the Indices output is not supported"
+    )
     kernel, stride = _pool_window(node)
     return [ImportedLayer(L.MaxPool2d(kernel, stride))]
 
@@ -642,6 +734,7 @@ def _layer_types():
     """Every layer type a saved architecture may name (the model module's registry, which
     adds the layers outside fastnn.layers)."""
     from . import model
+
     return getattr(model, "LAYER_TYPES", L.LAYER_TYPES)
 
 
@@ -665,19 +758,26 @@ def _import_reshape(node, graph):
     """A reshape that keeps the batch axis and flattens the rest: Flatten."""
     node.require(len(node.inputs) == 2, "Reshape needs a data and a shape input")
     target = graph.constant(node.inputs[1], f"node {node.label}: the target shape")
-    node.require(target.dtype.kind == "i" and target.ndim == 1,
-                 f"the target shape must be a 1-D int64 tensor, got {target.dtype} "
-                 f"{target.shape}")
+    node.require(
+        target.dtype.kind == "i" and target.ndim == 1,
+        f"the target shape must be a 1-D int64 tensor, got {target.dtype} {target.shape}",
+    )
     allowzero = node.attr("allowzero", 0)
     target = [int(v) for v in target]
     known = node.input_shape
     features = None if known is None else math.prod(known)
-    flat = len(target) == 2 and target[0] in (-1, 0) and \
-        (target[1] == -1 or features is None or target[1] == features) and \
-        not (allowzero and 0 in target) and target != [-1, -1]
+    flat = (
+        len(target) == 2
+        and target[0] in (-1, 0)
+        and (target[1] == -1 or features is None or target[1] == features)
+        and not (allowzero and 0 in target)
+        and target != [-1, -1]
+    )
     if not flat:
-        raise node.error(f"only reshapes to (batch, features) are supported, got target "
-                         f"{target} for per-sample input {known}")
+        raise node.error(
+            f"only reshapes to (batch, features) are supported, got target "
+            f"{target} for per-sample input {known}"
+        )
     if node.flat:
         return []
     return [ImportedLayer(L.Flatten())]
@@ -703,6 +803,7 @@ def _import_dropout(node, graph):
 def _activation(cls_name):
     def import_activation(node, graph):
         return [ImportedLayer(L.LAYER_TYPES[cls_name]())]
+
     return import_activation
 
 
@@ -719,19 +820,25 @@ def _import_leaky_relu(node, graph):
 @register_importer("BatchNormalization")
 def _import_batchnorm(node, graph):
     node.require(node.attr("training_mode", 0) == 0, "training_mode=1 is not supported")
-    node.require(len(node.node.output) == 1 or not any(node.node.output[1:]),
-                 "the running statistics outputs (training mode) are not supported")
+    node.require(
+        len(node.node.output) == 1 or not any(node.node.output[1:]),
+        "the running statistics outputs (training mode) are not supported",
+    )
     node.attr("momentum")  # only used in training mode
     eps = node.attr("epsilon", 1e-5)
     scale = _float_param(node, graph, 1, "scale")
     node.require(scale is not None and scale.ndim == 1, "scale must be a 1-D constant")
     c = scale.shape[0]
-    arrays = {"weight": scale,
-              "bias": _float_param(node, graph, 2, "B (the bias)", (c,)),
-              "running_mean": _float_param(node, graph, 3, "input_mean", (c,)),
-              "running_var": _float_param(node, graph, 4, "input_var", (c,))}
-    node.require(all(v is not None for v in arrays.values()),
-                 "BatchNormalization needs scale, B, mean and var")
+    arrays = {
+        "weight": scale,
+        "bias": _float_param(node, graph, 2, "B (the bias)", (c,)),
+        "running_mean": _float_param(node, graph, 3, "input_mean", (c,)),
+        "running_var": _float_param(node, graph, 4, "input_var", (c,)),
+    }
+    node.require(
+        all(v is not None for v in arrays.values()),
+        "BatchNormalization needs scale, B, mean and var",
+    )
     node.require(bool((arrays["running_var"] >= 0).all()), "input_var must be >= 0")
     name = "BatchNorm1d" if node.flat else "BatchNorm2d"
     cls = _layer_class(name, node)
@@ -757,8 +864,10 @@ def _read_proto(path):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         size = os.path.getsize(path)
         if size > MAX_FILE_BYTES:
-            raise ValueError(f"{os.fspath(path)!r} is {size} bytes, more than the "
-                             f"{MAX_FILE_BYTES} an ONNX model of fastnn's size can be")
+            raise ValueError(
+                f"{os.fspath(path)!r} is {size} bytes, more than the "
+                f"{MAX_FILE_BYTES} an ONNX model of fastnn's size can be"
+            )
         with open(path, "rb") as f:
             data = f.read()
     proto = onnx.ModelProto()
@@ -769,15 +878,17 @@ def _read_proto(path):
     if not proto.HasField("graph"):
         raise ValueError("not a valid ONNX file: it holds no graph")
     if len(proto.graph.node) > MAX_NODES:
-        raise ValueError(f"the graph has {len(proto.graph.node)} nodes, more than the "
-                         f"{MAX_NODES} supported")
+        raise ValueError(
+            f"the graph has {len(proto.graph.node)} nodes, more than the {MAX_NODES} supported"
+        )
     for opset in proto.opset_import:
         if opset.domain in ("", "ai.onnx") and not 1 <= opset.version <= 1000:
             raise ValueError(f"invalid opset version {opset.version}")
     for node in proto.graph.node:
         if node.domain not in ("", "ai.onnx"):
-            raise ValueError(f"node {_node_label(node)}: operators of domain {node.domain!r} "
-                             f"are not supported")
+            raise ValueError(
+                f"node {_node_label(node)}: operators of domain {node.domain!r} are not supported"
+            )
     return proto
 
 
@@ -787,21 +898,23 @@ def _value_shape(value_info):
     if not t.HasField("tensor_type"):
         raise ValueError(f"input {value_info.name!r} is not a tensor")
     if t.tensor_type.elem_type not in (_FLOAT, 0):
-        raise ValueError(f"input {value_info.name!r} must be float32, got element type "
-                         f"{t.tensor_type.elem_type}")
+        raise ValueError(
+            f"input {value_info.name!r} must be float32, got element type {t.tensor_type.elem_type}"
+        )
     if not t.tensor_type.HasField("shape"):
         return None
     dims = t.tensor_type.shape.dim
     if len(dims) < 2 or len(dims) > 5:
-        raise ValueError(f"input {value_info.name!r} must have a batch axis and 1 to 4 more, "
-                         f"got {len(dims)} axes")
+        raise ValueError(
+            f"input {value_info.name!r} must have a batch axis and 1 to 4 more, "
+            f"got {len(dims)} axes"
+        )
     shape = []
     for d in dims[1:]:
         if not d.HasField("dim_value"):
             return None
         if not 1 <= d.dim_value <= MAX_DIM:
-            raise ValueError(f"input {value_info.name!r} declares an invalid size "
-                             f"{d.dim_value}")
+            raise ValueError(f"input {value_info.name!r} declares an invalid size {d.dim_value}")
         shape.append(int(d.dim_value))
     if math.prod(shape) > MAX_TENSOR_ELEMENTS:
         raise ValueError(f"input {value_info.name!r} declares {shape} per sample, too large")
@@ -814,8 +927,7 @@ def _chain(proto, graph):
     g = proto.graph
     inputs = [v for v in g.input if not graph.is_constant(v.name)]
     if len(inputs) != 1:
-        raise ValueError(f"the graph must have one data input, got "
-                         f"{[v.name for v in inputs]}")
+        raise ValueError(f"the graph must have one data input, got {[v.name for v in inputs]}")
     if not g.output:
         raise ValueError("the graph has no output")
     producer = {}
@@ -835,8 +947,10 @@ def _chain(proto, graph):
             raise ValueError(f"{current!r} is neither the graph input nor computed by a node")
         data = [i for i in node.input if i and not graph.is_constant(i)]
         if len(data) != 1:
-            raise ValueError(f"node {_node_label(node)}: fastnn imports chains of layers (one "
-                             f"data input per node), got data inputs {data}")
+            raise ValueError(
+                f"node {_node_label(node)}: fastnn imports chains of layers (one "
+                f"data input per node), got data inputs {data}"
+            )
         chain.append(node)
         if len(chain) > len(g.node):
             raise ValueError("the graph has a cycle")
@@ -849,8 +963,12 @@ def _merge_bias_adds(chain, graph):
     """MatMul followed by Add of a constant vector: one node pair, one Linear."""
     merged = []
     for node in chain:
-        if node.op_type == "Add" and merged and merged[-1][0].op_type == "MatMul" and \
-                merged[-1][1] is None:
+        if (
+            node.op_type == "Add"
+            and merged
+            and merged[-1][0].op_type == "MatMul"
+            and merged[-1][1] is None
+        ):
             merged[-1] = (merged[-1][0], node)
             continue
         merged.append((node, None))
@@ -864,32 +982,41 @@ def load(path, *, backend=None) -> Sequential:
     first output; a final Softmax is dropped. Any other op, or an attribute fastnn cannot honour,
     raises ValueError naming the node."""
     proto = _read_proto(path)
-    base_dir = None if isinstance(path, (bytes, bytearray)) else \
-        os.path.dirname(os.path.abspath(os.fspath(path)))
+    base_dir = (
+        None
+        if isinstance(path, (bytes, bytearray))
+        else os.path.dirname(os.path.abspath(os.fspath(path)))
+    )
     graph = Graph(proto, base_dir)
     input_info, chain = _chain(proto, graph)
     input_shape = _value_shape(input_info)
     while chain and chain[-1].op_type in _TRAILING_NORMALIZERS:
         chain.pop()
     imported: list[ImportedLayer] = []
-    sample = input_shape   # per-sample shape at the current point, None if unknown
+    sample = input_shape  # per-sample shape at the current point, None if unknown
     model_input_shape = input_shape
-    flat = None            # whether the data is (batch, features) there, when the shape is not known
+    flat = None  # whether the data is (batch, features) there, when the shape is not known
     for position, (node_proto, bias_add) in enumerate(_merge_bias_adds(chain, graph)):
         node = NodeView(node_proto, sample, flat)
-        if position == 0 and node.op_type == "Reshape" and sample is not None and \
-                len(sample) == 2:
+        if position == 0 and node.op_type == "Reshape" and sample is not None and len(sample) == 2:
             # fastnn's own export of a CNN on (N, H, W) images: the channel axis it adds
-            target = graph.constant(node.inputs[1], f"node {node.label}: the target shape") \
-                if len(node.inputs) == 2 else None
-            if target is not None and target.dtype.kind == "i" and \
-                    [int(v) for v in target.reshape(-1)] == [-1, 1, *sample]:
+            target = (
+                graph.constant(node.inputs[1], f"node {node.label}: the target shape")
+                if len(node.inputs) == 2
+                else None
+            )
+            if (
+                target is not None
+                and target.dtype.kind == "i"
+                and [int(v) for v in target.reshape(-1)] == [-1, 1, *sample]
+            ):
                 sample = (1, *sample)
                 continue
         importer = IMPORTERS.get(node.op_type)
         if importer is None:
-            raise node.error(f"unsupported operator {node.op_type} (supported: "
-                             f"{', '.join(sorted(IMPORTERS))})")
+            raise node.error(
+                f"unsupported operator {node.op_type} (supported: {', '.join(sorted(IMPORTERS))})"
+            )
         new = importer(node, graph)
         node.check_attributes()
         if bias_add is not None:
@@ -916,18 +1043,21 @@ def _add_bias(imported, add, graph):
     linear = imported[0]
     out = linear.layer.out_features
     bias = _float_param(add, graph, add.inputs.index(constants[0]), "the bias")
-    add.require(bias.size == out and bias.shape[-1] == out,
-                f"the bias must have {out} values, got shape {bias.shape}")
+    add.require(
+        bias.size == out and bias.shape[-1] == out,
+        f"the bias must have {out} values, got shape {bias.shape}",
+    )
     linear.params["bias"] = np.ascontiguousarray(bias.reshape(out))
 
 
 def _build(imported, input_shape, backend):
     if not any(item.params for item in imported):
         raise ValueError("the graph has no layer with parameters (Gemm, MatMul or Conv)")
-    config = {"layers": [{"type": type(item.layer).__name__, **item.layer.config()}
-                         for item in imported],
-              "input_shape": None if input_shape is None else list(input_shape),
-              "dtype": "float32"}
+    config = {
+        "layers": [{"type": type(item.layer).__name__, **item.layer.config()} for item in imported],
+        "input_shape": None if input_shape is None else list(input_shape),
+        "dtype": "float32",
+    }
     model = Sequential.from_config(config, backend=backend, initialize=False)
     expected = model.param_shapes()
     state = {}
@@ -944,6 +1074,7 @@ def _build(imported, input_shape, backend):
     if input_shape is not None:
         out = model.output_shape(input_shape)
         if len(out) != 1:
-            raise ValueError(f"the graph's output has shape {out} per sample; fastnn needs "
-                             f"one score per class")
+            raise ValueError(
+                f"the graph's output has shape {out} per sample; fastnn needs one score per class"
+            )
     return model.eval()

@@ -22,6 +22,7 @@ Differences from scikit-learn's MLPClassifier, all where fastnn works differentl
 `random_state` seeds fastnn's random stream for the fit (initialisation, shuffling) and the
 early-stopping split; the caller's fastnn stream is restored afterwards.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,9 @@ try:
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError:  # pragma: no cover - exercised only without scikit-learn
-    raise ImportError("fastnn.sklearn needs scikit-learn >= 1.6: pip install \"fastnn[sklearn]\"")\
-        from None
+    raise ImportError(
+        'fastnn.sklearn needs scikit-learn >= 1.6: pip install "fastnn[sklearn]"'
+    ) from None
 
 from . import _random, _threads, nn, optim
 from .model import Sequential
@@ -60,6 +62,7 @@ _STREAM_LOCK = threading.RLock()
 
 
 # ---- parameter checks (scikit-learn checks at fit, never in __init__) --------------------------
+
 
 def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
@@ -118,12 +121,14 @@ def _check_sizes(name, value, allow_empty):
 
 # ---- threads and the random stream ------------------------------------------------------------
 
+
 def _in_dask_worker():
     """Whether this call runs as a task on a dask.distributed worker (without importing it)."""
     if "distributed" not in sys.modules:
         return False
     try:
         from distributed import get_worker
+
         get_worker()
     except (ImportError, ValueError):
         return False
@@ -189,9 +194,11 @@ class _EpochMonitor:
         penalty = 0.0
         if self.penalty_scale:
             state = model.state_dict()
-            penalty = self.penalty_scale * sum(float(np.sum(np.square(v, dtype=np.float64)))
-                                               for k, v in state.items()
-                                               if k.endswith(".weight"))
+            penalty = self.penalty_scale * sum(
+                float(np.sum(np.square(v, dtype=np.float64)))
+                for k, v in state.items()
+                if k.endswith(".weight")
+            )
         loss = float(logs["loss"]) + penalty
         self.loss_curve.append(loss)
         if self.verbose:
@@ -214,8 +221,10 @@ class _EpochMonitor:
             trainer.stop_training = True
             if self.verbose:
                 what = "Validation score" if self.early_stopping else "Training loss"
-                print(f"{what} did not improve more than tol={est.tol} for "
-                      f"{est.n_iter_no_change} consecutive epochs. Stopping.")
+                print(
+                    f"{what} did not improve more than tol={est.tol} for "
+                    f"{est.n_iter_no_change} consecutive epochs. Stopping."
+                )
 
 
 class _FastnnClassifier(ClassifierMixin, BaseEstimator):
@@ -241,8 +250,10 @@ class _FastnnClassifier(ClassifierMixin, BaseEstimator):
     def _check_params(self):
         _check_choice("activation", self.activation, ACTIVATIONS)
         if self.solver == "lbfgs":
-            raise ValueError("solver='lbfgs' is not supported: fastnn trains with minibatches; "
-                             "use solver='adam' or 'sgd'")
+            raise ValueError(
+                "solver='lbfgs' is not supported: fastnn trains with minibatches; "
+                "use solver='adam' or 'sgd'"
+            )
         _check_choice("solver", self.solver, SOLVERS)
         _check_real("alpha", self.alpha, 0.0)
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
@@ -266,22 +277,26 @@ class _FastnnClassifier(ClassifierMixin, BaseEstimator):
         if self.n_threads is not None:
             _check_int("n_threads", self.n_threads, 1)
             if self.n_threads > _threads.MAX_THREADS:
-                raise ValueError(f"n_threads must be <= {_threads.MAX_THREADS}, got "
-                                 f"{self.n_threads}")
+                raise ValueError(
+                    f"n_threads must be <= {_threads.MAX_THREADS}, got {self.n_threads}"
+                )
         self._check_architecture()
 
     def _labels(self, y, n_samples):
         if y is None:
-            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
-                             f"is None")
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None"
+            )
         y = column_or_1d(y, warn=True)
         if y.shape[0] != n_samples:
             raise ValueError(f"y has {y.shape[0]} samples but X has {n_samples}")
         check_classification_targets(y)
         classes, encoded = np.unique(y, return_inverse=True)
         if classes.shape[0] < 2:
-            raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes; y "
-                             f"holds 1 class ({classes[0]!r})")
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes; y "
+                f"holds 1 class ({classes[0]!r})"
+            )
         return classes, encoded.reshape(-1).astype(np.int64)
 
     # ---- fitting ---------------------------------------------------------------------------
@@ -289,11 +304,18 @@ class _FastnnClassifier(ClassifierMixin, BaseEstimator):
     def _optimizer(self, weight_decay):
         if self.solver == "sgd":
             momentum = float(self.momentum)
-            return optim.SGD(lr=self.learning_rate_init, momentum=momentum,
-                             nesterov=bool(self.nesterovs_momentum) and momentum > 0,
-                             weight_decay=weight_decay)
-        return optim.Adam(lr=self.learning_rate_init, betas=(self.beta_1, self.beta_2),
-                          eps=self.epsilon, weight_decay=weight_decay)
+            return optim.SGD(
+                lr=self.learning_rate_init,
+                momentum=momentum,
+                nesterov=bool(self.nesterovs_momentum) and momentum > 0,
+                weight_decay=weight_decay,
+            )
+        return optim.Adam(
+            lr=self.learning_rate_init,
+            betas=(self.beta_1, self.beta_2),
+            eps=self.epsilon,
+            weight_decay=weight_decay,
+        )
 
     def fit(self, X, y):
         """Train a new network on (X, y); returns self."""
@@ -306,33 +328,49 @@ class _FastnnClassifier(ClassifierMixin, BaseEstimator):
         if self.early_stopping:
             index = np.arange(n_samples)
             try:
-                train, val = train_test_split(index, test_size=self.validation_fraction,
-                                              random_state=seed, stratify=y_encoded)
+                train, val = train_test_split(
+                    index, test_size=self.validation_fraction, random_state=seed, stratify=y_encoded
+                )
             except ValueError as exc:
-                raise ValueError(f"early_stopping cannot split off a stratified "
-                                 f"validation_fraction={self.validation_fraction} of "
-                                 f"{n_samples} samples: {exc}") from None
+                raise ValueError(
+                    f"early_stopping cannot split off a stratified "
+                    f"validation_fraction={self.validation_fraction} of "
+                    f"{n_samples} samples: {exc}"
+                ) from None
             x_val, y_val = X_net[val], y_encoded[val]
             X_net, y_encoded = X_net[train], y_encoded[train]
         n_train = X_net.shape[0]
         batch_size = min(200, n_train) if self.batch_size == "auto" else self.batch_size
         if batch_size > n_train:
-            warnings.warn(f"batch_size {batch_size} is larger than the {n_train} training "
-                          f"samples; clipped to {n_train}", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"batch_size {batch_size} is larger than the {n_train} training "
+                f"samples; clipped to {n_train}",
+                UserWarning,
+                stacklevel=2,
+            )
             batch_size = n_train
         weight_decay = self.alpha / batch_size
         steps = -(-n_train // batch_size)
-        monitor = _EpochMonitor(self, 0.5 * self.alpha * steps / n_train, self.early_stopping,
-                                self.verbose)
+        monitor = _EpochMonitor(
+            self, 0.5 * self.alpha * steps / n_train, self.early_stopping, self.verbose
+        )
         n_threads = threads_for_fit(self.n_threads)
         with _threads_limited(n_threads), _seeded_stream(seed):
             model = self._build(X_rows.shape[1], classes.shape[0])
-            trainer = Trainer(model, self._optimizer(weight_decay), loss="cross_entropy",
-                              backend=self.backend)
-            history = trainer.fit(X_net, y_encoded, epochs=self.max_iter,
-                                  batch_size=batch_size, shuffle=bool(self.shuffle),
-                                  validation_data=None if x_val is None else (x_val, y_val),
-                                  callbacks=[monitor], verbose=0, progress=False)
+            trainer = Trainer(
+                model, self._optimizer(weight_decay), loss="cross_entropy", backend=self.backend
+            )
+            history = trainer.fit(
+                X_net,
+                y_encoded,
+                epochs=self.max_iter,
+                batch_size=batch_size,
+                shuffle=bool(self.shuffle),
+                validation_data=None if x_val is None else (x_val, y_val),
+                callbacks=[monitor],
+                verbose=0,
+                progress=False,
+            )
         if history.interrupted:
             raise KeyboardInterrupt
         if monitor.best_state is not None:  # early stopping keeps the best epoch's weights
@@ -351,9 +389,12 @@ class _FastnnClassifier(ClassifierMixin, BaseEstimator):
         self.best_validation_score_ = monitor.best_score if self.early_stopping else None
         self.n_threads_ = n_threads
         if not monitor.converged and self.n_iter_ == self.max_iter:
-            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
-                          f"and the optimization hasn't converged yet.", ConvergenceWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
+                f"and the optimization hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         return self
 
     # ---- prediction ------------------------------------------------------------------------
@@ -397,8 +438,7 @@ class _FastnnClassifier(ClassifierMixin, BaseEstimator):
         data = state.pop("_model_data", None)
         super().__setstate__(state)
         if data is not None:
-            model = Sequential.from_config(data["config"], backend=self.backend,
-                                           initialize=False)
+            model = Sequential.from_config(data["config"], backend=self.backend, initialize=False)
             model.load_state_dict(data["params"])
             self.model_ = model.eval()
 
@@ -411,12 +451,31 @@ class MLPClassifier(_FastnnClassifier):
     n_iter_, t_, n_layers_, n_outputs_, out_activation_, n_features_in_ (and feature_names_in_),
     plus model_ (the fastnn Sequential) and n_threads_."""
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=0.0001, batch_size="auto", learning_rate_init=0.001, max_iter=200,
-                 shuffle=True, random_state=None, tol=1e-4, verbose=False, early_stopping=False,
-                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, momentum=0.9, nesterovs_momentum=True, backend="cpu",
-                 n_threads=None):
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate_init=0.001,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        backend="cpu",
+        n_threads=None,
+    ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -487,13 +546,36 @@ class CNNClassifier(_FastnnClassifier):
     parameters are MLPClassifier's. Fitted: classes_, image_shape_, loss_curve_, loss_, n_iter_,
     ... as MLPClassifier, and model_."""
 
-    def __init__(self, conv_channels=(32, 64), kernel_size=5, *, padding="same", pool_size=2,
-                 hidden_layer_sizes=(128,), image_shape=None, activation="relu",
-                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate_init=0.001,
-                 max_iter=20, shuffle=True, random_state=None, tol=1e-4, verbose=False,
-                 early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, momentum=0.9, nesterovs_momentum=True,
-                 backend="cpu", n_threads=None):
+    def __init__(
+        self,
+        conv_channels=(32, 64),
+        kernel_size=5,
+        *,
+        padding="same",
+        pool_size=2,
+        hidden_layer_sizes=(128,),
+        image_shape=None,
+        activation="relu",
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate_init=0.001,
+        max_iter=20,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        backend="cpu",
+        n_threads=None,
+    ):
         self.conv_channels = conv_channels
         self.kernel_size = kernel_size
         self.padding = padding
@@ -532,8 +614,7 @@ class CNNClassifier(_FastnnClassifier):
         if self.image_shape is not None:
             shape = _check_sizes("image_shape", self.image_shape, allow_empty=False)
             if len(shape) != 2:
-                raise ValueError(f"image_shape must be (height, width), got "
-                                 f"{self.image_shape!r}")
+                raise ValueError(f"image_shape must be (height, width), got {self.image_shape!r}")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -546,8 +627,10 @@ class CNNClassifier(_FastnnClassifier):
         if self.image_shape is not None:
             h, w = self.image_shape
             if h * w != n_features:
-                raise ValueError(f"image_shape {tuple(self.image_shape)} has {h * w} pixels "
-                                 f"but X has {n_features} features")
+                raise ValueError(
+                    f"image_shape {tuple(self.image_shape)} has {h * w} pixels "
+                    f"but X has {n_features} features"
+                )
             return (int(h), int(w))
         side = math.isqrt(n_features)
         return (side, side) if side * side == n_features else (1, n_features)
@@ -558,8 +641,10 @@ class CNNClassifier(_FastnnClassifier):
         if shape is not None and len(shape) == 3 and not hasattr(X, "iloc"):
             images = (int(shape[1]), int(shape[2]))
             if not reset and images != getattr(self, "image_shape_", images):
-                raise ValueError(f"X has images of shape {images}, but {type(self).__name__} "
-                                 f"was fit on {self.image_shape_}")
+                raise ValueError(
+                    f"X has images of shape {images}, but {type(self).__name__} "
+                    f"was fit on {self.image_shape_}"
+                )
             X = np.reshape(np.asarray(X), (shape[0], -1))
         X = validate_data(self, X, reset=reset, dtype=np.float32, order="C")
         if reset:
@@ -578,9 +663,10 @@ class CNNClassifier(_FastnnClassifier):
             try:
                 shape = conv.output_shape(shape)
             except ValueError:
-                raise ValueError(f"kernel_size={k} with padding={self.padding!r} does not fit "
-                                 f"a feature map of {shape[1:]} (images {self.image_shape_})"
-                                 ) from None
+                raise ValueError(
+                    f"kernel_size={k} with padding={self.padding!r} does not fit "
+                    f"a feature map of {shape[1:]} (images {self.image_shape_})"
+                ) from None
             layers.append(conv)
             if activation is not None:
                 layers.append(activation())

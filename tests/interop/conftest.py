@@ -1,4 +1,5 @@
 """Shared fixtures of the interop tests: MNIST test images and the example architectures."""
+
 import importlib.util
 from pathlib import Path
 
@@ -38,6 +39,8 @@ def example_builders():
     """{"mlp": ..., "cnn": ..., "lenet5": ...}: functions building the examples' models."""
     mlp = _example_module("mnist_mlp")
     cnn = _example_module("mnist_cnn")
-    return {"mlp": lambda: mlp.build_mlp((512, 256)), "cnn": cnn.build_cnn,
-            "lenet5": cnn.build_lenet}
-
+    return {
+        "mlp": lambda: mlp.build_mlp((512, 256)),
+        "cnn": cnn.build_cnn,
+        "lenet5": cnn.build_lenet,
+    }

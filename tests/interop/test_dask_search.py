@@ -1,6 +1,7 @@
 """Hyperparameter searches over fastnn estimators on a Dask cluster (joblib's Dask backend):
 the same best parameters and scores as the local run, each fit computed in a worker process
 with one fastnn thread per worker thread."""
+
 import os
 import sys
 import time
@@ -39,8 +40,12 @@ def process_default_threads(estimator, x, y):
     return fastnn.get_num_threads()
 
 
-SCORING = {"accuracy": "accuracy", "pid": process_id, "fit_threads": fit_threads,
-           "process_threads": process_default_threads}
+SCORING = {
+    "accuracy": "accuracy",
+    "pid": process_id,
+    "fit_threads": fit_threads,
+    "process_threads": process_default_threads,
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +59,13 @@ def client():
     # Two worker processes with one thread each. The workers' default fastnn thread count is
     # set to 2 (OMP_NUM_THREADS), so a fit that still computes with one thread shows the
     # estimators' own rule at work, not only Dask's environment.
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, env={"OMP_NUM_THREADS": "2"})
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        env={"OMP_NUM_THREADS": "2"},
+    )
     with cluster, distributed.Client(cluster) as c:
         yield c
 
@@ -75,8 +85,10 @@ def search_both_ways(make_search, data, client):
         warnings.simplefilter("ignore", ConvergenceWarning)
         remote = make_search().fit(x, y)
     remote_time = time.perf_counter() - start
-    print(f"\n{type(local).__name__}: local {local_time:.1f} s, Dask (2 worker processes x 1 "
-          f"thread) {remote_time:.1f} s")
+    print(
+        f"\n{type(local).__name__}: local {local_time:.1f} s, Dask (2 worker processes x 1 "
+        f"thread) {remote_time:.1f} s"
+    )
     return local, remote
 
 
@@ -89,13 +101,15 @@ def assert_same_search(local, remote, n_candidates, x):
         np.testing.assert_array_equal(results_remote[key], results_local[key])
     # every fit ran in a worker process, not here, and computed with one thread although the
     # workers' default is two
-    pids = {int(results_remote[f"split{s}_test_pid"][c]) for s in range(3)
-            for c in range(n_candidates)}
+    pids = {
+        int(results_remote[f"split{s}_test_pid"][c]) for s in range(3) for c in range(n_candidates)
+    }
     assert os.getpid() not in pids and 1 <= len(pids) <= 2
     np.testing.assert_array_equal(results_remote["mean_test_fit_threads"], 1)
     np.testing.assert_array_equal(results_remote["mean_test_process_threads"], 2)
-    np.testing.assert_array_equal(remote.best_estimator_.predict(x),
-                                  local.best_estimator_.predict(x))
+    np.testing.assert_array_equal(
+        remote.best_estimator_.predict(x), local.best_estimator_.predict(x)
+    )
 
 
 def test_grid_search_on_dask_matches_the_local_search(data, client):
@@ -110,14 +124,17 @@ def test_grid_search_on_dask_matches_the_local_search(data, client):
 
 
 def test_randomized_search_over_cnns_on_dask_matches_the_local_search(data, client):
-    space = {"conv_channels": [(2,), (4,)], "learning_rate_init": [0.003, 0.01, 0.03],
-             "kernel_size": [3, 5]}
+    space = {
+        "conv_channels": [(2,), (4,)],
+        "learning_rate_init": [0.003, 0.01, 0.03],
+        "kernel_size": [3, 5],
+    }
 
     def make_search():
-        estimator = fastnn_sklearn.CNNClassifier(hidden_layer_sizes=(), max_iter=2,
-                                                 random_state=0)
-        return RandomizedSearchCV(estimator, space, n_iter=3, cv=3, scoring=SCORING,
-                                  refit="accuracy", random_state=0)
+        estimator = fastnn_sklearn.CNNClassifier(hidden_layer_sizes=(), max_iter=2, random_state=0)
+        return RandomizedSearchCV(
+            estimator, space, n_iter=3, cv=3, scoring=SCORING, refit="accuracy", random_state=0
+        )
 
     local, remote = search_both_ways(make_search, data, client)
     assert_same_search(local, remote, n_candidates=3, x=data[0][:200])

@@ -2,6 +2,7 @@
 layer type and the example architectures, on MNIST test images; the file passes the full ONNX
 checker and carries an IR version the pinned runtime loads; export -> load gives identical
 predictions."""
+
 import numpy as np
 import pytest
 
@@ -40,23 +41,37 @@ def assert_agrees(model, path, x):
 # One small model per layer type (and per attribute each exporter writes), on 28x28 images.
 LAYER_CASES = {
     "Linear": lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 10)),
-    "ReLU": lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 24), nn.ReLU(),
-                                  nn.Linear(24, 10)),
-    "Sigmoid": lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 24), nn.Sigmoid(),
-                                     nn.Linear(24, 10)),
-    "Tanh": lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 24), nn.Tanh(),
-                                  nn.Linear(24, 10)),
-    "Dropout": lambda: nn.Sequential(nn.Flatten(), nn.Dropout(0.3), nn.Linear(784, 24),
-                                     nn.ReLU(), nn.Dropout(0.5), nn.Linear(24, 10)),
-    "Conv2d": lambda: nn.Sequential(nn.Conv2d(1, 3, (5, 3), stride=2, padding=1), nn.Flatten(),
-                                    nn.Linear(3 * 13 * 14, 10)),
-    "Conv2d+ReLU": lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(),
-                                         nn.Linear(4 * 26 * 26, 10)),
-    "MaxPool2d": lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
-                                       nn.MaxPool2d(2), nn.Conv2d(4, 4, 3), nn.MaxPool2d(3, 2),
-                                       nn.Flatten(), nn.Linear(4 * 5 * 5, 10)),
-    "Flatten": lambda: nn.Sequential(nn.Conv2d(1, 2, 28), nn.Flatten(), nn.Tanh(),
-                                     nn.Linear(2, 10)),
+    "ReLU": lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 24), nn.ReLU(), nn.Linear(24, 10)),
+    "Sigmoid": lambda: nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 24), nn.Sigmoid(), nn.Linear(24, 10)
+    ),
+    "Tanh": lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 24), nn.Tanh(), nn.Linear(24, 10)),
+    "Dropout": lambda: nn.Sequential(
+        nn.Flatten(),
+        nn.Dropout(0.3),
+        nn.Linear(784, 24),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(24, 10),
+    ),
+    "Conv2d": lambda: nn.Sequential(
+        nn.Conv2d(1, 3, (5, 3), stride=2, padding=1), nn.Flatten(), nn.Linear(3 * 13 * 14, 10)
+    ),
+    "Conv2d+ReLU": lambda: nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10)
+    ),
+    "MaxPool2d": lambda: nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3),
+        nn.MaxPool2d(3, 2),
+        nn.Flatten(),
+        nn.Linear(4 * 5 * 5, 10),
+    ),
+    "Flatten": lambda: nn.Sequential(
+        nn.Conv2d(1, 2, 28), nn.Flatten(), nn.Tanh(), nn.Linear(2, 10)
+    ),
 }
 
 
@@ -79,13 +94,15 @@ def test_every_layer_type_has_an_exporter():
 def train_briefly(model, data, epochs=1):
     x, y = data
     fastnn.Trainer(model, fastnn.optim.SGD(lr=0.05, momentum=0.9)).fit(
-        x, y, epochs=epochs, batch_size=64, verbose=0)
+        x, y, epochs=epochs, batch_size=64, verbose=0
+    )
     return model
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn", "lenet5"])
-def test_example_architectures_agree_with_onnxruntime(arch, example_builders, mnist_test,
-                                                      mnist_train_small, tmp_path):
+def test_example_architectures_agree_with_onnxruntime(
+    arch, example_builders, mnist_test, mnist_train_small, tmp_path
+):
     fastnn.seed(2)
     model = example_builders[arch]()
     if arch != "cnn":  # the CNN is the slowest to train: checked as initialised
@@ -101,8 +118,7 @@ def test_example_architectures_agree_with_onnxruntime(arch, example_builders, mn
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn", "lenet5"])
-def test_export_then_load_gives_identical_predictions(arch, example_builders, mnist_test,
-                                                      tmp_path):
+def test_export_then_load_gives_identical_predictions(arch, example_builders, mnist_test, tmp_path):
     fastnn.seed(3)
     model = example_builders[arch]()
     model.input_shape = (28, 28)
@@ -125,12 +141,14 @@ def test_round_trip_drops_dropout_and_keeps_the_rest(mnist_test, tmp_path):
     fastnn_onnx.export(model, tmp_path / "m.onnx")
     loaded = fastnn_onnx.load(tmp_path / "m.onnx")
     assert [type(layer).__name__ for layer in loaded] == ["Flatten", "Linear", "ReLU", "Linear"]
-    np.testing.assert_array_equal(loaded.predict_proba(mnist_test[0]),
-                                  model.predict_proba(mnist_test[0]))
+    np.testing.assert_array_equal(
+        loaded.predict_proba(mnist_test[0]), model.predict_proba(mnist_test[0])
+    )
 
 
-@pytest.mark.parametrize("opset", [fastnn_onnx.MIN_OPSET, fastnn_onnx.DEFAULT_OPSET,
-                                   fastnn_onnx.MAX_OPSET])
+@pytest.mark.parametrize(
+    "opset", [fastnn_onnx.MIN_OPSET, fastnn_onnx.DEFAULT_OPSET, fastnn_onnx.MAX_OPSET]
+)
 def test_file_passes_the_full_checker_with_the_lowest_ir_version(opset, mnist_test, tmp_path):
     fastnn.seed(5)
     model = LAYER_CASES["MaxPool2d"]()
@@ -164,8 +182,7 @@ def test_nchw_and_flat_input_shapes(mnist_test, tmp_path):
     fastnn.seed(7)
     cnn = LAYER_CASES["MaxPool2d"]()
     fastnn_onnx.export(cnn, tmp_path / "cnn.onnx", input_shape=(1, 28, 28))
-    session = ort.InferenceSession(str(tmp_path / "cnn.onnx"),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(tmp_path / "cnn.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == ["N", 1, 28, 28]
     _, proba = session.run(None, {"input": x[:, None].astype(np.float32) / 255})
     np.testing.assert_allclose(proba, cnn.predict_proba(x), atol=PROBA_ATOL)
@@ -177,8 +194,14 @@ def test_nchw_and_flat_input_shapes(mnist_test, tmp_path):
 
 def test_float64_models_export_float32(mnist_test, tmp_path):
     fastnn.seed(8)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.Tanh(), nn.Linear(16, 10),
-                          input_shape=(28, 28), dtype=np.float64)
+    model = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 16),
+        nn.Tanh(),
+        nn.Linear(16, 10),
+        input_shape=(28, 28),
+        dtype=np.float64,
+    )
     fastnn_onnx.export(model, tmp_path / "m.onnx")
     proto = onnx.load(str(tmp_path / "m.onnx"))
     assert {t.data_type for t in proto.graph.initializer} == {onnx.TensorProto.FLOAT}
@@ -200,8 +223,9 @@ def test_export_arguments_are_checked(tmp_path):
     with pytest.raises(TypeError, match="opset"):
         fastnn_onnx.export(mlp, tmp_path / "m.onnx", opset="17")
     with pytest.raises(ValueError, match="one score per class"):
-        fastnn_onnx.export(nn.Sequential(nn.Conv2d(1, 2, 3)), tmp_path / "m.onnx",
-                           input_shape=(1, 5, 5))
+        fastnn_onnx.export(
+            nn.Sequential(nn.Conv2d(1, 2, 3)), tmp_path / "m.onnx", input_shape=(1, 5, 5)
+        )
     assert not list(tmp_path.iterdir())  # nothing written by a refused export
 
 

@@ -2,6 +2,7 @@
 nn.Sequential (built here with onnx.helper: PyTorch is not a dependency) load into a Sequential
 that computes what ONNX Runtime computes; unsupported ops and attributes are refused naming the
 node; hostile files raise ValueError without crashing or allocating what they declare."""
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,19 +24,35 @@ def init(name, array):
     return numpy_helper.from_array(np.asarray(array), name)
 
 
-def torch_like_model(nodes, initializers, input_shape, out_features=10, input_name="input.1",
-                     output_name="18", opset=17):
+def torch_like_model(
+    nodes,
+    initializers,
+    input_shape,
+    out_features=10,
+    input_name="input.1",
+    output_name="18",
+    opset=17,
+):
     """A ModelProto laid out as torch.onnx.export writes one: input 'input.1' with a dynamic
     batch axis, weights as initializers named after the module path, node names '/0/Conv'."""
     graph = helper.make_graph(
-        nodes, "main_graph",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT,
-                                       ["batch_size", *input_shape])],
-        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT,
-                                       ["batch_size", out_features])],
-        initializer=initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="pytorch", ir_version=8)
+        nodes,
+        "main_graph",
+        [
+            helper.make_tensor_value_info(
+                input_name, TensorProto.FLOAT, ["batch_size", *input_shape]
+            )
+        ],
+        [
+            helper.make_tensor_value_info(
+                output_name, TensorProto.FLOAT, ["batch_size", out_features]
+            )
+        ],
+        initializer=initializers,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="pytorch", ir_version=8
+    )
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -48,48 +65,122 @@ def torch_cnn_graph(rng, reshape_with="Flatten"):
     """nn.Sequential(Conv2d(1, 4, 5, padding=2), ReLU(), MaxPool2d(2), Conv2d(4, 8, 3,
     stride=2), ReLU(), MaxPool2d(2), Flatten(), Linear(72, 32), ReLU(), Linear(32, 10)),
     exported the way torch does: every Conv/MaxPool attribute written out."""
-    inits = [init("0.weight", weights(rng, 4, 1, 5, 5)), init("0.bias", weights(rng, 4)),
-             init("3.weight", weights(rng, 8, 4, 3, 3)), init("3.bias", weights(rng, 8)),
-             init("7.weight", weights(rng, 32, 72)), init("7.bias", weights(rng, 32)),
-             init("9.weight", weights(rng, 10, 32)), init("9.bias", weights(rng, 10))]
+    inits = [
+        init("0.weight", weights(rng, 4, 1, 5, 5)),
+        init("0.bias", weights(rng, 4)),
+        init("3.weight", weights(rng, 8, 4, 3, 3)),
+        init("3.bias", weights(rng, 8)),
+        init("7.weight", weights(rng, 32, 72)),
+        init("7.bias", weights(rng, 32)),
+        init("9.weight", weights(rng, 10, 32)),
+        init("9.bias", weights(rng, 10)),
+    ]
     nodes = [
-        helper.make_node("Conv", ["input.1", "0.weight", "0.bias"], ["/0/Conv_output_0"],
-                         name="/0/Conv", dilations=[1, 1], group=1, kernel_shape=[5, 5],
-                         pads=[2, 2, 2, 2], strides=[1, 1]),
+        helper.make_node(
+            "Conv",
+            ["input.1", "0.weight", "0.bias"],
+            ["/0/Conv_output_0"],
+            name="/0/Conv",
+            dilations=[1, 1],
+            group=1,
+            kernel_shape=[5, 5],
+            pads=[2, 2, 2, 2],
+            strides=[1, 1],
+        ),
         helper.make_node("Relu", ["/0/Conv_output_0"], ["/1/Relu_output_0"], name="/1/Relu"),
-        helper.make_node("MaxPool", ["/1/Relu_output_0"], ["/2/MaxPool_output_0"],
-                         name="/2/MaxPool", ceil_mode=0, dilations=[1, 1], kernel_shape=[2, 2],
-                         pads=[0, 0, 0, 0], strides=[2, 2]),
-        helper.make_node("Conv", ["/2/MaxPool_output_0", "3.weight", "3.bias"],
-                         ["/3/Conv_output_0"], name="/3/Conv", dilations=[1, 1], group=1,
-                         kernel_shape=[3, 3], pads=[0, 0, 0, 0], strides=[2, 2]),
+        helper.make_node(
+            "MaxPool",
+            ["/1/Relu_output_0"],
+            ["/2/MaxPool_output_0"],
+            name="/2/MaxPool",
+            ceil_mode=0,
+            dilations=[1, 1],
+            kernel_shape=[2, 2],
+            pads=[0, 0, 0, 0],
+            strides=[2, 2],
+        ),
+        helper.make_node(
+            "Conv",
+            ["/2/MaxPool_output_0", "3.weight", "3.bias"],
+            ["/3/Conv_output_0"],
+            name="/3/Conv",
+            dilations=[1, 1],
+            group=1,
+            kernel_shape=[3, 3],
+            pads=[0, 0, 0, 0],
+            strides=[2, 2],
+        ),
         helper.make_node("Relu", ["/3/Conv_output_0"], ["/4/Relu_output_0"], name="/4/Relu"),
-        helper.make_node("MaxPool", ["/4/Relu_output_0"], ["/5/MaxPool_output_0"],
-                         name="/5/MaxPool", ceil_mode=0, kernel_shape=[2, 2],
-                         pads=[0, 0, 0, 0], strides=[2, 2]),
+        helper.make_node(
+            "MaxPool",
+            ["/4/Relu_output_0"],
+            ["/5/MaxPool_output_0"],
+            name="/5/MaxPool",
+            ceil_mode=0,
+            kernel_shape=[2, 2],
+            pads=[0, 0, 0, 0],
+            strides=[2, 2],
+        ),
     ]
     if reshape_with == "Flatten":
-        nodes.append(helper.make_node("Flatten", ["/5/MaxPool_output_0"],
-                                      ["/6/Flatten_output_0"], name="/6/Flatten", axis=1))
+        nodes.append(
+            helper.make_node(
+                "Flatten",
+                ["/5/MaxPool_output_0"],
+                ["/6/Flatten_output_0"],
+                name="/6/Flatten",
+                axis=1,
+            )
+        )
     elif reshape_with == "Reshape":  # x.view(-1, 72) with the shape as an initializer
         inits.append(init("/6/Constant_output_0", np.array([-1, 72], np.int64)))
-        nodes.append(helper.make_node("Reshape", ["/5/MaxPool_output_0",
-                                                  "/6/Constant_output_0"],
-                                      ["/6/Flatten_output_0"], name="/6/Reshape",
-                                      allowzero=0))
+        nodes.append(
+            helper.make_node(
+                "Reshape",
+                ["/5/MaxPool_output_0", "/6/Constant_output_0"],
+                ["/6/Flatten_output_0"],
+                name="/6/Reshape",
+                allowzero=0,
+            )
+        )
     else:  # the same with a Constant node, as older exporters wrote it
-        nodes.append(helper.make_node("Constant", [], ["/6/Constant_output_0"],
-                                      name="/6/Constant",
-                                      value=init("c", np.array([0, -1], np.int64))))
-        nodes.append(helper.make_node("Reshape", ["/5/MaxPool_output_0",
-                                                  "/6/Constant_output_0"],
-                                      ["/6/Flatten_output_0"], name="/6/Reshape"))
+        nodes.append(
+            helper.make_node(
+                "Constant",
+                [],
+                ["/6/Constant_output_0"],
+                name="/6/Constant",
+                value=init("c", np.array([0, -1], np.int64)),
+            )
+        )
+        nodes.append(
+            helper.make_node(
+                "Reshape",
+                ["/5/MaxPool_output_0", "/6/Constant_output_0"],
+                ["/6/Flatten_output_0"],
+                name="/6/Reshape",
+            )
+        )
     nodes += [
-        helper.make_node("Gemm", ["/6/Flatten_output_0", "7.weight", "7.bias"],
-                         ["/7/Gemm_output_0"], name="/7/Gemm", alpha=1.0, beta=1.0, transB=1),
+        helper.make_node(
+            "Gemm",
+            ["/6/Flatten_output_0", "7.weight", "7.bias"],
+            ["/7/Gemm_output_0"],
+            name="/7/Gemm",
+            alpha=1.0,
+            beta=1.0,
+            transB=1,
+        ),
         helper.make_node("Relu", ["/7/Gemm_output_0"], ["/8/Relu_output_0"], name="/8/Relu"),
-        helper.make_node("Gemm", ["/8/Relu_output_0", "9.weight", "9.bias"], ["18"],
-                         name="/9/Gemm", alpha=1.0, beta=1.0, transB=1),
+        helper.make_node(
+            "Gemm",
+            ["/8/Relu_output_0", "9.weight", "9.bias"],
+            ["18"],
+            name="/9/Gemm",
+            alpha=1.0,
+            beta=1.0,
+            transB=1,
+        ),
     ]
     return torch_like_model(nodes, inits, (1, 28, 28))
 
@@ -97,22 +188,42 @@ def torch_cnn_graph(rng, reshape_with="Flatten"):
 def torch_mlp_graph(rng, activation="Relu", trailing_softmax=False):
     """nn.Sequential(Flatten(), Linear(784, 64), <activation>, Dropout(), Linear(64, 10)) in
     eval mode, on (N, 1, 28, 28) input."""
-    inits = [init("1.weight", weights(rng, 64, 784, scale=0.05)), init("1.bias", weights(rng, 64)),
-             init("4.weight", weights(rng, 10, 64)), init("4.bias", weights(rng, 10))]
+    inits = [
+        init("1.weight", weights(rng, 64, 784, scale=0.05)),
+        init("1.bias", weights(rng, 64)),
+        init("4.weight", weights(rng, 10, 64)),
+        init("4.bias", weights(rng, 10)),
+    ]
     out = "logits" if trailing_softmax else "18"
     act = helper.make_node(activation, ["/1/Gemm_output_0"], ["/2/act"], name=f"/2/{activation}")
     if activation == "LeakyRelu":
-        act = helper.make_node("LeakyRelu", ["/1/Gemm_output_0"], ["/2/act"], name="/2/LeakyRelu",
-                               alpha=0.1)
+        act = helper.make_node(
+            "LeakyRelu", ["/1/Gemm_output_0"], ["/2/act"], name="/2/LeakyRelu", alpha=0.1
+        )
     nodes = [
-        helper.make_node("Flatten", ["input.1"], ["/0/Flatten_output_0"], name="/0/Flatten",
-                         axis=1),
-        helper.make_node("Gemm", ["/0/Flatten_output_0", "1.weight", "1.bias"],
-                         ["/1/Gemm_output_0"], name="/1/Gemm", alpha=1.0, beta=1.0, transB=1),
+        helper.make_node(
+            "Flatten", ["input.1"], ["/0/Flatten_output_0"], name="/0/Flatten", axis=1
+        ),
+        helper.make_node(
+            "Gemm",
+            ["/0/Flatten_output_0", "1.weight", "1.bias"],
+            ["/1/Gemm_output_0"],
+            name="/1/Gemm",
+            alpha=1.0,
+            beta=1.0,
+            transB=1,
+        ),
         act,
         helper.make_node("Dropout", ["/2/act"], ["/3/Dropout_output_0"], name="/3/Dropout"),
-        helper.make_node("Gemm", ["/3/Dropout_output_0", "4.weight", "4.bias"], [out],
-                         name="/4/Gemm", alpha=1.0, beta=1.0, transB=1),
+        helper.make_node(
+            "Gemm",
+            ["/3/Dropout_output_0", "4.weight", "4.bias"],
+            [out],
+            name="/4/Gemm",
+            alpha=1.0,
+            beta=1.0,
+            transB=1,
+        ),
     ]
     if trailing_softmax:
         nodes.append(helper.make_node("Softmax", [out], ["18"], name="/5/Softmax", axis=1))
@@ -130,7 +241,7 @@ def softmax(z):
 
 
 def nchw(images):
-    return (images[:, None].astype(np.float32) / 255)
+    return images[:, None].astype(np.float32) / 255
 
 
 def assert_same_as_onnxruntime(proto, images, already_softmax=False):
@@ -147,19 +258,28 @@ def assert_same_as_onnxruntime(proto, images, already_softmax=False):
 
 @pytest.mark.parametrize("reshape_with", ["Flatten", "Reshape", "ConstantReshape"])
 def test_torch_style_cnn_loads(reshape_with, mnist_test):
-    model = assert_same_as_onnxruntime(torch_cnn_graph(np.random.default_rng(0), reshape_with),
-                                       mnist_test[0])
+    model = assert_same_as_onnxruntime(
+        torch_cnn_graph(np.random.default_rng(0), reshape_with), mnist_test[0]
+    )
     assert [type(layer).__name__ for layer in model] == [
-        "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear",
-        "ReLU", "Linear"]
+        "Conv2d",
+        "ReLU",
+        "MaxPool2d",
+        "Conv2d",
+        "ReLU",
+        "MaxPool2d",
+        "Flatten",
+        "Linear",
+        "ReLU",
+        "Linear",
+    ]
     assert model.input_shape == (1, 28, 28)
     assert (model[0].padding, model[3].stride) == (2, 2)
 
 
 @pytest.mark.parametrize("activation", ["Relu", "Sigmoid", "Tanh"])
 def test_torch_style_mlp_loads(activation, mnist_test):
-    assert_same_as_onnxruntime(torch_mlp_graph(np.random.default_rng(1), activation),
-                               mnist_test[0])
+    assert_same_as_onnxruntime(torch_mlp_graph(np.random.default_rng(1), activation), mnist_test[0])
 
 
 def test_trailing_softmax_is_dropped(mnist_test):
@@ -184,12 +304,21 @@ def test_matmul_add_and_gemm_variants(mnist_test):
         helper.make_node("Tanh", ["a"], ["t"], name="tanh"),
         helper.make_node("Gemm", ["t", "w2", "b2"], ["y"], name="gemm", alpha=0.5, beta=2.0),
     ]
-    proto = torch_like_model(nodes, [init("cw", conv_w), init("w1", w1), init("b1", b1),
-                                     init("w2", w2), init("b2", b2)], (1, 28, 28),
-                             input_name="x", output_name="y")
+    proto = torch_like_model(
+        nodes,
+        [init("cw", conv_w), init("w1", w1), init("b1", b1), init("w2", w2), init("b2", b2)],
+        (1, 28, 28),
+        input_name="x",
+        output_name="y",
+    )
     model = assert_same_as_onnxruntime(proto, mnist_test[0])
-    assert [type(layer).__name__ for layer in model] == ["Conv2d", "Flatten", "Linear", "Tanh",
-                                                         "Linear"]
+    assert [type(layer).__name__ for layer in model] == [
+        "Conv2d",
+        "Flatten",
+        "Linear",
+        "Tanh",
+        "Linear",
+    ]
     np.testing.assert_array_equal(model.state_dict()["2.weight"], w1.T)
 
 
@@ -207,35 +336,60 @@ def test_loaded_models_train_and_save(mnist_train_small, tmp_path):
 
 # ---- refusals that name the node ----------------------------------------------------------------
 
+
 def one_node_graph(node, inits=(), input_shape=(1, 8, 8), out_features=None):
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
-        node.input[0], TensorProto.FLOAT, ["N", *input_shape])],
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, ["N", *input_shape])],
         [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)],
-        initializer=list(inits))
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                             ir_version=8).SerializeToString()
+        initializer=list(inits),
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8
+    ).SerializeToString()
 
 
 CONV_W = init("w", np.ones((2, 1, 3, 3), np.float32))
 
 
-@pytest.mark.parametrize("node, message", [
-    (helper.make_node("Selu", ["x"], ["y"], name="act7"), r"'act7' \(Selu\).*unsupported operator"),
-    (helper.make_node("Conv", ["x", "w"], ["y"], name="c1", group=2), r"'c1'.*group"),
-    (helper.make_node("Conv", ["x", "w"], ["y"], name="c2", dilations=[2, 2]), r"'c2'.*dilations"),
-    (helper.make_node("Conv", ["x", "w"], ["y"], name="c3", pads=[1, 0, 1, 0]), r"'c3'.*pads"),
-    (helper.make_node("Conv", ["x", "w"], ["y"], name="c4", auto_pad="SAME_UPPER"),
-     r"'c4'.*auto_pad"),
-    (helper.make_node("Conv", ["x", "w"], ["y"], name="c5", strides=[1, 2]), r"'c5'.*strides"),
-    (helper.make_node("Conv", ["x", "w"], ["y"], name="c6", foo=3), r"'c6'.*attribute.*foo"),
-    (helper.make_node("MaxPool", ["x"], ["y"], name="p1", kernel_shape=[2, 2], pads=[1, 1, 1, 1]),
-     r"'p1'.*padding"),
-    (helper.make_node("MaxPool", ["x"], ["y"], name="p2", kernel_shape=[2, 2], ceil_mode=1),
-     r"'p2'.*ceil_mode"),
-    (helper.make_node("MaxPool", ["x"], ["y"], name="p3", kernel_shape=[2, 3]), r"'p3'.*square"),
-    (helper.make_node("Flatten", ["x"], ["y"], name="f1", axis=2), r"'f1'.*axis"),
-    (helper.make_node("Gemm", ["x", "w"], ["y"], name="g1", transA=1), r"'g1'.*transA"),
-])
+@pytest.mark.parametrize(
+    "node, message",
+    [
+        (
+            helper.make_node("Selu", ["x"], ["y"], name="act7"),
+            r"'act7' \(Selu\).*unsupported operator",
+        ),
+        (helper.make_node("Conv", ["x", "w"], ["y"], name="c1", group=2), r"'c1'.*group"),
+        (
+            helper.make_node("Conv", ["x", "w"], ["y"], name="c2", dilations=[2, 2]),
+            r"'c2'.*dilations",
+        ),
+        (helper.make_node("Conv", ["x", "w"], ["y"], name="c3", pads=[1, 0, 1, 0]), r"'c3'.*pads"),
+        (
+            helper.make_node("Conv", ["x", "w"], ["y"], name="c4", auto_pad="SAME_UPPER"),
+            r"'c4'.*auto_pad",
+        ),
+        (helper.make_node("Conv", ["x", "w"], ["y"], name="c5", strides=[1, 2]), r"'c5'.*strides"),
+        (helper.make_node("Conv", ["x", "w"], ["y"], name="c6", foo=3), r"'c6'.*attribute.*foo"),
+        (
+            helper.make_node(
+                "MaxPool", ["x"], ["y"], name="p1", kernel_shape=[2, 2], pads=[1, 1, 1, 1]
+            ),
+            r"'p1'.*padding",
+        ),
+        (
+            helper.make_node("MaxPool", ["x"], ["y"], name="p2", kernel_shape=[2, 2], ceil_mode=1),
+            r"'p2'.*ceil_mode",
+        ),
+        (
+            helper.make_node("MaxPool", ["x"], ["y"], name="p3", kernel_shape=[2, 3]),
+            r"'p3'.*square",
+        ),
+        (helper.make_node("Flatten", ["x"], ["y"], name="f1", axis=2), r"'f1'.*axis"),
+        (helper.make_node("Gemm", ["x", "w"], ["y"], name="g1", transA=1), r"'g1'.*transA"),
+    ],
+)
 def test_unsupported_ops_and_attributes_name_the_node(node, message):
     data = one_node_graph(node, [CONV_W] if "w" in node.input else [])
     with pytest.raises(ValueError, match=message):
@@ -255,6 +409,7 @@ def test_computed_weights_and_branches_are_refused():
 
 # ---- hostile files --------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def valid_bytes():
     return torch_cnn_graph(np.random.default_rng(5), "Reshape").SerializeToString()
@@ -271,8 +426,13 @@ def test_truncated_files_raise_value_error(valid_bytes):
 
 
 def test_files_that_are_not_onnx(tmp_path):
-    for data in [b"", b"\x00" * 64, b"PK\x03\x04 not onnx", np.arange(999, dtype=np.uint8)
-                 .tobytes(), b"\x0a" * 200]:
+    for data in [
+        b"",
+        b"\x00" * 64,
+        b"PK\x03\x04 not onnx",
+        np.arange(999, dtype=np.uint8).tobytes(),
+        b"\x0a" * 200,
+    ]:
         path = tmp_path / "bad.onnx"
         path.write_bytes(data)
         with pytest.raises(ValueError):
@@ -285,12 +445,16 @@ def test_files_that_are_not_onnx(tmp_path):
 
 def gemm_graph(weight_tensor, input_shape=(4,), input_type=TensorProto.FLOAT):
     node = helper.make_node("Gemm", ["x", "w"], ["y"], name="g", transB=1)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
-        "x", input_type, ["N", *input_shape])],
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", input_type, ["N", *input_shape])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        initializer=[weight_tensor])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                             ir_version=8).SerializeToString()
+        initializer=[weight_tensor],
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8
+    ).SerializeToString()
 
 
 def raw_tensor(dims, data_type=TensorProto.FLOAT, raw=b"\x00" * 48):
@@ -299,19 +463,24 @@ def raw_tensor(dims, data_type=TensorProto.FLOAT, raw=b"\x00" * 48):
     return t
 
 
-@pytest.mark.parametrize("tensor, message", [
-    (raw_tensor([1 << 20, 1 << 20]), "elements"),          # 2^40 floats declared, 48 bytes held
-    (raw_tensor([1 << 40, 3]), "invalid shape"),
-    (raw_tensor([-4, 3]), "invalid shape"),
-    (raw_tensor([4, 4]), "holds 48 bytes"),                 # 16 floats declared, 12 held
-    (raw_tensor([3, 4], TensorProto.STRING), "element type"),
-    (raw_tensor([3, 4], TensorProto.UINT8, b"\x00" * 12), "element type"),
-    (raw_tensor([3, 4], TensorProto.INT64, b"\x00" * 96), "floating point"),
-    (raw_tensor([3, 4], TensorProto.FLOAT, np.full(12, np.nan, np.float32).tobytes()), "NaN"),
-    (TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[3, 4], float_data=[1.0] * 5),
-     "holds 5 values"),
-    (TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1 << 14, 1 << 14]), "elements"),
-])
+@pytest.mark.parametrize(
+    "tensor, message",
+    [
+        (raw_tensor([1 << 20, 1 << 20]), "elements"),  # 2^40 floats declared, 48 bytes held
+        (raw_tensor([1 << 40, 3]), "invalid shape"),
+        (raw_tensor([-4, 3]), "invalid shape"),
+        (raw_tensor([4, 4]), "holds 48 bytes"),  # 16 floats declared, 12 held
+        (raw_tensor([3, 4], TensorProto.STRING), "element type"),
+        (raw_tensor([3, 4], TensorProto.UINT8, b"\x00" * 12), "element type"),
+        (raw_tensor([3, 4], TensorProto.INT64, b"\x00" * 96), "floating point"),
+        (raw_tensor([3, 4], TensorProto.FLOAT, np.full(12, np.nan, np.float32).tobytes()), "NaN"),
+        (
+            TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[3, 4], float_data=[1.0] * 5),
+            "holds 5 values",
+        ),
+        (TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1 << 14, 1 << 14]), "elements"),
+    ],
+)
 def test_bad_tensors_raise_value_error(tensor, message):
     with pytest.raises(ValueError, match=message):
         fastnn_onnx.load(gemm_graph(tensor))
@@ -331,21 +500,36 @@ def test_torch_dynamo_style_file_with_external_data_loads(mnist_test, tmp_path):
     """torch.onnx.export(dynamo=True) writes the weights to 'model.onnx.data' beside the model
     and flattens with Reshape(allowzero=1) to (-1, features)."""
     rng = np.random.default_rng(6)
-    inits = [init("0.weight", weights(rng, 32, 784, scale=0.05)), init("0.bias", weights(rng, 32)),
-             init("2.weight", weights(rng, 10, 32)), init("2.bias", weights(rng, 10)),
-             init("val_0", np.array([-1, 784], np.int64))]
-    nodes = [helper.make_node("Reshape", ["input", "val_0"], ["view"], allowzero=1),
-             helper.make_node("Gemm", ["view", "0.weight", "0.bias"], ["linear"], alpha=1.0,
-                              beta=1.0, transA=0, transB=1),
-             helper.make_node("Sigmoid", ["linear"], ["sigmoid"]),
-             helper.make_node("Gemm", ["sigmoid", "2.weight", "2.bias"], ["logits"], transB=1)]
-    proto = torch_like_model(nodes, inits, (1, 28, 28), input_name="input",
-                             output_name="logits", opset=20)
+    inits = [
+        init("0.weight", weights(rng, 32, 784, scale=0.05)),
+        init("0.bias", weights(rng, 32)),
+        init("2.weight", weights(rng, 10, 32)),
+        init("2.bias", weights(rng, 10)),
+        init("val_0", np.array([-1, 784], np.int64)),
+    ]
+    nodes = [
+        helper.make_node("Reshape", ["input", "val_0"], ["view"], allowzero=1),
+        helper.make_node(
+            "Gemm",
+            ["view", "0.weight", "0.bias"],
+            ["linear"],
+            alpha=1.0,
+            beta=1.0,
+            transA=0,
+            transB=1,
+        ),
+        helper.make_node("Sigmoid", ["linear"], ["sigmoid"]),
+        helper.make_node("Gemm", ["sigmoid", "2.weight", "2.bias"], ["logits"], transB=1),
+    ]
+    proto = torch_like_model(
+        nodes, inits, (1, 28, 28), input_name="input", output_name="logits", opset=20
+    )
     x = nchw(mnist_test[0])
     expected = softmax(onnx_outputs(proto, x))  # saving moves the weights out of `proto`
     path = tmp_path / "model.onnx"
-    onnx.save_model(proto, str(path), save_as_external_data=True, location="model.onnx.data",
-                    size_threshold=0)
+    onnx.save_model(
+        proto, str(path), save_as_external_data=True, location="model.onnx.data", size_threshold=0
+    )
     stored = onnx.load(str(path), load_external_data=False)
     assert all(t.data_location == TensorProto.EXTERNAL for t in stored.graph.initializer)
     model = fastnn_onnx.load(path)
@@ -354,18 +538,21 @@ def test_torch_dynamo_style_file_with_external_data_loads(mnist_test, tmp_path):
         fastnn_onnx.load(stored.SerializeToString())
 
 
-@pytest.mark.parametrize("location, offset, length, message", [
-    ("/etc/passwd", 0, 48, "not a file beside the model"),
-    ("../outside.bin", 0, 48, "not a file beside the model"),
-    ("sub/../../outside.bin", 0, 48, "not a file beside the model"),
-    ("missing.bin", 0, 48, "not a file beside the model"),
-    ("", 0, 48, "not a file beside the model"),
-    ("link.bin", 0, 48, "not a file beside the model"),        # a symlink out of the directory
-    ("weights.bin", 40, 48, "has 64"),                           # runs past the end
-    ("weights.bin", 0, 4096, "needs 48 bytes"),                  # length does not match shape
-    ("weights.bin", -8, 48, "offset"),
-    ("weights.bin", "x", 48, "invalid"),
-])
+@pytest.mark.parametrize(
+    "location, offset, length, message",
+    [
+        ("/etc/passwd", 0, 48, "not a file beside the model"),
+        ("../outside.bin", 0, 48, "not a file beside the model"),
+        ("sub/../../outside.bin", 0, 48, "not a file beside the model"),
+        ("missing.bin", 0, 48, "not a file beside the model"),
+        ("", 0, 48, "not a file beside the model"),
+        ("link.bin", 0, 48, "not a file beside the model"),  # a symlink out of the directory
+        ("weights.bin", 40, 48, "has 64"),  # runs past the end
+        ("weights.bin", 0, 4096, "needs 48 bytes"),  # length does not match shape
+        ("weights.bin", -8, 48, "offset"),
+        ("weights.bin", "x", 48, "invalid"),
+    ],
+)
 def test_external_data_stays_beside_the_model(location, offset, length, message, tmp_path):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
@@ -383,8 +570,9 @@ def test_external_data_inside_the_directory_is_read(tmp_path):
     path = tmp_path / "m.onnx"
     path.write_bytes(gemm_graph(external_tensor("weights.bin", offset=16)))
     model = fastnn_onnx.load(path)
-    np.testing.assert_array_equal(model.state_dict()["0.weight"],
-                                  np.arange(12, dtype=np.float32).reshape(3, 4))
+    np.testing.assert_array_equal(
+        model.state_dict()["0.weight"], np.arange(12, dtype=np.float32).reshape(3, 4)
+    )
 
 
 def test_bad_inputs_raise_value_error():
@@ -400,23 +588,34 @@ def test_bad_inputs_raise_value_error():
 
 
 def test_cycles_and_missing_producers_raise_value_error():
-    nodes = [helper.make_node("Relu", ["b"], ["a"], name="r1"),
-             helper.make_node("Relu", ["a"], ["b"], name="r2")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
-        "x", TensorProto.FLOAT, ["N", 4])], [helper.make_tensor_value_info(
-            "a", TensorProto.FLOAT, None)])
+    nodes = [
+        helper.make_node("Relu", ["b"], ["a"], name="r1"),
+        helper.make_node("Relu", ["a"], ["b"], name="r2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, None)],
+    )
     data = helper.make_model(graph, ir_version=8).SerializeToString()
     with pytest.raises(ValueError, match="cycle"):
         fastnn_onnx.load(data)
-    graph = helper.make_graph([], "g", [helper.make_tensor_value_info(
-        "x", TensorProto.FLOAT, ["N", 4])], [helper.make_tensor_value_info(
-            "nowhere", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        [],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("nowhere", TensorProto.FLOAT, None)],
+    )
     with pytest.raises(ValueError, match="neither"):
         fastnn_onnx.load(helper.make_model(graph, ir_version=8).SerializeToString())
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.data_too_large])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(data=st.data())
 def test_corrupted_files_load_or_raise_value_error(valid_bytes, data):
     """Flipped bytes anywhere: a model (when the damage hit only weight values) or ValueError."""

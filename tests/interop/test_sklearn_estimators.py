@@ -2,6 +2,7 @@
 (the one that cannot pass is listed with its reason), take scikit-learn's MLPClassifier
 parameters with the same defaults and meanings, keep its fitted attributes, and pickle as
 plain data."""
+
 import io
 import pickle
 import warnings
@@ -27,15 +28,22 @@ CNNClassifier = fastnn_sklearn.CNNClassifier
 # Small networks, few epochs, one thread: every check fits in a fraction of a second.
 CHECKED = [
     MLPClassifier(hidden_layer_sizes=(32,), max_iter=50, random_state=0, n_threads=1),
-    CNNClassifier(conv_channels=(4,), hidden_layer_sizes=(16,), learning_rate_init=0.01,
-                  max_iter=10, random_state=0, n_threads=1),
+    CNNClassifier(
+        conv_channels=(4,),
+        hidden_layer_sizes=(16,),
+        learning_rate_init=0.01,
+        max_iter=10,
+        random_state=0,
+        n_threads=1,
+    ),
 ]
 
 SUBSET_REASON = (
     "fastnn computes in float32 and its matrix products take another path for 1 to 4 rows, so "
     "a sample's probabilities predicted alone differ from the same sample's in a batch in the "
     "last float32 bits (~6e-8); the check asks for float64 agreement (rtol 1e-7). Predicted "
-    "classes agree.")
+    "classes agree."
+)
 
 
 def expected_failed_checks(estimator):
@@ -53,10 +61,27 @@ def test_sklearn_estimator_checks(estimator, check):
 
 # ---- the parameters of scikit-learn's MLPClassifier ---------------------------------------------
 
-SHARED_PARAMS = ["hidden_layer_sizes", "activation", "solver", "alpha", "batch_size",
-                 "learning_rate_init", "max_iter", "shuffle", "random_state", "tol",
-                 "early_stopping", "validation_fraction", "n_iter_no_change", "momentum",
-                 "nesterovs_momentum", "beta_1", "beta_2", "epsilon", "verbose"]
+SHARED_PARAMS = [
+    "hidden_layer_sizes",
+    "activation",
+    "solver",
+    "alpha",
+    "batch_size",
+    "learning_rate_init",
+    "max_iter",
+    "shuffle",
+    "random_state",
+    "tol",
+    "early_stopping",
+    "validation_fraction",
+    "n_iter_no_change",
+    "momentum",
+    "nesterovs_momentum",
+    "beta_1",
+    "beta_2",
+    "epsilon",
+    "verbose",
+]
 
 
 def test_parameters_and_defaults_match_sklearn():
@@ -73,24 +98,27 @@ def test_lbfgs_is_refused_clearly():
         MLPClassifier(solver="lbfgs").fit(x, y)
 
 
-@pytest.mark.parametrize("params, error, match", [
-    ({"solver": "newton"}, ValueError, "solver"),
-    ({"activation": "gelu"}, ValueError, "activation"),
-    ({"hidden_layer_sizes": (10, 0)}, ValueError, "hidden_layer_sizes"),
-    ({"hidden_layer_sizes": "10"}, ValueError, "hidden_layer_sizes"),
-    ({"batch_size": 0}, ValueError, "batch_size"),
-    ({"batch_size": "all"}, TypeError, "batch_size"),
-    ({"learning_rate_init": 0.0}, ValueError, "learning_rate_init"),
-    ({"max_iter": 0}, ValueError, "max_iter"),
-    ({"max_iter": 2.5}, TypeError, "max_iter"),
-    ({"validation_fraction": 1.0}, ValueError, "validation_fraction"),
-    ({"beta_1": 1.0}, ValueError, "beta_1"),
-    ({"momentum": -0.1}, ValueError, "momentum"),
-    ({"epsilon": 0}, ValueError, "epsilon"),
-    ({"shuffle": "yes"}, TypeError, "shuffle"),
-    ({"backend": "tpu"}, ValueError, "backend"),
-    ({"n_threads": 0}, ValueError, "n_threads"),
-])
+@pytest.mark.parametrize(
+    "params, error, match",
+    [
+        ({"solver": "newton"}, ValueError, "solver"),
+        ({"activation": "gelu"}, ValueError, "activation"),
+        ({"hidden_layer_sizes": (10, 0)}, ValueError, "hidden_layer_sizes"),
+        ({"hidden_layer_sizes": "10"}, ValueError, "hidden_layer_sizes"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"batch_size": "all"}, TypeError, "batch_size"),
+        ({"learning_rate_init": 0.0}, ValueError, "learning_rate_init"),
+        ({"max_iter": 0}, ValueError, "max_iter"),
+        ({"max_iter": 2.5}, TypeError, "max_iter"),
+        ({"validation_fraction": 1.0}, ValueError, "validation_fraction"),
+        ({"beta_1": 1.0}, ValueError, "beta_1"),
+        ({"momentum": -0.1}, ValueError, "momentum"),
+        ({"epsilon": 0}, ValueError, "epsilon"),
+        ({"shuffle": "yes"}, TypeError, "shuffle"),
+        ({"backend": "tpu"}, ValueError, "backend"),
+        ({"n_threads": 0}, ValueError, "n_threads"),
+    ],
+)
 def test_bad_parameters_are_named(params, error, match):
     x, y = np.eye(4), np.array([0, 1, 0, 1])
     with pytest.raises(error, match=match):
@@ -98,9 +126,16 @@ def test_bad_parameters_are_named(params, error, match):
 
 
 @settings(max_examples=40, deadline=None)
-@given(name=st.sampled_from(["alpha", "tol", "learning_rate_init", "epsilon", "beta_2"]),
-       value=st.one_of(st.floats(max_value=-1e-9), st.just(float("nan")),
-                       st.just(float("inf")), st.text(max_size=3), st.booleans()))
+@given(
+    name=st.sampled_from(["alpha", "tol", "learning_rate_init", "epsilon", "beta_2"]),
+    value=st.one_of(
+        st.floats(max_value=-1e-9),
+        st.just(float("nan")),
+        st.just(float("inf")),
+        st.text(max_size=3),
+        st.booleans(),
+    ),
+)
 def test_invalid_numbers_raise_naming_the_parameter(name, value):
     x, y = np.eye(4), np.array([0, 1, 0, 1])
     with pytest.raises((TypeError, ValueError), match=name):
@@ -119,6 +154,7 @@ def test_cnn_parameters_are_checked():
 
 # ---- fitted attributes and behaviour ------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def digits(mnist_train_small, mnist_test):
     """MNIST as scikit-learn users feed it: flattened rows of pixels / 255."""
@@ -128,8 +164,7 @@ def digits(mnist_train_small, mnist_test):
 
 def test_fitted_attributes_are_sklearns(digits):
     (x, y), _ = digits
-    clf = MLPClassifier(hidden_layer_sizes=(32, 16), max_iter=3, random_state=0,
-                        n_threads=1)
+    clf = MLPClassifier(hidden_layer_sizes=(32, 16), max_iter=3, random_state=0, n_threads=1)
     with pytest.warns(ConvergenceWarning):
         clf.fit(x[:500], y[:500])
     ref = SklearnMLP(hidden_layer_sizes=(32, 16), max_iter=3, random_state=0)
@@ -149,8 +184,9 @@ def test_fitted_attributes_are_sklearns(digits):
         h = np.maximum(h @ w + b, 0)
     z = h @ clf.coefs_[-1] + clf.intercepts_[-1]
     p = np.exp(z - z.max(axis=1, keepdims=True))
-    np.testing.assert_allclose(clf.predict_proba(x[:50]), p / p.sum(axis=1, keepdims=True),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        clf.predict_proba(x[:50]), p / p.sum(axis=1, keepdims=True), atol=1e-5
+    )
 
 
 def test_unfitted_estimator_raises_not_fitted():
@@ -177,8 +213,12 @@ def test_same_random_state_same_network_and_callers_stream_untouched(digits):
     fastnn.seed(123)
     expected_draw = fastnn._random.generator().random()
     fastnn.seed(123)
-    fits = [MLPClassifier(hidden_layer_sizes=(16,), max_iter=2, random_state=rs,
-                          n_threads=1).fit(x[:300], y[:300]) for rs in (5, 5, 6)]
+    fits = [
+        MLPClassifier(hidden_layer_sizes=(16,), max_iter=2, random_state=rs, n_threads=1).fit(
+            x[:300], y[:300]
+        )
+        for rs in (5, 5, 6)
+    ]
     assert fastnn._random.generator().random() == expected_draw
     np.testing.assert_array_equal(fits[0].coefs_[0], fits[1].coefs_[0])
     assert not np.array_equal(fits[0].coefs_[0], fits[2].coefs_[0])
@@ -187,8 +227,13 @@ def test_same_random_state_same_network_and_callers_stream_untouched(digits):
 def test_tol_and_n_iter_no_change_stop_as_sklearn_does(digits):
     """With a tolerance no epoch can meet, both stop after n_iter_no_change + 2 epochs."""
     (x, y), _ = digits
-    kwargs = {"hidden_layer_sizes": (8,), "max_iter": 50, "tol": 1e6, "n_iter_no_change": 3,
-              "random_state": 0}
+    kwargs = {
+        "hidden_layer_sizes": (8,),
+        "max_iter": 50,
+        "tol": 1e6,
+        "n_iter_no_change": 3,
+        "random_state": 0,
+    }
     ours = MLPClassifier(**kwargs, n_threads=1).fit(x[:300], y[:300])
     theirs = SklearnMLP(**kwargs).fit(x[:300], y[:300])
     assert ours.n_iter_ == theirs.n_iter_ == 5
@@ -196,9 +241,16 @@ def test_tol_and_n_iter_no_change_stop_as_sklearn_does(digits):
 
 def test_early_stopping_keeps_the_best_validation_epoch(digits):
     (x, y), _ = digits
-    clf = MLPClassifier(hidden_layer_sizes=(32,), early_stopping=True, n_iter_no_change=2,
-                        max_iter=30, random_state=0, n_threads=1, solver="sgd",
-                        learning_rate_init=0.05).fit(x[:1000], y[:1000])
+    clf = MLPClassifier(
+        hidden_layer_sizes=(32,),
+        early_stopping=True,
+        n_iter_no_change=2,
+        max_iter=30,
+        random_state=0,
+        n_threads=1,
+        solver="sgd",
+        learning_rate_init=0.05,
+    ).fit(x[:1000], y[:1000])
     assert clf.best_loss_ is None
     assert len(clf.validation_scores_) == clf.n_iter_ >= 3
     assert clf.best_validation_score_ == max(clf.validation_scores_)
@@ -219,9 +271,14 @@ def test_mlp_and_cnn_learn_mnist(digits, mnist_train_small, mnist_test):
         mlp.fit(x, y)
         assert mlp.score(xt, yt) > 0.85
         images, labels = mnist_train_small
-        cnn = CNNClassifier(conv_channels=(8,), hidden_layer_sizes=(32,), max_iter=3,
-                            learning_rate_init=0.005,
-                            random_state=0, n_threads=1).fit(images / 255.0, labels)
+        cnn = CNNClassifier(
+            conv_channels=(8,),
+            hidden_layer_sizes=(32,),
+            max_iter=3,
+            learning_rate_init=0.005,
+            random_state=0,
+            n_threads=1,
+        ).fit(images / 255.0, labels)
     test_images = mnist_test[0] / 255.0
     assert cnn.image_shape_ == (28, 28) and cnn.n_features_in_ == 784
     assert cnn.score(test_images, yt) > 0.8
@@ -230,15 +287,18 @@ def test_mlp_and_cnn_learn_mnist(digits, mnist_train_small, mnist_test):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         flat.fit((images / 255.0).reshape(len(images), -1), labels)
-    np.testing.assert_array_equal(flat.predict(test_images.reshape(len(yt), -1)),
-                                  cnn.predict(test_images))
-    np.testing.assert_array_equal(cnn.predict(test_images.reshape(len(yt), -1)),
-                                  cnn.predict(test_images))
+    np.testing.assert_array_equal(
+        flat.predict(test_images.reshape(len(yt), -1)), cnn.predict(test_images)
+    )
+    np.testing.assert_array_equal(
+        cnn.predict(test_images.reshape(len(yt), -1)), cnn.predict(test_images)
+    )
     with pytest.raises(ValueError, match="was fit on"):
         cnn.predict(test_images[:, :27, :27])
 
 
 # ---- pickling --------------------------------------------------------------------------------------
+
 
 def pickled_globals(data):
     """(module, name) of every global the pickle loads (what it can make run on load)."""
@@ -253,11 +313,15 @@ def pickled_globals(data):
     return found
 
 
-@pytest.mark.parametrize("make", [
-    lambda: MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, random_state=0, n_threads=1),
-    lambda: CNNClassifier(conv_channels=(2,), hidden_layer_sizes=(), max_iter=1,
-                          random_state=0, n_threads=1),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, random_state=0, n_threads=1),
+        lambda: CNNClassifier(
+            conv_channels=(2,), hidden_layer_sizes=(), max_iter=1, random_state=0, n_threads=1
+        ),
+    ],
+)
 def test_pickle_round_trip_holds_plain_data(make, mnist_train_small):
     images, labels = mnist_train_small
     x = images[:400].reshape(400, -1) / 255.0
