@@ -16,13 +16,15 @@ import numbers
 import os
 import struct
 import threading
+import warnings
 import zlib
 from collections.abc import Iterator
 from typing import Any, Union
 
 import numpy as np
 
-__all__ = ["mnist", "load_idx", "load_idx_dir", "train_val_split", "batches", "to_float"]
+__all__ = ["mnist", "load_idx", "load_idx_dir", "train_val_split", "batches", "to_float",
+           "UnscaledPixelsWarning"]
 
 # IDX type code -> big-endian dtype of the data that follows the header.
 _IDX_DTYPES = {
@@ -334,7 +336,7 @@ def _all_finite(a):
     return bool(all_finite_bits(a.reshape(-1).view(np.uint32)))
 
 
-def to_float(x: Any) -> np.ndarray:
+def to_float(x: Any, name: str = "x") -> np.ndarray:
     """Return ``x`` as C-contiguous float32: uint8 images are scaled to [0, 1].
 
     Floating input is converted to float32 as it is (no scaling) and must be finite. Other
@@ -350,8 +352,54 @@ def to_float(x: Any) -> np.ndarray:
     with np.errstate(over="ignore"):  # out-of-range values become inf, refused just below
         out = np.ascontiguousarray(x, dtype=np.float32)
     if not _all_finite(out):
-        raise ValueError("x holds NaN or infinite values (or values beyond float32's range)")
+        raise ValueError(nonfinite_message(x, name, converted=out))
     return out
+
+
+def nonfinite_message(x, name="x", converted=None):
+    """The message for data holding NaN or infinity: the first such value's index (sample
+    first), how many there are, and what to do. `converted` is x after a narrowing conversion
+    (float64 -> float32), where a finite value may have become infinite."""
+    x = np.asarray(x)
+    bad = ~np.isfinite(x if converted is None else converted)
+    first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), bad.shape))
+    count = int(np.count_nonzero(bad))
+    samples = int(np.count_nonzero(bad.reshape(bad.shape[0], -1).any(axis=1))) if bad.ndim \
+        else 1
+    value = float(x[first])
+    where = f"{name}[{', '.join(map(str, first))}]"
+    if math.isfinite(value):
+        what = f"{where} = {value:g}, beyond float32's range"
+    else:
+        what = f"{where} is {value}"
+    sample = f" (sample {first[0]})" if len(first) > 1 else ""
+    return (f"{name} holds NaN or infinite values: {what}{sample}; {count:,} such "
+            f"value{'s' if count != 1 else ''} in {samples:,} sample{'s' if samples != 1 else ''}. "
+            f"Drop those samples ({name}[np.isfinite({name}).reshape(len({name}), -1)"
+            f".all(axis=1)], and the same labels) or replace the values (np.nan_to_num)")
+
+
+class UnscaledPixelsWarning(UserWarning):
+    """Float images that look like 0-255 pixel values (fastnn scales only uint8 images)."""
+
+
+def warn_if_unscaled_pixels(x, name="x", stacklevel=2):
+    """Warn when float `x` looks like images in 0-255: whole numbers from >= 0 up to a maximum
+    above 1 and at most 255. Float input is never rescaled (it may be features in any range,
+    or images already normalised differently); uint8 images are, so the fix is either."""
+    if x.dtype == np.uint8 or not np.issubdtype(x.dtype, np.floating) or x.size == 0:
+        return
+    head = np.asarray(x[:16], dtype=np.float64)
+    if not np.array_equal(head, np.round(head)):  # cheap first look: most floats bail here
+        return
+    low, high = float(np.min(x)), float(np.max(x))
+    if low >= 0.0 and 1.0 < high <= 255.0:
+        warnings.warn(
+            f"{name} is {x.dtype} with whole values from {low:g} to {high:g}: it looks like "
+            f"images in 0-255, which fastnn does not rescale when they are floats (training "
+            f"on them diverges or learns little). Pass {name} / 255 (or the uint8 images, "
+            f"which fastnn scales to [0, 1] itself)", UnscaledPixelsWarning,
+            stacklevel=stacklevel + 1)
 
 
 def _as_generator(seed, name):

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import backends
 from . import layers as L
-from .datasets import to_float
+from .datasets import nonfinite_message, to_float
 from .inference import DensePlan
 
 # Layers that only move or select values: they do not decide the initializer.
@@ -279,7 +279,7 @@ class Sequential:
         for layer in self._run_backward:
             dy = layer.backward(dy)
 
-    def prepare_input(self, x):
+    def prepare_input(self, x, name="x"):
         """`x` (uint8 images scaled to [0, 1], or floats) as a checked backend array of the
         model's dtype and per-sample shape, e.g. (N, 28, 28) -> (N, 1, 28, 28) for a CNN.
         A device array of the model's backend (CuPy on cuda) is converted where it is."""
@@ -289,18 +289,30 @@ class Sequential:
             x = host_array(x)
         if x.ndim < 2:
             raise ValueError(f"x must have a sample axis and at least one more, got shape "
-                             f"{x.shape}")
+                             f"{x.shape}{self._one_sample_hint(x.shape)}")
         shape = x.shape[1:]
         known, sample = self._input_ok  # one read: another thread may replace the pair
         if shape != known:  # validated once per per-sample shape
             sample = self._sample_shape(shape)
-            self.output_shape(sample)
+            try:
+                self.output_shape(sample)
+            except ValueError as exc:
+                raise ValueError(f"{exc}{self._one_sample_hint(x.shape)}") from None
             self._input_ok = (shape, sample)
         if on_device:
             x = self._backend.to_float(x)
         else:
-            x = to_float(x) if self.dtype == np.float32 else _to_float64(x)
+            x = to_float(x, name) if self.dtype == np.float32 else _to_float64(x, name)
         return self._backend.asarray(x.reshape((x.shape[0], *sample)))
+
+    def _one_sample_hint(self, shape):
+        """When `shape` would fit as one sample, say how to make it a batch of one."""
+        try:
+            self.output_shape(self._sample_shape(tuple(shape)))
+        except (ValueError, TypeError):
+            return ""
+        return (f"; x looks like one sample of shape {tuple(shape)}: add a batch axis, "
+                f"e.g. x[None] or x.reshape(1, {', '.join(map(str, shape))})")
 
     def _outputs(self, x, batch_size):
         batch_size = L._int_arg("batch_size", batch_size, 1)
@@ -337,10 +349,15 @@ class Sequential:
             xs = self.prepare_input(x)
             xs = xs.reshape(xs.shape[0], -1)
         run = plan.outputs if outputs else plan.predict
-        if xs.shape[0] <= batch_size:
-            return run(xs)
-        return np.concatenate([run(xs[i:i + batch_size]) for i in range(0, xs.shape[0],
-                                                                         batch_size)])
+        try:
+            if xs.shape[0] <= batch_size:
+                return run(xs)
+            return np.concatenate([run(xs[i:i + batch_size]) for i in range(0, xs.shape[0],
+                                                                             batch_size)])
+        except ValueError:
+            if not np.isfinite(xs).all():  # the kernel's message cannot say where
+                raise ValueError(nonfinite_message(x)) from None
+            raise
 
     def predict(self, x, batch_size=1024):
         """Predicted class indices (numpy int64) for uint8 images or float inputs."""
@@ -479,7 +496,7 @@ def _check_backend_dtype(backend, dtype):
                         f"with .to({backend.name!r}, dtype={names!r})")
 
 
-def _to_float64(x):
+def _to_float64(x, name="x"):
     x = np.asarray(x)
     if x.dtype == np.uint8:
         return x.astype(np.float64) / 255.0
@@ -487,5 +504,5 @@ def _to_float64(x):
         raise TypeError(f"x must be uint8 images or floating point, got dtype {x.dtype}")
     x = np.ascontiguousarray(x, dtype=np.float64)
     if not np.isfinite(x).all():
-        raise ValueError("x holds NaN or infinite values")
+        raise ValueError(nonfinite_message(x, name))
     return x

@@ -25,7 +25,7 @@ from . import _random, backends, losses
 from . import callbacks as cb
 from . import checkpoint as ckpt
 from . import layers as L
-from .datasets import train_val_split
+from .datasets import nonfinite_message, train_val_split, warn_if_unscaled_pixels
 from .model import Sequential, host_array
 from .optim import Optimizer
 
@@ -128,13 +128,22 @@ class Trainer:
         if x.ndim < 2 or x.shape[0] < 1:
             raise ValueError(f"{xname} must have shape (N, ...) with N >= 1, got {x.shape}")
         y = y if on_device and isinstance(y, xp.ndarray) else host_array(y)
+        classes = self._classes(self.model._sample_shape(x.shape[1:]), f"{xname} of shape "
+                                                                          f"{x.shape}")
+        if y.ndim == 2 and y.shape == (x.shape[0], classes) and y.dtype.kind in "iufb":
+            raise ValueError(f"{yname} looks one-hot encoded (shape {y.shape}); pass class "
+                             f"indices of shape ({x.shape[0]},) instead: {yname}.argmax(axis=1)")
         if y.dtype.kind not in "iu":
-            raise TypeError(f"{yname} must hold integer class labels, got dtype {y.dtype}")
+            hint = ""
+            if y.dtype.kind == "f" and y.size and isinstance(y, np.ndarray) and \
+                    np.array_equal(y, np.round(y)):
+                hint = f"; these are whole numbers: pass {yname}.astype(np.int64)"
+            raise TypeError(f"{yname} must hold integer class labels, got dtype {y.dtype}{hint}")
         if y.shape != (x.shape[0],):
             raise ValueError(f"{yname} must have shape ({x.shape[0]},) to match {xname} with "
                              f"{x.shape[0]} samples, got {y.shape}")
-        classes = self._classes(self.model._sample_shape(x.shape[1:]), f"{xname} of shape "
-                                                                          f"{x.shape}")
+        if not on_device:
+            warn_if_unscaled_pixels(x, xname, stacklevel=3)
         low, high = int(y.min()), int(y.max())
         if low < 0 or high >= classes:
             raise ValueError(f"{yname} holds label {low if low < 0 else high}, outside "
@@ -207,15 +216,23 @@ class Trainer:
             validation_split=None if validation_split is None else float(validation_split)))
 
         # ---- preparation: split, convert, move to the backend, bind the optimizer
+        given_x = x
         if validation_split is not None:
             (x, y), val = _split(x, y, float(validation_split), self.backend.xp)
         model = self.model.to(self.backend)
         if model.input_shape is None:
             model.input_shape = tuple(x.shape[1:])
-        xs = model.prepare_input(x)
-        ys = self.backend.xp.asarray(y)
-        if val is not None:
-            val = (model.prepare_input(val[0]), self.backend.xp.asarray(val[1]))
+        try:
+            xs = model.prepare_input(x)
+            ys = self.backend.xp.asarray(y)
+            if val is not None:
+                val = (model.prepare_input(val[0], "x_val" if validation_split is None else "x"),
+                       self.backend.xp.asarray(val[1]))
+        except ValueError:
+            if x is not given_x and isinstance(given_x, np.ndarray) and \
+                    not np.isfinite(given_x).all():  # index the caller's x,
+                raise ValueError(nonfinite_message(given_x)) from None  # not the split's
+            raise
         self.optimizer.attach(model)
         start, done = session.restore(self) if session is not None else (0, None)
         return self._train(xs, ys, val, epochs, batch_size, shuffle, callbacks, verbose,
