@@ -170,6 +170,29 @@ def make_optimizer(name, lr, epochs, weight_decay=0.0):
     return optim.Adam(lr=lr, weight_decay=weight_decay, schedule=schedule)
 
 
+def describe_optimizer(optimizer):
+    """One short line, e.g. 'SGD lr 0.1, Nesterov momentum 0.9, weight decay 0.0005, cosine
+    decay to 0 over 10 epochs' (the repr is a 170-column line)."""
+    config = optimizer.config()
+    parts = [f"{type(optimizer).__name__} lr {config['lr']:g}"]
+    if "momentum" in config and config["momentum"]:
+        parts.append(f"{'Nesterov ' if config.get('nesterov') else ''}momentum "
+                     f"{config['momentum']:g}")
+    if "betas" in config:
+        parts.append(f"betas {'/'.join(format(b, 'g') for b in config['betas'])}")
+    if config.get("weight_decay"):
+        parts.append(f"weight decay {config['weight_decay']:g}")
+    schedule = optimizer.schedule
+    if isinstance(schedule, optim.CosineLR):
+        epochs = f"{schedule.epochs:g} epoch{'s' if schedule.epochs != 1 else ''}"
+        warmup = f"{schedule.warmup:g}-epoch warm-up, " if schedule.warmup else ""
+        floor = f"{schedule.min_factor:g}x" if schedule.min_factor else "0"
+        parts.append(f"{warmup}cosine decay to {floor} over {epochs}")
+    elif schedule is not None:
+        parts.append(repr(schedule))
+    return ", ".join(parts)
+
+
 # ---- the run --------------------------------------------------------------------------------------
 
 def load_mnist(limit=None):
@@ -225,8 +248,10 @@ def run(args, build_model, model_name):
     lr = args.lr_defaults[args.optimizer] if args.lr is None else args.lr
     optimizer = make_optimizer(args.optimizer, lr, args.epochs, args.weight_decay)
     trainer = Trainer(model, optimizer, loss="cross_entropy", backend=backend)
-    print(f"{model_name} on {backend.name} ({get_num_threads()} threads), {optimizer!r}, "
+    threads = get_num_threads()
+    print(f"{model_name} on {backend.name}, {threads} thread{'s' if threads != 1 else ''}, "
           f"batch {args.batch_size}, seed {args.seed}")
+    print(describe_optimizer(optimizer))
     print(f"MNIST: {len(x_train) - n_val:,} training, {n_val:,} validation, "
           f"{len(x_test):,} test images")
     model.summary(input_shape=x_train.shape[1:])
@@ -254,9 +279,9 @@ def run(args, build_model, model_name):
         "infer_samples_per_s": infer_rate,
     }
     print(f"test accuracy {100 * accuracy:.2f}% ({correct:,}/{len(y_test):,})  "
-          f"training {sum(epoch_times):.1f} s ({result['train_samples_per_s']:,.0f} samples/s)  "
-          f"inference {infer_rate:,.0f} samples/s (batch {INFER_BATCH_SIZE})  "
           f"total {time.perf_counter() - started:.1f} s")
+    print(f"training {sum(epoch_times):.1f} s ({result['train_samples_per_s']:,.0f} samples/s)"
+          f"  inference {infer_rate:,.0f} samples/s (batch {INFER_BATCH_SIZE})")
 
     if args.save:
         io.save(model, args.save)

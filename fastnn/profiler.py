@@ -30,6 +30,8 @@ from . import losses as _losses
 
 __all__ = ["profile", "Profile"]
 
+WIDTH = 100  # columns of the printed table
+
 
 class Profile:
     """The result of `profile`: per-layer rows and totals, printable as a table.
@@ -73,13 +75,15 @@ class Profile:
                 "epoch_s": self.epoch_s}
 
     def __str__(self):
-        headers = ("layer", "output", "fwd ms", "fwd GFLOP/s", "bwd ms", "bwd GFLOP/s", "share")
+        """The table, at most WIDTH columns (long layer names are cut with '...')."""
+        headers = ("layer", "output", "fwd ms", "GFLOP/s", "bwd ms", "GFLOP/s", "share")
         lines = []
 
         def num(v, spec):
             return "-" if v is None else format(v, spec)
 
-        body = [(r["name"], "x".join(map(str, r["output_shape"])), num(r["forward_ms"], ".3f"),
+        # the table drops the kernel_size keyword: Conv2d(1, 32, 5)+ReLU+MaxPool2d(2)
+        body = [(r["name"].replace("kernel_size=", ""), "x".join(map(str, r["output_shape"])), num(r["forward_ms"], ".3f"),
                  num(r["forward_gflops"], ".1f"), num(r["backward_ms"], ".3f"),
                  num(r["backward_gflops"], ".1f"), f"{100 * r['share']:.1f}%")
                 for r in self.rows]
@@ -89,6 +93,11 @@ class Profile:
         body.append(("optimizer step", "", f"{self.optimizer_ms:.3f}", "-", "", "",
                      f"{100 * self.optimizer_ms / parts:.1f}%"))
         widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(headers)]
+        room = WIDTH - sum(widths[1:]) - 2 * (len(widths) - 1)
+        if widths[0] > room:
+            widths[0] = max(len(headers[0]), room)
+            body = [(name if len(name) <= room else name[:room - 3] + "...", *rest)
+                    for name, *rest in body]
         fmt = "  ".join(f"{{:{'<' if i < 2 else '>'}{w}}}" for i, w in enumerate(widths))
         lines.append(f"fastnn profile: backend {self.backend}, batch {self.batch_size}, "
                      f"median of {self.steps} steps")
@@ -96,8 +105,8 @@ class Profile:
         lines.append("  ".join("-" * w for w in widths))
         lines.extend(fmt.format(*row) for row in body)
         lines.append(f"parts {parts:.3f} ms; whole step {self.step_ms:.3f} ms "
-                     f"(overhead between kernels {1e3 * self.overhead_ms:+.0f} us); "
-                     f"epoch of {self.epoch_size} ~ {self.epoch_s:.2f} s")
+                     f"(overhead between kernels {1e3 * self.overhead_ms:+,.0f} us)")
+        lines.append(f"an epoch of {self.epoch_size:,} samples ~ {self.epoch_s:.2f} s")
         return "\n".join(lines)
 
 

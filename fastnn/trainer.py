@@ -78,7 +78,8 @@ class History(dict):
 
     def __repr__(self):
         state = ", interrupted" if self.interrupted else ""
-        return f"History({self.epochs} epochs{state}: {dict.__repr__(self)})"
+        epochs = f"{self.epochs} epoch{'' if self.epochs == 1 else 's'}"
+        return f"History({epochs}{state}: {dict.__repr__(self)})"
 
 
 def _int_arg(name, value, minimum):
@@ -485,12 +486,25 @@ class Trainer:
                 method(*args)
 
     @staticmethod
-    def _print_epoch(epoch, epochs, logs, progress):
-        text = (f"epoch {epoch + 1}/{epochs}  loss {logs['loss']:.4f}  "
-                f"acc {logs['accuracy']:.4f}")
+    def epoch_line(epoch, epochs, logs):
+        """The line fit prints after an epoch: at most 100 columns for up to 999 epochs of up
+        to a day each, any loss, up to 1e9 samples/s."""
+        def loss(value):  # a diverging loss in 7 characters
+            return f"{value:.4f}" if abs(value) < 100 else f"{value:.1e}"
+
+        text = f"epoch {epoch + 1}/{epochs}  loss {loss(logs['loss'])} acc {logs['accuracy']:.4f}"
         if "val_loss" in logs:
-            text += f"  val_loss {logs['val_loss']:.4f}  val_acc {logs['val_accuracy']:.4f}"
-        text += f"  {logs['epoch_time']:.2f} s  {logs['samples_per_s']:,.0f} samples/s"
+            text += (f"  val_loss {loss(logs['val_loss'])} "
+                     f"val_acc {logs['val_accuracy']:.4f}")
+        seconds, rate = logs["epoch_time"], logs["samples_per_s"]
+        seconds = f"{seconds:.2f}" if seconds < 100 else \
+            f"{seconds:.1f}" if seconds < 1000 else f"{seconds:,.0f}"
+        rate = f"{rate:,.0f}" if rate < 1e6 else f"{rate / 1e6:.3g}M"
+        return f"{text}  {seconds} s  {rate} samples/s"
+
+    @staticmethod
+    def _print_epoch(epoch, epochs, logs, progress):
+        text = Trainer.epoch_line(epoch, epochs, logs)
         if progress:
             tqdm.write(text)
         else:

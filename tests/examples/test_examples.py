@@ -65,7 +65,7 @@ def test_mlp_short_run_reports_saves_and_writes_json(tmp_path):
     for line in lines:
         for field in ("loss", "acc", "val_acc", " s ", "samples/s"):
             assert field in line, line
-    assert "mlp 784-128-64-10 on cpu (1 threads)" in out
+    assert "mlp 784-128-64-10 on cpu, 1 thread, batch 128, seed 0" in out
     assert "1,800 training, 200 validation, 2,000 test images" in out
 
     result = json.loads((tmp_path / "r.json").read_text())
