@@ -170,7 +170,7 @@ class Trainer:
             validation_data: tuple[ArrayLike, ArrayLike] | None = None, shuffle: bool = True,
             callbacks: Sequence[Any] | None = None, verbose: int = 1, progress: bool | None = None,
             checkpoint: str | os.PathLike | None = None,
-            resume: str | os.PathLike | None = None) -> History:
+            resume: str | os.PathLike | None = None, initial_epoch: int = 0) -> History:
         """Train for `epochs` passes over (x, y); returns (and keeps in self.history) a History.
 
         x: uint8 images (scaled to [0, 1] inside) or floats, shape (N, ...) matching the model;
@@ -180,8 +180,21 @@ class Trainer:
         a tqdm bar. checkpoint=PATH saves a checkpoint after every epoch, atomically;
         resume=PATH continues from one (`epochs` counts from the start of the original run),
         ending as the uninterrupted run would (see fastnn.checkpoint).
+
+        Called again, fit continues from the current weights and optimizer state (momentum,
+        Adam moments), but the history and the schedule start over at epoch 0. To continue a
+        schedule instead, pass initial_epoch (as Keras does): fit(..., epochs=10,
+        initial_epoch=5) runs epochs 6 to 10 with the learning rate of those epochs, and the
+        returned history holds those five.
         """
         epochs = _int_arg("epochs", epochs, 1)
+        initial_epoch = _int_arg("initial_epoch", initial_epoch, 0)
+        if initial_epoch >= epochs:
+            raise ValueError(f"initial_epoch ({initial_epoch}) must be less than epochs "
+                             f"({epochs}): epochs is the number to end at, counted from 0")
+        if initial_epoch and (checkpoint is not None or resume is not None):
+            raise ValueError("initial_epoch cannot be combined with checkpoint= or resume= "
+                             "(a checkpointed run resumes at its own epoch)")
         batch_size = _int_arg("batch_size", batch_size, 1)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
@@ -235,7 +248,7 @@ class Trainer:
                 raise ValueError(nonfinite_message(given_x)) from None  # not the split's
             raise
         self.optimizer.attach(model)
-        start, done = session.restore(self) if session is not None else (0, None)
+        start, done = session.restore(self) if session is not None else (initial_epoch, None)
         return self._train(xs, ys, val, epochs, batch_size, shuffle, callbacks, verbose,
                            progress, start, done, session)
 
