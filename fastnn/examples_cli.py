@@ -119,7 +119,7 @@ def parser(doc, *, epochs, sgd_lr=DEFAULT_LR["sgd"], weight_decay=0.0, batch_siz
     p.add_argument("--plot", metavar="DIR",
                    help="write PNGs to DIR: test digits with predictions, loss and accuracy "
                         "curves, confusion matrix, most confident mistakes (needs matplotlib: "
-                        "pip install fastnn[plot])")
+                        "pip install matplotlib)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--profile", action="store_true",
                    help="before training, time each layer's forward and backward pass and "

@@ -1,7 +1,7 @@
 """ONNX export and import: serve a fastnn model from ONNX Runtime, or bring in weights from a
 graph another framework exported (e.g. `torch.onnx.export` of an equivalent `nn.Sequential`).
 
-Needs the `onnx` package (`pip install "fastnn[onnx]"`); onnxruntime is only needed to run the
+Needs the `onnx` package (`pip install onnx`); onnxruntime is only needed to run the
 exported file.
 
 An exported graph takes float32 input of the model's per-sample shape with a dynamic batch
@@ -77,7 +77,8 @@ def _require_onnx():
         import onnx
     except ImportError:
         raise ImportError(
-            'fastnn.onnx needs the onnx package: pip install "fastnn[onnx]"'
+            'fastnn.onnx needs the onnx package: pip install onnx (in a fastnn checkout: '
+            'pip install ".[onnx]")'
         ) from None
     return onnx
 

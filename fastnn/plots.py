@@ -1,7 +1,7 @@
 """The examples' pictures: test digits with predictions, loss and accuracy curves, the
 confusion matrix and the most confident mistakes, as PNGs.
 
-matplotlib is optional (`pip install fastnn[plot]`); `missing_reason()` says when it is not
+matplotlib is optional (`pip install matplotlib`); `missing_reason()` says when it is not
 there. Figures are drawn with matplotlib's object API on the Agg canvas, so nothing here
 touches pyplot's global state or needs a display.
 """
@@ -9,7 +9,8 @@ import os
 
 import numpy as np
 
-INSTALL_HINT = "pip install fastnn[plot] (or pip install matplotlib)"
+# Plain dependencies in hints: "fastnn" on PyPI is another project (this one is fastnn-mnist)
+INSTALL_HINT = 'pip install matplotlib (in a fastnn checkout: pip install ".[plot]")'
 PLOT_NAMES = ("digits", "curves", "confusion", "mistakes")
 # Pixels per inch of the PNGs: twice the 80 of a plain screen, so that text stays sharp on a
 # high-DPI one (the curves are 1280x512 pixels).

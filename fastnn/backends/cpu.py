@@ -29,8 +29,8 @@ _BITS = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
 def probe():
     """None when the compiled kernels import, else why this backend cannot run."""
     if _IMPORT_ERROR is not None:
-        return (f"fastnn's compiled kernels are missing: reinstall with `pip install .` "
-                f"({_IMPORT_ERROR})")
+        return (f"fastnn's compiled kernels are missing: reinstall with `pip install .` in "
+                f"the fastnn checkout ({_IMPORT_ERROR})")
     return None
 
 

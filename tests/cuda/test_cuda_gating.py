@@ -105,7 +105,7 @@ print(json.dumps({"probe": cuda.probe(), "ok": bool(status), "reason": status.re
                   "raised": raised, "numpy": bool(backends.available()["numpy"])}))
 """)
     assert out["probe"].startswith("CuPy is not installed")
-    assert "pip install fastnn[cuda12]" in out["probe"] and "fastnn[cuda13]" in out["probe"]
+    assert 'pip install "cupy-cuda12x[ctk]"' in out["probe"] and "cupy-cuda13x" in out["probe"]
     assert out["ok"] is False and out["reason"] == out["probe"]
     assert out["raised"] == f"backend 'cuda' is unavailable: {out['probe']}"
     assert "\n" not in out["raised"]  # one line, fit for the examples' exit message
@@ -159,7 +159,7 @@ def test_without_nvrtc_the_reason_says_so(tmp_path):
         print(json.dumps(cuda.probe()))
     """, path=tmp_path)
     assert out.startswith("CuPy cannot load NVRTC") and "libnvrtc.so.13" in out
-    assert "pip install fastnn[cuda12]" in out
+    assert 'pip install "cupy-cuda12x[ctk]"' in out
 
 
 def test_real_cupy_is_probed_quickly_and_honestly():

@@ -98,7 +98,7 @@ def test_cnn_one_short_epoch(tmp_path, arch, model):
     assert "Conv2d(1, " in out  # the summary
 
 
-@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed (fastnn[plot])")
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed")
 def test_plot_writes_the_four_pngs(tmp_path):
     out = ok(run(MLP, "--limit", 500, "--epochs", 1, "--hidden", 32, "--plot", "figs",
                  cwd=tmp_path))

@@ -3,7 +3,9 @@
 import importlib
 
 # the extras bring CuPy with the CUDA libraries it loads (NVRTC, cuBLAS) as wheels
-_PIP_HINT = "pip install fastnn[cuda12] (CUDA 12) or pip install fastnn[cuda13] (CUDA 13)"
+# (plain package names: "fastnn" on PyPI is another project)
+_PIP_HINT = ('pip install "cupy-cuda12x[ctk]" (CUDA 12) or "cupy-cuda13x[ctk]" (CUDA 13); in a '
+             'fastnn checkout: pip install ".[cuda12]" or ".[cuda13]"')
 _probed = []
 
 
