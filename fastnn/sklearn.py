@@ -1,7 +1,7 @@
 """scikit-learn estimators backed by fastnn: `MLPClassifier`, a drop-in for
 `sklearn.neural_network.MLPClassifier`, and `CNNClassifier` for images.
 
-Needs scikit-learn (`pip install "fastnn[sklearn]"`). Both estimators follow scikit-learn's
+Needs scikit-learn (`pip install scikit-learn`). Both estimators follow scikit-learn's
 rules (parameters stored untouched by `__init__`, fitted attributes ending in `_`, input checked
 with `validate_data`), pass its `check_estimator`, work in Pipelines and searches, and pickle
 as plain data (the network travels as its architecture and numpy arrays, rebuilt on load).
@@ -43,7 +43,8 @@ try:
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError(
-        'fastnn.sklearn needs scikit-learn >= 1.6: pip install "fastnn[sklearn]"'
+        'fastnn.sklearn needs scikit-learn >= 1.6: pip install "scikit-learn>=1.6" '
+        '(in a fastnn checkout: pip install ".[sklearn]")'
     ) from None
 
 from . import _random, _threads, nn, optim
