@@ -356,7 +356,7 @@ def to_float(x: Any, name: str = "x") -> np.ndarray:
     return out
 
 
-def nonfinite_message(x, name="x", converted=None):
+def nonfinite_message(x: Any, name: str = "x", converted: np.ndarray | None = None) -> str:
     """The message for data holding NaN or infinity: the first such value's index (sample
     first), how many there are, and what to do. `converted` is x after a narrowing conversion
     (float64 -> float32), where a finite value may have become infinite."""
@@ -383,7 +383,7 @@ class UnscaledPixelsWarning(UserWarning):
     """Float images that look like 0-255 pixel values (fastnn scales only uint8 images)."""
 
 
-def warn_if_unscaled_pixels(x, name="x", stacklevel=2):
+def warn_if_unscaled_pixels(x: np.ndarray, name: str = "x", stacklevel: int = 2) -> None:
     """Warn when float `x` looks like images in 0-255: whole numbers from >= 0 up to a maximum
     above 1 and at most 255. Float input is never rescaled (it may be features in any range,
     or images already normalised differently); uint8 images are, so the fix is either."""
