@@ -77,7 +77,7 @@ def _require_onnx():
         import onnx
     except ImportError:
         raise ImportError(
-            'fastnn.onnx needs the onnx package: pip install onnx (in a fastnn checkout: '
+            "fastnn.onnx needs the onnx package: pip install onnx (in a fastnn checkout: "
             'pip install ".[onnx]")'
         ) from None
     return onnx
