@@ -162,7 +162,15 @@ def _threads_limited(n):
 
 @contextmanager
 def _seeded_stream(seed):
-    """fastnn's random stream seeded with `seed` inside, the caller's stream restored after."""
+    """fastnn's random stream seeded with `seed` inside; the caller's stream is left as it was.
+    Where fastnn has per-thread streams (`_random.using`), the fit gets one of its own, so fits
+    in several threads run side by side; otherwise the process-wide stream is swapped in and
+    out under a lock, and such fits take turns."""
+    using, stream = getattr(_random, "using", None), getattr(_random, "Stream", None)
+    if using is not None and stream is not None:
+        with using(stream.from_seed(seed)):
+            yield
+        return
     with _STREAM_LOCK:
         saved = _random.get_state()
         _random.seed(seed)

@@ -337,3 +337,25 @@ def test_pickle_round_trip_holds_plain_data(make, mnist_train_small):
     fastnn_globals = {(m, n) for m, n in pickled_globals(data) if m.startswith("fastnn")}
     assert fastnn_globals == {("fastnn.sklearn", type(clf).__name__)}
     assert not hasattr(clf, "_model_data")  # pickling left the estimator as it was
+
+
+def test_fits_in_threads_give_the_serial_results(digits):
+    """GridSearchCV(n_jobs=..., backend "threading") fits in threads of one process: each fit
+    still follows its own random_state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    (x, y), _ = digits
+
+    def fit(random_state):
+        clf = MLPClassifier(
+            hidden_layer_sizes=(16,), max_iter=2, random_state=random_state, n_threads=1
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return clf.fit(x[:400], y[:400]).coefs_[0]
+
+    serial = [fit(rs) for rs in (1, 2, 3, 4)]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(fit, (1, 2, 3, 4)))
+    for a, b in zip(serial, threaded):
+        np.testing.assert_array_equal(a, b)
