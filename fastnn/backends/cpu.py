@@ -9,6 +9,7 @@ must not overlap the arrays it reads.
 import numpy as np
 
 from . import _checks as check
+from .cpu_layers import CpuLayerKernels
 from .numpy import NumpyBackend
 
 try:
@@ -98,7 +99,7 @@ class Unchecked:
                                    nthreads=_runtime.get_num_threads())
 
 
-class CpuBackend(NumpyBackend):
+class CpuBackend(CpuLayerKernels, NumpyBackend):
     name = "cpu"
     unchecked = Unchecked
 

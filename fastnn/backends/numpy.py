@@ -11,9 +11,10 @@ and a NaN wins over numbers (as np.argmax does).
 import numpy as np
 
 from . import _checks as check
+from .numpy_layers import NumpyLayerKernels
 
 
-class NumpyBackend:
+class NumpyBackend(NumpyLayerKernels):
     name = "numpy"
     xp = np
     dtypes = check.FLOAT_DTYPES

@@ -1,0 +1,235 @@
+"""Compiled versions of the kernels in numpy_layers.py (batch normalization, average pooling,
+leaky ReLU, label-smoothed cross-entropy, the affine batch gather): the same checks and
+meaning, with the thread count passed to each kernel explicitly. Mixed into CpuBackend.
+"""
+import numpy as np
+
+from . import _checks as check
+from .numpy_layers import (NumpyLayerKernels, affine_matrices, bn_args, bn_hyper,
+                           running_stats, saved_stats)
+
+try:
+    from fastnn._kernels import activation as _activation
+    from fastnn._kernels import augment as _augment
+    from fastnn._kernels import avgpool as _avgpool
+    from fastnn._kernels import loss_smoothing as _smoothing
+    from fastnn._kernels import norm as _norm
+    from fastnn._kernels import runtime as _runtime
+except ImportError:  # unbuilt checkout: cpu.probe() reports it; the reference stays usable
+    _runtime = None
+
+
+def _threads():
+    return _runtime.get_num_threads()
+
+
+def _finite(name, a):
+    if not _runtime.all_finite_bits(a.reshape(-1).view(
+            np.uint32 if a.dtype == np.float32 else np.uint64)):
+        raise ValueError(f"{name} contains NaN or infinity")
+
+
+def _out(name, out, shape, dtype, reads):
+    if out is None:
+        return np.empty(shape, dtype)
+    out = check.writable_array(name, out, shape, dtype)
+    for read_name, a in reads.items():
+        if a is not None and np.may_share_memory(out, a):
+            raise ValueError(f"{name} must not overlap {read_name}")
+    return out
+
+
+def _rows(a, channels=None):
+    """a as the kernels' 2-D (N, rest) view."""
+    return a.reshape(a.shape[0], -1)
+
+
+class CpuLayerKernels(NumpyLayerKernels):
+    """See the module docstring; arguments and results as in NumpyLayerKernels."""
+
+    def batchnorm_forward(self, x, gamma, beta, running_mean, running_var, *, training,
+                          momentum=0.1, eps=1e-5, relu=False, check_finite=True, out=None):
+        x, gamma, beta = bn_args(x, gamma, beta)
+        momentum, eps = bn_hyper(momentum, eps)
+        channels = x.shape[1]
+        running_mean, running_var = running_stats(running_mean, running_var, channels)
+        if check_finite:
+            _finite("x", x)
+        y = _out("out", out, x.shape, x.dtype, {"x": x})
+        if training:
+            count = x.size // channels
+            if count < 2:
+                raise ValueError(f"training-mode batch normalization needs more than one value "
+                                 f"per channel, got x of shape {tuple(x.shape)}")
+            mean = np.empty(channels)
+            var = np.empty(channels)
+            _norm.batch_stats(_rows(x), channels, mean, var, _threads())
+            running_mean *= 1.0 - momentum
+            running_mean += momentum * mean
+            running_var *= 1.0 - momentum
+            running_var += momentum * var * (count / (count - 1))
+        else:
+            mean = running_mean.copy()
+            var = running_var
+        inv_std = 1.0 / np.sqrt(var + eps)
+        scale = gamma.astype(np.float64) * inv_std
+        shift = beta.astype(np.float64) - mean * scale
+        _norm.scale_shift(_rows(x), channels, scale, shift, bool(relu), _rows(y), _threads())
+        return y, mean, inv_std
+
+    def batchnorm_backward(self, x, y, dy, gamma, mean, inv_std, *, relu=False, need_dx=True,
+                           check_finite=True, out=None):
+        """out=(dx or None, dgamma, dbeta) reuses arrays; dx may be dy itself."""
+        x, gamma, _ = bn_args(x, gamma, gamma)
+        dy = check.float_array("dy", dy, x.ndim)
+        check.expect_shape("dy", dy, x.shape)
+        check.same_dtype(x=x, dy=dy)
+        if relu:
+            y = check.float_array("y", y, x.ndim)
+            check.expect_shape("y", y, x.shape)
+            check.same_dtype(x=x, y=y)
+        else:
+            y = x  # unread
+        channels = x.shape[1]
+        mean, inv_std = saved_stats(mean, inv_std, channels)
+        if check_finite:
+            _finite("dy", dy)
+        dx_out, dgamma_out, dbeta_out = (None, None, None) if out is None else out
+        dx = None
+        if need_dx:
+            if dx_out is dy:
+                dx = check.writable_array("dx", dx_out, x.shape, x.dtype)
+            else:
+                dx = _out("dx", dx_out, x.shape, x.dtype, {"x": x, "dy": dy, "y": y})
+        dgamma = _out("dgamma", dgamma_out, (channels,), x.dtype, {})
+        dbeta = _out("dbeta", dbeta_out, (channels,), x.dtype, {})
+        dgamma64 = np.empty(channels)
+        dbeta64 = np.empty(channels)
+        no_dx = np.empty((0, x.size // x.shape[0]), x.dtype)
+        _norm.backward(_rows(x), _rows(y), _rows(dy), channels, gamma.astype(np.float64),
+                       mean, inv_std, bool(relu), _rows(dx) if dx is not None else no_dx,
+                       dgamma64, dbeta64, _threads())
+        dgamma[...] = dgamma64
+        dbeta[...] = dbeta64
+        return dx, dgamma, dbeta
+
+    def avgpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True, out=None):
+        x = check.float_array("x", x, 4)
+        kernel, stride, y_shape = check.pool_args(x.shape, kernel, stride)
+        if check_finite:
+            _finite("x", x)
+        y = _out("out", out, y_shape, x.dtype, {"x": x})
+        n, c, h, w = x.shape
+        ho, wo = y_shape[2], y_shape[3]
+        _avgpool.avgpool_forward(x.reshape(n * c, h * w), h, w, kernel, stride,
+                                 y.reshape(n * c, ho * wo), ho, wo, _threads())
+        return y
+
+    def avgpool2d_backward(self, dy, x_shape, kernel=2, stride=None, *, check_finite=True,
+                           out=None):
+        dy = check.float_array("dy", dy, 4)
+        x_shape = check.shape_tuple("x_shape", x_shape)
+        kernel, stride, y_shape = check.pool_args(x_shape, kernel, stride)
+        check.expect_shape("dy", dy, y_shape)
+        if check_finite:
+            _finite("dy", dy)
+        dx = _out("out", out, x_shape, dy.dtype, {"dy": dy})
+        n, c, h, w = x_shape
+        _avgpool.avgpool_backward(dy.reshape(n * c, -1), h, w, kernel, stride,
+                                  dx.reshape(n * c, h * w), y_shape[2], y_shape[3], _threads())
+        return dx
+
+    def global_avgpool2d_forward(self, x, *, check_finite=True, out=None):
+        x = check.float_array("x", x, 4)
+        if min(x.shape) < 1:
+            raise ValueError(f"x must not be empty, got shape {tuple(x.shape)}")
+        if check_finite:
+            _finite("x", x)
+        n, c, h, w = x.shape
+        y = _out("out", out, (n, c), x.dtype, {"x": x})
+        _avgpool.global_avgpool_forward(x.reshape(n * c, h * w), y.reshape(-1), _threads())
+        return y
+
+    def global_avgpool2d_backward(self, dy, x_shape, *, check_finite=True, out=None):
+        dy = check.float_array("dy", dy, 2)
+        x_shape = check.shape_tuple("x_shape", x_shape)
+        check.expect_shape("dy", dy, x_shape[:2])
+        if check_finite:
+            _finite("dy", dy)
+        dx = _out("out", out, x_shape, dy.dtype, {"dy": dy})
+        n, c, h, w = x_shape
+        _avgpool.global_avgpool_backward(dy.reshape(-1), dx.reshape(n * c, h * w), _threads())
+        return dx
+
+    def leaky_relu_forward(self, x, slope=0.01, *, check_finite=True, out=None):
+        slope = self._slope(slope)
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"x must be a numpy ndarray, got {type(x).__name__}")
+        x = check.float_array("x", x, x.ndim)
+        if check_finite:
+            _finite("x", x)
+        y = _out("out", out, x.shape, x.dtype, {"x": x})
+        _activation.leaky_relu_forward(x.reshape(-1), slope, y.reshape(-1), _threads())
+        return y
+
+    def leaky_relu_backward(self, x, dy, slope=0.01, *, check_finite=True, out=None):
+        slope = self._slope(slope)
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"x must be a numpy ndarray, got {type(x).__name__}")
+        x = check.float_array("x", x, x.ndim)
+        dy = check.float_array("dy", dy, x.ndim)
+        check.expect_shape("dy", dy, x.shape)
+        check.same_dtype(x=x, dy=dy)
+        if check_finite:
+            _finite("dy", dy)
+        if out is dy:  # in place: each element is read before it is written
+            dx = check.writable_array("out", out, x.shape, x.dtype)
+        else:
+            dx = _out("out", out, x.shape, x.dtype, {"x": x, "dy": dy})
+        _activation.leaky_relu_backward(x.reshape(-1), dy.reshape(-1), slope, dx.reshape(-1),
+                                        _threads())
+        return dx
+
+    def smoothed_cross_entropy(self, logits, labels, smoothing=0.1, *, check_finite=True,
+                               out=None):
+        """out= receives dlogits; it may be logits itself."""
+        logits = check.float_array("logits", logits, 2)
+        n, classes = logits.shape
+        if n < 1 or classes < 1:
+            raise ValueError(f"logits must have at least one row and one class, got "
+                             f"{logits.shape}")
+        labels = check.labels("labels", labels, n, classes)
+        smoothing = check.real("smoothing", smoothing, minimum=0.0)
+        if smoothing >= 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        if check_finite:
+            _finite("logits", logits)
+        if out is logits:
+            dlogits = check.writable_array("out", out, logits.shape, logits.dtype)
+        else:
+            dlogits = _out("out", out, logits.shape, logits.dtype, {"logits": logits})
+        loss = _smoothing.smoothed_cross_entropy(logits, labels, smoothing, dlogits, _threads())
+        return logits.dtype.type(loss), dlogits
+
+    def gather_affine(self, x, index, matrices, out=None):
+        x = check.float_array("x", x, 4)
+        index = np.asarray(index)
+        if index.ndim != 1 or index.dtype.kind not in "iu":
+            raise TypeError("index must be a 1-D integer array")
+        index = check.contiguous(index, np.int64)
+        batch = index.shape[0]
+        m = affine_matrices(matrices, batch)
+        n, c, h, w = x.shape
+        if out is None:
+            out = np.empty((batch, c, h, w), x.dtype)
+        elif not (isinstance(out, np.ndarray) and out.dtype == x.dtype and out.ndim == 4
+                  and out.shape[0] >= batch and out.shape[1:] == x.shape[1:]
+                  and out.flags.c_contiguous and out.flags.writeable):
+            raise ValueError(f"out must be a writeable C-contiguous {x.dtype} array of shape "
+                             f"(>= {batch}, {c}, {h}, {w})")
+        dst = out[:batch]
+        if np.may_share_memory(dst, x):
+            raise ValueError("out must not overlap x")
+        _augment.gather_affine(x.reshape(n, c, h * w), index, m, h, w,
+                               dst.reshape(batch, c, h * w), _threads())
+        return dst
