@@ -251,9 +251,11 @@ def _read(archive):
         shapes[f"optim.{name}"] = shapes[f"param.{param}"]
     if set(header["arrays"]) != set(shapes) or archive.files != set(shapes) | {HEADER}:
         raise ValueError("the arrays do not match the architecture's parameters")
-    arrays = io.read_arrays(archive, shapes, header["arrays"], model.dtype)
+    state_dtypes = model.state_dtypes()  # BatchNorm running statistics are float64
+    arrays = io.read_arrays(archive, shapes, header["arrays"], {
+        k: state_dtypes.get(k[len("param."):], model.dtype) for k in shapes})
     params = {k[len("param."):]: a for k, a in arrays.items() if k.startswith("param.")}
-    buffers = {name: {} for name in params}
+    buffers = {name: {} for _, _, name in model._slots}  # trained parameters only
     for name in buffer_names:
         param, _, key = name.rpartition(".")
         buffers[param][key] = arrays[f"optim.{name}"]

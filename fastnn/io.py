@@ -232,15 +232,19 @@ def _load_npz(archive, backend):
     if members != set(expected) | {HEADER}:
         raise ValueError(f"arrays {sorted(members - {HEADER})} do not match the architecture's "
                          f"parameters {sorted(expected)}")
-    model.load_state_dict(read_arrays(archive, expected, params, model.dtype))
+    model.load_state_dict(read_arrays(archive, expected, params, model.state_dtypes()))
     return model
 
 
 def read_arrays(archive, shapes, entries, dtype):
     """{name: array} for every name in `shapes`, each checked against its header entry
-    {"shape", "dtype", "sha256"} and the expected shape and dtype before it is read."""
+    {"shape", "dtype", "sha256"} and the expected shape and dtype (one for all, or a dict
+    name -> dtype) before it is read."""
     arrays = {}
+    dtypes = dtype if isinstance(dtype, dict) else None
     for name, shape in shapes.items():
+        if dtypes is not None:
+            dtype = np.dtype(dtypes[name])
         info = entries[name]
         if not isinstance(info, dict) or info.get("shape") != list(shape) or \
                 info.get("dtype") != dtype.name:

@@ -343,6 +343,17 @@ class Conv2d(_Parametric):
         self.out_channels = _int_arg("out_channels", out_channels, 1)
         self.kernel_size = _pair_arg("kernel_size", kernel_size, 1)
         self.stride = _int_arg("stride", stride, 1)
+        # padding="same": output size = input size; odd square kernels at stride 1 only, since
+        # the kernels pad the same amount on every side
+        self.same = isinstance(padding, str)
+        if self.same:
+            kh, kw = self.kernel_size
+            if padding != "same":
+                raise ValueError(f"padding must be an int or 'same', got {padding!r}")
+            if kh != kw or kh % 2 == 0 or self.stride != 1:
+                raise ValueError(f"padding='same' needs an odd square kernel and stride 1, "
+                                 f"got kernel_size {self.kernel_size}, stride {self.stride}")
+            padding = (kh - 1) // 2
         self.padding = _int_arg("padding", padding, 0)
         # set by Sequential: the MaxPool2d (stride == kernel) after this layer (and its ReLU),
         # run inside this layer, in one kernel where the backend's fused kernel takes the shapes
@@ -354,7 +365,7 @@ class Conv2d(_Parametric):
         kh, kw = self.kernel_size
         cfg = {"in_channels": self.in_channels, "out_channels": self.out_channels,
                "kernel_size": kh if kh == kw else [kh, kw], "stride": self.stride,
-               "padding": self.padding}
+               "padding": "same" if self.same else self.padding}
         if self.init != "auto":
             cfg["init"] = self.init
         return cfg
@@ -365,7 +376,9 @@ class Conv2d(_Parametric):
         text = f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={k}"
         if self.stride != 1:
             text += f", stride={self.stride}"
-        if self.padding:
+        if self.same:
+            text += ", padding='same'"
+        elif self.padding:
             text += f", padding={self.padding}"
         if self.init != "auto":
             text += f", init={self.init!r}"

@@ -4,6 +4,8 @@
 backend scalar, not a Python float, so a device backend is not forced to synchronize each step.
 Labels are int64 backend arrays already checked against the number of classes.
 """
+import numbers
+
 import numpy as np
 
 from .layers import supports_keyword
@@ -29,14 +31,34 @@ class Loss:
 
 
 class CrossEntropy(Loss):
-    """Mean cross-entropy of softmax(outputs) against the labels; outputs are logits."""
+    """Mean cross-entropy of softmax(outputs) against the labels; outputs are logits.
+    label_smoothing=s trains against (1 - s) on the label plus s / classes on every class."""
 
     name = "cross_entropy"
 
+    def __init__(self, label_smoothing=0.0):
+        if isinstance(label_smoothing, (bool, np.bool_)) or \
+                not isinstance(label_smoothing, numbers.Real):
+            raise TypeError(f"label_smoothing must be a number, got "
+                            f"{type(label_smoothing).__name__}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+
+    def __repr__(self):
+        if self.label_smoothing:
+            return f"CrossEntropy(label_smoothing={self.label_smoothing})"
+        return "CrossEntropy()"
+
     def __call__(self, backend, outputs, labels):
+        if self.label_smoothing:
+            return backend.smoothed_cross_entropy(outputs, labels, self.label_smoothing,
+                                                  check_finite=False)
         return backend.softmax_cross_entropy(outputs, labels, check_finite=False)
 
     def bind(self, backend):
+        if self.label_smoothing:
+            return self._bind_smoothed(backend)
         kernel = backend.softmax_cross_entropy
         unchecked = getattr(backend, "unchecked", None)
         if unchecked is not None:  # the step's own buffers: no checks but the kernel's own
@@ -53,6 +75,14 @@ class CrossEntropy(Loss):
             return lambda outputs, labels, out: kernel(outputs, labels, check_finite=False,
                                                        out=out)
         return lambda outputs, labels, out: kernel(outputs, labels, check_finite=False)
+
+    def _bind_smoothed(self, backend):
+        kernel, smoothing = backend.smoothed_cross_entropy, self.label_smoothing
+        if supports_keyword(kernel, "out"):
+            return lambda outputs, labels, out: kernel(outputs, labels, smoothing,
+                                                       check_finite=False, out=out)
+        return lambda outputs, labels, out: kernel(outputs, labels, smoothing,
+                                                   check_finite=False)
 
 
 class MSE(Loss):

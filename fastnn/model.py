@@ -14,12 +14,18 @@ import sys
 import numpy as np
 
 from . import backends
+from . import extra_layers as XL
 from . import layers as L
 from .datasets import nonfinite_message, to_float
+from .folding import FoldedEval
 from .inference import DensePlan
 
-# Layers that only move or select values: they do not decide the initializer.
-_SHAPE_ONLY = (L.Flatten, L.MaxPool2d, L.Dropout)
+# Layers that only move, select, average or normalize values: they do not decide the
+# initializer (a Conv2d -> BatchNorm2d -> ReLU gets He's, as Conv2d -> ReLU does).
+_SHAPE_ONLY = (L.Flatten, L.MaxPool2d, L.Dropout, XL._BatchNorm, XL.AvgPool2d,
+               XL.GlobalAvgPool2d)
+# Every layer type a saved architecture may name.
+LAYER_TYPES = {**L.LAYER_TYPES, **XL.EXTRA_LAYER_TYPES}
 # What a backend needs for a Conv2d to run the max-pool after it.
 _FUSED_POOL_KERNELS = ("conv2d_maxpool_forward", "conv2d_maxpool_backward",
                        "conv2d_maxpool_fusable")
@@ -41,7 +47,7 @@ def _init_for(layers, i):
     if own != "auto":
         return own
     for following in layers[i + 1:]:
-        if isinstance(following, L.ReLU):
+        if isinstance(following, (L.ReLU, XL.LeakyReLU)):
             return "he"
         if not isinstance(following, _SHAPE_ONLY):
             break
@@ -91,7 +97,7 @@ class Sequential:
         for i, layer in enumerate(layers):
             if i in fused:
                 continue
-            if isinstance(layer, L._Parametric):
+            if isinstance(layer, (L._Parametric, XL._BatchNorm)):
                 layer.relu = i + 1 < len(layers) and type(layers[i + 1]) is L.ReLU
                 if layer.relu:
                     fused.add(i + 1)
@@ -107,6 +113,9 @@ class Sequential:
             run.append(layer)
         self._fused = fused
         self._run = run
+        FoldedEval.release(run)
+        # evaluation folds each BatchNorm into the Linear/Conv2d before it (None: nothing to fold)
+        self._folded_eval = FoldedEval(run, self._backend, self.dtype, pool_fuses) or None
         first = next((k for k, layer in enumerate(run) if layer.param_names), len(run))
         for k, layer in enumerate(run):
             layer.need_dx = k > first
@@ -125,7 +134,7 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             if isinstance(layer, L._Parametric):
                 layer.initialize(_init_for(self.layers, i), self.dtype, self._backend)
-            elif layer.param_names:
+            elif layer.param_names or getattr(layer, "buffer_names", ()):
                 layer.initialize(dtype=self.dtype, backend=self._backend)
 
     def reset_parameters(self):
@@ -192,11 +201,27 @@ class Sequential:
     def param_count(self):
         return sum(math.prod(s) for s in self.param_shapes().values())
 
+    def _buffer_slots(self):
+        """(layer, j, "<layer index>.<name>") of the saved, untrained arrays (BatchNorm's
+        running statistics, float64)."""
+        return [(layer, j, f"{i}.{name}") for i, layer in enumerate(self.layers)
+                for j, name in enumerate(getattr(layer, "buffer_names", ()))]
+
+    def state_dtypes(self):
+        """{name: dtype} of state_dict()'s arrays: the model's dtype, float64 for running
+        statistics."""
+        dtypes = {name: self.dtype for name in self.param_shapes()}
+        dtypes.update((name, np.dtype(np.float64)) for _, _, name in self._buffer_slots())
+        return dtypes
+
     def state_dict(self):
-        """{name: numpy copy of the parameter}."""
+        """{name: numpy copy of the parameter}, running statistics included."""
         b = self._backend
-        return {name: np.array(b.to_numpy(layer.params[j]), copy=True)
-                for layer, j, name in self._slots}
+        state = {name: np.array(b.to_numpy(layer.params[j]), copy=True)
+                 for layer, j, name in self._slots}
+        state.update((name, np.array(b.to_numpy(layer.buffers[j]), copy=True))
+                     for layer, j, name in self._buffer_slots())
+        return state
 
     def load_state_dict(self, state):
         """Copy parameters in from {name: array}; names, shapes and dtypes must match exactly."""
@@ -209,12 +234,17 @@ class Sequential:
             raise ValueError(f"parameter names do not match the model: missing {missing}, "
                              f"unexpected {extra}")
         arrays = {}
+        buffers = {name for _, _, name in self._buffer_slots()}
         for name, shape in expected.items():
             value = np.asarray(state[name]) if isinstance(state[name], np.ndarray) else \
                 self._backend.to_numpy(state[name])
             if tuple(value.shape) != shape:
                 raise ValueError(f"parameter {name} must have shape {shape}, got {value.shape}")
-            if value.dtype != self.dtype:
+            if name in buffers:  # running statistics: any float dtype, kept as float64
+                if value.dtype.kind != "f" or not np.isfinite(value).all():
+                    raise ValueError(f"{name} must hold finite floats")
+                value = value.astype(np.float64)
+            elif value.dtype != self.dtype:
                 raise ValueError(f"parameter {name} must be {self.dtype.name}, got {value.dtype}")
             arrays[name] = value
         b = self._backend
@@ -224,6 +254,10 @@ class Sequential:
                                   for n in layer.param_names])
                 layer._backend = b
                 layer._bind()
+            if getattr(layer, "buffer_names", ()):
+                layer.set_buffers([b.asarray(np.array(arrays[f"{i}.{n}"], copy=True))
+                                   for n in layer.buffer_names])
+                layer._backend = b
         return self
 
     # ---- shapes ----------------------------------------------------------------------------------
@@ -267,7 +301,10 @@ class Sequential:
         In training mode the layers keep what backward needs."""
         if training is None:
             training = self.training
-        for layer in self._run:
+        run = self._run
+        if not training and self._folded_eval is not None:
+            run = self._folded_eval.run()
+        for layer in run:
             x = layer.forward(x, training)
         return x
 
@@ -433,11 +470,11 @@ class Sequential:
         built = []
         for i, spec in enumerate(config["layers"]):
             if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) or \
-                    spec["type"] not in L.LAYER_TYPES:
+                    spec["type"] not in LAYER_TYPES:
                 raise ValueError(f"layer {i}: unknown layer description {spec!r}")
             kwargs = {k: v for k, v in spec.items() if k != "type"}
             try:
-                built.append(L.LAYER_TYPES[spec["type"]](**kwargs))
+                built.append(LAYER_TYPES[spec["type"]](**kwargs))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"layer {i} ({spec['type']}): {exc}") from None
         model = cls.__new__(cls)

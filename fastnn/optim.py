@@ -1,5 +1,6 @@
-"""Optimizers: SGD (momentum, Nesterov, weight decay) and Adam, updating parameters in place
-through the backend's sgd_step / adam_step kernels.
+"""Optimizers: SGD (momentum, Nesterov, weight decay), Adam and AdamW (decoupled weight decay),
+updating parameters in place through the backend's sgd_step / adam_step kernels; any of them
+can first clip the gradients to a global L2 norm (`clip_norm=`).
 
 An optimizer is created without parameters (`optim.SGD(lr=0.05, momentum=0.9)`) and attached
 to a model by the Trainer (or `attach(model)`); its state (momentum, Adam moments, step count)
@@ -15,9 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from .schedules import CosineLR, Schedule, StepLR
+from .schedules import CosineLR, OneCycleLR, Schedule, StepLR
 
-__all__ = ["Optimizer", "SGD", "Adam", "StepLR", "CosineLR", "Schedule"]
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "CosineLR",
+    "OneCycleLR",
+    "Optimizer",
+    "Schedule",
+    "StepLR",
+    "global_norm",
+]
 
 
 def _real(name, value, minimum=None, maximum=None, inclusive=True, below=None):
@@ -40,9 +51,12 @@ class Optimizer:
 
     buffer_names: tuple[str, ...] = ()
 
-    def __init__(self, lr: float, schedule: Schedule | Callable[[float], float] | None = None
-                 ) -> None:
+    def __init__(self, lr: float, schedule: Schedule | Callable[[float], float] | None = None,
+                 clip_norm: float | None = None) -> None:
         self.base_lr = _real("lr", lr, 0.0, inclusive=False)
+        # scale the gradients down to this global L2 norm before each step (None: never)
+        self.clip_norm = None if clip_norm is None else _real("clip_norm", clip_norm, 0.0,
+                                                              inclusive=False)
         self.lr = self.base_lr
         if schedule is not None and not callable(schedule):
             raise TypeError(f"schedule must be a fastnn schedule or a callable epoch -> factor, "
@@ -100,6 +114,17 @@ class Optimizer:
 
     def step(self) -> None:
         raise NotImplementedError
+
+    def _clip_gradients(self):
+        """Scale every gradient by clip_norm / (global norm) when the norm exceeds clip_norm.
+        The norm is summed in float64 in parameter order: the same bits at any thread count."""
+        grads = [layer.grads[j] for layer, j, *_ in self._flat]
+        norm = global_norm(grads, self._backend)
+        if norm > self.clip_norm:
+            factor = self.clip_norm / norm
+            for g in grads:
+                g *= g.dtype.type(factor)
+        return norm
 
     # ---- checkpoints ---------------------------------------------------------------------------
 
@@ -163,8 +188,9 @@ class SGD(Optimizer):
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0,
-                 schedule: Schedule | Callable[[float], float] | None = None) -> None:
-        super().__init__(lr, schedule)
+                 schedule: Schedule | Callable[[float], float] | None = None,
+                 clip_norm: float | None = None) -> None:
+        super().__init__(lr, schedule, clip_norm)
         self.momentum = _real("momentum", momentum, 0.0, below=1.0)
         self.weight_decay = _real("weight_decay", weight_decay, 0.0)
         if not isinstance(nesterov, (bool, np.bool_)):
@@ -181,6 +207,8 @@ class SGD(Optimizer):
     def step(self):
         """One update of every parameter from its gradient (skipped while lr is 0)."""
         self._check_attached()
+        if self.clip_norm is not None:
+            self._clip_gradients()
         lr = self.lr
         if lr > 0:
             momentum, decay, nesterov = self.momentum, self.weight_decay, self.nesterov
@@ -211,8 +239,9 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0,
-                 schedule: Schedule | Callable[[float], float] | None = None) -> None:
-        super().__init__(lr, schedule)
+                 schedule: Schedule | Callable[[float], float] | None = None,
+                 clip_norm: float | None = None) -> None:
+        super().__init__(lr, schedule, clip_norm)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair of numbers, got {betas!r}")
         self.betas = (_real("beta1", betas[0], 0.0, below=1.0),
@@ -221,14 +250,23 @@ class Adam(Optimizer):
         self.weight_decay = _real("weight_decay", weight_decay, 0.0)
 
     def config(self):
-        return {"lr": self.base_lr, "betas": list(self.betas), "eps": self.eps,
-                "weight_decay": self.weight_decay}
+        cfg = {"lr": self.base_lr, "betas": list(self.betas), "eps": self.eps,
+               "weight_decay": self.weight_decay}
+        if self.clip_norm is not None:
+            cfg["clip_norm"] = self.clip_norm
+        return cfg
+
+    def _l2_decay(self):
+        """The weight decay added to the gradient (Adam's L2 penalty)."""
+        return self.weight_decay
 
     def step(self):
         self._check_attached()
+        if self.clip_norm is not None:
+            self._clip_gradients()
         lr = self.lr
         if lr > 0:
-            (beta1, beta2), eps, decay = self.betas, self.eps, self.weight_decay
+            (beta1, beta2), eps, decay = self.betas, self.eps, self._l2_decay()
             step = self.steps + 1
             update_all = getattr(self._backend, "adam_step_many", None)
             if update_all is not None:  # one kernel call for the whole model
@@ -243,3 +281,34 @@ class Adam(Optimizer):
                 update(layer.params[j], layer.grads[j], m, v, lr=lr, step=step, beta1=beta1,
                        beta2=beta2, eps=eps, weight_decay=decay)
         self.steps += 1
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter; PyTorch's AdamW): each step first
+    shrinks every parameter by lr * weight_decay of itself, then takes the Adam step on the
+    plain gradient, so the decay is not rescaled by Adam's per-parameter step sizes."""
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, schedule=None,
+                 clip_norm=None):
+        super().__init__(lr, betas, eps, weight_decay, schedule, clip_norm)
+
+    def _l2_decay(self):
+        factor = 1.0 - self.lr * self.weight_decay
+        if self.weight_decay and factor != 1.0:
+            for layer, j, *_ in self._flat:
+                p = layer.params[j]
+                p *= p.dtype.type(factor)
+        return 0.0
+
+
+def global_norm(arrays, backend=None):
+    """The L2 norm of all the arrays together, as a float: each array's sum of squares in
+    float64, added in list order."""
+    total = 0.0
+    for a in arrays:
+        if a is None:
+            continue
+        host = a if isinstance(a, np.ndarray) else backend.to_numpy(a)
+        flat = host.reshape(-1).astype(np.float64)
+        total += float(flat @ flat)
+    return math.sqrt(total)

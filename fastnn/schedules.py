@@ -73,3 +73,35 @@ class CosineLR(Schedule):
         if self.warmup:
             cfg.update(warmup=self.warmup, warmup_start=self.warmup_start)
         return cfg
+
+
+class OneCycleLR(Schedule):
+    """PyTorch's one-cycle policy (cosine annealing, two phases) over `epochs`: the rate rises
+    from base/div_factor to the base rate over the first `pct_start` of training, then falls to
+    base/(div_factor*final_div_factor) at the end, and stays there. The optimizer's lr is the
+    peak (PyTorch's max_lr)."""
+
+    def __init__(self, epochs, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
+        self.epochs = _number("epochs", epochs, 0.0, inclusive=False)
+        self.pct_start = _number("pct_start", pct_start, 0.0, 1.0, inclusive=False)
+        if self.pct_start >= 1.0:
+            raise ValueError(f"pct_start must be < 1, got {self.pct_start}")
+        self.div_factor = _number("div_factor", div_factor, 1.0)
+        self.final_div_factor = _number("final_div_factor", final_div_factor, 1.0)
+
+    @staticmethod
+    def _cosine(start, end, t):
+        return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    def __call__(self, epoch):
+        start = 1.0 / self.div_factor
+        low = start / self.final_div_factor
+        peak_at = self.pct_start * self.epochs
+        if epoch < peak_at:
+            return self._cosine(start, 1.0, epoch / peak_at)
+        t = min(1.0, (epoch - peak_at) / (self.epochs - peak_at))
+        return self._cosine(1.0, low, t)
+
+    def config(self):
+        return {"epochs": self.epochs, "pct_start": self.pct_start,
+                "div_factor": self.div_factor, "final_div_factor": self.final_div_factor}

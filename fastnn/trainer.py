@@ -22,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import _random, backends, losses
+from . import augment as aug
 from . import callbacks as cb
 from . import checkpoint as ckpt
 from . import layers as L
@@ -170,7 +171,8 @@ class Trainer:
             validation_data: tuple[ArrayLike, ArrayLike] | None = None, shuffle: bool = True,
             callbacks: Sequence[Any] | None = None, verbose: int = 1, progress: bool | None = None,
             checkpoint: str | os.PathLike | None = None,
-            resume: str | os.PathLike | None = None, initial_epoch: int = 0) -> History:
+            resume: str | os.PathLike | None = None, initial_epoch: int = 0,
+            augment: Any = None) -> History:
         """Train for `epochs` passes over (x, y); returns (and keeps in self.history) a History.
 
         x: uint8 images (scaled to [0, 1] inside) or floats, shape (N, ...) matching the model;
@@ -185,7 +187,9 @@ class Trainer:
         Adam moments), but the history and the schedule start over at epoch 0. To continue a
         schedule instead, pass initial_epoch (as Keras does): fit(..., epochs=10,
         initial_epoch=5) runs epochs 6 to 10 with the learning rate of those epochs, and the
-        returned history holds those five.
+        returned history holds those five. augment (e.g.
+        fastnn.augment.RandomAffine(shift=0.1, rotate=10)) transforms each training batch as
+        it is gathered (images only: the model's input must be (C, H, W) per sample).
         """
         epochs = _int_arg("epochs", epochs, 1)
         initial_epoch = _int_arg("initial_epoch", initial_epoch, 0)
@@ -200,6 +204,10 @@ class Trainer:
             raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
         verbose = _int_arg("verbose", int(verbose) if isinstance(verbose, bool) else verbose, 0)
         callbacks = self._check_callbacks(callbacks)
+        augment = aug.check(augment)
+        if augment is not None and not hasattr(self.backend, "gather_affine"):
+            raise ValueError(f"augment needs a backend with the gather_affine kernel (cpu, "
+                             f"numpy); {self.backend.name!r} has none")
         x, y = self._check_data(x, y)
         if validation_split is not None and validation_data is not None:
             raise ValueError("pass validation_split or validation_data, not both")
@@ -247,10 +255,13 @@ class Trainer:
                     not np.isfinite(given_x).all():  # index the caller's x,
                 raise ValueError(nonfinite_message(given_x)) from None  # not the split's
             raise
+        if augment is not None and xs.ndim != 4:
+            raise ValueError(f"augment transforms images: the model's input must be (C, H, W) "
+                             f"per sample, got {tuple(xs.shape[1:])}")
         self.optimizer.attach(model)
         start, done = session.restore(self) if session is not None else (initial_epoch, None)
         return self._train(xs, ys, val, epochs, batch_size, shuffle, callbacks, verbose,
-                           progress, start, done, session)
+                           progress, start, done, session, augment)
 
     def train_step(self, x: ArrayLike, y: ArrayLike) -> Any:
         """One optimizer step on a batch already in the backend's form -- `x` of the model's
@@ -311,7 +322,7 @@ class Trainer:
         self._interrupt_requested = True
 
     def _train(self, x, y, val, epochs, batch_size, shuffle, callbacks, verbose, progress,
-               start=0, done_history=None, session=None):
+               start=0, done_history=None, session=None, augment=None):
         model, opt, b = self.model, self.optimizer, self.backend
         xp = b.xp
         on_host = xp is np
@@ -339,6 +350,14 @@ class Trainer:
             b.batch_gatherer(x, y, x_buf, y_buf)
         tracker = None
         rng = _random.generator()
+        if augment is not None:  # the gather warps each image too (fastnn.augment)
+            height, width = x.shape[2], x.shape[3]
+            in_order = np.arange(n, dtype=np.int64)
+            gather_affine = b.gather_affine
+
+            def gather(index):
+                return gather_affine(x, index, augment.matrices(index.shape[0], height, width,
+                                                                rng), out=x_buf)
 
         history = History()
         if done_history:  # resumed: the epochs already done
@@ -372,7 +391,11 @@ class Trainer:
                         opt.set_epoch(epoch + step / steps)
                     lo = step * batch_size
                     hi = min(lo + batch_size, n)
-                    if shuffle:
+                    if augment is not None:
+                        idx = order[lo:hi] if shuffle else in_order[lo:hi]
+                        xb = gather(idx)
+                        yb = np.take(y, idx, out=y_buf[:hi - lo], mode="clip")
+                    elif shuffle:
                         idx = order[lo:hi]
                         if gather is not None:
                             xb = gather(idx)

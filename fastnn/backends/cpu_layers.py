@@ -5,8 +5,14 @@ meaning, with the thread count passed to each kernel explicitly. Mixed into CpuB
 import numpy as np
 
 from . import _checks as check
-from .numpy_layers import (NumpyLayerKernels, affine_matrices, bn_args, bn_hyper,
-                           running_stats, saved_stats)
+from .numpy_layers import (
+    NumpyLayerKernels,
+    affine_matrices,
+    bn_args,
+    bn_hyper,
+    running_stats,
+    saved_stats,
+)
 
 try:
     from fastnn._kernels import activation as _activation

@@ -140,7 +140,7 @@ def test_reference_gather_affine_identity_and_shift():
 # ---- cpu against the reference ----------------------------------------------------------------
 
 def close(a, b, dtype):
-    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    tol = {"rtol": 2e-5, "atol": 2e-5} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), **tol)
 
 
@@ -166,7 +166,7 @@ def test_cpu_batchnorm_matches_reference(dtype, shape, relu, training):
         for a, b in zip(*grads):
             close(a, b, dtype)
             assert b.dtype == dtype
-        _, dgamma, dbeta = cpu.batchnorm_backward(x, outs[1][0], dy, gamma, outs[1][1],
+        _, dgamma, _ = cpu.batchnorm_backward(x, outs[1][0], dy, gamma, outs[1][1],
                                                   outs[1][2], relu=relu, need_dx=False)
         close(dgamma, grads[0][1], dtype)
 

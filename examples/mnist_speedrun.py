@@ -1,0 +1,80 @@
+"""The fastest fastnn recipe to 99% test accuracy on MNIST: one epoch, timed as the whole
+process (interpreter start, imports and data loading included).
+
+The network and schedule follow tuomaso/train_mnist_fast (99.04% mean over 30 seeds in 0.76 s
+on a GTX 1660 Ti): conv(1->24, 5x5)-ReLU-maxpool2 -> conv(24->32, 3x3)-ReLU-maxpool2 ->
+Linear(800, 256)-ReLU -> Linear(256, 10); Adam (lr 0.01, betas 0.7, 0.9) with a one-cycle
+schedule, batch 256, one pass over the 60,000 training images, no validation split. The
+PyTorch version of the same recipe is benchmarks/speedrun_torch.py.
+
+    python examples/mnist_speedrun.py --seed 3 --json run.json
+"""
+import time
+
+_STARTED = time.perf_counter()
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+import fastnn
+from fastnn import nn, optim
+
+
+def process_wall_time():
+    """Seconds since this process started (Linux: from /proc), else since this module ran."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rpartition(")")[2].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _STARTED
+
+
+def build():
+    return nn.Sequential(
+        nn.Conv2d(1, 24, 5), nn.ReLU(), nn.MaxPool2d(2),    # 28 -> 24 -> 12
+        nn.Conv2d(24, 32, 3), nn.ReLU(), nn.MaxPool2d(2),   # 12 -> 10 -> 5
+        nn.Flatten(),                                       # 32 * 5 * 5 = 800
+        nn.Linear(800, 256), nn.ReLU(),
+        nn.Linear(256, 10))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.strip(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seed", type=int, default=0, help="one seed for everything (default: 0)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="kernel threads (default: OpenMP's, which honours OMP_NUM_THREADS)")
+    p.add_argument("--epochs", type=float, default=1.0, help="passes over the data (1)")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    args = p.parse_args(argv)
+    if args.threads is not None:
+        fastnn.set_num_threads(args.threads)
+    (x_train, y_train), (x_test, y_test) = fastnn.datasets.mnist()
+    fastnn.seed(args.seed)
+    model = build()
+    optimizer = optim.Adam(lr=0.01, betas=(0.7, 0.9), schedule=optim.OneCycleLR(args.epochs))
+    trainer = fastnn.Trainer(model, optimizer, backend="cpu")
+    epochs = max(1, round(args.epochs))
+    history = trainer.fit(x_train, y_train, epochs=epochs, batch_size=256, verbose=0)
+    accuracy = float(np.mean(model.predict(x_test) == y_test))
+    wall = process_wall_time()
+    print(f"speedrun seed {args.seed}: test accuracy {100 * accuracy:.2f}%  training "
+          f"{sum(history['epoch_time']):.2f} s  wall {wall:.2f} s "
+          f"({fastnn.get_num_threads()} threads)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"backend": "cpu", "model": "speedrun 24c5-p2-32c3-p2-256-10",
+                       "epochs": epochs, "seed": args.seed, "test_accuracy": accuracy,
+                       "epoch_times_s": [float(t) for t in history["epoch_time"]],
+                       "threads": fastnn.get_num_threads(), "wall_s": wall}, f, indent=2)
+    return accuracy, wall
+
+
+if __name__ == "__main__":
+    main()
