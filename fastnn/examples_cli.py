@@ -224,9 +224,11 @@ def run_profile(model, x, y, args, optimizer, epoch_size):
                    optimizer=optimizer, epoch_size=epoch_size)
 
 
-def run(args, build_model, model_name):
+def run(args, build_model, model_name, recipe=None):
     """Train `build_model()` on MNIST as `args` say; print the epochs and the test accuracy,
-    then write what --save, --json and --plot ask for. Returns the results dict (JSON_KEYS)."""
+    then write what --save, --json and --plot ask for. Returns the results dict (JSON_KEYS).
+    recipe(args) -> (optimizer, loss, extra fit keywords) replaces the flags' optimizer, the
+    plain cross-entropy and the plain batches (e.g. augment=) when given."""
     started = time.perf_counter()
     if args.threads is not None:
         set_num_threads(args.threads)
@@ -247,11 +249,16 @@ def run(args, build_model, model_name):
     model = build_model()
     lr = args.lr_defaults[args.optimizer] if args.lr is None else args.lr
     optimizer = make_optimizer(args.optimizer, lr, args.epochs, args.weight_decay)
-    trainer = Trainer(model, optimizer, loss="cross_entropy", backend=backend)
+    loss, fit_extra = "cross_entropy", {}
+    if recipe is not None:
+        optimizer, loss, fit_extra = recipe(args)
+    trainer = Trainer(model, optimizer, loss=loss, backend=backend)
     threads = get_num_threads()
     print(f"{model_name} on {backend.name}, {threads} thread{'s' if threads != 1 else ''}, "
           f"batch {args.batch_size}, seed {args.seed}")
     print(describe_optimizer(optimizer))
+    if recipe is not None:  # what the recipe adds to the optimizer
+        print(f"loss {loss!r}" + "".join(f", {k} {v!r}" for k, v in fit_extra.items()))
     print(f"MNIST: {len(x_train) - n_val:,} training, {n_val:,} validation, "
           f"{len(x_test):,} test images")
     model.summary(input_shape=x_train.shape[1:])
@@ -260,7 +267,7 @@ def run(args, build_model, model_name):
 
     try:
         history = trainer.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                              validation_split=args.val_split or None)
+                              validation_split=args.val_split or None, **fit_extra)
     except NonFiniteLossError as exc:
         fail(f"{exc}; try a smaller --lr", 1)
 

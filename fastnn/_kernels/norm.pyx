@@ -21,6 +21,75 @@ cdef inline int _threads_for(Py_ssize_t size, int threads) noexcept nogil:
     return threads if size >= PARALLEL_MIN_SIZE and threads > 1 else 1
 
 
+cdef inline void _plane_sums(const floating* p, Py_ssize_t s, double shift, double* total,
+                             double* squares) noexcept nogil:
+    """Add sum(p - shift) and sum((p - shift)**2) over s values to total and squares: four
+    independent accumulators (a fixed order, so the same bits every time) hide the latency
+    of the additions."""
+    cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0
+    cdef double b0 = 0.0, b1 = 0.0, b2 = 0.0, b3 = 0.0, d0, d1, d2, d3
+    cdef Py_ssize_t k = 0
+    while k + 4 <= s:
+        d0 = p[k] - shift
+        d1 = p[k + 1] - shift
+        d2 = p[k + 2] - shift
+        d3 = p[k + 3] - shift
+        a0 += d0
+        a1 += d1
+        a2 += d2
+        a3 += d3
+        b0 += d0 * d0
+        b1 += d1 * d1
+        b2 += d2 * d2
+        b3 += d3 * d3
+        k += 4
+    while k < s:
+        d0 = p[k] - shift
+        a0 += d0
+        b0 += d0 * d0
+        k += 1
+    total[0] += (a0 + a1) + (a2 + a3)
+    squares[0] += (b0 + b1) + (b2 + b3)
+
+
+cdef inline void _grad_sums(const floating* x, const floating* y, const floating* dy,
+                            Py_ssize_t s, double mean, bint relu, double* sum_g,
+                            double* sum_gx) noexcept nogil:
+    """Add sum(g) and sum(g * (x - mean)) over s values, g = dy (masked by y > 0 when relu);
+    four accumulators in a fixed order, as _plane_sums."""
+    cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0
+    cdef double b0 = 0.0, b1 = 0.0, b2 = 0.0, b3 = 0.0, g0, g1, g2, g3
+    cdef Py_ssize_t k = 0
+    while k + 4 <= s:
+        g0 = dy[k]
+        g1 = dy[k + 1]
+        g2 = dy[k + 2]
+        g3 = dy[k + 3]
+        if relu:
+            g0 = g0 if y[k] > 0 else 0.0
+            g1 = g1 if y[k + 1] > 0 else 0.0
+            g2 = g2 if y[k + 2] > 0 else 0.0
+            g3 = g3 if y[k + 3] > 0 else 0.0
+        a0 += g0
+        a1 += g1
+        a2 += g2
+        a3 += g3
+        b0 += g0 * (x[k] - mean)
+        b1 += g1 * (x[k + 1] - mean)
+        b2 += g2 * (x[k + 2] - mean)
+        b3 += g3 * (x[k + 3] - mean)
+        k += 4
+    while k < s:
+        g0 = dy[k]
+        if relu and not (y[k] > 0):
+            g0 = 0.0
+        a0 += g0
+        b0 += g0 * (x[k] - mean)
+        k += 1
+    sum_g[0] += (a0 + a1) + (a2 + a3)
+    sum_gx[0] += (b0 + b1) + (b2 + b3)
+
+
 def _check_layout(Py_ssize_t rows, Py_ssize_t size, Py_ssize_t n, Py_ssize_t c,
                   Py_ssize_t s, str name):
     if n < 1 or c < 1 or s < 1:
@@ -33,10 +102,10 @@ def batch_stats(const floating[:, ::1] x, Py_ssize_t channels, double[::1] mean,
                 double[::1] var, int threads):
     """mean[c] and the biased variance var[c] of x viewed as (N, C, S), over N and S.
 
-    Two passes (mean, then the squared deviations), so a large common offset does not
-    cancel the variance away."""
-    cdef Py_ssize_t n = x.shape[0], s, c, i, k
-    cdef double total, dev, count
+    One pass of sums of (x - shift) and its square, shifted by the channel's first value so
+    a large common offset does not cancel the variance away."""
+    cdef Py_ssize_t n = x.shape[0], s, c, i
+    cdef double total, squares, shift, count, m
     if channels < 1 or x.shape[1] % channels:
         raise ValueError(f"x rows ({x.shape[1]} values) must split into {channels} channels")
     s = x.shape[1] // channels
@@ -47,17 +116,14 @@ def batch_stats(const floating[:, ::1] x, Py_ssize_t channels, double[::1] mean,
     cdef int nt = _threads_for(n * channels * s, threads)
     with nogil:
         for c in prange(channels, schedule="static", num_threads=nt):
+            shift = x[0, c * s]
             total = 0.0
+            squares = 0.0
             for i in range(n):
-                for k in range(s):
-                    total = total + x[i, c * s + k]
-            mean[c] = total / count
-            total = 0.0
-            for i in range(n):
-                for k in range(s):
-                    dev = x[i, c * s + k] - mean[c]
-                    total = total + dev * dev
-            var[c] = total / count
+                _plane_sums(&x[i, c * s], s, shift, &total, &squares)
+            m = total / count
+            mean[c] = shift + m
+            var[c] = max(squares / count - m * m, 0.0)
 
 
 def scale_shift(const floating[:, ::1] x, Py_ssize_t channels, const double[::1] scale,
@@ -98,7 +164,7 @@ def backward(const floating[:, ::1] x, const floating[:, ::1] y, const floating[
     statistics: dgamma[c], dbeta[c] and, when dx has rows, dx. y is the forward output (its
     sign masks dy when relu). dx may be dy itself."""
     cdef Py_ssize_t n = x.shape[0], s, c, i, k, plane, at
-    cdef double sum_dy, sum_dy_xhat, g, xhat, count
+    cdef double sum_dy, sum_dy_xhat, count
     cdef floating a, b, k1, m, d
     if channels < 1 or x.shape[1] % channels:
         raise ValueError(f"x rows ({x.shape[1]} values) must split into {channels} channels")
@@ -122,15 +188,10 @@ def backward(const floating[:, ::1] x, const floating[:, ::1] y, const floating[
             sum_dy = 0.0
             sum_dy_xhat = 0.0
             for i in range(n):
-                for k in range(s):
-                    g = dy[i, c * s + k]
-                    if relu and not (y[i, c * s + k] > 0):
-                        g = 0.0
-                    xhat = (x[i, c * s + k] - mean[c]) * inv_std[c]
-                    sum_dy = sum_dy + g
-                    sum_dy_xhat = sum_dy_xhat + g * xhat
+                _grad_sums(&x[i, c * s], &y[i, c * s], &dy[i, c * s], s, mean[c], relu,
+                           &sum_dy, &sum_dy_xhat)
             dbeta[c] = sum_dy
-            dgamma[c] = sum_dy_xhat
+            dgamma[c] = sum_dy_xhat * inv_std[c]
         if dx.shape[0]:
             # dx = gamma * inv_std * (dy - dbeta / M - xhat * dgamma / M)
             for plane in prange(n * channels, schedule="static", num_threads=nt):
@@ -141,8 +202,10 @@ def backward(const floating[:, ::1] x, const floating[:, ::1] y, const floating[
                 b = <floating>(dbeta[c] / count)
                 k1 = <floating>(dgamma[c] / count * inv_std[c])
                 m = <floating>mean[c]
-                for k in range(s):
-                    d = dy[i, at + k]
-                    if relu and not (y[i, at + k] > 0):
-                        d = 0
-                    dx[i, at + k] = a * (d - b - (x[i, at + k] - m) * k1)
+                if relu:
+                    for k in range(s):
+                        d = dy[i, at + k] if y[i, at + k] > 0 else 0
+                        dx[i, at + k] = a * (d - b - (x[i, at + k] - m) * k1)
+                else:
+                    for k in range(s):
+                        dx[i, at + k] = a * (dy[i, at + k] - b - (x[i, at + k] - m) * k1)

@@ -163,3 +163,21 @@ def test_batchnorm_without_affine_has_no_trainable_parameters():
     out = model.forward(model.prepare_input(x), True)
     model.backward(np.ones_like(out))
     assert model.gradients()[0] is not None
+
+
+def test_onnx_export_runs_the_new_layers_as_fastnn_does(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    fastnn_onnx = pytest.importorskip("fastnn.onnx")
+    fastnn.seed(10)
+    model = small_cnn()
+    model.input_shape = (10, 10)
+    x_raw, y = data(6, seed=11)
+    x = model.prepare_input(x_raw.astype(np.float32))
+    loss_and_grads(model, x, y)  # running statistics away from 0 and 1
+    path = tmp_path / "bn.onnx"
+    fastnn_onnx.export(model, path)
+    session = ort.InferenceSession(str(path))
+    name = session.get_inputs()[0].name
+    feed = x if len(session.get_inputs()[0].shape) == 4 else x_raw.astype(np.float32)
+    got = session.run(None, {name: feed})[0]
+    np.testing.assert_allclose(got, model.forward(x, False), rtol=1e-4, atol=1e-5)
