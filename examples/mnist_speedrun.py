@@ -51,11 +51,16 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None,
                    help="kernel threads (default: OpenMP's, which honours OMP_NUM_THREADS)")
     p.add_argument("--epochs", type=float, default=1.0, help="passes over the data (1)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="only the first N training and test images (quick checks)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     args = p.parse_args(argv)
     if args.threads is not None:
         fastnn.set_num_threads(args.threads)
     (x_train, y_train), (x_test, y_test) = fastnn.datasets.mnist()
+    if args.limit is not None:
+        x_train, y_train, x_test, y_test = (a[:args.limit] for a in (x_train, y_train, x_test,
+                                                                     y_test))
     fastnn.seed(args.seed)
     model = build()
     optimizer = optim.Adam(lr=0.01, betas=(0.7, 0.9), schedule=optim.OneCycleLR(args.epochs))
