@@ -17,7 +17,7 @@ from fastnn import backends
 from fastnn.augment import RandomAffine
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
-import mnist_cnn  # noqa: E402
+import mnist_cnn
 
 
 def main():
@@ -31,7 +31,7 @@ def main():
     (x, y), _ = fastnn.datasets.mnist()
     fastnn.seed(0)
     model = mnist_cnn.build_best()
-    optimizer, loss, extra = mnist_cnn.best_recipe(argparse.Namespace(epochs=1))
+    optimizer, loss, _ = mnist_cnn.best_recipe(argparse.Namespace(epochs=1))
     trainer = fastnn.Trainer(model, optimizer, loss=loss)
     xs = model.prepare_input(x)
     ys = y.astype(np.int64)

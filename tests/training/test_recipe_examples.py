@@ -16,7 +16,8 @@ pytestmark = pytest.mark.skipif(not (EXAMPLES / "mnist_speedrun.py").exists(),
 def run(script, *args, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     return subprocess.run([sys.executable, str(EXAMPLES / script), *map(str, args)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env)
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env,
+                          check=False)
 
 
 def test_cnn_best_short_run(tmp_path):
