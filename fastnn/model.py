@@ -219,7 +219,8 @@ class Sequential:
         b = self._backend
         state = {name: np.array(b.to_numpy(layer.params[j]), copy=True)
                  for layer, j, name in self._slots}
-        state.update((name, np.array(b.to_numpy(layer.buffers[j]), copy=True))
+        state.update((name, np.array(b.to_numpy(layer.buffers[j]), dtype=np.float64,
+                                     copy=True))
                      for layer, j, name in self._buffer_slots())
         return state
 

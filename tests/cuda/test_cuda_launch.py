@@ -59,7 +59,11 @@ def test_every_shipped_kernel_parses():
                           "maxpool_backward", "softmax_xent", "softmax_xent_rows", "step_metrics",
                           "sgd_update",
                           "adam_update", "sgd_update_many", "adam_update_many",
-                          "gather_batch"}
+                          "gather_batch",
+                          "batchnorm_stats", "batchnorm_scale_shift",
+                          "batchnorm_backward_sums", "batchnorm_backward_dx", "avgpool_forward",
+                          "avgpool_backward", "global_avgpool_forward", "global_avgpool_backward",
+                          "leaky_relu_forward", "leaky_relu_backward"}
     assert {family for family, _ in found.values()} == set(sources.FAMILIES)
     assert found["softmax_xent"][1].max_threads == 256  # FASTNN_REDUCE_THREADS, from common.cuh
 

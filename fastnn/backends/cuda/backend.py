@@ -27,11 +27,12 @@ from .. import _checks as check
 from ..numpy import NumpyBackend
 from . import launch
 from .kernels import Kernels
+from .layers import CudaLayerKernels
 
 _F32 = np.dtype(np.float32)
 
 
-class CudaBackend:
+class CudaBackend(CudaLayerKernels):
     name = "cuda"
     dtypes = (_F32,)
     # Most blocks per elementwise launch; past that each thread loops (grid-stride), which

@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 
 KERNEL_DIR = Path(__file__).with_name("kernels")
-FAMILIES = ("dense", "conv", "pool", "loss", "optim", "data")
+FAMILIES = ("dense", "conv", "pool", "loss", "optim", "data", "norm")
 
 # The NVRTC options CuPy's RawModule compiles with, besides its -I include directories and
 # `-arch=sm_XY` for the device. Checked against CuPy's own compile path for the CuPy version
