@@ -5,10 +5,10 @@ Default: conv(1->32, 5x5)-ReLU-maxpool2 -> conv(32->64, 5x5)-ReLU-maxpool2 -> Li
 momentum 0.9, lr 0.05 with a cosine decay, weight decay 5e-4), batch 128, 10% of the training
 images held out for validation.
 
-`--arch best` is the most accurate recipe: the same two 5x5 convolutions, each followed by
-BatchNorm2d, and Linear(1024, 256) + BatchNorm1d + Dropout(0.25); every training batch is
+`--arch best` is the most accurate recipe: the same two 5x5 convolution blocks, each followed
+by BatchNorm2d, and Linear(1024, 256) + BatchNorm1d + Dropout(0.25); every training batch is
 augmented (RandomAffine: shift up to 8%, rotation up to 10 degrees, scale +-8%); AdamW
-(lr 3e-3, weight decay 0.01) on a one-cycle schedule, label smoothing 0.1, 15 epochs, and all
+(lr 3e-3, weight decay 0.01) on a one-cycle schedule, label smoothing 0.1, 6 epochs, and all
 60,000 training images (no validation split unless --val-split is given; --optimizer, --lr
 and --weight-decay are ignored). Examples:
 
@@ -22,7 +22,7 @@ import sys
 from fastnn import examples_cli, nn, optim
 from fastnn.augment import RandomAffine
 
-BEST_EPOCHS = 15
+BEST_EPOCHS = 6
 
 
 def build_cnn():
@@ -47,10 +47,14 @@ def build_lenet():
 
 
 def build_best():
-    """The CNN above with batch normalization after each convolution and the hidden Linear."""
+    """The CNN above with batch normalization after each convolution block and the hidden
+    Linear. The block's BatchNorm2d comes after the max-pool, so the convolution, ReLU and
+    max-pool keep running as one fused kernel and the batch norm sees a quarter of the
+    values: a cheaper variant of conv-BN-ReLU-pool (not the same network, since a per-channel
+    affine map commutes with neither ReLU nor max), picked for its speed."""
     return nn.Sequential(
-        nn.Conv2d(1, 32, 5), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),    # -> 12x12
-        nn.Conv2d(32, 64, 5), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),   # -> 4x4
+        nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2), nn.BatchNorm2d(32),    # -> 12x12
+        nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2), nn.BatchNorm2d(64),   # -> 4x4
         nn.Flatten(),
         nn.Linear(1024, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.25),
         nn.Linear(256, 10))
@@ -66,7 +70,7 @@ def best_recipe(args):
 ARCHITECTURES = {
     "cnn": (build_cnn, "cnn 32c5-p2-64c5-p2-128-10"),
     "lenet": (build_lenet, "lenet5 6c5p2-p2-16c5-p2-120-84-10"),
-    "best": (build_best, "best 32c5-bn-p2-64c5-bn-p2-256-bn-10, augmented"),
+    "best": (build_best, "best 32c5-p2-bn-64c5-p2-bn-256-bn-10, augmented"),
 }
 
 

@@ -106,8 +106,9 @@ def test_random_affine_matrices_and_arguments():
 
 
 def cnn():
-    return nn.Sequential(nn.Conv2d(1, 4, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(576, 10), backend=BACKEND)
+    return nn.Sequential(nn.Conv2d(1, 4, 5), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(576, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                         nn.Linear(16, 10), backend=BACKEND)
 
 
 def fit_once(augment, threads=None, epochs=1):
