@@ -50,9 +50,16 @@ class CrossEntropy(Loss):
             return f"CrossEntropy(label_smoothing={self.label_smoothing})"
         return "CrossEntropy()"
 
+    def _smoothed_kernel(self, backend):
+        kernel = getattr(backend, "smoothed_cross_entropy", None)
+        if kernel is None:
+            raise ValueError(f"label_smoothing needs a backend with the smoothed_cross_entropy "
+                             f"kernel (numpy, cpu); {backend.name!r} has none")
+        return kernel
+
     def __call__(self, backend, outputs, labels):
         if self.label_smoothing:
-            return backend.smoothed_cross_entropy(outputs, labels, self.label_smoothing,
+            return self._smoothed_kernel(backend)(outputs, labels, self.label_smoothing,
                                                   check_finite=False)
         return backend.softmax_cross_entropy(outputs, labels, check_finite=False)
 
@@ -77,7 +84,7 @@ class CrossEntropy(Loss):
         return lambda outputs, labels, out: kernel(outputs, labels, check_finite=False)
 
     def _bind_smoothed(self, backend):
-        kernel, smoothing = backend.smoothed_cross_entropy, self.label_smoothing
+        kernel, smoothing = self._smoothed_kernel(backend), self.label_smoothing
         if supports_keyword(kernel, "out"):
             return lambda outputs, labels, out: kernel(outputs, labels, smoothing,
                                                        check_finite=False, out=out)
