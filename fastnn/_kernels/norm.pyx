@@ -11,7 +11,6 @@ The thread count is an argument (`threads`), never read from a global here.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport sqrt
 
 # Below this many elements one thread is faster than waking the others.
 cdef Py_ssize_t PARALLEL_MIN_SIZE = 16384
