@@ -1,11 +1,13 @@
-"""The fastest fastnn recipe to 99% test accuracy on MNIST: one epoch, timed as the whole
-process (interpreter start, imports and data loading included).
+"""The fastest fastnn recipe to 99% test accuracy on MNIST (mean over seeds 0-9, none under
+98.9%), timed as the whole process (interpreter start, imports and data loading included).
 
 The network and schedule follow tuomaso/train_mnist_fast (99.04% mean over 30 seeds in 0.76 s
 on a GTX 1660 Ti): conv(1->24, 5x5)-ReLU-maxpool2 -> conv(24->32, 3x3)-ReLU-maxpool2 ->
 Linear(800, 256)-ReLU -> Linear(256, 10); Adam (lr 0.01, betas 0.7, 0.9) with a one-cycle
-schedule, batch 256, one pass over the 60,000 training images, no validation split. The
-PyTorch version of the same recipe is benchmarks/speedrun_torch.py.
+schedule, batch 256, no validation split. Two passes over the 60,000 training images (one
+cycle over both): with one, as the anchor does, seeds 0-9 averaged 99.01% but two seeds fell
+under 98.9%; with two, 99.19% and none under 99.03%. The PyTorch version of the anchor's
+one-epoch recipe is benchmarks/speedrun_torch.py.
 
     python examples/mnist_speedrun.py --seed 3 --json run.json
 """
@@ -51,11 +53,13 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="one seed for everything (default: 0)")
     p.add_argument("--threads", type=int, default=None,
                    help="kernel threads (default: OpenMP's, which honours OMP_NUM_THREADS)")
-    p.add_argument("--epochs", type=float, default=1.0, help="passes over the data (1)")
+    p.add_argument("--epochs", type=int, default=2, help="passes over the data (2)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="only the first N training and test images (quick checks)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     args = p.parse_args(argv)
+    if args.epochs < 1:
+        p.error(f"--epochs must be >= 1, got {args.epochs}")
     if args.threads is not None:
         fastnn.set_num_threads(args.threads)
     (x_train, y_train), (x_test, y_test) = fastnn.datasets.mnist()
@@ -66,7 +70,7 @@ def main(argv=None):
     model = build()
     optimizer = optim.Adam(lr=0.01, betas=(0.7, 0.9), schedule=optim.OneCycleLR(args.epochs))
     trainer = fastnn.Trainer(model, optimizer, backend="cpu")
-    epochs = max(1, round(args.epochs))
+    epochs = args.epochs
     history = trainer.fit(x_train, y_train, epochs=epochs, batch_size=256, verbose=0)
     accuracy = float(np.mean(model.predict(x_test) == y_test))
     wall = process_wall_time()
