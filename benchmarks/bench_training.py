@@ -1,9 +1,11 @@
 """Training and inference of the issue's workloads: fastnn vs NumPy-from-scratch vs PyTorch.
 
-Groups: "step:<workload>" (one training step, batch 128), "epoch:<workload>" (one epoch of
-60k, pedantic, --epoch-rounds rounds), "infer:batch1" and "infer:batch1000" (the big MLP).
-PyTorch rows skip where torch is not importable; fastnn rows skip until its cpu backend and
-model API are installed.
+Groups: "epoch:<workload>" (one epoch of 60k, pedantic, --epoch-rounds rounds),
+"infer:<workload> batch1" and "... batch1000" (the big MLP and the CNN, with ONNX Runtime on the
+graph fastnn exports), and, with --sweeps only, "step:<workload>" (one training step, batch 128).
+PyTorch and ONNX Runtime rows skip where they are not importable; fastnn rows skip until its
+cpu backend and model API are installed. Every epoch and inference result also goes into the
+summary table the session ends with (conftest.py, summary.py).
 """
 import numpy as np
 import pytest
@@ -31,6 +33,7 @@ def make_runner(mnist):
     return make
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("impl", runners.IMPLS)
 @pytest.mark.parametrize("workload", WORKLOADS)
 def test_step(benchmark, record, make_runner, workload, impl):
@@ -52,19 +55,21 @@ def test_epoch(benchmark, record, make_runner, request, workload, impl):
     rounds = request.config.getoption("--epoch-rounds")
     benchmark.pedantic(epoch, rounds=rounds, iterations=1, warmup_rounds=0)
     n = len(runner.x)
-    record(flops=W.WORKLOADS[workload].train_flops() * n, samples=n, impl=impl)
+    record(flops=W.WORKLOADS[workload].train_flops() * n, samples=n, impl=impl,
+           summary=(workload, "epoch"))
 
 
-@pytest.mark.parametrize("impl", runners.IMPLS)
+@pytest.mark.parametrize("impl", runners.INFER_IMPLS)
 @pytest.mark.parametrize("batch", [1, 1000])
-@pytest.mark.parametrize("workload", ["mlp-512-256"])
+@pytest.mark.parametrize("workload", ["mlp-512-256", "cnn"])
 def test_infer(benchmark, record, make_runner, workload, batch, impl):
     runner = make_runner(impl, workload)
     predict = runner.infer(batch)
     predict()
-    benchmark.group = f"infer:batch{batch}"
+    benchmark.group = f"infer:{workload} batch{batch}"
     benchmark(predict)
-    record(flops=W.WORKLOADS[workload].forward_flops() * batch, samples=batch, impl=impl)
+    record(flops=W.WORKLOADS[workload].forward_flops() * batch, samples=batch, impl=impl,
+           summary=(workload, f"infer:batch{batch}"))
 
 
 # LeNet-5's second conv runs Winograd F(4x4, 5x5) on cpu. Where a 5x5x6 window is all zero

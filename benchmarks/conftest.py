@@ -5,7 +5,12 @@ Benchmarks run against the *installed* fastnn (`pip install .`), like the tests.
 once per session as float32 in [0, 1]; every model starts from the weights of
 `Workload.initial_params(SEED)`, so fastnn, NumPy-from-scratch and PyTorch do the same work.
 
+By default the session runs the epochs and the inference benchmarks and ends with one summary
+table (summary.py) instead of pytest-benchmark's tables; `--sweeps` adds the long sweeps (every
+kernel, GEMM and conv shape, single training steps) and pytest-benchmark's own tables.
+
 Options:
+  --sweeps           also the sweeps (benchmarks marked `sweep`) and pytest-benchmark's tables
   --epoch-rounds N   rounds of each one-epoch benchmark (default 1; 3 for the issue's medians)
   --workloads a,b    only these workloads (names in workloads.WORKLOADS)
 """
@@ -19,7 +24,12 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import machine  # noqa: E402
+import summary  # noqa: E402
 import workloads as W  # noqa: E402
+
+# The sweeps: whole modules of them, and the tests marked `sweep` elsewhere.
+SWEEP_MODULES = ("bench_kernels.py", "bench_gemm.py", "bench_conv.py")
+RESULTS = summary.Results()
 
 
 def pytest_addoption(parser):
@@ -28,6 +38,44 @@ def pytest_addoption(parser):
                     help="rounds of each one-epoch benchmark (default 1)")
     group.addoption("--workloads", default=",".join(W.WORKLOADS),
                     help="comma-separated workloads to run (default: all)")
+    group.addoption("--sweeps", action="store_true",
+                    help="also run the long sweeps (kernels, GEMM and conv shapes, training "
+                         "steps) and print pytest-benchmark's own tables")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sweep: a long sweep, run only with --sweeps")
+    config._fastnn_load_start = _load()
+    bench = getattr(config, "_benchmarksession", None)
+    if bench is not None and not config.getoption("--sweeps"):
+        # dozens of tables, up to 250 columns wide: the summary table replaces them
+        bench.display = lambda terminalreporter: None
+
+
+def _load():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, config):
+    """The one summary table, after everything else pytest prints."""
+    if not RESULTS:
+        return
+    import fastnn
+
+    threads = fastnn.get_num_threads()
+    isa, peak = machine.best_isa_peak(threads=threads)
+    header = [f"fastnn {fastnn.__version__}: GEMM {machine.gemm_isa()}, {threads} threads; "
+              f"NumPy BLAS {machine.blas_summary()}"[:summary.WIDTH],
+              f"load average {config._fastnn_load_start:.1f} at the start, {_load():.1f} at the "
+              f"end, on {machine.cpu_count()} cores (timings on a busy machine are inflated)"]
+    terminalreporter.write_sep("=", "fastnn benchmark summary")
+    for line in summary.table(RESULTS, isa, peak, header):
+        terminalreporter.write_line(line)
 
 
 def pytest_report_header(config):
@@ -67,12 +115,17 @@ def pytest_collection_modifyitems(config, items):
     if unknown:
         raise pytest.UsageError(f"--workloads: unknown {sorted(unknown)}; "
                                 f"expected some of {sorted(W.WORKLOADS)}")
-    skip = pytest.mark.skip(reason="workload not selected with --workloads")
+    sweeps = config.getoption("--sweeps")
+    keep, drop = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
         name = callspec.params.get("workload") if callspec else None
-        if name is not None and name not in chosen:
-            item.add_marker(skip)
+        unchosen = name is not None and name not in chosen
+        is_sweep = item.path.name in SWEEP_MODULES or item.get_closest_marker("sweep")
+        (drop if unchosen or (is_sweep and not sweeps) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")
@@ -94,9 +147,10 @@ def paths():
 
 @pytest.fixture
 def record(benchmark, paths):
-    """record(flops=..., samples=...) after a benchmark: stores the code paths, and GFLOP/s and
-    samples/s from the median time, in the benchmark's extra_info."""
-    def _record(flops=None, samples=None, **extra):
+    """record(flops=..., samples=..., summary=(workload, measure)) after a benchmark: stores the
+    code paths, and GFLOP/s and samples/s from the median time, in the benchmark's extra_info;
+    with `summary`, the median goes into the session's summary table too."""
+    def _record(flops=None, samples=None, summary=None, **extra):
         benchmark.extra_info.update(paths)
         benchmark.extra_info.update(extra)
         stats = getattr(benchmark, "stats", None)
@@ -107,6 +161,9 @@ def record(benchmark, paths):
                 benchmark.extra_info["gflops_per_s"] = round(flops / median / 1e9, 2)
         if samples is not None and median:
             benchmark.extra_info["samples_per_s"] = round(samples / median, 1)
+        if summary is not None and median:
+            workload, measure = summary
+            RESULTS.add(workload, measure, extra.get("impl"), median, flops)
     return _record
 
 

@@ -8,6 +8,8 @@ Trainer.fit, which shuffles with its own seeded generator).
 import workloads as W
 
 IMPLS = ("fastnn", "numpy-scratch", "pytorch")
+# Inference also runs through ONNX Runtime, on the graph fastnn exports of the same weights.
+INFER_IMPLS = IMPLS + ("onnxruntime",)
 
 
 class Unavailable(Exception):
@@ -37,7 +39,13 @@ def _network(impl, workload, backend):
         if not torch_impl.available():
             raise Unavailable(torch_impl.why_unavailable())
         return torch_impl.Network(workload, params, W.LR, W.MOMENTUM)
-    raise ValueError(f"unknown implementation {impl!r}; expected one of {IMPLS}")
+    if impl == "onnxruntime":
+        import ort_impl
+
+        if not ort_impl.available():
+            raise Unavailable(ort_impl.why_unavailable())
+        return ort_impl.Network(_network("fastnn", workload, backend))
+    raise ValueError(f"unknown implementation {impl!r}; expected one of {INFER_IMPLS}")
 
 
 class Runner:
@@ -87,6 +95,6 @@ class Runner:
         """A callable predicting the classes of the first n samples in one call."""
         net = self.net
         xs = self.x[:n].copy()
-        if self.impl == "pytorch":
+        if self.impl in ("pytorch", "onnxruntime"):
             xs = net.tensor(xs)
         return lambda: net.predict(xs)

@@ -1,6 +1,8 @@
 """fastnn: small, fast MNIST-scale neural networks with Cython kernels and a NumPy reference."""
 __version__ = "0.1.0"
 
+# first: the OpenMP wait policy has to be in the environment before the kernels load libgomp
+from . import _openmp_env  # noqa: F401  # isort: skip
 from . import backends, callbacks, datasets, nn, optim
 from ._random import seed
 from ._threads import get_num_threads, set_num_threads
