@@ -28,11 +28,9 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memset
-cimport numpy as cnp
 
 from fastnn._kernels.gemm cimport gemm
-
-cnp.import_array()
+from fastnn._kernels.runtime cimport resolve_threads
 
 
 cdef extern from "conv_simd.h" nogil:
@@ -65,19 +63,19 @@ cdef extern from "conv_winograd.h" nogil:
                               const int *argmax, float *dx, float *dw, float *db, float *work,
                               int nthreads)
 
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int fastnn_conv_default_threads(void) { return omp_get_max_threads(); }
-    #else
-    static int fastnn_conv_default_threads(void) { return 1; }
-    #endif
-    """
-    int fastnn_conv_default_threads() noexcept nogil
-
+# ---- policy: which algorithm runs, what it needs, the plan cache, scratch memory --------------
+# Everything the kernels decide about a call lives here; the backend asks fusable() and
+# workspace_size(), the entry points below ask _plan() and _scratch().
 
 ALGORITHMS = ("auto", "gemm", "winograd", "direct")
+
+# The algorithm a plan runs, as the typed kernels below take it.
+cdef enum Algorithm:
+    GEMM = 0
+    WINOGRAD = 1
+    DIRECT = 2
+
+_ALGORITHM_CODES = {"gemm": GEMM, "winograd": WINOGRAD, "direct": DIRECT}
 
 # The batch is cut into at most this many parts for dW and db: each part is summed by one
 # thread, then the parts are added in order, whatever the thread count.
@@ -135,11 +133,6 @@ def choose(x_shape, w_shape, dtype, stride, padding, algorithm="auto"):
     return "gemm"
 
 
-cdef int _threads(int nthreads) noexcept nogil:
-    cdef int nt = nthreads if nthreads > 0 else fastnn_conv_default_threads()
-    return nt if nt < 256 else 256
-
-
 def _out_size(int size, int k, int stride, int padding):
     return (size + 2 * padding - k) // stride + 1
 
@@ -150,7 +143,7 @@ def workspace_size(kind, x_shape, w_shape, dtype, stride=1, padding=0, algorithm
     forward_maxpool or backward_maxpool) needs as workspace."""
     n, ci, h, wd = x_shape
     co, _, kh, kw = w_shape
-    nt = _threads(nthreads)
+    nt = resolve_threads(nthreads)
     cdef fastnn_wino_shape s
     cdef fastnn_direct_shape d
     algo = choose(x_shape, w_shape, dtype, stride, padding, algorithm)
@@ -214,6 +207,79 @@ def _scratch(size, dtype, workspace):
 def release_workspaces():
     """Free this thread's cached scratch memory."""
     _local.buffers = {}
+
+
+def fusable(x_shape, w_shape, dtype, stride, padding, pool, algorithm="auto", need_dx=True):
+    """Whether forward_maxpool / backward_maxpool take these arguments: the direct or Winograd
+    algorithm (backward: direct only without dx), a k x k pool with stride k that fits."""
+    if pool < 1:
+        return False
+    try:
+        algo = choose(x_shape, w_shape, dtype, stride, padding, algorithm)
+    except ValueError:
+        return False
+    if algo == "gemm" or (algo == "direct" and need_dx):
+        return False
+    _, _, h, wd = x_shape
+    kh, kw = w_shape[2], w_shape[3]
+    return (_out_size(h, kh, stride, padding) >= pool
+            and _out_size(wd, kw, stride, padding) >= pool)
+
+
+def _check_problem(x, w, stride, padding):
+    """The backend checks the arguments; this only refuses what would make the kernels read or
+    write out of bounds, so that a wrong call from elsewhere raises instead of crashing."""
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"x must be float32 or float64, got {x.dtype}")
+    if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1] or min(x.shape) < 1 \
+            or min(w.shape) < 1:
+        raise ValueError(f"x {x.shape} and w {w.shape} do not make a convolution")
+    if stride < 1 or padding < 0:
+        raise ValueError(f"stride must be >= 1 and padding >= 0, got {stride}, {padding}")
+    n, _, h, wd = x.shape
+    co, ci, kh, kw = w.shape
+    ho, wo = _out_size(h, kh, stride, padding), _out_size(wd, kw, stride, padding)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"kernel {kh}x{kw} does not fit the input {h}x{wd} with padding "
+                         f"{padding}")
+    if max(n * co * ho * wo, x.size, ci * kh * kw * ho * wo) >= 2**31:
+        raise ValueError("arrays this large are not supported (sizes must be < 2**31)")
+    return (n, co, ho, wo)
+
+
+# (direction, shapes, dtype, stride, padding, algorithm, threads, dx wanted) ->
+# (algorithm run, workspace size, output shape): worked out and checked once per layer shape.
+_plans = {}
+
+
+def _plan(bint backward, x, w, int stride, int padding, algorithm, int nt, bint need_dx,
+          int pool=0):
+    for name, a in (("x", x), ("w", w)):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    key = (backward, x.shape, w.shape, x.dtype, stride, padding, algorithm, nt, need_dx, pool)
+    plan = _plans.get(key)
+    if plan is None:
+        y_shape = _check_problem(x, w, stride, padding)
+        algo = choose(x.shape, w.shape, x.dtype, stride, padding, algorithm)
+        if backward and algo == "direct" and need_dx:
+            if algorithm == "direct":
+                raise ValueError("the direct algorithm computes no dx: pass dx=None")
+            algo = "gemm"
+        if pool:
+            if pool < 1 or y_shape[2] < pool or y_shape[3] < pool:
+                raise ValueError(f"pool must be >= 1 and fit the convolution's output "
+                                 f"{y_shape[2]}x{y_shape[3]}, got {pool}")
+            if algo == "gemm":
+                raise ValueError("a fused max-pool needs the direct or winograd algorithm "
+                                 "(see fusable())")
+            y_shape = (y_shape[0], y_shape[1], y_shape[2] // pool, y_shape[3] // pool)
+        size = workspace_size("backward" if backward else "forward", x.shape, w.shape,
+                              x.dtype, stride, padding, algo, nt, need_dx, pool)
+        if len(_plans) >= 256:
+            _plans.clear()
+        plan = _plans[key] = (algo, size, y_shape)
+    return plan
 
 
 # ---- im2col / col2im -----------------------------------------------------------------------
@@ -377,63 +443,7 @@ cdef void _gemm_backward(const floating *x, const floating *w, const floating *y
         db[o] = acc
 
 
-# ---- entry points --------------------------------------------------------------------------
-
-def _check_problem(x, w, stride, padding):
-    """The backend checks the arguments; this only refuses what would make the kernels read or
-    write out of bounds, so that a wrong call from elsewhere raises instead of crashing."""
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(f"x must be float32 or float64, got {x.dtype}")
-    if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1] or min(x.shape) < 1 \
-            or min(w.shape) < 1:
-        raise ValueError(f"x {x.shape} and w {w.shape} do not make a convolution")
-    if stride < 1 or padding < 0:
-        raise ValueError(f"stride must be >= 1 and padding >= 0, got {stride}, {padding}")
-    n, _, h, wd = x.shape
-    co, ci, kh, kw = w.shape
-    ho, wo = _out_size(h, kh, stride, padding), _out_size(wd, kw, stride, padding)
-    if ho < 1 or wo < 1:
-        raise ValueError(f"kernel {kh}x{kw} does not fit the input {h}x{wd} with padding "
-                         f"{padding}")
-    if max(n * co * ho * wo, x.size, ci * kh * kw * ho * wo) >= 2**31:
-        raise ValueError("arrays this large are not supported (sizes must be < 2**31)")
-    return (n, co, ho, wo)
-
-
-# (direction, shapes, dtype, stride, padding, algorithm, threads, dx wanted) ->
-# (algorithm run, workspace size, output shape): worked out and checked once per layer shape.
-_plans = {}
-
-
-def _plan(bint backward, x, w, int stride, int padding, algorithm, int nt, bint need_dx,
-          int pool=0):
-    for name, a in (("x", x), ("w", w)):
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-    key = (backward, x.shape, w.shape, x.dtype, stride, padding, algorithm, nt, need_dx, pool)
-    plan = _plans.get(key)
-    if plan is None:
-        y_shape = _check_problem(x, w, stride, padding)
-        algo = choose(x.shape, w.shape, x.dtype, stride, padding, algorithm)
-        if backward and algo == "direct" and need_dx:
-            if algorithm == "direct":
-                raise ValueError("the direct algorithm computes no dx: pass dx=None")
-            algo = "gemm"
-        if pool:
-            if pool < 1 or y_shape[2] < pool or y_shape[3] < pool:
-                raise ValueError(f"pool must be >= 1 and fit the convolution's output "
-                                 f"{y_shape[2]}x{y_shape[3]}, got {pool}")
-            if algo == "gemm":
-                raise ValueError("a fused max-pool needs the direct or winograd algorithm "
-                                 "(see fusable())")
-            y_shape = (y_shape[0], y_shape[1], y_shape[2] // pool, y_shape[3] // pool)
-        size = workspace_size("backward" if backward else "forward", x.shape, w.shape,
-                              x.dtype, stride, padding, algo, nt, need_dx, pool)
-        if len(_plans) >= 256:
-            _plans.clear()
-        plan = _plans[key] = (algo, size, y_shape)
-    return plan
-
+# ---- entry points: checked, then the typed kernels below ---------------------------------
 
 def _expect(name, a, shape, dtype):
     if not isinstance(a, np.ndarray) or a.dtype != dtype or not a.flags.c_contiguous:
@@ -445,8 +455,9 @@ def _expect(name, a, shape, dtype):
 def forward(x, w, b, y, int stride, int padding, bint relu, *, algorithm="auto",
             int nthreads=0, workspace=None):
     """y = conv2d(x, w) + b, ReLU'd when relu. x (N,Ci,H,W), w (Co,Ci,kH,kW), b (Co,) or None,
-    y (N,Co,Ho,Wo): C-contiguous, one dtype, checked by the caller; y must not overlap them."""
-    cdef int nt = _threads(nthreads)
+    y (N,Co,Ho,Wo): C-contiguous, one dtype, checked by the caller; y must not overlap them.
+    On `nthreads` threads (0: fastnn's count)."""
+    cdef int nt = resolve_threads(nthreads)
     algo, size, y_shape = _plan(False, x, w, stride, padding, algorithm, nt, False)
     dtype = x.dtype
     _expect("x", x, x.shape, dtype)
@@ -454,43 +465,16 @@ def forward(x, w, b, y, int stride, int padding, bint relu, *, algorithm="auto",
     if b is not None:
         _expect("b", b, (y_shape[1],), dtype)
     _expect("y", y, y_shape, dtype)
-    work = _scratch(size, dtype, workspace)
-    cdef int n = x.shape[0], ci = x.shape[1], h = x.shape[2], wd = x.shape[3]
-    cdef int co = w.shape[0], kh = w.shape[2], kw = w.shape[3]
-    cdef int ho = y_shape[2], wo = y_shape[3]
-    cdef void *px = _data(x)
-    cdef void *pw = _data(w)
-    cdef void *pb = _data(b)
-    cdef void *py = _data(y)
-    cdef void *pwork = _data(work)
-    cdef fastnn_wino_shape ws
-    cdef fastnn_direct_shape ds
-    if algo == "winograd":
-        ws.n, ws.ci, ws.h, ws.w, ws.co, ws.pad = n, ci, h, wd, co, padding
-        with nogil:
-            fastnn_wino_forward(&ws, <float *>px, <float *>pw, <float *>pb, relu,
-                                <float *>py, 0, NULL, <float *>pwork, nt)
-    elif algo == "direct":
-        ds.n, ds.h, ds.w, ds.co, ds.kh, ds.kw, ds.pad = n, h, wd, co, kh, kw, padding
-        with nogil:
-            fastnn_direct_forward(&ds, <float *>px, <float *>pw, <float *>pb, relu,
-                                  <float *>py, 0, NULL, <float *>pwork, nt)
-    elif dtype == np.float32:
-        with nogil:
-            _gemm_forward(<float *>px, <float *>pw, <float *>pb, <float *>py, n, ci, h, wd, co,
-                          kh, kw, stride, padding, ho, wo, relu, <float *>pwork, nt)
-    else:
-        with nogil:
-            _gemm_forward(<double *>px, <double *>pw, <double *>pb, <double *>py, n, ci, h, wd,
-                          co, kh, kw, stride, padding, ho, wo, relu, <double *>pwork, nt)
+    _forward_kernel(x, w, b, y, None, _scratch(size, dtype, workspace), _ALGORITHM_CODES[algo],
+                    stride, padding, relu, 0, nt)
     return y
 
 
 def backward(x, w, y, dy, dx, dw, db, int stride, int padding, bint relu, *,
              algorithm="auto", int nthreads=0, workspace=None):
     """dx (or None: not computed), dw and db of conv2d, written in place. y is the forward
-    output (its > 0 mask gates dy when relu)."""
-    cdef int nt = _threads(nthreads)
+    output (its > 0 mask gates dy when relu). On `nthreads` threads (0: fastnn's count)."""
+    cdef int nt = resolve_threads(nthreads)
     algo, size, y_shape = _plan(True, x, w, stride, padding, algorithm, nt, dx is not None)
     dtype = x.dtype
     _expect("x", x, x.shape, dtype)
@@ -501,60 +485,8 @@ def backward(x, w, y, dy, dx, dw, db, int stride, int padding, bint relu, *,
         _expect("dx", dx, x.shape, dtype)
     _expect("dw", dw, w.shape, dtype)
     _expect("db", db, (w.shape[0],), dtype)
-    work = _scratch(size, dtype, workspace)
-    cdef int n = x.shape[0], ci = x.shape[1], h = x.shape[2], wd = x.shape[3]
-    cdef int co = w.shape[0], kh = w.shape[2], kw = w.shape[3]
-    cdef int ho = y_shape[2], wo = y_shape[3]
-    cdef void *px = _data(x)
-    cdef void *pw = _data(w)
-    cdef void *py = _data(y)
-    cdef void *pdy = _data(dy)
-    cdef void *pdx = _data(dx)
-    cdef void *pdw = _data(dw)
-    cdef void *pdb = _data(db)
-    cdef void *pwork = _data(work)
-    cdef fastnn_wino_shape ws
-    cdef fastnn_direct_shape ds
-    if algo == "winograd":
-        ws.n, ws.ci, ws.h, ws.w, ws.co, ws.pad = n, ci, h, wd, co, padding
-        with nogil:
-            fastnn_wino_backward(&ws, <float *>px, <float *>pw, <float *>py, <float *>pdy,
-                                 relu, 0, NULL, <float *>pdx, <float *>pdw, <float *>pdb,
-                                 <float *>pwork, nt)
-    elif algo == "direct":
-        ds.n, ds.h, ds.w, ds.co, ds.kh, ds.kw, ds.pad = n, h, wd, co, kh, kw, padding
-        with nogil:
-            fastnn_direct_backward(&ds, <float *>px, <float *>py, <float *>pdy, relu, 0, NULL,
-                                   <float *>pdw, <float *>pdb, <float *>pwork, nt)
-    elif dtype == np.float32:
-        with nogil:
-            _gemm_backward(<float *>px, <float *>pw, <float *>py, <float *>pdy, <float *>pdx,
-                           <float *>pdw, <float *>pdb, n, ci, h, wd, co, kh, kw, stride,
-                           padding, ho, wo, relu, <float *>pwork, nt)
-    else:
-        with nogil:
-            _gemm_backward(<double *>px, <double *>pw, <double *>py, <double *>pdy,
-                           <double *>pdx, <double *>pdw, <double *>pdb, n, ci, h, wd, co, kh,
-                           kw, stride, padding, ho, wo, relu, <double *>pwork, nt)
-
-
-# ---- conv2d + ReLU + max-pool, fused ----------------------------------------------------------
-
-def fusable(x_shape, w_shape, dtype, stride, padding, pool, algorithm="auto", need_dx=True):
-    """Whether forward_maxpool / backward_maxpool take these arguments: the direct or Winograd
-    algorithm (backward: direct only without dx), a k x k pool with stride k that fits."""
-    if pool < 1:
-        return False
-    try:
-        algo = choose(x_shape, w_shape, dtype, stride, padding, algorithm)
-    except ValueError:
-        return False
-    if algo == "gemm" or (algo == "direct" and need_dx):
-        return False
-    _, _, h, wd = x_shape
-    kh, kw = w_shape[2], w_shape[3]
-    return (_out_size(h, kh, stride, padding) >= pool
-            and _out_size(wd, kw, stride, padding) >= pool)
+    _backward_kernel(x, w, y, None, dy, dx, dw, db, _scratch(size, dtype, workspace),
+                     _ALGORITHM_CODES[algo], stride, padding, relu, 0, nt)
 
 
 def forward_maxpool(x, w, b, y, argmax, int stride, int padding, bint relu, int pool, *,
@@ -563,7 +495,7 @@ def forward_maxpool(x, w, b, y, argmax, int stride, int padding, bint relu, int 
     in one pass: the convolution's output stays in cache. y and argmax (int32, each maximum's
     index in its conv-output plane) have shape (N, Co, Ho // pool, Wo // pool) and are exactly
     what maxpool2d_forward would give for that output. Needs fusable(...)."""
-    cdef int nt = _threads(nthreads)
+    cdef int nt = resolve_threads(nthreads)
     algo, size, y_shape = _plan(False, x, w, stride, padding, algorithm, nt, False, pool)
     dtype = x.dtype
     _expect("x", x, x.shape, dtype)
@@ -572,27 +504,8 @@ def forward_maxpool(x, w, b, y, argmax, int stride, int padding, bint relu, int 
         _expect("b", b, (y_shape[1],), dtype)
     _expect("y", y, y_shape, dtype)
     _expect("argmax", argmax, y_shape, np.int32)
-    work = _scratch(size, dtype, workspace)
-    cdef fastnn_wino_shape ws
-    cdef fastnn_direct_shape ds
-    cdef void *px = _data(x)
-    cdef void *pw = _data(w)
-    cdef void *pb = _data(b)
-    cdef void *py = _data(y)
-    cdef void *parg = _data(argmax)
-    cdef void *pwork = _data(work)
-    if algo == "winograd":
-        ws.n, ws.ci, ws.h, ws.w, ws.co, ws.pad = x.shape[0], x.shape[1], x.shape[2], \
-            x.shape[3], w.shape[0], padding
-        with nogil:
-            fastnn_wino_forward(&ws, <float *>px, <float *>pw, <float *>pb, relu, <float *>py,
-                                pool, <int *>parg, <float *>pwork, nt)
-    else:
-        ds.n, ds.h, ds.w, ds.co, ds.kh, ds.kw, ds.pad = x.shape[0], x.shape[2], x.shape[3], \
-            w.shape[0], w.shape[2], w.shape[3], padding
-        with nogil:
-            fastnn_direct_forward(&ds, <float *>px, <float *>pw, <float *>pb, relu, <float *>py,
-                                  pool, <int *>parg, <float *>pwork, nt)
+    _forward_kernel(x, w, b, y, argmax, _scratch(size, dtype, workspace),
+                    _ALGORITHM_CODES[algo], stride, padding, relu, pool, nt)
     return y, argmax
 
 
@@ -601,7 +514,7 @@ def backward_maxpool(x, w, y, argmax, dy, dx, dw, db, int stride, int padding, b
     """dx (or None), dw and db of the fused forward_maxpool, written in place: y and argmax are
     its outputs, dy the gradient at y. The same as maxpool2d_backward then conv2d_backward (the
     ReLU mask is y > 0). Argmax entries outside their window are ignored. Needs fusable(...)."""
-    cdef int nt = _threads(nthreads)
+    cdef int nt = resolve_threads(nthreads)
     algo, size, y_shape = _plan(True, x, w, stride, padding, algorithm, nt, dx is not None,
                                 pool)
     dtype = x.dtype
@@ -614,33 +527,81 @@ def backward_maxpool(x, w, y, argmax, dy, dx, dw, db, int stride, int padding, b
         _expect("dx", dx, x.shape, dtype)
     _expect("dw", dw, w.shape, dtype)
     _expect("db", db, (w.shape[0],), dtype)
-    work = _scratch(size, dtype, workspace)
+    _backward_kernel(x, w, y, argmax, dy, dx, dw, db, _scratch(size, dtype, workspace),
+                     _ALGORITHM_CODES[algo], stride, padding, relu, pool, nt)
+
+
+# ---- the typed kernels behind the entry points ------------------------------------------------
+# One source for float32 and float64 (`floating` memoryviews, as every kernel module); the
+# direct and Winograd algorithms exist for float32 only, which the plan guarantees. The entry
+# points above checked every shape and dtype; None stands for an absent b, argmax or dx.
+
+def _forward_kernel(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                    const floating[::1] b, floating[:, :, :, ::1] y, int[:, :, :, ::1] argmax,
+                    floating[::1] work, int algo, int stride, int padding, bint relu, int pool,
+                    int nt):
+    cdef int n = x.shape[0], ci = x.shape[1], h = x.shape[2], wd = x.shape[3]
+    cdef int co = w.shape[0], kh = w.shape[2], kw = w.shape[3]
+    cdef int ho = y.shape[2], wo = y.shape[3]
+    cdef const floating *pb = NULL
+    cdef int *parg = NULL
     cdef fastnn_wino_shape ws
     cdef fastnn_direct_shape ds
-    cdef void *px = _data(x)
-    cdef void *pw = _data(w)
-    cdef void *py = _data(y)
-    cdef void *parg = _data(argmax)
-    cdef void *pdy = _data(dy)
-    cdef void *pdx = _data(dx)
-    cdef void *pdw = _data(dw)
-    cdef void *pdb = _data(db)
-    cdef void *pwork = _data(work)
-    if algo == "winograd":
-        ws.n, ws.ci, ws.h, ws.w, ws.co, ws.pad = x.shape[0], x.shape[1], x.shape[2], \
-            x.shape[3], w.shape[0], padding
+    if b is not None:
+        pb = &b[0]
+    if argmax is not None:
+        parg = &argmax[0, 0, 0, 0]
+    if algo == GEMM:
         with nogil:
-            fastnn_wino_backward(&ws, <float *>px, <float *>pw, <float *>py, <float *>pdy,
-                                 relu, pool, <int *>parg, <float *>pdx, <float *>pdw,
-                                 <float *>pdb, <float *>pwork, nt)
+            _gemm_forward(&x[0, 0, 0, 0], &w[0, 0, 0, 0], pb, &y[0, 0, 0, 0], n, ci, h, wd, co,
+                          kh, kw, stride, padding, ho, wo, relu, &work[0], nt)
+    elif floating is double:
+        raise ValueError("the direct and winograd algorithms are float32 only")
     else:
-        ds.n, ds.h, ds.w, ds.co, ds.kh, ds.kw, ds.pad = x.shape[0], x.shape[2], x.shape[3], \
-            w.shape[0], w.shape[2], w.shape[3], padding
+        if algo == WINOGRAD:
+            ws.n, ws.ci, ws.h, ws.w, ws.co, ws.pad = n, ci, h, wd, co, padding
+            with nogil:
+                fastnn_wino_forward(&ws, &x[0, 0, 0, 0], &w[0, 0, 0, 0], pb, relu,
+                                    &y[0, 0, 0, 0], pool, parg, &work[0], nt)
+        else:
+            ds.n, ds.h, ds.w, ds.co, ds.kh, ds.kw, ds.pad = n, h, wd, co, kh, kw, padding
+            with nogil:
+                fastnn_direct_forward(&ds, &x[0, 0, 0, 0], &w[0, 0, 0, 0], pb, relu,
+                                      &y[0, 0, 0, 0], pool, parg, &work[0], nt)
+
+
+def _backward_kernel(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                     const floating[:, :, :, ::1] y, const int[:, :, :, ::1] argmax,
+                     const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
+                     floating[:, :, :, ::1] dw, floating[::1] db, floating[::1] work, int algo,
+                     int stride, int padding, bint relu, int pool, int nt):
+    cdef int n = x.shape[0], ci = x.shape[1], h = x.shape[2], wd = x.shape[3]
+    cdef int co = w.shape[0], kh = w.shape[2], kw = w.shape[3]
+    cdef int ho = dy.shape[2], wo = dy.shape[3]
+    cdef floating *pdx = NULL
+    cdef const int *parg = NULL
+    cdef fastnn_wino_shape ws
+    cdef fastnn_direct_shape ds
+    if dx is not None:
+        pdx = &dx[0, 0, 0, 0]
+    if argmax is not None:
+        parg = &argmax[0, 0, 0, 0]
+    if algo == GEMM:
         with nogil:
-            fastnn_direct_backward(&ds, <float *>px, <float *>py, <float *>pdy, relu, pool,
-                                   <int *>parg, <float *>pdw, <float *>pdb, <float *>pwork, nt)
-
-
-cdef inline void *_data(a):
-    """The data of a checked, C-contiguous ndarray (NULL for None)."""
-    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+            _gemm_backward(&x[0, 0, 0, 0], &w[0, 0, 0, 0], &y[0, 0, 0, 0], &dy[0, 0, 0, 0], pdx,
+                           &dw[0, 0, 0, 0], &db[0], n, ci, h, wd, co, kh, kw, stride, padding,
+                           ho, wo, relu, &work[0], nt)
+    elif floating is double:
+        raise ValueError("the direct and winograd algorithms are float32 only")
+    else:
+        if algo == WINOGRAD:
+            ws.n, ws.ci, ws.h, ws.w, ws.co, ws.pad = n, ci, h, wd, co, padding
+            with nogil:
+                fastnn_wino_backward(&ws, &x[0, 0, 0, 0], &w[0, 0, 0, 0], &y[0, 0, 0, 0],
+                                     &dy[0, 0, 0, 0], relu, pool, parg, pdx, &dw[0, 0, 0, 0],
+                                     &db[0], &work[0], nt)
+        else:
+            ds.n, ds.h, ds.w, ds.co, ds.kh, ds.kw, ds.pad = n, h, wd, co, kh, kw, padding
+            with nogil:
+                fastnn_direct_backward(&ds, &x[0, 0, 0, 0], &y[0, 0, 0, 0], &dy[0, 0, 0, 0],
+                                       relu, pool, parg, &dw[0, 0, 0, 0], &db[0], &work[0], nt)

@@ -10,7 +10,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 from fastnn._kernels.gemm cimport gemm, sgemm_chain
-from fastnn._kernels.runtime cimport num_threads
+from fastnn._kernels.runtime cimport resolve_threads
 
 cdef Py_ssize_t INT_MAX = 2**31 - 1
 # Below this many elements the mask pass runs on one thread.
@@ -28,15 +28,14 @@ def _check_sizes(**sizes):
 
 cdef void _gemm_or_zero(bint transa, bint transb, int M, int N, int K, const floating* A, int lda,
                         const floating* B, int ldb, floating* C, int ldc, const floating* bias,
-                        int bias_mode, bint relu) noexcept nogil:
+                        int bias_mode, bint relu, int nthreads) noexcept nogil:
     """C = op(A) @ op(B) (+ bias, ReLU); an empty sum (K == 0) is zero."""
     cdef Py_ssize_t i, j
     cdef floating v
     if M == 0 or N == 0:
         return
     if K > 0:
-        gemm(transa, transb, M, N, K, A, lda, B, ldb, 0, C, ldc, bias, bias_mode, relu,
-             num_threads())
+        gemm(transa, transb, M, N, K, A, lda, B, ldb, 0, C, ldc, bias, bias_mode, relu, nthreads)
         return
     for i in range(M):
         for j in range(N):
@@ -51,8 +50,10 @@ cdef void _gemm_or_zero(bint transa, bint transb, int M, int N, int K, const flo
 
 
 def linear_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
-                   bint relu, floating[:, ::1] y):
-    """y = x @ w.T + b (b may be None), then ReLU if relu; all in one GEMM."""
+                   bint relu, floating[:, ::1] y, int nthreads=0):
+    """y = x @ w.T + b (b may be None), then ReLU if relu; all in one GEMM on `nthreads`
+    threads (0: fastnn's count)."""
+    cdef int nt = resolve_threads(nthreads)
     cdef Py_ssize_t n = x.shape[0], fin = x.shape[1], fout = w.shape[0]
     cdef const floating* bias = NULL
     if w.shape[1] != fin or y.shape[0] != n or y.shape[1] != fout:
@@ -68,7 +69,7 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] w, const flo
     with nogil:
         _gemm_or_zero(False, True, n, fout, fin, &x[0, 0] if fin else NULL, fin,
                       &w[0, 0] if fin else NULL, fin, &y[0, 0], fout, bias,
-                      1 if bias != NULL else 0, relu)
+                      1 if bias != NULL else 0, relu, nt)
 
 
 cdef extern from "dense_mask.h" nogil:
@@ -110,12 +111,13 @@ cdef void _mask_columns(const floating* dy, const floating* y, floating* work, f
 def linear_backward(const floating[:, ::1] x, const floating[:, ::1] w,
                     const floating[:, ::1] y, const floating[:, ::1] dy, bint relu,
                     floating[:, ::1] dx, floating[:, ::1] dw, floating[::1] db,
-                    floating[:, ::1] work):
+                    floating[:, ::1] work, int nthreads=0):
     """dx = g @ w (skipped when dx is None), dw = g.T @ x, db = g.sum(0), where g is dy masked
-    by y > 0 when relu (written to work, which relu needs) and dy itself otherwise."""
+    by y > 0 when relu (written to work, which relu needs) and dy itself otherwise; on
+    `nthreads` threads (0: fastnn's count)."""
     cdef Py_ssize_t n = x.shape[0], fin = x.shape[1], fout = w.shape[0], blocks, block
     cdef const floating* g
-    cdef int threads
+    cdef int nt = resolve_threads(nthreads), threads
     if (w.shape[1] != fin or y.shape[0] != n or y.shape[1] != fout or dy.shape[0] != n
             or dy.shape[1] != fout or dw.shape[0] != fout or dw.shape[1] != fin
             or db.shape[0] != fout):
@@ -140,7 +142,7 @@ def linear_backward(const floating[:, ::1] x, const floating[:, ::1] w,
     else:
         g = &dy[0, 0]
     blocks = (fout + COLUMN_BLOCK - 1) // COLUMN_BLOCK
-    threads = num_threads() if n * fout >= PARALLEL_MIN_SIZE else 1
+    threads = nt if n * fout >= PARALLEL_MIN_SIZE else 1
     with nogil:
         for block in prange(blocks, schedule="static", num_threads=threads):
             _mask_columns(&dy[0, 0], &y[0, 0], &work[0, 0] if relu else NULL, &db[0], n, fout,
@@ -148,9 +150,9 @@ def linear_backward(const floating[:, ::1] x, const floating[:, ::1] w,
         if fin:
             if dx is not None:
                 _gemm_or_zero(False, False, n, fin, fout, g, fout, &w[0, 0], fin, &dx[0, 0],
-                              fin, NULL, 0, False)
+                              fin, NULL, 0, False, nt)
             _gemm_or_zero(True, False, fout, fin, n, g, fout, &x[0, 0], fin, &dw[0, 0], fin,
-                          NULL, 0, False)
+                          NULL, 0, False, nt)
 
 
 # ---- a chain of Linear layers in one call (inference) -------------------------------------
@@ -179,14 +181,16 @@ cdef bint _all_finite(const floating* a, Py_ssize_t size) noexcept nogil:
 
 
 def chain_forward(const floating[:, ::1] x, const int64_t[:, ::1] table, int64_t[::1] labels,
-                  bint check_finite=True):
+                  bint check_finite=True, int nthreads=0):
     """Run the layers of `table` on x, each reading the previous one's output; with labels
     (None or n int64s) also write each row's argmax of the last output there. With
-    check_finite, x holding NaN or infinity raises ValueError before any work."""
+    check_finite, x holding NaN or infinity raises ValueError before any work. The table's
+    addresses are arrays of x's type (the caller checked them): x's type picks the kernel."""
     cdef Py_ssize_t n = x.shape[0], layers = table.shape[0], i, r, size = x.shape[0] * x.shape[1]
     cdef bint finite = True
     cdef const floating* h = &x[0, 0] if n and x.shape[1] else NULL
     cdef Py_ssize_t fout
+    cdef int nt = resolve_threads(nthreads)
     if table.shape[1] != 6 or layers < 1:
         raise ValueError("table must have one row of 6 entries per layer")
     if n > INT_MAX:
@@ -210,14 +214,14 @@ def chain_forward(const floating[:, ::1] x, const int64_t[:, ::1] table, int64_t
             raise ValueError("x holds NaN or infinite values")
     with nogil:
         if floating is float:  # one parallel region for all layers when there are few rows
-            sgemm_chain(<int>n, <int>layers, &x[0, 0], &table[0, 0], num_threads())
+            sgemm_chain(<int>n, <int>layers, &x[0, 0], &table[0, 0], nt)
         else:
             for i in range(layers):
                 _gemm_or_zero(False, True, <int>n, <int>table[i, 4], <int>table[i, 3], h,
                               <int>table[i, 3], <const floating*><size_t>table[i, 0],
                               <int>table[i, 3], <floating*><size_t>table[i, 2],
                               <int>table[i, 4], <const floating*><size_t>table[i, 1],
-                              1 if table[i, 1] != 0 else 0, table[i, 5] != 0)
+                              1 if table[i, 1] != 0 else 0, table[i, 5] != 0, nt)
                 h = <const floating*><size_t>table[i, 2]
         h = <const floating*><size_t>table[layers - 1, 2]
         fout = table[layers - 1, 4]

@@ -9,6 +9,8 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 
+from fastnn._kernels.runtime cimport resolve_threads
+
 cnp.import_array()
 
 
@@ -96,7 +98,7 @@ def matmul(a, b, transa=False, transb=False, bias=None, bias_mode=0, relu=False,
 
     op(a) is a.T when transa, else a (same for b). bias_mode 1 adds bias[n] to column n (bias of
     length N), 2 adds bias[m] to row m (length M). beta != 0 needs `out`, whose old contents it
-    scales. nthreads 0 means OpenMP's default; the result does not depend on it. Arrays must be
+    scales. nthreads 0 means fastnn's count; the result does not depend on it. Arrays must be
     C-contiguous 2-D float32 or float64, all of the same dtype. Returns `out` (new if None).
     """
     _check_matrix("a", a)
@@ -130,7 +132,7 @@ def matmul(a, b, transa=False, transb=False, bias=None, bias_mode=0, relu=False,
         raise TypeError(f"beta must be a real number, got {beta!r}") from None
     if isinstance(nthreads, bool) or not isinstance(nthreads, (int, np.integer)) \
             or nthreads < 0:
-        raise ValueError(f"nthreads must be an integer >= 0 (0: OpenMP's default), "
+        raise ValueError(f"nthreads must be an integer >= 0 (0: fastnn's count), "
                          f"got {nthreads!r}")
     nthreads = min(int(nthreads), 1024)
     if out is None:
@@ -153,7 +155,7 @@ def matmul(a, b, transa=False, transb=False, bias=None, bias_mode=0, relu=False,
     cdef void *pc = cnp.PyArray_DATA(<cnp.ndarray>out)
     cdef void *pbias = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray>bias)
     cdef int lda = max(a.shape[1], 1), ldb = max(b.shape[1], 1), ldc = max(N, 1)
-    cdef int m = M, n = N, k = K, mode = bias_mode, threads = nthreads
+    cdef int m = M, n = N, k = K, mode = bias_mode, threads = resolve_threads(nthreads)
     cdef bint ta = transa, tb = transb, r = relu
     cdef double beta_c = beta
     if a.dtype == np.float32:

@@ -10,7 +10,7 @@ from libc.math cimport exp, expf, log
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
-from fastnn._kernels.runtime cimport num_threads
+from fastnn._kernels.runtime cimport resolve_threads
 
 # Below this many logits one thread is faster than waking the others.
 cdef Py_ssize_t PARALLEL_MIN_SIZE = 16384
@@ -40,7 +40,7 @@ cdef inline double _row(const floating* z, Py_ssize_t label, Py_ssize_t classes,
 
 
 def softmax_cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labels,
-                          floating[:, ::1] dlogits):
+                          floating[:, ::1] dlogits, int nthreads=0):
     """Mean cross-entropy of softmax(logits) against labels; writes d(mean loss)/d(logits).
 
     labels are checked again here (cheaply, serially) so that no label can make the kernel read
@@ -63,7 +63,7 @@ def softmax_cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labe
     if row_loss == NULL:
         raise MemoryError()
     scale = 1.0 / n
-    threads = num_threads() if n * classes >= PARALLEL_MIN_SIZE else 1
+    threads = resolve_threads(nthreads) if n * classes >= PARALLEL_MIN_SIZE else 1
     with nogil:
         for i in prange(n, schedule="static", num_threads=threads):
             row_loss[i] = _row(&logits[i, 0], labels[i], classes, &dlogits[i, 0], scale)

@@ -11,7 +11,7 @@ from cython.parallel cimport prange
 from libc.math cimport sqrt, sqrtf
 from libc.stdint cimport int64_t
 
-from fastnn._kernels.runtime cimport num_threads
+from fastnn._kernels.runtime cimport resolve_threads
 
 cnp.import_array()
 
@@ -59,8 +59,8 @@ cdef inline void _adam(floating* p, const floating* g, floating* m, floating* v,
         p[i] = p[i] - lr * m_hat / (root + eps)
 
 
-cdef inline int _threads_for(Py_ssize_t n) noexcept nogil:
-    return num_threads() if n >= PARALLEL_MIN_SIZE else 1
+cdef inline int _threads_for(Py_ssize_t n, int nthreads) noexcept nogil:
+    return resolve_threads(nthreads) if n >= PARALLEL_MIN_SIZE else 1
 
 
 def _same_size(name, Py_ssize_t size, Py_ssize_t expected):
@@ -69,9 +69,10 @@ def _same_size(name, Py_ssize_t size, Py_ssize_t expected):
 
 
 def sgd_step(floating[::1] param, const floating[::1] grad, floating[::1] velocity,
-             double lr, double momentum, double weight_decay, bint nesterov):
+             double lr, double momentum, double weight_decay, bint nesterov, int nthreads=0):
     """param -= lr * update (see NumpyBackend.sgd_step); velocity may be None when momentum
-    is 0. All arrays are flat views of same-size C-contiguous arrays."""
+    is 0. All arrays are flat views of same-size C-contiguous arrays. On `nthreads` threads
+    (0: fastnn's count)."""
     cdef Py_ssize_t n = param.shape[0], chunk, start
     cdef floating* v = NULL
     _same_size("grad", grad.shape[0], n)
@@ -87,7 +88,7 @@ def sgd_step(floating[::1] param, const floating[::1] grad, floating[::1] veloci
     cdef const floating* g = &grad[0]
     with nogil:
         for chunk in prange((n + CHUNK - 1) // CHUNK, schedule="static",
-                            num_threads=_threads_for(n)):
+                            num_threads=_threads_for(n, nthreads)):
             start = chunk * CHUNK
             _sgd(p + start, g + start, NULL if v == NULL else v + start, min(CHUNK, n - start),
                  <floating>lr, <floating>momentum, <floating>weight_decay, nesterov)
@@ -95,7 +96,7 @@ def sgd_step(floating[::1] param, const floating[::1] grad, floating[::1] veloci
 
 def adam_step(floating[::1] param, const floating[::1] grad, floating[::1] m, floating[::1] v,
               double lr, double beta1, double beta2, double correction1, double correction2,
-              double eps, double weight_decay):
+              double eps, double weight_decay, int nthreads=0):
     """PyTorch's Adam with L2 weight decay (see NumpyBackend.adam_step). correction1 and 2 are
     the bias corrections 1 - beta1**step and 1 - beta2**step (computed by the caller, where a
     huge step cannot overflow)."""
@@ -113,7 +114,7 @@ def adam_step(floating[::1] param, const floating[::1] grad, floating[::1] m, fl
     cdef floating* v_ = &v[0]
     with nogil:
         for chunk in prange((n + CHUNK - 1) // CHUNK, schedule="static",
-                            num_threads=_threads_for(n)):
+                            num_threads=_threads_for(n, nthreads)):
             start = chunk * CHUNK
             _adam(p + start, g + start, m_ + start, v_ + start, min(CHUNK, n - start),
                   <floating>lr, <floating>beta1, <floating>(1.0 - beta1), <floating>beta2,
@@ -126,7 +127,9 @@ def adam_step(floating[::1] param, const floating[::1] grad, floating[::1] m, fl
 # 10-element bias). One call updates them all: one parallel loop over the chunks of every
 # array, so small ones cost no call of their own and large ones are still split evenly.
 # `table` rows are (param address, grad address, state addresses..., element count), written by
-# the caller (fastnn.backends.cpu) from arrays it has checked and keeps alive.
+# the caller (fastnn.backends.cpu) from arrays of one dtype it has checked and keeps alive. The
+# first row's parameter is passed as well, as a typed memoryview: its type picks the kernel
+# (float32 or float64), as every other kernel's arrays do.
 
 cdef inline Py_ssize_t _array_of_chunk(const int64_t* first_chunk, Py_ssize_t arrays,
                                        Py_ssize_t chunk) noexcept nogil:
@@ -154,21 +157,25 @@ def address_table(groups):
     return table
 
 
-def _chunk_plan(const int64_t[:, ::1] table, columns):
-    """For a table whose columns are named by `columns` (the last one the element count):
-    the first global chunk of each array, the total number of chunks, and the threads."""
+cdef tuple _chunk_plan(const int64_t[:, ::1] table, str columns, const void* first_param,
+                       int nthreads):
+    """For a table whose columns are named by `columns` (the last one the element count) and
+    whose first row's parameter is at `first_param` (NULL: empty): the first global chunk of
+    each array, the total number of chunks, and the threads."""
     cdef Py_ssize_t t, total = 0, count_column = len(columns.split(",")) - 1
     if table.shape[1] != count_column + 1:
         raise ValueError(f"table must have {count_column + 1} columns: {columns}")
+    if <size_t>table[0, 0] != <size_t>first_param and table[0, count_column] != 0:
+        raise ValueError("first_param must be the table's first parameter")
     starts = np.empty(table.shape[0], np.int64)
     cdef int64_t[::1] s = starts
     for t in range(table.shape[0]):
         s[t] = total
         total += (table[t, count_column] + CHUNK - 1) // CHUNK
-    return starts, total, num_threads() if total * CHUNK >= PARALLEL_MIN_SIZE else 1
+    return starts, total, _threads_for(total * CHUNK, nthreads)
 
 
-cdef void _sgd_many(floating kind, const int64_t[:, ::1] table, const int64_t[::1] starts,
+cdef void _sgd_many(const int64_t[:, ::1] table, const int64_t[::1] starts,
                     Py_ssize_t total, int threads, floating lr, floating momentum,
                     floating weight_decay, bint nesterov) noexcept nogil:
     cdef Py_ssize_t c, t, start, n
@@ -182,13 +189,16 @@ cdef void _sgd_many(floating kind, const int64_t[:, ::1] table, const int64_t[::
              n, lr, momentum, weight_decay, nesterov)
 
 
-def sgd_step_many(const int64_t[:, ::1] table, bint double_precision, double lr,
-                  double momentum, double weight_decay, bint nesterov):
+def sgd_step_many(const int64_t[:, ::1] table, floating[::1] first_param, double lr,
+                  double momentum, double weight_decay, bint nesterov, int nthreads=0):
     """sgd_step for every row (param, grad, velocity or 0, size) of table, in one parallel
-    loop; the same arithmetic as sgd_step, element by element."""
+    loop; the same arithmetic as sgd_step, element by element. first_param: the first row's
+    parameter (flat), whose type is every array's."""
     if table.shape[0] == 0:
         return
-    starts, total, nt = _chunk_plan(table, "param, grad, velocity, size")
+    starts, total, nt = _chunk_plan(table, "param, grad, velocity, size",
+                                    &first_param[0] if first_param.shape[0] else NULL,
+                                    nthreads)
     if momentum != 0:
         for t in range(table.shape[0]):
             if table[t, 2] == 0:
@@ -196,17 +206,12 @@ def sgd_step_many(const int64_t[:, ::1] table, bint double_precision, double lr,
     cdef const int64_t[::1] s = starts
     cdef Py_ssize_t chunks = total
     cdef int threads = nt
-    cdef float f = 0
-    cdef double d = 0
     with nogil:
-        if double_precision:
-            _sgd_many(d, table, s, chunks, threads, lr, momentum, weight_decay, nesterov)
-        else:
-            _sgd_many(f, table, s, chunks, threads, <float>lr, <float>momentum,
-                      <float>weight_decay, nesterov)
+        _sgd_many(table, s, chunks, threads, <floating>lr, <floating>momentum,
+                  <floating>weight_decay, nesterov)
 
 
-cdef void _adam_many(floating kind, const int64_t[:, ::1] table, const int64_t[::1] starts,
+cdef void _adam_many(const int64_t[:, ::1] table, const int64_t[::1] starts,
                      Py_ssize_t total, int threads, floating lr, floating beta1,
                      floating one_minus_beta1, floating beta2, floating one_minus_beta2,
                      floating correction1, floating correction2, floating eps,
@@ -224,26 +229,23 @@ cdef void _adam_many(floating kind, const int64_t[:, ::1] table, const int64_t[:
               correction1, correction2, eps, weight_decay)
 
 
-def adam_step_many(const int64_t[:, ::1] table, bint double_precision, double lr, double beta1,
-                   double beta2, double correction1, double correction2, double eps,
-                   double weight_decay):
-    """adam_step for every row (param, grad, m, v, size) of table, in one parallel loop."""
+def adam_step_many(const int64_t[:, ::1] table, floating[::1] first_param, double lr,
+                   double beta1, double beta2, double correction1, double correction2,
+                   double eps, double weight_decay, int nthreads=0):
+    """adam_step for every row (param, grad, m, v, size) of table, in one parallel loop;
+    first_param as in sgd_step_many."""
     if table.shape[0] == 0:
         return
-    starts, total, nt = _chunk_plan(table, "param, grad, m, v, size")
+    starts, total, nt = _chunk_plan(table, "param, grad, m, v, size",
+                                    &first_param[0] if first_param.shape[0] else NULL,
+                                    nthreads)
     if not (correction1 > 0 and correction2 > 0):
         raise ValueError("the bias corrections must be > 0")
     cdef const int64_t[::1] s = starts
     cdef Py_ssize_t chunks = total
     cdef int threads = nt
-    cdef float f = 0
-    cdef double d = 0
     with nogil:
-        if double_precision:
-            _adam_many(d, table, s, chunks, threads, lr, beta1, 1.0 - beta1, beta2,
-                       1.0 - beta2, correction1, correction2, eps, weight_decay)
-        else:
-            _adam_many(f, table, s, chunks, threads, <float>lr, <float>beta1,
-                       <float>(1.0 - beta1), <float>beta2, <float>(1.0 - beta2),
-                       <float>correction1, <float>correction2, <float>eps,
-                       <float>weight_decay)
+        _adam_many(table, s, chunks, threads, <floating>lr, <floating>beta1,
+                   <floating>(1.0 - beta1), <floating>beta2, <floating>(1.0 - beta2),
+                   <floating>correction1, <floating>correction2, <floating>eps,
+                   <floating>weight_decay)

@@ -9,7 +9,7 @@ from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memset
 
-from fastnn._kernels.runtime cimport num_threads
+from fastnn._kernels.runtime cimport resolve_threads
 
 cdef Py_ssize_t PARALLEL_MIN_SIZE = 16384
 
@@ -63,7 +63,7 @@ cdef inline void _forward_plane(const floating* x, Py_ssize_t width, Py_ssize_t 
 
 def maxpool_forward(const floating[:, ::1] x, Py_ssize_t height, Py_ssize_t width,
                     Py_ssize_t kernel, Py_ssize_t stride, floating[:, ::1] y,
-                    int32_t[:, ::1] argmax, Py_ssize_t out_h, Py_ssize_t out_w):
+                    int32_t[:, ::1] argmax, Py_ssize_t out_h, Py_ssize_t out_w, int nthreads=0):
     cdef Py_ssize_t planes = x.shape[0], p
     cdef int threads
     if kernel < 1 or stride < 1 or out_h < 1 or out_w < 1:
@@ -79,7 +79,7 @@ def maxpool_forward(const floating[:, ::1] x, Py_ssize_t height, Py_ssize_t widt
     if (y.shape[0] != planes or y.shape[1] != out_h * out_w
             or argmax.shape[0] != planes or argmax.shape[1] != out_h * out_w):
         raise ValueError(f"y and argmax must have shape ({planes}, {out_h * out_w})")
-    threads = num_threads() if planes * height * width >= PARALLEL_MIN_SIZE else 1
+    threads = resolve_threads(nthreads) if planes * height * width >= PARALLEL_MIN_SIZE else 1
     with nogil:
         for p in prange(planes, schedule="static", num_threads=threads):
             if kernel == 2 and stride == 2:
@@ -92,9 +92,9 @@ def maxpool_forward(const floating[:, ::1] x, Py_ssize_t height, Py_ssize_t widt
 
 
 def maxpool_backward(const floating[:, ::1] dy, const int32_t[:, ::1] argmax,
-                     floating[:, ::1] dx):
+                     floating[:, ::1] dx, int nthreads=0):
     """dx[p, argmax[p, j]] += dy[p, j]; returns how many argmax entries were out of range
-    (skipped, never written)."""
+    (skipped, never written). On `nthreads` threads (0: fastnn's count)."""
     cdef Py_ssize_t planes = dy.shape[0], size = dy.shape[1], plane = dx.shape[1], p, j
     cdef int32_t at
     cdef Py_ssize_t bad = 0
@@ -102,7 +102,7 @@ def maxpool_backward(const floating[:, ::1] dy, const int32_t[:, ::1] argmax,
     if argmax.shape[0] != planes or argmax.shape[1] != size or dx.shape[0] != planes:
         raise ValueError(f"dy, argmax and dx must all have {planes} planes, dy and argmax "
                          f"{size} values per plane")
-    threads = num_threads() if planes * plane >= PARALLEL_MIN_SIZE else 1
+    threads = resolve_threads(nthreads) if planes * plane >= PARALLEL_MIN_SIZE else 1
     with nogil:
         for p in prange(planes, schedule="static", num_threads=threads):
             memset(&dx[p, 0], 0, plane * sizeof(floating))

@@ -1,2 +1,5 @@
 # Shared by every kernel module: how many threads a parallel loop may use.
 cdef int num_threads() noexcept nogil
+# The thread count a kernel called with `nthreads` runs: nthreads itself when > 0, else the
+# count fastnn.set_num_threads chose; never more than MAX_KERNEL_THREADS.
+cdef int resolve_threads(int nthreads) noexcept nogil

@@ -1,8 +1,10 @@
 """What every kernel module shares at run time: the thread count and whether OpenMP is in.
 
-Kernels pass `num_threads()` to each prange (and to GEMM) instead of relying on the OpenMP
-default, because omp_set_num_threads only affects the thread that calls it: a count stored here
-holds for kernels called from any Python thread.
+Every kernel entry point takes the thread count as an argument, `nthreads` (0: the count stored
+here, which fastnn.set_num_threads sets), resolves it once with resolve_threads() and passes the
+result to each prange and GEMM, instead of relying on the OpenMP default: omp_set_num_threads
+only affects the thread that calls it, while a count stored here holds for kernels called from
+any Python thread.
 """
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
@@ -29,8 +31,18 @@ cdef extern from *:
 cdef int _num_threads = min(max(1, fastnn_omp_max_threads()), 1024)
 
 
+# Scratch buffers of the conv kernels are sized per thread: a bound keeps them finite.
+cdef enum:
+    MAX_KERNEL_THREADS = 256
+
+
 cdef int num_threads() noexcept nogil:
     return _num_threads
+
+
+cdef int resolve_threads(int nthreads) noexcept nogil:
+    cdef int n = nthreads if nthreads > 0 else _num_threads
+    return n if n < MAX_KERNEL_THREADS else MAX_KERNEL_THREADS
 
 
 def openmp_enabled():
@@ -85,7 +97,7 @@ cdef Py_ssize_t GATHER_PARALLEL_BYTES = 65536
 
 
 def gather_rows(const unsigned char[:, ::1] src, const int64_t[::1] index,
-                unsigned char[:, ::1] out):
+                unsigned char[:, ::1] out, int nthreads=0):
     """out[i] = src[index[i]], rows as raw bytes (any dtype, viewed as uint8 rows). The rows
     are random places in memory, each a wait on DRAM: the threads split them, so more of those
     waits overlap. Indices outside [0, rows) raise IndexError before anything is copied."""
@@ -99,7 +111,7 @@ def gather_rows(const unsigned char[:, ::1] src, const int64_t[::1] index,
             raise IndexError(f"index {index[i]} is outside [0, {rows})")
     if width == 0:
         return
-    threads = num_threads() if n * width >= GATHER_PARALLEL_BYTES else 1
+    threads = resolve_threads(nthreads) if n * width >= GATHER_PARALLEL_BYTES else 1
     with nogil:
         for i in prange(n, schedule="static", num_threads=threads):
             memcpy(&out[i, 0], &src[index[i], 0], width)

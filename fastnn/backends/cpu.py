@@ -383,7 +383,7 @@ class CpuBackend(CpuLayerKernels, NumpyBackend):
         while the very same arrays come back, so a training step pays no per-array checks;
         `check_group` checks one group on a miss. The table keeps the arrays alive, so the
         addresses stay valid. Arrays a check had to copy are not remembered. Returns the
-        table and whether the arrays are float64."""
+        table and the first parameter, flat (the kernel takes its type from it)."""
         groups = tuple(tuple(g) for g in groups)
         cached = self._tables.get(kind)
         if cached is not None and len(cached[0]) == len(groups) and all(
@@ -402,8 +402,9 @@ class CpuBackend(CpuLayerKernels, NumpyBackend):
                 raise ValueError("parameters, gradients and optimizer state must not overlap")
         copied = any(a is not b for old, new in zip(groups, checked) for a, b in zip(old, new))
         # a copy must not be matched by identity later: keep the copies (never passed again)
-        self._tables[kind] = (checked if copied else groups, table, dtype == np.float64)
-        return table, dtype == np.float64
+        first_param = checked[0][0].reshape(-1)
+        self._tables[kind] = (checked if copied else groups, table, first_param)
+        return table, first_param
 
     def sgd_step_many(self, params, grads, velocities=None, *, lr, momentum=0.0,
                       weight_decay=0.0, nesterov=False):
@@ -424,8 +425,8 @@ class CpuBackend(CpuLayerKernels, NumpyBackend):
                 raise ValueError("velocity is required when momentum > 0")
             return self._step_args(p, g, velocity=v) + (v,)
 
-        table, double = self._update_table("sgd", zip(params, grads, velocities), check_group)
-        _optim.sgd_step_many(table, double, lr, momentum, weight_decay, bool(nesterov))
+        table, first = self._update_table("sgd", zip(params, grads, velocities), check_group)
+        _optim.sgd_step_many(table, first, lr, momentum, weight_decay, bool(nesterov))
 
     def adam_step_many(self, params, grads, ms, vs, *, lr, step, beta1=0.9, beta2=0.999,
                        eps=1e-8, weight_decay=0.0):
@@ -442,8 +443,8 @@ class CpuBackend(CpuLayerKernels, NumpyBackend):
                 raise TypeError("m and v (Adam's moment estimates) must be arrays, got None")
             return self._step_args(p, g, m=m, v=v) + (m, v)
 
-        table, double = self._update_table("adam", zip(params, grads, ms, vs), check_group)
-        _optim.adam_step_many(table, double, lr, beta1, beta2, 1 - beta1 ** step,
+        table, first = self._update_table("adam", zip(params, grads, ms, vs), check_group)
+        _optim.adam_step_many(table, first, lr, beta1, beta2, 1 - beta1 ** step,
                               1 - beta2 ** step, eps, weight_decay)
 
     def adam_step(self, param, grad, m, v, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8,
