@@ -882,6 +882,9 @@ def _read_proto(path):
         raise ValueError(
             f"the graph has {len(proto.graph.node)} nodes, more than the {MAX_NODES} supported"
         )
+    if not all(isinstance(text, str) for text in _names(proto)):
+        # protobuf hands out a string field that is not valid UTF-8 as bytes
+        raise ValueError("not a valid ONNX file: a name is not valid UTF-8 text")
     for opset in proto.opset_import:
         if opset.domain in ("", "ai.onnx") and not 1 <= opset.version <= 1000:
             raise ValueError(f"invalid opset version {opset.version}")
@@ -891,6 +894,33 @@ def _read_proto(path):
                 f"node {_node_label(node)}: operators of domain {node.domain!r} are not supported"
             )
     return proto
+
+
+def _tensor_names(tensor):
+    yield tensor.name
+    for entry in tensor.external_data:
+        yield entry.key
+        yield entry.value
+
+
+def _names(proto):
+    """Every string of the model that loading reads (names, op types, external data paths)."""
+    graph = proto.graph
+    for opset in proto.opset_import:
+        yield opset.domain
+    for node in graph.node:
+        yield from (node.name, node.op_type, node.domain, *node.input, *node.output)
+        for a in node.attribute:
+            yield a.name
+            if a.HasField("t"):
+                yield from _tensor_names(a.t)
+    for tensor in graph.initializer:
+        yield from _tensor_names(tensor)
+    for value in (*graph.input, *graph.output):
+        yield value.name
+        dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else ()
+        for d in dims:
+            yield d.dim_param
 
 
 def _value_shape(value_info):

@@ -611,6 +611,15 @@ def test_cycles_and_missing_producers_raise_value_error():
         fastnn_onnx.load(helper.make_model(graph, ir_version=8).SerializeToString())
 
 
+@pytest.mark.parametrize("name", [b"dilations", b"/0/Conv", b"0.weight", b"Reshape"])
+def test_names_that_are_not_utf8_raise_value_error(valid_bytes, name):
+    """protobuf returns such string fields as bytes (found by the fuzz test below)."""
+    damaged = valid_bytes.replace(name, b"\xff" + name[1:], 1)
+    assert damaged != valid_bytes
+    with pytest.raises(ValueError, match="UTF-8"):
+        fastnn_onnx.load(damaged)
+
+
 @settings(
     max_examples=150,
     deadline=None,
