@@ -23,19 +23,16 @@ import glob
 import hashlib
 import json
 import os
-import time
-from io import BytesIO
 
 import numpy as np
 
-from . import __version__, _random, io
+from . import _random, fileformat
+from ._version import __version__
+from .model import Sequential
 
 FORMAT = "fastnn.checkpoint"
 FORMAT_VERSION = 1
 HEADER = "__checkpoint__"
-# Test hook: "<epoch>:<marker path>" makes the write of that epoch's checkpoint stop half way,
-# create the marker file and sleep, so a test can kill the process in the middle of a write.
-PAUSE_HOOK = "FASTNN_TEST_CHECKPOINT_PAUSE"
 
 
 def _data_digest(x, y):
@@ -75,7 +72,7 @@ class Session:
         """run: the fit arguments that decide the result (batch_size, shuffle,
         validation_split). Raises ValueError (FileNotFoundError for a missing resume file)
         before changing anything when `resume` cannot continue this fit."""
-        self.path = None if checkpoint is None else os.path.abspath(io._check_path(checkpoint))
+        self.path = None if checkpoint is None else os.path.abspath(fileformat.check_path(checkpoint))
         self.run = dict(run, data=_data_digest(x, y))
         self.architecture = _architecture(trainer.model)
         self.optimizer = _optimizer_identity(trainer.optimizer)
@@ -111,7 +108,7 @@ class Session:
                              f"{', '.join(differences)}")
 
     def _remove_stale_temporaries(self):
-        """Temporary files a killed writer left beside the checkpoint (see io.atomic_write)."""
+        """Temporary files a killed writer left beside the checkpoint (see fileformat.atomic_write)."""
         directory, name = os.path.split(self.path)
         for stale in glob.glob(os.path.join(glob.escape(directory),
                                             f".{glob.escape(name)}.*.tmp")):
@@ -156,35 +153,9 @@ class Session:
             "run": self.run,
             "rng": {"fit_start": self.fit_start_rng, "after_epoch": _random.get_state()},
             "history": {key: [float(v) for v in values] for key, values in history.items()},
-            "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.name,
-                              "sha256": io._digest(a)} for name, a in arrays.items()},
+            "arrays": fileformat.array_entries(arrays),
         }
-        blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
-        buffer = BytesIO()
-        np.savez(buffer, **{HEADER: blob}, **arrays)
-        payload = buffer.getvalue()
-
-        def write(f):
-            half = len(payload) // 2
-            f.write(payload[:half])
-            _pause_if_asked(epoch, f)
-            f.write(payload[half:])
-
-        io.atomic_write(self.path, write)
-
-
-def _pause_if_asked(epoch, f):
-    hook = os.environ.get(PAUSE_HOOK)
-    if not hook:
-        return
-    at, _, marker = hook.partition(":")
-    if at.strip() != str(epoch):
-        return
-    f.flush()
-    os.fsync(f.fileno())
-    with open(marker, "w") as m:
-        m.write(str(os.getpid()))
-    time.sleep(60)  # the test kills the process meanwhile
+        fileformat.write_npz(self.path, HEADER, header, arrays)
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -192,17 +163,7 @@ def _pause_if_asked(epoch, f):
 def read(path):
     """(header, {param name: array}, {param name: {buffer: array}}) from a checkpoint file;
     ValueError when it is not a valid one."""
-    path = io._check_path(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such checkpoint: {path!r}")
-    try:
-        with io.Archive(path) as archive:
-            return _read(archive)
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a valid fastnn checkpoint: {exc}") from None
-    except io._READ_ERRORS as exc:
-        raise ValueError(f"{path}: not a valid fastnn checkpoint: {type(exc).__name__}: "
-                         f"{exc}") from None
+    return fileformat.read_file(path, "checkpoint", _read)
 
 
 def _expect(header, key, kind):
@@ -213,7 +174,7 @@ def _expect(header, key, kind):
 
 
 def _read(archive):
-    header = io.read_json_header(archive, HEADER)
+    header = fileformat.read_json_header(archive, HEADER)
     if header.get("format") != FORMAT:
         raise ValueError("header does not describe a fastnn checkpoint")
     if header.get("format_version") != FORMAT_VERSION:
@@ -237,7 +198,6 @@ def _read(archive):
                all(isinstance(e, float) for e in v) for v in history.values()):
         raise ValueError(f"history must hold {epoch} numbers per key")
 
-    from .model import Sequential
     try:
         model = Sequential.from_config(header["architecture"], initialize=False)
     except (TypeError, KeyError, OverflowError) as exc:
@@ -252,7 +212,7 @@ def _read(archive):
     if set(header["arrays"]) != set(shapes) or archive.files != set(shapes) | {HEADER}:
         raise ValueError("the arrays do not match the architecture's parameters")
     state_dtypes = model.state_dtypes()  # BatchNorm running statistics are float64
-    arrays = io.read_arrays(archive, shapes, header["arrays"], {
+    arrays = fileformat.read_arrays(archive, shapes, header["arrays"], {
         k: state_dtypes.get(k[len("param."):], model.dtype) for k in shapes})
     params = {k[len("param."):]: a for k, a in arrays.items() if k.startswith("param.")}
     buffers = {name: {} for _, _, name in model._slots}  # trained parameters only

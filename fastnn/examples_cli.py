@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from . import _random, backends, datasets, io, optim
+from . import _random, backends, datasets, fileformat, optim
 from ._threads import get_num_threads, set_num_threads
 from .trainer import NonFiniteLossError, Trainer
 
@@ -291,7 +291,7 @@ def run(args, build_model, model_name, recipe=None):
           f"  inference {infer_rate:,.0f} samples/s (batch {INFER_BATCH_SIZE})")
 
     if args.save:
-        io.save(model, args.save)
+        model.save(args.save)
         print(f"model saved to {args.save}")
     if args.json:
         write_json(args.json, result)
@@ -308,4 +308,4 @@ def run(args, build_model, model_name, recipe=None):
 def write_json(path, result):
     def write(f):
         f.write(json.dumps({k: result[k] for k in JSON_KEYS}, indent=2).encode() + b"\n")
-    io.atomic_write(path, write)
+    fileformat.atomic_write(path, write)

@@ -13,9 +13,10 @@ import sys
 
 import numpy as np
 
-from . import backends
+from . import backends, fileformat
 from . import extra_layers as XL
 from . import layers as L
+from ._version import __version__
 from .datasets import nonfinite_message, to_float
 from .folding import FoldedEval
 from .inference import DensePlan
@@ -499,8 +500,7 @@ class Sequential:
 
     def save(self, path):
         """Write weights, architecture and fastnn version to a .npz file, atomically."""
-        from . import io
-        io.save(self, path)
+        fileformat.write_model(path, self.config(), self.state_dict(), __version__)
 
     def __repr__(self):
         inner = ",\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import layers as L
+from ._version import __version__
+from .fileformat import atomic_write
 from .model import Sequential
 
 __all__ = [
@@ -365,7 +367,6 @@ def to_model_proto(
         producer_name="fastnn",
         ir_version=helper.find_min_ir_version_for(opsets),
     )
-    from . import __version__
 
     proto.producer_version = __version__
     proto.doc_string = (
@@ -383,7 +384,6 @@ def export(
     (N, *input_shape) -- the model's own input shape unless given -- and outputs "logits" and
     "probabilities". Dropout is left out (the identity at inference); BatchNorm uses its
     running statistics."""
-    from .io import atomic_write  # imported late, as model.save does
 
     proto = to_model_proto(model, opset=opset, input_shape=input_shape)
     data = proto.SerializeToString()

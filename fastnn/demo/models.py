@@ -1,16 +1,20 @@
 """The models the demo serves: the default MLP (trained once, cached), a saved model, or one
-trained from the page's panel; and the thread-safe wrapper the server predicts through."""
+trained from the page's panel; the thread-safe wrapper the server predicts through; and
+`train_recipe`, the training run behind both the default model and the panel (training.py runs
+it in the background)."""
 import hashlib
 import itertools
 import json
+import math
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, datasets, load, nn, optim
+from .. import Trainer, __version__, datasets, load, nn, optim, seed
 from .activations import Inspector
 
 # The default network: the 3Blue1Brown-style picture with room to learn (98.2% on the MNIST
@@ -198,7 +202,6 @@ _mnist_lock = threading.Lock()
 
 def default_served(log=print, recipe=None):
     """The default MLP: loaded from the cache, or trained now (and cached atomically)."""
-    from .training import train_recipe
     recipe = DEFAULT_RECIPE if recipe is None else recipe
     path = default_model_path(recipe)
     accuracy = None
@@ -225,3 +228,59 @@ def default_served(log=print, recipe=None):
         (_, _), (x_test, y_test) = mnist()
         accuracy = float(np.mean(model.predict(x_test) == y_test))
     return ServedModel(model, "default " + describe_recipe(recipe), accuracy)
+
+
+# Step events per epoch at most (the curve needs no more points than it has pixels).
+STEP_EVENTS_PER_EPOCH = 100
+
+
+class Cancelled(Exception):
+    pass
+
+
+class _Progress:
+    """Trainer callback: turns steps and epochs into events; stops the trainer on cancel."""
+
+    def __init__(self, emit, cancel, steps_per_epoch):
+        self.emit, self.cancel, self.steps = emit, cancel, steps_per_epoch
+        self.every = max(1, steps_per_epoch // STEP_EVENTS_PER_EPOCH)
+        self.loss_sum, self.count = 0.0, 0
+
+    def on_batch_end(self, trainer, epoch, step, loss):
+        self.loss_sum += float(loss)
+        self.count += 1
+        if self.count == self.every or step + 1 == self.steps:
+            self.emit({"type": "step", "epoch": epoch + 1, "step": step + 1,
+                       "steps": self.steps, "progress": epoch + (step + 1) / self.steps,
+                       "loss": self.loss_sum / self.count})
+            self.loss_sum, self.count = 0.0, 0
+        if self.cancel.is_set():
+            trainer.stop_training = True
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.emit({"type": "epoch", "epoch": epoch + 1,
+                   **{k: float(v) for k, v in logs.items()}})
+
+
+def train_recipe(recipe, log=None, emit=None, cancel=None):
+    """(model, test accuracy) trained as `recipe` says on MNIST; raises Cancelled when
+    `cancel` (a threading.Event) is set during the run."""
+    (x, y), (x_test, y_test) = mnist()
+    limit = recipe["limit"]
+    x, y = x[:limit], y[:limit]
+    cancel = threading.Event() if cancel is None else cancel
+    steps = math.ceil(x.shape[0] / recipe["batch_size"])
+    progress = _Progress(emit or (lambda event: None), cancel, steps)
+    seed(recipe["seed"])
+    model = build_mlp(recipe)
+    trainer = Trainer(model, build_optimizer(recipe), backend=model.backend.name)
+    started = time.perf_counter()
+    history = trainer.fit(x, y, epochs=recipe["epochs"], batch_size=recipe["batch_size"],
+                          validation_data=(x_test, y_test), verbose=0, callbacks=[progress])
+    if cancel.is_set() or history.interrupted:
+        raise Cancelled
+    accuracy = history["val_accuracy"][-1]
+    if log is not None:
+        log(f"trained in {time.perf_counter() - started:.1f} s: test accuracy "
+            f"{100 * accuracy:.2f}%")
+    return model, accuracy

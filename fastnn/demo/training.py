@@ -5,67 +5,10 @@ A run builds a new model and trains it; the served model is untouched until the 
 then replaced in one assignment, so predictions never see a half-trained network. Cancel asks
 the trainer to stop after the current step and keeps the model that was being served.
 """
-import math
 import threading
-import time
 
-from .. import Trainer, seed
 from . import models
-
-# Step events per epoch at most (the curve needs no more points than it has pixels).
-STEP_EVENTS_PER_EPOCH = 100
-
-
-class Cancelled(Exception):
-    pass
-
-
-class _Progress:
-    """Trainer callback: turns steps and epochs into events; stops the trainer on cancel."""
-
-    def __init__(self, emit, cancel, steps_per_epoch):
-        self.emit, self.cancel, self.steps = emit, cancel, steps_per_epoch
-        self.every = max(1, steps_per_epoch // STEP_EVENTS_PER_EPOCH)
-        self.loss_sum, self.count = 0.0, 0
-
-    def on_batch_end(self, trainer, epoch, step, loss):
-        self.loss_sum += float(loss)
-        self.count += 1
-        if self.count == self.every or step + 1 == self.steps:
-            self.emit({"type": "step", "epoch": epoch + 1, "step": step + 1,
-                       "steps": self.steps, "progress": epoch + (step + 1) / self.steps,
-                       "loss": self.loss_sum / self.count})
-            self.loss_sum, self.count = 0.0, 0
-        if self.cancel.is_set():
-            trainer.stop_training = True
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        self.emit({"type": "epoch", "epoch": epoch + 1,
-                   **{k: float(v) for k, v in logs.items()}})
-
-
-def train_recipe(recipe, log=None, emit=None, cancel=None):
-    """(model, test accuracy) trained as `recipe` says on MNIST; raises Cancelled when
-    `cancel` (a threading.Event) is set during the run."""
-    (x, y), (x_test, y_test) = models.mnist()
-    limit = recipe["limit"]
-    x, y = x[:limit], y[:limit]
-    cancel = threading.Event() if cancel is None else cancel
-    steps = math.ceil(x.shape[0] / recipe["batch_size"])
-    progress = _Progress(emit or (lambda event: None), cancel, steps)
-    seed(recipe["seed"])
-    model = models.build_mlp(recipe)
-    trainer = Trainer(model, models.build_optimizer(recipe), backend=model.backend.name)
-    started = time.perf_counter()
-    history = trainer.fit(x, y, epochs=recipe["epochs"], batch_size=recipe["batch_size"],
-                          validation_data=(x_test, y_test), verbose=0, callbacks=[progress])
-    if cancel.is_set() or history.interrupted:
-        raise Cancelled
-    accuracy = history["val_accuracy"][-1]
-    if log is not None:
-        log(f"trained in {time.perf_counter() - started:.1f} s: test accuracy "
-            f"{100 * accuracy:.2f}%")
-    return model, accuracy
+from .models import STEP_EVENTS_PER_EPOCH, Cancelled, train_recipe  # noqa: F401 (re-exported)
 
 
 class TrainingHub:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _random, checkpoint, nn, optim
+from fastnn import _random, checkpoint, fileformat, nn, optim
 
 
 def data(n=240, seed=0):
@@ -167,10 +167,15 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     run("mlp-sgd-plain", "cpu", 1, checkpoint=path)
     good = path.read_bytes()
 
-    def fail(*args, **kwargs):
-        raise OSError("disk full")
+    atomic_write = fileformat.atomic_write
 
-    monkeypatch.setattr(checkpoint, "_pause_if_asked", fail)  # half the file is written by then
+    def half_then_fail(path, write):
+        def fail(f):
+            f.write(b"half a checkpoint")
+            raise OSError("disk full")
+        atomic_write(path, fail)
+
+    monkeypatch.setattr(fileformat, "atomic_write", half_then_fail)
     with pytest.raises(OSError, match="disk full"):
         run("mlp-sgd-plain", "cpu", 3, checkpoint=path, resume=path)
     assert path.read_bytes() == good and sorted(os.listdir(tmp_path)) == ["run.ckpt"]
@@ -193,6 +198,28 @@ SCRIPT = textwrap.dedent("""
 
     checkpoint, out = sys.argv[1], sys.argv[2]
     kill_at = int(os.environ.get("KILL_AT_STEP", "0"))
+
+    if os.environ.get("PAUSE_WRITE"):  # "<epoch>:<marker>": stop half way through that write
+        import io, time
+        from fastnn import fileformat
+        pause_epoch, marker = os.environ["PAUSE_WRITE"].split(":", 1)
+        atomic_write, writes = fileformat.atomic_write, []
+
+        def pausing_write(path, write):
+            writes.append(path)
+            if len(writes) != int(pause_epoch):  # one checkpoint write per epoch
+                return atomic_write(path, write)
+
+            def half_then_pause(f):
+                payload = io.BytesIO()
+                write(payload)
+                f.write(payload.getvalue()[:len(payload.getvalue()) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+                open(marker, "w").close()
+                time.sleep(60)  # the test kills the process meanwhile
+            return atomic_write(path, half_then_pause)
+        fileformat.atomic_write = pausing_write
 
     class KillAt(callbacks.Callback):
         def on_train_begin(self, trainer):
@@ -269,7 +296,7 @@ def test_sigkill_mid_epoch_then_resume(script, uninterrupted, tmp_path):
 def test_sigkill_mid_write_keeps_the_last_checkpoint_then_resume(script, uninterrupted,
                                                                    tmp_path):
     ckpt, out, marker = tmp_path / "run.ckpt", tmp_path / "out.npz", tmp_path / "paused"
-    process = start(script, ckpt, out, FASTNN_TEST_CHECKPOINT_PAUSE=f"4:{marker}")
+    process = start(script, ckpt, out, PAUSE_WRITE=f"4:{marker}")
     deadline = time.monotonic() + 120
     while not marker.exists():
         assert process.poll() is None, process.communicate()[1]

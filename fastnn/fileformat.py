@@ -1,14 +1,18 @@
-"""Save and load models: one .npz holding the weights and a JSON header, no pickle.
+"""fastnn's files: an .npz of named arrays plus a JSON header, written atomically, read safely.
 
-The header ("__fastnn__", UTF-8 JSON as uint8) gives the format, the fastnn version, the
-architecture (Sequential.config()) and, per parameter, its shape, dtype and SHA-256. Loading
-rebuilds the architecture without allocating weights, checks every member's size and .npy
-header against the shapes it implies before reading its data (numpy's own reader would
-allocate whatever shape a header claims), then checks the digests: a truncated, tampered or
-foreign file raises ValueError, never a crash or a huge allocation.
+This module imports nothing from fastnn, so model files (fastnn.serialization, Sequential.save)
+and training checkpoints (fastnn.checkpoint) both build on it without importing each other.
 
-Saving writes a temporary file in the target's directory, fsyncs it and renames it over the
-target, so a crash leaves either the old file or the new one, never half of one.
+The header is UTF-8 JSON stored as a uint8 member; it lists, per array, its shape, dtype and
+SHA-256. Reading checks every member's size and .npy header against the shape the caller
+expects before reading its data (numpy's own reader would allocate whatever shape a header
+claims), then the digests: a truncated, tampered or foreign file raises ValueError, never a
+crash or a huge allocation.
+
+Writing goes to a temporary file in the target's directory, which is fsynced and renamed over
+the target, then the directory fsynced: a crash leaves the old file or the new one, never half
+of one. The new file gets the permissions `open(path, "w")` would give it: an existing file's
+own, otherwise 0o666 less the process umask.
 """
 import hashlib
 import io
@@ -16,50 +20,89 @@ import json
 import lzma
 import math
 import os
+import stat
 import struct
 import tempfile
+import threading
 import tokenize
 import zipfile
 import zlib
 
 import numpy as np
 
-from . import __version__
-from .model import Sequential
+# the model file format (Sequential.save, fastnn.load)
+MODEL_FORMAT = "fastnn.model"
+MODEL_FORMAT_VERSION = 1
+MODEL_HEADER = "__fastnn__"
 
-FORMAT = "fastnn.model"
-FORMAT_VERSION = 1
-HEADER = "__fastnn__"
 MAX_HEADER_BYTES = 1 << 20
 # room for the .npy header in front of each array's data
 _NPY_HEADER_SLACK = 4096
 # What reading a damaged zip can raise: a flipped compression method reaches lzma/bz2 or an
 # unsupported method (NotImplementedError), a flipped flag an "encrypted" member (RuntimeError).
-_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error,
-                lzma.LZMAError, struct.error, UnicodeDecodeError, RecursionError,
-                NotImplementedError, RuntimeError, OverflowError)
+READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error,
+               lzma.LZMAError, struct.error, UnicodeDecodeError, RecursionError,
+               NotImplementedError, RuntimeError, OverflowError)
 _NPY_HEADER_ERRORS = (ValueError, TypeError, KeyError, SyntaxError, tokenize.TokenError,
                       UnicodeDecodeError, OverflowError, RecursionError)
+_UMASK_LOCK = threading.Lock()
 
 
-def _check_path(path):
+def check_path(path):
+    """`path` (str, bytes or os.PathLike) as a str; TypeError for anything else."""
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     return os.fsdecode(os.fspath(path))
 
 
-def _digest(a):
+def digest(a):
+    """SHA-256 (hex) of an array's bytes in C order."""
     return hashlib.sha256(memoryview(np.ascontiguousarray(a)).cast("B")).hexdigest()
+
+
+def array_entries(arrays):
+    """{name: {"shape", "dtype", "sha256"}}: the header's description of `arrays`."""
+    return {name: {"shape": list(a.shape), "dtype": a.dtype.name, "sha256": digest(a)}
+            for name, a in arrays.items()}
+
+
+# ---- writing ------------------------------------------------------------------------------------
+
+def _umask():
+    """The process umask, read without changing it where the system allows (Linux); elsewhere
+    set and restored under a lock (os.umask has no read-only form)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def _new_file_mode(path):
+    """The permissions open(path, "w") would leave: the existing file's, else 0o666 & ~umask
+    (mkstemp makes its file 0o600 whatever the umask)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
 
 
 def atomic_write(path, write):
     """Call write(file) on a temp file beside `path`, fsync, then rename it to `path`."""
-    path = os.path.abspath(_check_path(path))
+    path = os.path.abspath(check_path(path))
     directory = os.path.dirname(path)
+    mode = _new_file_mode(path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
                                suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.chmod(tmp, mode)
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -82,42 +125,47 @@ def atomic_write(path, write):
         os.close(dir_fd)
 
 
-def save(model, path):
-    """Write `model` to `path` (.npz): weights, architecture, fastnn version; atomically."""
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model must be a fastnn Sequential, got {type(model).__name__}")
-    arrays = model.state_dict()
-    header = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "fastnn_version": __version__,
-        "architecture": model.config(),
-        "params": {name: {"shape": list(a.shape), "dtype": a.dtype.name, "sha256": _digest(a)}
-                   for name, a in arrays.items()},
-    }
+def write_npz(path, header_name, header, arrays):
+    """Write `arrays` and the JSON object `header` (as member `header_name`) to `path`,
+    atomically."""
     blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
-    atomic_write(path, lambda f: np.savez(f, **{HEADER: blob}, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **{header_name: blob}, **arrays))
 
 
-def load(path, backend=None):
-    """Read a model written by save(); ValueError when the file is not a valid fastnn model."""
-    path = _check_path(path)
+def write_model(path, architecture, arrays, fastnn_version):
+    """A model file: its parameters and a header with the architecture and fastnn version."""
+    header = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "fastnn_version": fastnn_version,
+        "architecture": architecture,
+        "params": array_entries(arrays),
+    }
+    write_npz(path, MODEL_HEADER, header, arrays)
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+def read_file(path, kind, read):
+    """read(archive) on the .npz at `path`; FileNotFoundError "no such <kind>" when there is
+    none, ValueError "<path>: not a valid fastnn <kind>: ..." for anything wrong inside."""
+    path = check_path(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no such model file: {path!r}")
+        raise FileNotFoundError(f"no such {kind}: {path!r}")
     try:
         with Archive(path) as archive:
-            return _load_npz(archive, backend)
+            return read(archive)
     except ValueError as exc:
-        raise ValueError(f"{path}: not a valid fastnn model file: {exc}") from None
-    except _READ_ERRORS as exc:
-        raise ValueError(f"{path}: not a valid fastnn model file: {type(exc).__name__}: "
+        raise ValueError(f"{path}: not a valid fastnn {kind}: {exc}") from None
+    except READ_ERRORS as exc:
+        raise ValueError(f"{path}: not a valid fastnn {kind}: {type(exc).__name__}: "
                          f"{exc}") from None
 
 
 class Archive:
     """A .npz read one member at a time, each member's size and .npy header checked against
     what the caller expects before any of its data is read. Errors are ValueError or one of
-    _READ_ERRORS."""
+    READ_ERRORS."""
 
     def __init__(self, path):
         self.zip = zipfile.ZipFile(path)
@@ -193,7 +241,7 @@ def _no_constant(name):
     raise ValueError(f"the header holds {name}, which fastnn never writes")
 
 
-def read_json_header(archive, name=HEADER):
+def read_json_header(archive, name):
     """The UTF-8 JSON object stored as a uint8 member `name`."""
     if name not in archive.files:
         raise ValueError(f"no {name} header (a .npz, but not one fastnn wrote)")
@@ -204,36 +252,20 @@ def read_json_header(archive, name=HEADER):
     return header
 
 
-def _load_npz(archive, backend):
-    header = read_json_header(archive)
-    if header.get("format") != FORMAT:
+def read_model_header(archive, fastnn_version):
+    """(architecture, {param name: header entry}) of a model file, its format checked."""
+    header = read_json_header(archive, MODEL_HEADER)
+    if header.get("format") != MODEL_FORMAT:
         raise ValueError("header does not describe a fastnn model")
-    if header.get("format_version") != FORMAT_VERSION:
+    if header.get("format_version") != MODEL_FORMAT_VERSION:
         raise ValueError(f"format version {header.get('format_version')!r} is not supported "
-                         f"(this fastnn {__version__} reads version {FORMAT_VERSION})")
+                         f"(this fastnn {fastnn_version} reads version {MODEL_FORMAT_VERSION})")
     if not isinstance(header.get("fastnn_version"), str):
         raise ValueError("header lacks the fastnn version")
     params = header.get("params")
     if not isinstance(params, dict):
         raise ValueError("header lacks the parameter list")
-
-    try:
-        model = Sequential.from_config(header.get("architecture"), backend=backend,
-                                       initialize=False)
-    except (TypeError, KeyError, OverflowError) as exc:  # a tampered architecture
-        raise ValueError(f"architecture: {type(exc).__name__}: {exc}") from None
-    if model.input_shape is not None:
-        model.output_shape(model.input_shape)  # ValueError when it does not fit the layers
-    expected = model.param_shapes()
-    if set(params) != set(expected):
-        raise ValueError(f"parameter list {sorted(params)} does not match the architecture's "
-                         f"{sorted(expected)}")
-    members = archive.files
-    if members != set(expected) | {HEADER}:
-        raise ValueError(f"arrays {sorted(members - {HEADER})} do not match the architecture's "
-                         f"parameters {sorted(expected)}")
-    model.load_state_dict(read_arrays(archive, expected, params, model.state_dtypes()))
-    return model
+    return header.get("architecture"), params
 
 
 def read_arrays(archive, shapes, entries, dtype):
@@ -251,7 +283,7 @@ def read_arrays(archive, shapes, entries, dtype):
             raise ValueError(f"header entry for {name} ({info!r}) does not match the "
                              f"architecture: shape {shape}, dtype {dtype.name}")
         a = archive.read(name, dtype, shape)
-        if _digest(a) != info.get("sha256"):
+        if digest(a) != info.get("sha256"):
             raise ValueError(f"array {name} does not match its SHA-256 (the file was changed)")
         arrays[name] = a
     return arrays
