@@ -1,5 +1,6 @@
 """Install hints work from where the user is: "fastnn" on PyPI is an unrelated project, so no
 message may say `pip install fastnn...`; this project is published as fastnn-mnist."""
+
 import re
 from pathlib import Path
 
@@ -13,8 +14,9 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTION = "fastnn-mnist"
 
-pytestmark = pytest.mark.skipif(not (ROOT / "pyproject.toml").exists(),
-                                reason="not run from a fastnn checkout")
+pytestmark = pytest.mark.skipif(
+    not (ROOT / "pyproject.toml").exists(), reason="not run from a fastnn checkout"
+)
 
 
 def sources():
@@ -28,9 +30,12 @@ def sources():
 def test_no_hint_installs_the_other_project():
     # `pip install fastnn`, `pip install fastnn[plot]`, `pip install "fastnn[cuda12]"`, ...
     wrong = re.compile(r"""pip install\s+(-\S+\s+)*["']?fastnn(\[|["'\s)`]|$)""", re.M)
-    found = [f"{path.relative_to(ROOT)}: {m.group(0)!r}"
-             for path in sources() if path.exists()
-             for m in wrong.finditer(path.read_text(encoding="utf-8"))]
+    found = [
+        f"{path.relative_to(ROOT)}: {m.group(0)!r}"
+        for path in sources()
+        if path.exists()
+        for m in wrong.finditer(path.read_text(encoding="utf-8"))
+    ]
     assert found == []
 
 
