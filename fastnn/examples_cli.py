@@ -301,7 +301,8 @@ def run(args, build_model, model_name, recipe=None):
         if not plots.missing_reason():
             paths = plots.write_all(args.plot, model_name.split()[0], x_test, y_test,
                                     model.predict_proba(x_test), history)
-            print(f"plots written: {', '.join(paths)}")
+            names = ", ".join(os.path.basename(path) for path in paths)
+            print(f"plots written to {args.plot}:\n  {names}")
     return result
 
 

@@ -30,6 +30,8 @@ def too_wide(text):
     ("mnist_cnn.py", ["--arch", "lenet"]),
 ])
 def test_examples_print_within_100_columns(tmp_path, script, flags):
+    if HAS_MATPLOTLIB and script == "mnist_mlp.py":
+        flags = [*flags, "--plot", "figures"]
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / script), *flags, "--limit", "300", "--epochs", "2",
          "--batch-size", "100", "--threads", "1", "--profile"],
