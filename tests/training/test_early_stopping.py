@@ -1,5 +1,6 @@
 """EarlyStopping: Keras semantics (stop `patience` epochs after the best), one printed line
 when it stops and one when it restores the best weights."""
+
 import numpy as np
 import pytest
 
@@ -24,9 +25,15 @@ def scripted_fit(val_losses, epochs, **stop_kwargs):
         weights.append(trainer.model.state_dict())
 
     stop = callbacks.EarlyStopping(**stop_kwargs)
-    history = trainer.fit(x, y, epochs=epochs, batch_size=10, validation_split=0.25,
-                          callbacks=[callbacks.LambdaCallback(on_epoch_end=script), stop],
-                          verbose=0)
+    history = trainer.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=10,
+        validation_split=0.25,
+        callbacks=[callbacks.LambdaCallback(on_epoch_end=script), stop],
+        verbose=0,
+    )
     return trainer, history, stop, weights
 
 
@@ -74,8 +81,9 @@ def test_verbose_false_prints_nothing(capsys):
 
 
 def test_accuracy_is_maximised():
-    stop = callbacks.EarlyStopping(monitor="val_accuracy", patience=1, restore_best=False,
-                                   verbose=False)
+    stop = callbacks.EarlyStopping(
+        monitor="val_accuracy", patience=1, restore_best=False, verbose=False
+    )
 
     class FakeTrainer:
         stop_training = False
@@ -87,9 +95,17 @@ def test_accuracy_is_maximised():
     assert trainer.stop_training and stop.best == 0.7 and stop.best_epoch == 1
 
 
-@pytest.mark.parametrize("kwargs", [dict(patience=-1), dict(patience=1.5), dict(patience=True),
-                                    dict(min_delta=-0.1), dict(min_delta=float("nan")),
-                                    dict(monitor="val_acc")])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(patience=-1),
+        dict(patience=1.5),
+        dict(patience=True),
+        dict(min_delta=-0.1),
+        dict(min_delta=float("nan")),
+        dict(monitor="val_acc"),
+    ],
+)
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         callbacks.EarlyStopping(**kwargs)

@@ -1,5 +1,6 @@
 """fit called twice: weights and optimizer state continue, history and schedule restart;
 initial_epoch continues the schedule instead (Keras semantics)."""
+
 import numpy as np
 import pytest
 
@@ -33,8 +34,7 @@ def test_initial_epoch_continues_the_schedule_as_one_run(backend, capsys):
     assert first["lr"] + second["lr"] == one["lr"]
     assert first["loss"] + second["loss"] == one["loss"]
     # the same weights, bit for bit: the shuffling stream and the optimizer state carried over
-    for (name, a), b in zip(whole.model.state_dict().items(),
-                            split.model.state_dict().values()):
+    for (name, a), b in zip(whole.model.state_dict().items(), split.model.state_dict().values()):
         assert a.tobytes() == b.tobytes(), name
     printed = [line.split()[1] for line in capsys.readouterr().out.splitlines()]
     assert printed == ["4/6", "5/6", "6/6"]
@@ -49,17 +49,22 @@ def test_fit_twice_restarts_history_and_schedule_but_keeps_weights():
     assert second.epochs == 3 and t.history is second
     assert second["lr"] == first["lr"]  # the cosine starts over
     assert second["loss"][0] < first["loss"][0]  # from the trained weights, not from scratch
-    assert any(a.tobytes() != b.tobytes()
-               for a, b in zip(after_first.values(), t.model.state_dict().values()))
+    assert any(
+        a.tobytes() != b.tobytes()
+        for a, b in zip(after_first.values(), t.model.state_dict().values())
+    )
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    (dict(epochs=3, initial_epoch=3), ValueError),
-    (dict(epochs=3, initial_epoch=-1), ValueError),
-    (dict(epochs=3, initial_epoch=1.0), TypeError),
-    (dict(epochs=3, initial_epoch=True), TypeError),
-    (dict(epochs=3, initial_epoch=1, checkpoint="c.npz"), ValueError),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        (dict(epochs=3, initial_epoch=3), ValueError),
+        (dict(epochs=3, initial_epoch=-1), ValueError),
+        (dict(epochs=3, initial_epoch=1.0), TypeError),
+        (dict(epochs=3, initial_epoch=True), TypeError),
+        (dict(epochs=3, initial_epoch=1, checkpoint="c.npz"), ValueError),
+    ],
+)
 def test_bad_initial_epoch(kwargs, error, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     x, y = data()

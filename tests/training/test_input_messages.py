@@ -1,5 +1,6 @@
 """Messages for the usual input mistakes say the fix: one image without a batch axis, one-hot
 labels, float labels, NaN in the data (which sample and where), float images in 0-255."""
+
 import re
 import warnings
 
@@ -20,8 +21,9 @@ def mlp():
 
 def cnn():
     fastnn.seed(0)
-    return nn.Sequential(nn.Conv2d(1, 2, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(2 * 12 * 12, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 2, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * 12 * 12, 10)
+    )
 
 
 def images(n=64, seed=0):
@@ -36,8 +38,9 @@ def test_one_image_without_batch_axis_suggests_adding_one(make, dtype, method):
     x, _ = images()
     model = make()
     one = x[0].astype(dtype)
-    with pytest.raises(ValueError, match=re.escape("add a batch axis, e.g. x[None] or "
-                                                   "x.reshape(1, 28, 28)")):
+    with pytest.raises(
+        ValueError, match=re.escape("add a batch axis, e.g. x[None] or x.reshape(1, 28, 28)")
+    ):
         getattr(model, method)(one)
     # and the suggestion works
     assert getattr(model, method)(one[None]).shape[0] == 1
@@ -60,11 +63,15 @@ def test_one_hot_labels_suggest_argmax(dtype):
     x, y = images()
     one_hot = np.eye(10, dtype=dtype)[y]
     trainer = fastnn.Trainer(mlp(), optim.SGD(lr=0.1))
-    for call in (lambda: trainer.fit(x, one_hot, verbose=0),
-                 lambda: trainer.evaluate(x, one_hot)):
-        with pytest.raises(ValueError, match=re.escape("one-hot encoded (shape (64, 10)); "
-                                                       "pass class indices of shape (64,) "
-                                                       "instead: y.argmax(axis=1)")):
+    for call in (lambda: trainer.fit(x, one_hot, verbose=0), lambda: trainer.evaluate(x, one_hot)):
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
+                "one-hot encoded (shape (64, 10)); "
+                "pass class indices of shape (64,) "
+                "instead: y.argmax(axis=1)"
+            ),
+        ):
             call()
     assert trainer.fit(x, one_hot.argmax(axis=1), verbose=0).epochs == 1
 
@@ -80,8 +87,11 @@ def test_float_labels_with_whole_values_suggest_astype():
 
 
 @settings(max_examples=40, deadline=None)
-@given(shape=st.lists(st.integers(1, 5), min_size=2, max_size=4),
-       data=st.data(), value=st.sampled_from([np.nan, np.inf, -np.inf]))
+@given(
+    shape=st.lists(st.integers(1, 5), min_size=2, max_size=4),
+    data=st.data(),
+    value=st.sampled_from([np.nan, np.inf, -np.inf]),
+)
 def test_nonfinite_message_names_the_first_bad_value(shape, data, value):
     x = np.zeros(shape, np.float32)
     flat = data.draw(st.lists(st.integers(0, x.size - 1), min_size=1, max_size=4, unique=True))
@@ -103,9 +113,13 @@ def test_nan_in_fit_evaluate_and_predict_says_where():
     model = mlp()
     trainer = fastnn.Trainer(model, optim.SGD(lr=0.1))
     expected = re.escape("x[37, 5, 6] is nan (sample 37); 1 such value in 1 sample")
-    for call in (lambda: trainer.fit(xf, y, verbose=0), lambda: trainer.evaluate(xf, y),
-                 lambda: model.predict(xf), lambda: model.predict_proba(xf),
-                 lambda: model.predict(xf.astype(np.float64))):
+    for call in (
+        lambda: trainer.fit(xf, y, verbose=0),
+        lambda: trainer.evaluate(xf, y),
+        lambda: model.predict(xf),
+        lambda: model.predict_proba(xf),
+        lambda: model.predict(xf.astype(np.float64)),
+    ):
         with pytest.raises(ValueError, match=expected):
             call()
     with pytest.raises(ValueError, match=re.escape("x[37, 146] is nan (sample 37)")):
@@ -120,8 +134,9 @@ def test_nan_in_fit_evaluate_and_predict_says_where():
 def test_float64_beyond_float32_range_is_named():
     x = np.zeros((3, 4), np.float64)
     x[2, 1] = 1e300
-    with pytest.raises(ValueError, match=re.escape("x[2, 1] = 1e+300, beyond float32's range "
-                                                   "(sample 2)")):
+    with pytest.raises(
+        ValueError, match=re.escape("x[2, 1] = 1e+300, beyond float32's range (sample 2)")
+    ):
         to_float(x)
 
 
@@ -137,14 +152,17 @@ def test_float_images_in_0_255_warn_with_the_fix():
         trainer.evaluate(x.astype(np.float32), y)
 
 
-@pytest.mark.parametrize("transform", [
-    lambda x: x,                                  # uint8: scaled inside
-    lambda x: x.astype(np.float32) / 255,         # already scaled
-    lambda x: x.astype(np.float32) / 127.5 - 1,   # [-1, 1]
-    lambda x: (x.astype(np.float32) - 33.3) / 78.6,  # standardized
-    lambda x: x.astype(np.float32) + 0.5,         # not whole numbers
-    lambda x: np.minimum(x, 1).astype(np.float32),  # binary 0/1 images
-])
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda x: x,  # uint8: scaled inside
+        lambda x: x.astype(np.float32) / 255,  # already scaled
+        lambda x: x.astype(np.float32) / 127.5 - 1,  # [-1, 1]
+        lambda x: (x.astype(np.float32) - 33.3) / 78.6,  # standardized
+        lambda x: x.astype(np.float32) + 0.5,  # not whole numbers
+        lambda x: np.minimum(x, 1).astype(np.float32),  # binary 0/1 images
+    ],
+)
 def test_no_warning_for_scaled_or_non_pixel_data(transform):
     x, y = images()
     trainer = fastnn.Trainer(mlp(), optim.SGD(lr=0.01))
