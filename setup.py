@@ -65,7 +65,20 @@ def openmp_flags():
     return [], []
 
 
+def drop_stale_generated_c():
+    """Remove .c files Cython generated before the shared utility module: cythonize would keep
+    them (their .pyx is older) and build_ext would keep their modules, so an in-place build
+    from before it would never drop its per-module utility code and debug information."""
+    for c_file in glob(os.path.join("fastnn", "_kernels", "*.c")):
+        if os.path.basename(c_file) == SHARED_UTILITY.rsplit(".", 1)[1] + ".c":
+            continue
+        with open(c_file, encoding="utf-8", errors="replace") as f:
+            if SHARED_UTILITY not in f.read():
+                os.remove(c_file)
+
+
 def extensions():
+    drop_stale_generated_c()
     omp_compile, omp_link = openmp_flags()
     base_compile = ["-O0", "-g"] if DEBUG else ["-O3", "-g0"]
     # -fno-math-errno only stops libm calls setting errno (which nothing reads), so sqrt can be
