@@ -36,13 +36,30 @@ cdef enum:
     MAX_KERNEL_THREADS = 256
 
 
+# Whether a kernel may have run a parallel region of several threads in this process, so that
+# GNU OpenMP's thread pool may exist: a process forked after that must stay on one thread
+# (fastnn._threads). Set whenever a count above one is handed out, which over-approximates.
+cdef bint _pool_may_exist = False
+
+
 cdef int num_threads() noexcept nogil:
+    global _pool_may_exist
+    if _num_threads > 1:
+        _pool_may_exist = True
     return _num_threads
 
 
 cdef int resolve_threads(int nthreads) noexcept nogil:
+    global _pool_may_exist
     cdef int n = nthreads if nthreads > 0 else _num_threads
+    if n > 1:
+        _pool_may_exist = True
     return n if n < MAX_KERNEL_THREADS else MAX_KERNEL_THREADS
+
+
+def pool_may_exist():
+    """True once a kernel may have run on several OpenMP threads in this process."""
+    return bool(_pool_may_exist)
 
 
 def openmp_enabled():
@@ -51,8 +68,9 @@ def openmp_enabled():
 
 
 def get_num_threads():
-    """Threads the kernels use (always 1 in a build without OpenMP)."""
-    return _num_threads
+    """Threads the kernels use (always 1 in a build without OpenMP); the backends ask this
+    before each conv and GEMM call, so it counts as handing the count out."""
+    return num_threads()
 
 
 def set_num_threads(int n):
