@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from . import backends, fileformat
+from . import _random, backends, fileformat
 from . import extra_layers as XL
 from . import layers as L
 from ._version import __version__
@@ -62,8 +62,12 @@ class Sequential:
     any work; it is set from the data on the first `fit` when not given.
     """
 
-    def __init__(self, *layers, input_shape=None, dtype=np.float32, backend=None):
-        """`backend` defaults to "cpu" (or "numpy" where the compiled kernels are not built)."""
+    def __init__(self, *layers, input_shape=None, dtype=np.float32, backend=None, seed=None):
+        """`backend` defaults to "cpu" (or "numpy" where the compiled kernels are not built).
+        `seed` (an int) draws the initial weights from a random stream of their own, so the
+        model is the same whatever other threads draw; None uses fastnn's current stream."""
+        if seed is not None:
+            _random.check_seed(seed)
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         if not layers:
@@ -75,7 +79,8 @@ class Sequential:
             if id(layer) in seen:
                 raise ValueError(f"layer {i} ({layer!r}) appears twice; use separate instances")
             seen.add(id(layer))
-        self._setup(layers, input_shape, dtype, backend, initialize=True)
+        self._setup(layers, input_shape, dtype, backend, initialize=False)
+        self.reset_parameters(seed)
 
     # ---- building ------------------------------------------------------------------------------
 
@@ -138,9 +143,14 @@ class Sequential:
             elif layer.param_names or getattr(layer, "buffer_names", ()):
                 layer.initialize(dtype=self.dtype, backend=self._backend)
 
-    def reset_parameters(self):
-        """Draw fresh weights from fastnn's random stream (as at construction)."""
-        self._initialize_all()
+    def reset_parameters(self, seed=None):
+        """Draw fresh weights from fastnn's current random stream (as at construction), or
+        from a stream of their own seeded with `seed`."""
+        if seed is None:
+            self._initialize_all()
+        else:
+            with _random.using(_random.Stream.from_seed(seed)):
+                self._initialize_all()
         return self
 
     # ---- backend, dtype, modes -----------------------------------------------------------------

@@ -9,6 +9,7 @@ with the model as that step left it (a second Ctrl-C stops at once).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _random, backends, losses
+from . import _exclusive, _random, backends, losses
 from . import augment as aug
 from . import callbacks as cb
 from . import checkpoint as ckpt
@@ -88,10 +89,18 @@ def _int_arg(name, value, minimum):
 
 
 class Trainer:
-    """Train `model` with `optimizer` on `backend` ("cpu", "numpy" or "cuda")."""
+    """Train `model` with `optimizer` on `backend` ("cpu", "numpy" or "cuda").
+
+    `seed` (an int) gives the trainer a random stream of its own for the validation split,
+    the shuffling and the dropout masks, so its runs repeat whatever other threads draw;
+    without it they come from fastnn's process-wide stream (`fastnn.seed`). One model (and
+    one optimizer) trains in one thread at a time: fit or train_step while another thread
+    trains it raises ConcurrentTrainingError.
+    """
 
     def __init__(self, model: Sequential, optimizer: Optimizer,
-                 loss: str | losses.Loss = "cross_entropy", backend: str | Any = "cpu") -> None:
+                 loss: str | losses.Loss = "cross_entropy", backend: str | Any = "cpu", *,
+                 seed: int | None = None) -> None:
         if not isinstance(model, Sequential):
             raise TypeError(f"model must be a fastnn Sequential, got {type(model).__name__}")
         if not isinstance(optimizer, Optimizer):
@@ -99,6 +108,8 @@ class Trainer:
                             f"got {type(optimizer).__name__}")
         if not model.param_shapes():
             raise ValueError("the model has no parameters to train")
+        # this trainer's own random stream (None: the thread's current one), see _running
+        self._stream = None if seed is None else _random.Stream.from_seed(seed)
         self.loss = losses.get(loss)
         self.backend = backends.get(backend)
         self.model = model.to(self.backend)
@@ -233,35 +244,36 @@ class Trainer:
         if progress is None:
             progress = bool(verbose) and sys.stderr.isatty()
 
-        session = ckpt.Session.start(self, checkpoint, resume, x, y, dict(
-            batch_size=batch_size, shuffle=bool(shuffle),
-            validation_split=None if validation_split is None else float(validation_split)))
+        with self._running():
+            session = ckpt.Session.start(self, checkpoint, resume, x, y, dict(
+                batch_size=batch_size, shuffle=bool(shuffle),
+                validation_split=None if validation_split is None else float(validation_split)))
 
-        # ---- preparation: split, convert, move to the backend, bind the optimizer
-        given_x = x
-        if validation_split is not None:
-            (x, y), val = _split(x, y, float(validation_split), self.backend.xp)
-        model = self.model.to(self.backend)
-        if model.input_shape is None:
-            model.input_shape = tuple(x.shape[1:])
-        try:
-            xs = model.prepare_input(x)
-            ys = self.backend.xp.asarray(y)
-            if val is not None:
-                val = (model.prepare_input(val[0], "x_val" if validation_split is None else "x"),
-                       self.backend.xp.asarray(val[1]))
-        except ValueError:
-            if x is not given_x and isinstance(given_x, np.ndarray) and \
-                    not np.isfinite(given_x).all():  # index the caller's x,
-                raise ValueError(nonfinite_message(given_x)) from None  # not the split's
-            raise
-        if augment is not None and xs.ndim != 4:
-            raise ValueError(f"augment transforms images: the model's input must be (C, H, W) "
-                             f"per sample, got {tuple(xs.shape[1:])}")
-        self.optimizer.attach(model)
-        start, done = session.restore(self) if session is not None else (initial_epoch, None)
-        return self._train(xs, ys, val, epochs, batch_size, shuffle, callbacks, verbose,
-                           progress, start, done, session, augment)
+            # ---- preparation: split, convert, move to the backend, bind the optimizer
+            given_x = x
+            if validation_split is not None:
+                (x, y), val = _split(x, y, float(validation_split), self.backend.xp)
+            model = self.model.to(self.backend)
+            if model.input_shape is None:
+                model.input_shape = tuple(x.shape[1:])
+            try:
+                xs = model.prepare_input(x)
+                ys = self.backend.xp.asarray(y)
+                if val is not None:
+                    val = (model.prepare_input(val[0], "x_val" if validation_split is None else "x"),
+                           self.backend.xp.asarray(val[1]))
+            except ValueError:
+                if x is not given_x and isinstance(given_x, np.ndarray) and \
+                        not np.isfinite(given_x).all():  # index the caller's x,
+                    raise ValueError(nonfinite_message(given_x)) from None  # not the split's
+                raise
+            if augment is not None and xs.ndim != 4:
+                raise ValueError(f"augment transforms images: the model's input must be (C, H, W) "
+                                 f"per sample, got {tuple(xs.shape[1:])}")
+            self.optimizer.attach(model)
+            start, done = session.restore(self) if session is not None else (initial_epoch, None)
+            return self._train(xs, ys, val, epochs, batch_size, shuffle, callbacks, verbose,
+                               progress, start, done, session, augment)
 
     def train_step(self, x: ArrayLike, y: ArrayLike) -> Any:
         """One optimizer step on a batch already in the backend's form -- `x` of the model's
@@ -269,6 +281,17 @@ class Trainer:
         loops. Returns the batch's mean loss (a backend scalar). From the first call on, the
         model's training passes reuse their arrays, as during fit, until
         `model.set_reuse(False)`."""
+        claimed = (("model", self.model), ("optimizer", self.optimizer))
+        _exclusive._claim(claimed)  # inline, not `with self._running()`: this is per step
+        try:
+            if self._stream is None:
+                return self._step(x, y)
+            with _random.using(self._stream):
+                return self._step(x, y)
+        finally:
+            _exclusive._release(claimed)
+
+    def _step(self, x, y):
         model = self.model
         if self._step_state is None or self._step_state[0] is not model.backend or \
                 not model.layers[0].reuse:
@@ -303,6 +326,17 @@ class Trainer:
         return self.model.to(self.backend).predict_proba(x, batch_size)
 
     # ---- the loop -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _running(self):
+        """Claim the model and optimizer for this thread and, with a seed, draw from this
+        trainer's stream, for the duration of a fit."""
+        with _exclusive.training(self.model, self.optimizer):
+            if self._stream is None:
+                yield
+            else:
+                with _random.using(self._stream):
+                    yield
 
     def _evaluate(self, x, y, batch_size):
         model, loss_fn, b = self.model, self.loss, self.backend
