@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from . import _exclusive
 from . import backends as _backends
 from . import losses as _losses
 
@@ -170,24 +171,26 @@ def profile(model, x, y, *, backend=None, batch_size=128, steps=20, warmup=3, op
     loss_fn = _losses.get(loss)
     epoch_size = len(x) if epoch_size is None else int(epoch_size)
 
-    if backend is not None:
-        model.to(_backends.get(backend))
-    b = model.backend
-    saved = model.state_dict()
-    was_training = model.training
-    optimizer = _private_copy(optimizer)
-    was_reusing = model.layers[0].reuse
-    try:
-        model.train()
-        model.set_reuse(True)  # as during fit: a step's arrays are kept and reused
-        optimizer.attach(model)
-        batches = _batches(model, b, x, y, batch_size, warmup + steps)
-        rows, loss_ms, opt_ms = _instrumented(model, b, loss_fn, optimizer, batches, warmup)
-        step_ms = _whole_steps(model, b, loss_fn, optimizer, batches[warmup:])
-    finally:
-        model.set_reuse(was_reusing)
-        model.load_state_dict(saved)
-        model.train(was_training)
+    # the profiled steps train the model (weights put back after): not while a thread trains it
+    with _exclusive.training(model, optimizer):
+        if backend is not None:
+            model.to(_backends.get(backend))
+        b = model.backend
+        saved = model.state_dict()
+        was_training = model.training
+        optimizer = _private_copy(optimizer)
+        was_reusing = model.layers[0].reuse
+        try:
+            model.train()
+            model.set_reuse(True)  # as during fit: a step's arrays are kept and reused
+            optimizer.attach(model)
+            batches = _batches(model, b, x, y, batch_size, warmup + steps)
+            rows, loss_ms, opt_ms = _instrumented(model, b, loss_fn, optimizer, batches, warmup)
+            step_ms = _whole_steps(model, b, loss_fn, optimizer, batches[warmup:])
+        finally:
+            model.set_reuse(was_reusing)
+            model.load_state_dict(saved)
+            model.train(was_training)
 
     total = sum(r["forward_ms"] + (r["backward_ms"] or 0.0) for r in rows) + loss_ms + opt_ms
     for r in rows:

@@ -4,6 +4,7 @@ Backends are imported lazily, so `import fastnn` never imports CuPy, and a backe
 run here (no compiled kernels, no CuPy, no GPU) says why instead of failing at import.
 """
 import importlib
+import threading
 from dataclasses import dataclass
 
 # name -> (module, class). Each module also has probe() -> None or the reason it cannot run.
@@ -13,6 +14,7 @@ _KNOWN = {
     "cuda": ("fastnn.backends.cuda", "CudaBackend"),
 }
 _instances = {}
+_instances_lock = threading.Lock()  # one instance per name, even when threads ask at once
 
 
 class BackendUnavailable(RuntimeError):
@@ -62,9 +64,13 @@ def get(name):
         raise TypeError(f"backend must be one of {sorted(_KNOWN)}, got {name!r}")
     if name not in _KNOWN:
         raise ValueError(f"unknown backend {name!r}; expected one of {sorted(_KNOWN)}")
-    if name not in _instances:
-        module, reason = _probe(name)
-        if reason is not None:
-            raise BackendUnavailable(f"backend {name!r} is unavailable: {reason}")
-        _instances[name] = getattr(module, _KNOWN[name][1])()
-    return _instances[name]
+    backend = _instances.get(name)
+    if backend is None:
+        with _instances_lock:
+            backend = _instances.get(name)
+            if backend is None:
+                module, reason = _probe(name)
+                if reason is not None:
+                    raise BackendUnavailable(f"backend {name!r} is unavailable: {reason}")
+                backend = _instances[name] = getattr(module, _KNOWN[name][1])()
+    return backend

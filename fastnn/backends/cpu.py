@@ -6,6 +6,8 @@ not overridden here is the reference's). Every kernel also takes keyword-only ou
 allocating; arrays written by a kernel must be C-contiguous, of the right shape and dtype, and
 must not overlap the arrays it reads.
 """
+import threading
+
 import numpy as np
 
 from . import _checks as check
@@ -105,7 +107,9 @@ class CpuBackend(CpuLayerKernels, NumpyBackend):
 
     def __init__(self):
         super().__init__()
-        self._tables = {}  # optimizer kind -> (the arrays, their address table, float64?)
+        # .tables: optimizer kind -> (the arrays, their address table, float64?); per thread,
+        # so models trained in parallel threads do not evict each other's tables every step
+        self._per_thread = threading.local()
 
     # ---- linear -------------------------------------------------------------------------------
 
@@ -385,7 +389,10 @@ class CpuBackend(CpuLayerKernels, NumpyBackend):
         addresses stay valid. Arrays a check had to copy are not remembered. Returns the
         table and the first parameter, flat (the kernel takes its type from it)."""
         groups = tuple(tuple(g) for g in groups)
-        cached = self._tables.get(kind)
+        tables = getattr(self._per_thread, "tables", None)
+        if tables is None:
+            tables = self._per_thread.tables = {}
+        cached = tables.get(kind)
         if cached is not None and len(cached[0]) == len(groups) and all(
                 a is b for old, new in zip(cached[0], groups) for a, b in zip(old, new)):
             return cached[1:]
@@ -403,7 +410,7 @@ class CpuBackend(CpuLayerKernels, NumpyBackend):
         copied = any(a is not b for old, new in zip(groups, checked) for a, b in zip(old, new))
         # a copy must not be matched by identity later: keep the copies (never passed again)
         first_param = checked[0][0].reshape(-1)
-        self._tables[kind] = (checked if copied else groups, table, first_param)
+        tables[kind] = (checked if copied else groups, table, first_param)
         return table, first_param
 
     def sgd_step_many(self, params, grads, velocities=None, *, lr, momentum=0.0,

@@ -21,6 +21,8 @@ device table of addresses, stay the same from step to step.
 The backend is written against `self.xp` and a table of checked kernels, so the tests run this
 same code with xp=numpy and the .cu kernels compiled for the CPU (tests/cuda/harness).
 """
+import threading
+
 import numpy as np
 
 from .. import _checks as check
@@ -57,8 +59,11 @@ class CudaBackend(CudaLayerKernels):
         self.xp = _xp
         self.kernels = _kernels if _kernels is not None else Kernels(launch.cupy_space(_xp))
         self.threads = threads
-        self._guard = None     # see running_metrics
-        self._tables = {}      # optimizer kind -> (arrays, device address table, largest size)
+        # .guard: the running metrics of the epoch in progress (see running_metrics); .tables:
+        # optimizer kind -> (arrays, device address table, largest size). Per thread: models
+        # trained in parallel threads skip updates on their own loss only, and do not evict
+        # each other's tables every step
+        self._per_thread = threading.local()
         self._no_guard = None
 
     # ---- arrays -------------------------------------------------------------------------------
@@ -493,6 +498,21 @@ class CudaBackend(CudaLayerKernels):
                                       1.0 - beta2 ** step, self._update_guard())
 
     # ---- the training loop's running numbers (an extension of the kernel contract) ------------
+
+    @property
+    def _tables(self):
+        tables = getattr(self._per_thread, "tables", None)
+        if tables is None:
+            tables = self._per_thread.tables = {}
+        return tables
+
+    @property
+    def _guard(self):
+        return getattr(self._per_thread, "guard", None)
+
+    @_guard.setter
+    def _guard(self, values):
+        self._per_thread.guard = values
 
     def _update_guard(self):
         """The array whose [2] the optimizer kernels check (non-zero: skip the update): the
