@@ -64,3 +64,31 @@ def test_predict_from_three_threads_matches_serial(backend):
 
     run_threads(work, 3)
     assert not wrong, f"{len(wrong)} concurrent results differ from serial ones: {wrong[:5]}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batchnorm_models_predict_from_threads_like_serially(backend):
+    # evaluation folds each BatchNorm into the layer before it, rewriting shared stand-in
+    # layers on every pass: with identical values, so concurrent passes agree bitwise
+    from fastnn import Trainer, optim
+
+    fastnn.seed(5)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(4 * 13 * 13, 16), nn.BatchNorm1d(16),
+                          nn.ReLU(), nn.Linear(16, 10), backend=backend)
+    x = images(64, 9)
+    Trainer(model, optim.SGD(lr=0.05), backend=backend, seed=1).fit(
+        x, np.arange(64) % 10, epochs=1, batch_size=16, verbose=0)
+    inputs = [x[:1], x[:7], x]
+    expected = [(model.predict(v), model.predict_proba(v)) for v in inputs]
+    wrong = []
+
+    def work(i):
+        for _ in range(3):
+            for k, v in enumerate(inputs):
+                if model.predict(v).tobytes() != expected[k][0].tobytes() or \
+                        model.predict_proba(v).tobytes() != expected[k][1].tobytes():
+                    wrong.append(k)
+
+    run_threads(work, 3)
+    assert not wrong, f"{len(wrong)} concurrent results differ from serial ones"
