@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from .layers import FLOAT_DTYPES, Layer, _int_arg, _out_size, supports_keyword
+from .layers import FLOAT_DTYPES, Layer, _int_arg, _Pool2d, supports_keyword
 
 
 def _real(name, value, minimum, maximum=None, inclusive=True):
@@ -172,27 +172,8 @@ class BatchNorm2d(_BatchNorm):
     input_ndim = 3
 
 
-class AvgPool2d(Layer):
+class AvgPool2d(_Pool2d):
     """Mean over kernel_size x kernel_size windows (stride defaults to kernel_size), no padding."""
-
-    def __init__(self, kernel_size=2, stride=None):
-        super().__init__()
-        self.kernel_size = _int_arg("kernel_size", kernel_size, 1)
-        self.stride = self.kernel_size if stride is None else _int_arg("stride", stride, 1)
-
-    def config(self):
-        cfg = {"kernel_size": self.kernel_size}
-        if self.stride != self.kernel_size:
-            cfg["stride"] = self.stride
-        return cfg
-
-    def output_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 3:
-            raise ValueError(f"{self!r} expects (C, H, W) per sample, got {input_shape}")
-        c, h, w = input_shape
-        k, s = self.kernel_size, self.stride
-        return (c, _out_size(h, k, s, 0, self, "height"), _out_size(w, k, s, 0, self, "width"))
 
     def flops(self, input_shape):
         c, ho, wo = self.output_shape(input_shape)

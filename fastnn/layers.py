@@ -513,14 +513,12 @@ class Conv2d(_Parametric):
         return dx
 
 
-class MaxPool2d(Layer):
-    """Max over kernel_size x kernel_size windows (stride defaults to kernel_size), no padding.
-    With stride == kernel_size, right after a Conv2d (and its ReLU), Sequential runs it inside
-    the Conv2d where the backend has a fused conv + max-pool kernel."""
+class _Pool2d(Layer):
+    """A kernel_size x kernel_size window (stride defaults to kernel_size, no padding) over each
+    (H, W) plane: the configuration and shapes that max and average pooling share."""
 
     def __init__(self, kernel_size=2, stride=None):
         super().__init__()
-        self._reuse_fwd = self._reuse_bwd = False
         self.kernel_size = _int_arg("kernel_size", kernel_size, 1)
         self.stride = self.kernel_size if stride is None else _int_arg("stride", stride, 1)
 
@@ -537,6 +535,16 @@ class MaxPool2d(Layer):
         c, h, w = input_shape
         k, s = self.kernel_size, self.stride
         return (c, _out_size(h, k, s, 0, self, "height"), _out_size(w, k, s, 0, self, "width"))
+
+
+class MaxPool2d(_Pool2d):
+    """Max over kernel_size x kernel_size windows (stride defaults to kernel_size), no padding.
+    With stride == kernel_size, right after a Conv2d (and its ReLU), Sequential runs it inside
+    the Conv2d where the backend has a fused conv + max-pool kernel."""
+
+    def __init__(self, kernel_size=2, stride=None):
+        super().__init__(kernel_size, stride)
+        self._reuse_fwd = self._reuse_bwd = False
 
     def flops(self, input_shape):
         c, ho, wo = self.output_shape(input_shape)

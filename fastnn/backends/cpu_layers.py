@@ -199,15 +199,7 @@ class CpuLayerKernels(NumpyLayerKernels):
     def smoothed_cross_entropy(self, logits, labels, smoothing=0.1, *, check_finite=True,
                                out=None):
         """out= receives dlogits; it may be logits itself."""
-        logits = check.float_array("logits", logits, 2)
-        n, classes = logits.shape
-        if n < 1 or classes < 1:
-            raise ValueError(f"logits must have at least one row and one class, got "
-                             f"{logits.shape}")
-        labels = check.labels("labels", labels, n, classes)
-        smoothing = check.real("smoothing", smoothing, minimum=0.0)
-        if smoothing >= 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        logits, labels, smoothing = check.smoothed_cross_entropy_args(logits, labels, smoothing)
         if check_finite:
             _finite("logits", logits)
         if out is logits:

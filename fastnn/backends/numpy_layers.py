@@ -220,17 +220,10 @@ class NumpyLayerKernels:
         """Mean cross-entropy of softmax(logits) against targets (1 - smoothing) * onehot +
         smoothing / classes, and its gradient (already divided by N). smoothing=0 is
         softmax_cross_entropy."""
-        logits = check.float_array("logits", logits, 2)
-        n, classes = logits.shape
-        if n < 1 or classes < 1:
-            raise ValueError(f"logits must have at least one row and one class, got "
-                             f"{logits.shape}")
-        labels = check.labels("labels", labels, n, classes)
-        smoothing = check.real("smoothing", smoothing, minimum=0.0)
-        if smoothing >= 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        logits, labels, smoothing = check.smoothed_cross_entropy_args(logits, labels, smoothing)
         if check_finite:
             check.finite("logits", logits)
+        n, classes = logits.shape
         z = logits.astype(np.float64)
         shifted = z - z.max(axis=1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
