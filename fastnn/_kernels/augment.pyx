@@ -10,6 +10,8 @@ any thread count. The thread count is an argument.
 """
 from cython cimport floating
 from cython.parallel cimport prange
+
+from fastnn._kernels.runtime cimport resolve_threads
 from libc.math cimport floor
 from libc.stdint cimport int64_t
 
@@ -25,7 +27,7 @@ cdef inline double _pixel(const floating* plane, Py_ssize_t height, Py_ssize_t w
 
 def gather_affine(const floating[:, :, ::1] src, const int64_t[::1] index,
                   const double[:, ::1] matrices, Py_ssize_t height, Py_ssize_t width,
-                  floating[:, :, ::1] out, int threads):
+                  floating[:, :, ::1] out, int nthreads):
     """out[b] = src[index[b]] warped by matrices[b]; src and out are (N, C, H*W)."""
     cdef Py_ssize_t batch = index.shape[0], rows = src.shape[0], channels = src.shape[1]
     cdef Py_ssize_t b, c, i, j, x0, y0
@@ -40,8 +42,8 @@ def gather_affine(const floating[:, :, ::1] src, const int64_t[::1] index,
     for b in range(batch):
         if index[b] < 0 or index[b] >= rows:
             raise IndexError(f"index {index[b]} is outside [0, {rows})")
-    cdef int nt = threads if batch * channels * height * width >= PARALLEL_MIN_PIXELS \
-        and threads > 1 else 1
+    cdef int nt = resolve_threads(nthreads) \
+        if batch * channels * height * width >= PARALLEL_MIN_PIXELS else 1
     with nogil:
         for b in prange(batch, schedule="static", num_threads=nt):
             for c in range(channels):

@@ -8,11 +8,13 @@ Arrays arrive as (planes, H*W) views of the NCHW arrays. The thread count is an 
 from cython cimport floating
 from cython.parallel cimport prange
 
+from fastnn._kernels.runtime cimport resolve_threads
+
 cdef Py_ssize_t PARALLEL_MIN_SIZE = 16384
 
 
-cdef inline int _threads_for(Py_ssize_t size, int threads) noexcept nogil:
-    return threads if size >= PARALLEL_MIN_SIZE and threads > 1 else 1
+cdef inline int _threads_for(Py_ssize_t size, int nthreads) noexcept nogil:
+    return resolve_threads(nthreads) if size >= PARALLEL_MIN_SIZE else 1
 
 
 def _check_sizes(Py_ssize_t planes, Py_ssize_t x_planes, Py_ssize_t x_size, Py_ssize_t height,
@@ -32,13 +34,13 @@ def _check_sizes(Py_ssize_t planes, Py_ssize_t x_planes, Py_ssize_t x_size, Py_s
 
 def avgpool_forward(const floating[:, ::1] x, Py_ssize_t height, Py_ssize_t width,
                     Py_ssize_t kernel, Py_ssize_t stride, floating[:, ::1] y,
-                    Py_ssize_t out_h, Py_ssize_t out_w, int threads):
+                    Py_ssize_t out_h, Py_ssize_t out_w, int nthreads):
     """y[p, oh, ow] = mean of the kernel x kernel window at (oh*stride, ow*stride)."""
     cdef Py_ssize_t planes = x.shape[0], p, oh, ow, i, j, at
     cdef double total, inv = 1.0 / (kernel * kernel)
     _check_sizes(planes, x.shape[0], x.shape[1], height, width, kernel, stride, y.shape[0],
                  y.shape[1], out_h, out_w)
-    cdef int nt = _threads_for(planes * height * width, threads)
+    cdef int nt = _threads_for(planes * height * width, nthreads)
     with nogil:
         for p in prange(planes, schedule="static", num_threads=nt):
             for oh in range(out_h):
@@ -53,7 +55,7 @@ def avgpool_forward(const floating[:, ::1] x, Py_ssize_t height, Py_ssize_t widt
 
 def avgpool_backward(const floating[:, ::1] dy, Py_ssize_t height, Py_ssize_t width,
                      Py_ssize_t kernel, Py_ssize_t stride, floating[:, ::1] dx,
-                     Py_ssize_t out_h, Py_ssize_t out_w, int threads):
+                     Py_ssize_t out_h, Py_ssize_t out_w, int nthreads):
     """dx = the gradient of avgpool_forward: each dy / kernel**2 added over its window
     (windows in row-major order, so overlapping windows sum in a fixed order)."""
     cdef Py_ssize_t planes = dy.shape[0], p, oh, ow, i, j, at, k
@@ -61,7 +63,7 @@ def avgpool_backward(const floating[:, ::1] dy, Py_ssize_t height, Py_ssize_t wi
     cdef double inv = 1.0 / (kernel * kernel)
     _check_sizes(planes, dx.shape[0], dx.shape[1], height, width, kernel, stride, dy.shape[0],
                  dy.shape[1], out_h, out_w)
-    cdef int nt = _threads_for(planes * height * width, threads)
+    cdef int nt = _threads_for(planes * height * width, nthreads)
     with nogil:
         for p in prange(planes, schedule="static", num_threads=nt):
             for k in range(height * width):
@@ -75,7 +77,7 @@ def avgpool_backward(const floating[:, ::1] dy, Py_ssize_t height, Py_ssize_t wi
                             dx[p, at + j] += g
 
 
-def global_avgpool_forward(const floating[:, ::1] x, floating[::1] y, int threads):
+def global_avgpool_forward(const floating[:, ::1] x, floating[::1] y, int nthreads):
     """y[p] = mean of plane p (summed in order, in double)."""
     cdef Py_ssize_t planes = x.shape[0], size = x.shape[1], p, k
     cdef double total
@@ -83,7 +85,7 @@ def global_avgpool_forward(const floating[:, ::1] x, floating[::1] y, int thread
         raise ValueError("x planes must hold at least one value")
     if y.shape[0] != planes:
         raise ValueError(f"y must have shape ({planes},)")
-    cdef int nt = _threads_for(planes * size, threads)
+    cdef int nt = _threads_for(planes * size, nthreads)
     with nogil:
         for p in prange(planes, schedule="static", num_threads=nt):
             total = 0.0
@@ -92,7 +94,7 @@ def global_avgpool_forward(const floating[:, ::1] x, floating[::1] y, int thread
             y[p] = <floating>(total / size)
 
 
-def global_avgpool_backward(const floating[::1] dy, floating[:, ::1] dx, int threads):
+def global_avgpool_backward(const floating[::1] dy, floating[:, ::1] dx, int nthreads):
     """dx[p, :] = dy[p] / plane size."""
     cdef Py_ssize_t planes = dx.shape[0], size = dx.shape[1], p, k
     cdef floating g
@@ -100,7 +102,7 @@ def global_avgpool_backward(const floating[::1] dy, floating[:, ::1] dx, int thr
         raise ValueError("dx planes must hold at least one value")
     if dy.shape[0] != planes:
         raise ValueError(f"dy must have shape ({planes},)")
-    cdef int nt = _threads_for(planes * size, threads)
+    cdef int nt = _threads_for(planes * size, nthreads)
     with nogil:
         for p in prange(planes, schedule="static", num_threads=nt):
             g = <floating>(<double>dy[p] / size)

@@ -6,6 +6,8 @@ the loss is the same for every thread count. The thread count is an argument.
 """
 from cython cimport floating
 from cython.parallel cimport prange
+
+from fastnn._kernels.runtime cimport resolve_threads
 from libc.math cimport exp, log
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
@@ -37,7 +39,7 @@ cdef inline double _row(const floating* z, Py_ssize_t label, Py_ssize_t classes,
 
 
 def smoothed_cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labels,
-                           double smoothing, floating[:, ::1] dlogits, int threads):
+                           double smoothing, floating[:, ::1] dlogits, int nthreads):
     """Mean smoothed cross-entropy; writes d(mean loss)/d(logits) into dlogits."""
     cdef Py_ssize_t n = logits.shape[0], classes = logits.shape[1], i
     cdef double total = 0.0, scale
@@ -57,7 +59,7 @@ def smoothed_cross_entropy(const floating[:, ::1] logits, const int64_t[::1] lab
     if row_loss == NULL:
         raise MemoryError()
     scale = 1.0 / n
-    cdef int nt = threads if n * classes >= PARALLEL_MIN_SIZE and threads > 1 else 1
+    cdef int nt = resolve_threads(nthreads) if n * classes >= PARALLEL_MIN_SIZE else 1
     with nogil:
         for i in prange(n, schedule="static", num_threads=nt):
             row_loss[i] = _row(&logits[i, 0], labels[i], classes, smoothing, &dlogits[i, 0],

@@ -7,17 +7,20 @@ double precision, so the statistics and the parameter gradients are the same bit
 thread count. The element-wise passes are split over (sample, channel) planes, each element
 written by exactly one thread.
 
-The thread count is an argument (`threads`), never read from a global here.
+The thread count is an argument (`nthreads`; 0: fastnn's count, resolved by
+runtime.resolve_threads), never read from a global here.
 """
 from cython cimport floating
 from cython.parallel cimport prange
+
+from fastnn._kernels.runtime cimport resolve_threads
 
 # Below this many elements one thread is faster than waking the others.
 cdef Py_ssize_t PARALLEL_MIN_SIZE = 16384
 
 
-cdef inline int _threads_for(Py_ssize_t size, int threads) noexcept nogil:
-    return threads if size >= PARALLEL_MIN_SIZE and threads > 1 else 1
+cdef inline int _threads_for(Py_ssize_t size, int nthreads) noexcept nogil:
+    return resolve_threads(nthreads) if size >= PARALLEL_MIN_SIZE else 1
 
 
 cdef inline void _plane_sums(const floating* p, Py_ssize_t s, double shift, double* total,
@@ -98,7 +101,7 @@ def _check_layout(Py_ssize_t rows, Py_ssize_t size, Py_ssize_t n, Py_ssize_t c,
 
 
 def batch_stats(const floating[:, ::1] x, Py_ssize_t channels, double[::1] mean,
-                double[::1] var, int threads):
+                double[::1] var, int nthreads):
     """mean[c] and the biased variance var[c] of x viewed as (N, C, S), over N and S.
 
     One pass of sums of (x - shift) and its square, shifted by the channel's first value so
@@ -112,7 +115,7 @@ def batch_stats(const floating[:, ::1] x, Py_ssize_t channels, double[::1] mean,
     if mean.shape[0] != channels or var.shape[0] != channels:
         raise ValueError(f"mean and var must have shape ({channels},)")
     count = <double>(n * s)
-    cdef int nt = _threads_for(n * channels * s, threads)
+    cdef int nt = _threads_for(n * channels * s, nthreads)
     with nogil:
         for c in prange(channels, schedule="static", num_threads=nt):
             shift = x[0, c * s]
@@ -126,7 +129,7 @@ def batch_stats(const floating[:, ::1] x, Py_ssize_t channels, double[::1] mean,
 
 
 def scale_shift(const floating[:, ::1] x, Py_ssize_t channels, const double[::1] scale,
-                const double[::1] shift, bint relu, floating[:, ::1] y, int threads):
+                const double[::1] shift, bint relu, floating[:, ::1] y, int nthreads):
     """y = x * scale[c] + shift[c] over x viewed as (N, C, S), then max(., 0) when relu.
     y may be x itself (in place)."""
     cdef Py_ssize_t n = x.shape[0], s, plane, c, i, k, at
@@ -138,7 +141,7 @@ def scale_shift(const floating[:, ::1] x, Py_ssize_t channels, const double[::1]
     _check_layout(y.shape[0], y.shape[1], n, channels, s, "y")
     if scale.shape[0] != channels or shift.shape[0] != channels:
         raise ValueError(f"scale and shift must have shape ({channels},)")
-    cdef int nt = _threads_for(n * channels * s, threads)
+    cdef int nt = _threads_for(n * channels * s, nthreads)
     with nogil:
         for plane in prange(n * channels, schedule="static", num_threads=nt):
             i = plane // channels
@@ -158,7 +161,7 @@ def scale_shift(const floating[:, ::1] x, Py_ssize_t channels, const double[::1]
 def backward(const floating[:, ::1] x, const floating[:, ::1] y, const floating[:, ::1] dy,
              Py_ssize_t channels, const double[::1] gamma, const double[::1] mean,
              const double[::1] inv_std, bint relu, floating[:, ::1] dx, double[::1] dgamma,
-             double[::1] dbeta, int threads):
+             double[::1] dbeta, int nthreads):
     """Training-mode gradients of y = relu?((x - mean) * inv_std * gamma + beta) with batch
     statistics: dgamma[c], dbeta[c] and, when dx has rows, dx. y is the forward output (its
     sign masks dy when relu). dx may be dy itself."""
@@ -180,7 +183,7 @@ def backward(const floating[:, ::1] x, const floating[:, ::1] y, const floating[
         if a_len != channels:
             raise ValueError(f"{name} must have shape ({channels},)")
     count = <double>(n * s)
-    cdef int nt = _threads_for(n * channels * s, threads)
+    cdef int nt = _threads_for(n * channels * s, nthreads)
     with nogil:
         # per-channel sums: one thread per channel, fixed order (deterministic)
         for c in prange(channels, schedule="static", num_threads=nt):

@@ -7,7 +7,19 @@ import pytest
 from fastnn import get_num_threads, set_num_threads
 
 conv = pytest.importorskip("fastnn._kernels.conv")
-from fastnn._kernels import dense, gemm, loss, optim, pool, runtime  # noqa: E402
+from fastnn._kernels import (  # noqa: E402
+    activation,
+    augment,
+    avgpool,
+    dense,
+    gemm,
+    loss,
+    loss_smoothing,
+    norm,
+    optim,
+    pool,
+    runtime,
+)
 
 
 def normal(shape, dtype, seed=0):
@@ -61,7 +73,48 @@ def run_kernels(dtype, nthreads):
     index = np.random.default_rng(17).permutation(2000).astype(np.int64)
     runtime.gather_rows(rows.view(np.uint8), index, gathered.view(np.uint8), nthreads)
     out.append(gathered)
-    return out
+    return out + run_layer_kernels(dtype, nthreads)
+
+
+def run_layer_kernels(dtype, nthreads):
+    """Outputs of the batch norm, pooling, activation, smoothed loss and augment kernels."""
+    n, c, h, w = 32, 16, 12, 12
+    x = normal((n, c * h * w), dtype, 20)
+    mean, var = np.empty(c), np.empty(c)
+    norm.batch_stats(x, c, mean, var, nthreads)
+    scale, shift = normal(c, np.float64, 21), normal(c, np.float64, 22)
+    y = np.empty_like(x)
+    norm.scale_shift(x, c, scale, shift, True, y, nthreads)
+    dx, dgamma, dbeta = np.empty_like(x), np.empty(c), np.empty(c)
+    norm.backward(x, y, normal(x.shape, dtype, 23), c, scale, mean, 1 / np.sqrt(var + 1e-5),
+                  True, dx, dgamma, dbeta, nthreads)
+    out = [mean, var, y, dx, dgamma, dbeta]
+    planes = x.reshape(n * c, h * w)
+    pooled = np.empty((n * c, 36), dtype)
+    avgpool.avgpool_forward(planes, h, w, 2, 2, pooled, 6, 6, nthreads)
+    dplanes = np.empty_like(planes)
+    avgpool.avgpool_backward(pooled, h, w, 2, 2, dplanes, 6, 6, nthreads)
+    means = np.empty(n * c, dtype)
+    avgpool.global_avgpool_forward(planes, means, nthreads)
+    dmeans = np.empty_like(planes)
+    avgpool.global_avgpool_backward(means, dmeans, nthreads)
+    flat = x.reshape(-1)
+    leaky, dleaky = np.empty_like(flat), np.empty_like(flat)
+    activation.leaky_relu_forward(flat, 0.1, leaky, nthreads)
+    activation.leaky_relu_backward(flat, leaky, 0.1, dleaky, nthreads)
+    out += [pooled, dplanes, means, dmeans, leaky, dleaky]
+    logits, dlogits = normal((4000, 10), dtype, 24), np.empty((4000, 10), dtype)
+    labels = np.random.default_rng(25).integers(0, 10, 4000)
+    smoothed = loss_smoothing.smoothed_cross_entropy(logits, labels, 0.1, dlogits, nthreads)
+    out += [np.array(smoothed), dlogits]
+    images = normal((64, 1, 28 * 28), dtype, 26)
+    index = np.random.default_rng(27).permutation(64).astype(np.int64)
+    angles = np.random.default_rng(28).uniform(-0.2, 0.2, 64)
+    matrices = np.stack([[np.cos(a), -np.sin(a), 1.0, np.sin(a), np.cos(a), -0.5]
+                         for a in angles])
+    warped = np.empty_like(images)
+    augment.gather_affine(images, index, matrices, 28, 28, warped, nthreads)
+    return out + [warped]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -91,3 +144,24 @@ def test_many_array_optimizer_takes_its_type_from_the_first_parameter():
     optim.sgd_step_many(table, params[0], 0.5, 0.0, 0.0, False)
     for p, e in zip(params, expected):
         assert p.tobytes() == e.tobytes()
+
+
+def test_layer_kernels_on_several_threads_mark_the_openmp_pool_for_fork(tmp_path):
+    """The fork hook (fastnn._threads) drops a child to one thread only when a kernel may have
+    started OpenMP's pool; the layer kernels resolve their count through the runtime too."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, fastnn\n"
+        "from fastnn._kernels import norm, runtime\n"
+        "fastnn.set_num_threads(2)\n"
+        "assert not runtime.pool_may_exist()\n"
+        "x = np.ones((64, 16 * 144), np.float32)\n"
+        "norm.batch_stats(x, 16, np.empty(16), np.empty(16), 0)\n"
+        "print(runtime.pool_may_exist())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
