@@ -289,24 +289,39 @@ def _plan(bint backward, x, w, int stride, int padding, algorithm, int nt, bint 
 cdef void _im2col(const floating *x, int ci, int h, int wd, int kh, int kw, int stride,
                   int padding, int ho, int wo, floating *col) noexcept nogil:
     """col[(c, i, j), (oh, ow)] = xpad[c, oh*stride + i, ow*stride + j]."""
-    cdef int c, i, j, oh, ow, ih, iw
+    cdef int c, i, j, oh, ow, ih, iw, lo, hi
     cdef const floating *plane
+    cdef const floating *src
+    cdef floating *dst
+    cdef Py_ssize_t q
     cdef floating *row
+    lo = hi = 0
     for c in range(ci):
         plane = x + <Py_ssize_t>c * h * wd
         for i in range(kh):
             for j in range(kw):
                 row = col + (<Py_ssize_t>(c * kh + i) * kw + j) * ho * wo
+                if stride == 1:
+                    # outputs [lo, hi) of a row read inside the input row: a straight copy
+                    # (no per-element bounds test), zeros either side
+                    lo = padding - j if padding > j else 0
+                    hi = wd + padding - j if wd + padding - j < wo else wo
+                    if hi < lo:
+                        hi = lo
                 for oh in range(ho):
                     ih = oh * stride + i - padding
                     if ih < 0 or ih >= h:
-                        for ow in range(wo):
-                            row[oh * wo + ow] = 0
+                        memset(row + oh * wo, 0, sizeof(floating) * wo)
                         continue
                     if stride == 1:
-                        for ow in range(wo):
-                            iw = ow + j - padding
-                            row[oh * wo + ow] = plane[ih * wd + iw] if 0 <= iw < wd else 0
+                        src = plane + ih * wd + j - padding
+                        dst = row + oh * wo
+                        for q in range(lo):
+                            dst[q] = 0
+                        for q in range(lo, hi):
+                            dst[q] = src[q]
+                        for q in range(hi, wo):
+                            dst[q] = 0
                     else:
                         for ow in range(wo):
                             iw = ow * stride + j - padding
@@ -350,6 +365,19 @@ cdef void _gemm_forward(const floating *x, const floating *w, const floating *b,
     cdef bint pointwise = _is_pointwise(kh, kw, stride, padding)
     cdef floating *col
     cdef const floating *cols
+    if n < nt:
+        # fewer samples than threads (batch-1 inference): the samples in turn, each GEMM on
+        # every thread; the GEMM's result does not depend on its thread count
+        for s in range(n):
+            if pointwise:
+                cols = x + <Py_ssize_t>s * ci * h * wd
+            else:
+                _im2col(x + <Py_ssize_t>s * ci * h * wd, ci, h, wd, kh, kw, stride, padding,
+                        ho, wo, work)
+                cols = work
+            gemm(False, False, co, p, k, w, k, cols, p, 0, y + <Py_ssize_t>s * co * p, p, b,
+                 2 if b != NULL else 0, relu, nt)
+        return
     for s in prange(n, nogil=True, schedule="static", num_threads=nt):
         tid = threadid()
         if pointwise:

@@ -456,3 +456,42 @@ def test_backend_conv2d_maxpool_bad_arguments():
                                     need_dx=False)
     with pytest.raises(ValueError, match="dy"):
         cpu.conv2d_maxpool_backward(x, w, y, argmax, dy[:1], 1, 0, True, 2, need_dx=False)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("pool", [0, 2, 3])
+@pytest.mark.parametrize("shape, dtype, algorithm", [
+    ((5, 1, 28, 28, 32, 5, 1, 0), np.float32, "direct"),   # the AVX-512 kernel's shape
+    ((5, 1, 13, 11, 7, 3, 1, 1), np.float32, "direct"),
+    ((5, 32, 12, 12, 64, 5, 1, 0), np.float32, "gemm"),
+    ((5, 3, 9, 8, 5, 3, 1, 2), np.float64, "gemm"),
+    ((5, 2, 9, 9, 4, 3, 2, 1), np.float32, "gemm"),
+], ids=str)
+def test_fewer_samples_than_threads_same_bits(shape, dtype, algorithm, pool, isa, conv_isa):
+    """With fewer samples than threads the work of one sample is split instead (channels or
+    the GEMM): each sample's output is bitwise what it is at one thread and in a larger
+    batch."""
+    if algorithm == "gemm" and (pool or isa != ISAS[0]):
+        pytest.skip("gemm: no fused max-pool, and the conv ISA does not select its kernels")
+    conv_isa(isa)
+    x, w, b, dy = make(shape, dtype, seed=21)
+    stride, padding = shape[6], shape[7]
+
+    def forward(xs, nthreads):
+        n, co, ho, wo = xs.shape[0], *dy.shape[1:]
+        if not pool:
+            y = np.full((n, co, ho, wo), np.nan, dtype)
+            conv.forward(xs, w, b, y, stride, padding, True, algorithm=algorithm,
+                         nthreads=nthreads)
+            return (y,)
+        y = np.full((n, co, ho // pool, wo // pool), np.nan, dtype)
+        argmax = np.full(y.shape, -1, np.int32)
+        conv.forward_maxpool(xs, w, b, y, argmax, stride, padding, True, pool,
+                             algorithm=algorithm, nthreads=nthreads)
+        return y, argmax
+
+    whole = forward(x, 1)
+    for n in (1, 2):
+        for nthreads in (1, 2, 3, 4):
+            for part, ref in zip(forward(x[3:3 + n], nthreads), whole):
+                assert part.tobytes() == ref[3:3 + n].tobytes()

@@ -117,23 +117,32 @@ D512 static void direct512_forward(const direct_plan *p, const float *x, const f
     float *thread_base = bb + p->bb_floats;
     size_t plane = (size_t)p->ho * p->wo;
     int ph = pool ? p->ho / pool : 0, pw = pool ? p->wo / pool : 0;
-    int taps = p->taps, n, o;
+    int taps = p->taps, o;
     memset(wb, 0, sizeof(float) * (p->wb_floats + p->bb_floats));
     memcpy(wb, w, sizeof(float) * (size_t)p->s.co * taps);
     for (o = 0; o < p->s.co; o++)
         bb[o] = bias != NULL ? bias[o] : 0.0f;
+    /* fewer samples than threads (batch-1 inference): each sample's channels are cut into
+       parts too, at whole register blocks, so every output is computed as it is otherwise */
+    int groups = (p->s.co + 5) / 6;
+    int parts = p->s.n < nthreads ? (nthreads < groups ? nthreads : groups) : 1;
+    int unit, units = p->s.n * parts;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nthreads)
 #endif
-    for (n = 0; n < p->s.n; n++) {
+    for (unit = 0; unit < units; unit++) {
+        int n = unit / parts, part = unit % parts;
+        int cb = 6 * (groups * part / parts), ce = 6 * (groups * (part + 1) / parts);
         float *xp = thread_base + (size_t)conv_thread_num() * p->fwd_thread_floats;
         /* pool 2: straight to y; no pool: y's planes; another pool: a buffer, pooled after */
         float *ys = pool && pool != 2 ? xp + p->xp_floats : y + (size_t)n * p->s.co * plane;
         int rows = pool == 2 ? 2 * ph : p->ho, oh, o0, c, r, v;
+        if (ce > p->s.co)
+            ce = p->s.co;
         direct_avx2_pad_input(p, x, n, xp);
         for (oh = 0; oh < rows; oh += 2) {
             int two = oh + 1 < rows;
-            for (o0 = 0; o0 < p->s.co; o0 += 6) {
+            for (o0 = cb; o0 < ce; o0 += 6) {
                 int nch = p->s.co - o0 < 6 ? p->s.co - o0 : 6;
                 __m512 acc[2][6][2];
                 d512_rows(xp + (size_t)oh * p->wp, p->wp, p->s.kh, wb + (size_t)o0 * taps, taps,
@@ -162,7 +171,7 @@ D512 static void direct512_forward(const direct_plan *p, const float *x, const f
             }
         }
         if (pool && pool != 2)
-            for (c = 0; c < p->s.co; c++) {
+            for (c = cb; c < ce; c++) {
                 size_t at = ((size_t)n * p->s.co + c) * ph * pw;
                 direct_avx2_pool_plane(ys + c * plane, p->wo, pool, ph, pw, y + at, argmax + at);
             }

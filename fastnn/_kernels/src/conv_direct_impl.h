@@ -206,21 +206,30 @@ WTARGET static void WN(forward)(const direct_plan *p, const float *x, const floa
     float *thread_base = bb + p->bb_floats;
     size_t plane = (size_t)p->ho * p->wo;
     int ph = pool ? p->ho / pool : 0, pw = pool ? p->wo / pool : 0;
-    int n, o;
+    int o;
     memset(wb, 0, sizeof(float) * (p->wb_floats + p->bb_floats));
     memcpy(wb, w, sizeof(float) * (size_t)p->s.co * p->taps);
     for (o = 0; o < p->s.co; o++)
         bb[o] = bias != NULL ? bias[o] : 0.0f;
+    /* fewer samples than threads (batch-1 inference): each sample's channels are cut into
+       parts too, at whole register blocks, so every output is computed as it is otherwise */
+    int groups = (p->s.co + p->cb - 1) / p->cb;
+    int parts = p->s.n < nthreads ? (nthreads < groups ? nthreads : groups) : 1;
+    int unit, units = p->s.n * parts;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nthreads)
 #endif
-    for (n = 0; n < p->s.n; n++) {
+    for (unit = 0; unit < units; unit++) {
+        int n = unit / parts, part = unit % parts;
+        int cb = p->cb * (groups * part / parts), ce = p->cb * (groups * (part + 1) / parts);
         float *xp = thread_base + (size_t)conv_thread_num() * p->fwd_thread_floats;
         float *ys = pool ? xp + p->xp_floats : y + (size_t)n * p->s.co * plane;
         int oh, o0, v0, c;
+        if (ce > p->s.co)
+            ce = p->s.co;
         WN(pad_input)(p, x, n, xp);
         for (oh = 0; oh < p->ho; oh++)
-            for (o0 = 0; o0 < p->s.co; o0 += p->cb) {
+            for (o0 = cb; o0 < ce; o0 += p->cb) {
                 int nch = p->s.co - o0 < p->cb ? p->s.co - o0 : p->cb;
                 float *yrow = ys + (size_t)o0 * plane + (size_t)oh * p->wo;
                 for (v0 = 0; v0 < p->nv; v0 += p->vc) {
@@ -231,7 +240,7 @@ WTARGET static void WN(forward)(const direct_plan *p, const float *x, const floa
                 }
             }
         if (pool)
-            for (c = 0; c < p->s.co; c++) {
+            for (c = cb; c < ce; c++) {
                 size_t at = ((size_t)n * p->s.co + c) * ph * pw;
                 WN(pool_plane)(ys + c * plane, p->wo, pool, ph, pw, y + at, argmax + at);
             }
