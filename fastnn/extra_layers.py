@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from .layers import FLOAT_DTYPES, Layer, _int_arg, _Pool2d, supports_keyword
+from .layers import FLOAT_DTYPES, Layer, _int_arg, _Pool2d
 
 
 def _real(name, value, minimum, maximum=None, inclusive=True):
@@ -100,7 +100,7 @@ class _BatchNorm(Layer):
         return self
 
     def _bind(self):
-        self._reuse_out = self.reuse and supports_keyword(self.backend.batchnorm_forward, "out")
+        self._reuse_out = self.reuse and "batchnorm_forward" in self.backend.fills_out
 
     def _scale_params(self, dtype):
         """(weight, bias), or ones and zeros when not affine."""

@@ -40,9 +40,8 @@ class DensePlan:
     def build(cls, model):
         """A plan for `model`, or None when it is not a plain chain of Linear layers on a
         backend with the chain kernel."""
-        chain_forward = getattr(getattr(model.backend, "unchecked", None), "chain_forward", None)
         run = model._run
-        if chain_forward is None or not run:
+        if not model.backend.runs_dense_chain or not run:
             return None
         seen_linear = False
         for layer in run:
@@ -52,7 +51,7 @@ class DensePlan:
                 return None  # anything but leading Flattens and Linear layers
         if not seen_linear:
             return None
-        return cls(model, chain_forward)
+        return cls(model, model.backend.dense_chain_forward)
 
     def current(self, model):
         """Whether this plan still describes `model` (same layers, same parameter arrays)."""

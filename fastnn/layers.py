@@ -12,7 +12,6 @@ each backward pass overwrites them.
 Internal activations skip the kernels' finite checks (`check_finite=False`): the trainer checks
 the input once and the loss at every logged step, which catches any NaN that appears inside.
 """
-import inspect
 import math
 import numbers
 
@@ -57,14 +56,6 @@ def default_backend():
         return backends.get(DEFAULT_BACKEND)
     except backends.BackendUnavailable:
         return backends.get(FALLBACK_BACKEND)
-
-
-def supports_keyword(function, name):
-    """Whether a kernel accepts the keyword `name` (optional extensions like out= and work=)."""
-    try:
-        return name in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 class Layer:
@@ -189,8 +180,7 @@ class _Parametric(Layer):
         self.init = init
         self.relu = False  # set by Sequential when a ReLU follows and is fused in
         self._bwd_kwargs = {"check_finite": False}
-        self._reuse_fwd = self._reuse_bwd = self._work_is_dy = False
-        self._unchecked = None
+        self._reuse_fwd = self._reuse_bwd = False
 
     @property
     def weight(self):
@@ -228,25 +218,11 @@ class _Parametric(Layer):
         return self
 
     def _bind(self):
-        backward = self._backward_kernel()
         self._bwd_kwargs = {"check_finite": False, "need_dx": self.need_dx}
-        # kernels without the backend's checks, for training passes into kept buffers
-        self._unchecked = getattr(self.backend, "unchecked", None) if self.reuse else None
-        self._reuse_fwd = self.reuse and supports_keyword(self._forward_kernel(), "out")
-        self._reuse_bwd = self.reuse and supports_keyword(backward, "out")
-        self._work_is_dy = self._reuse_bwd and supports_keyword(backward, "work")
-
-    def _trusted(self, a):
-        """Whether `a` can go to the unchecked kernels (training passes
-        into the layer's own buffers)."""
-        return self._unchecked is not None and a.flags.c_contiguous and a.flags.aligned and \
-            a.dtype == self.params[0].dtype
-
-    def _forward_kernel(self):
-        raise NotImplementedError
-
-    def _backward_kernel(self):
-        raise NotImplementedError
+        # training passes write into kept buffers where the backend's kernels fill out= arrays
+        fills = self.backend.fills_out
+        self._reuse_fwd = self.reuse and self.FORWARD in fills
+        self._reuse_bwd = self.reuse and self.BACKWARD in fills
 
     def param_count(self):
         return sum(math.prod(s) for s in self.param_shapes().values())
@@ -254,6 +230,8 @@ class _Parametric(Layer):
 
 class Linear(_Parametric):
     """y = x @ weight.T + bias; weight (out_features, in_features), as in PyTorch."""
+
+    FORWARD, BACKWARD = "linear_forward", "linear_backward"
 
     def __init__(self, in_features, out_features, *, init="auto"):
         super().__init__(init)
@@ -286,22 +264,13 @@ class Linear(_Parametric):
     def flops(self, input_shape):
         return 2 * self.in_features * self.out_features + self.out_features
 
-    def _forward_kernel(self):
-        return self.backend.linear_forward
-
-    def _backward_kernel(self):
-        return self.backend.linear_backward
-
     def forward(self, x, training=False):
         if not self.params:
             self.initialize()
-        if training and self._reuse_fwd:
-            y = self._scratch("y", (x.shape[0], self.out_features), x.dtype)
-            if self._trusted(x) and x.shape[1] == self.in_features:
-                self._unchecked.linear_forward(x, self.params[0], self.params[1], self.relu, y)
-            else:
-                y = self._backend.linear_forward(x, self.params[0], self.params[1], self.relu,
-                                                 check_finite=False, out=y)
+        if training and self._reuse_fwd:  # the layer's own buffer: the backend may trust it
+            y = self._backend.linear_forward(
+                x, self.params[0], self.params[1], self.relu, check_finite=False,
+                out=self._scratch("y", (x.shape[0], self.out_features), x.dtype), check=False)
         else:
             y = self._backend.linear_forward(x, self.params[0], self.params[1], self.relu,
                                              check_finite=False)
@@ -315,16 +284,10 @@ class Linear(_Parametric):
             out = (self._scratch("dx", x.shape, x.dtype) if self.need_dx else None,
                    self._scratch("dw", w.shape, w.dtype),
                    self._scratch("db", (self.out_features,), w.dtype))
-            if self._work_is_dy and self._trusted(dy) and self._trusted(x):  # y is ours
-                self._unchecked.linear_backward(x, w, self._y, dy, self.relu, *out,
-                                                dy if self.relu else None)
-                result = out
-            elif self._work_is_dy and self.relu:  # the ReLU mask is applied to dy in place
-                result = self._backend.linear_backward(x, w, self._y, dy, True, out=out,
-                                                       work=dy, **self._bwd_kwargs)
-            else:
-                result = self._backend.linear_backward(x, w, self._y, dy, self.relu, out=out,
-                                                       **self._bwd_kwargs)
+            # dy is a kept buffer of the layer after this one: the ReLU mask may go into it
+            result = self._backend.linear_backward(x, w, self._y, dy, self.relu, out=out,
+                                                   work=dy if self.relu else None, check=False,
+                                                   **self._bwd_kwargs)
         else:
             result = self._backend.linear_backward(x, w, self._y, dy, self.relu,
                                                    **self._bwd_kwargs)
@@ -335,6 +298,8 @@ class Linear(_Parametric):
 
 class Conv2d(_Parametric):
     """2-D convolution over NCHW input; weight (out_channels, in_channels, kH, kW)."""
+
+    FORWARD, BACKWARD = "conv2d_forward", "conv2d_backward"
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *,
                  init="auto"):
@@ -407,12 +372,6 @@ class Conv2d(_Parametric):
         kh, kw = self.kernel_size
         return (2 * self.in_channels * kh * kw + 1) * co * ho * wo
 
-    def _forward_kernel(self):
-        return self.backend.conv2d_forward
-
-    def _backward_kernel(self):
-        return self.backend.conv2d_backward
-
     def _bind(self):
         super()._bind()
         self._fuse_memo = {}  # need_dx or the backend may have changed
@@ -448,14 +407,10 @@ class Conv2d(_Parametric):
         else:
             out = None
         w, b = self.params
-        if training and self.reuse and self._trusted(x):  # into this layer's own buffers
-            y, argmax = out
-            self._unchecked.conv2d_maxpool_forward(x, w, b, y, argmax, self.stride,
-                                                   self.padding, self.relu, pool.kernel_size)
-        else:
-            y, argmax = self._backend.conv2d_maxpool_forward(
-                x, w, b, self.stride, self.padding, self.relu, pool.kernel_size,
-                check_finite=False, out=out)
+        # training passes write into this layer's own buffers: the backend may trust them
+        y, argmax = self._backend.conv2d_maxpool_forward(
+            x, w, b, self.stride, self.padding, self.relu, pool.kernel_size,
+            check_finite=False, out=out, check=not (training and self.reuse))
         if training:
             self._x, self._y, self._argmax = x, y, argmax
         return y
@@ -500,15 +455,9 @@ class Conv2d(_Parametric):
             out = (self._scratch("dx", x.shape, x.dtype) if self.need_dx else None,
                    self._scratch("dw", w.shape, w.dtype),
                    self._scratch("db", (self.out_channels,), w.dtype))
-        if out is not None and self._trusted(dy) and self._trusted(x):
-            self._unchecked.conv2d_maxpool_backward(
-                x, w, self._y, self._argmax, dy, *out, self.stride, self.padding, self.relu,
-                self.pool.kernel_size)
-            dx, self.grads[0], self.grads[1] = out
-        else:
-            dx, self.grads[0], self.grads[1] = self._backend.conv2d_maxpool_backward(
-                x, w, self._y, self._argmax, dy, self.stride, self.padding, self.relu,
-                self.pool.kernel_size, out=out, **self._bwd_kwargs)
+        dx, self.grads[0], self.grads[1] = self._backend.conv2d_maxpool_backward(
+            x, w, self._y, self._argmax, dy, self.stride, self.padding, self.relu,
+            self.pool.kernel_size, out=out, check=out is None, **self._bwd_kwargs)
         self._x = self._y = self._argmax = None
         return dx
 
@@ -552,8 +501,8 @@ class MaxPool2d(_Pool2d):
 
     def _bind(self):
         b = self.backend
-        self._reuse_fwd = self.reuse and supports_keyword(b.maxpool2d_forward, "out")
-        self._reuse_bwd = self.reuse and supports_keyword(b.maxpool2d_backward, "out")
+        self._reuse_fwd = self.reuse and "maxpool2d_forward" in b.fills_out
+        self._reuse_bwd = self.reuse and "maxpool2d_backward" in b.fills_out
 
     def forward(self, x, training=False):
         b = self.backend

@@ -8,8 +8,6 @@ import numbers
 
 import numpy as np
 
-from .layers import supports_keyword
-
 
 class Loss:
     name = ""
@@ -50,46 +48,32 @@ class CrossEntropy(Loss):
             return f"CrossEntropy(label_smoothing={self.label_smoothing})"
         return "CrossEntropy()"
 
-    def _smoothed_kernel(self, backend):
-        kernel = getattr(backend, "smoothed_cross_entropy", None)
-        if kernel is None:
-            raise ValueError(f"label_smoothing needs a backend with the smoothed_cross_entropy "
-                             f"kernel (numpy, cpu); {backend.name!r} has none")
-        return kernel
-
     def __call__(self, backend, outputs, labels):
         if self.label_smoothing:
-            return self._smoothed_kernel(backend)(outputs, labels, self.label_smoothing,
+            return backend.smoothed_cross_entropy(outputs, labels, self.label_smoothing,
                                                   check_finite=False)
         return backend.softmax_cross_entropy(outputs, labels, check_finite=False)
 
     def bind(self, backend):
-        if self.label_smoothing:
-            return self._bind_smoothed(backend)
-        kernel = backend.softmax_cross_entropy
-        unchecked = getattr(backend, "unchecked", None)
-        if unchecked is not None:  # the step's own buffers: no checks but the kernel's own
-            fused = unchecked.softmax_cross_entropy
-
-            def step_loss(outputs, labels, out):
-                if outputs.flags.c_contiguous and outputs.flags.aligned and \
-                        labels.dtype == np.int64 and labels.flags.c_contiguous and \
-                        out.dtype == outputs.dtype and out.shape == outputs.shape:
-                    return outputs.dtype.type(fused(outputs, labels, out)), out
-                return kernel(outputs, labels, check_finite=False, out=out)
-            return step_loss
-        if supports_keyword(kernel, "out"):
-            return lambda outputs, labels, out: kernel(outputs, labels, check_finite=False,
-                                                       out=out)
-        return lambda outputs, labels, out: kernel(outputs, labels, check_finite=False)
-
-    def _bind_smoothed(self, backend):
-        kernel, smoothing = self._smoothed_kernel(backend), self.label_smoothing
-        if supports_keyword(kernel, "out"):
+        """`out` is the training loop's own buffer: the backend may trust it (its kernel
+        still checks the labels' range), where its kernel fills out= arrays itself."""
+        smoothing = self.label_smoothing
+        if smoothing:
+            if "smoothed_cross_entropy" not in backend.optional:
+                raise ValueError(f"label_smoothing needs a backend with the "
+                                 f"smoothed_cross_entropy kernel (numpy, cpu); {backend.name!r} "
+                                 f"has none")
+            kernel = backend.smoothed_cross_entropy
+            if "smoothed_cross_entropy" in backend.fills_out:
+                return lambda outputs, labels, out: kernel(outputs, labels, smoothing,
+                                                           check_finite=False, out=out)
             return lambda outputs, labels, out: kernel(outputs, labels, smoothing,
-                                                       check_finite=False, out=out)
-        return lambda outputs, labels, out: kernel(outputs, labels, smoothing,
-                                                   check_finite=False)
+                                                       check_finite=False)
+        kernel = backend.softmax_cross_entropy
+        if "softmax_cross_entropy" in backend.fills_out:
+            return lambda outputs, labels, out: kernel(outputs, labels, check_finite=False,
+                                                       out=out, check=False)
+        return lambda outputs, labels, out: kernel(outputs, labels, check_finite=False)
 
 
 class MSE(Loss):

@@ -27,9 +27,6 @@ _SHAPE_ONLY = (L.Flatten, L.MaxPool2d, L.Dropout, XL._BatchNorm, XL.AvgPool2d,
                XL.GlobalAvgPool2d)
 # Every layer type a saved architecture may name.
 LAYER_TYPES = {**L.LAYER_TYPES, **XL.EXTRA_LAYER_TYPES}
-# What a backend needs for a Conv2d to run the max-pool after it.
-_FUSED_POOL_KERNELS = ("conv2d_maxpool_forward", "conv2d_maxpool_backward",
-                       "conv2d_maxpool_fusable")
 
 
 def _as_dtype(dtype):
@@ -97,7 +94,7 @@ class Sequential:
     def _compile(self):
         """Decide fusion and which layers run forward and backward."""
         layers = self.layers
-        pool_fuses = all(hasattr(self._backend, name) for name in _FUSED_POOL_KERNELS)
+        pool_fuses = self._backend.fuses_conv2d_maxpool
         run = []
         fused = set()
         for i, layer in enumerate(layers):
@@ -536,9 +533,8 @@ def host_array(a):
 def _check_backend_dtype(backend, dtype):
     """TypeError unless `backend` computes in `dtype` (cuda: float32 only), checked before any
     parameter exists: a model whose dtype says float64 must never hold float32 arrays."""
-    supported = getattr(backend, "dtypes", None)
-    if supported is not None and dtype not in supported:
-        names = ", ".join(np.dtype(d).name for d in supported)
+    if dtype not in backend.dtypes:
+        names = ", ".join(np.dtype(d).name for d in backend.dtypes)
         raise TypeError(f"backend {backend.name!r} computes in {names}, not {dtype.name}: use "
                         f"dtype={names}, or build (or load) the model on 'cpu' and move it "
                         f"with .to({backend.name!r}, dtype={names!r})")

@@ -216,7 +216,7 @@ class Trainer:
         verbose = _int_arg("verbose", int(verbose) if isinstance(verbose, bool) else verbose, 0)
         callbacks = self._check_callbacks(callbacks)
         augment = aug.check(augment)
-        if augment is not None and not hasattr(self.backend, "gather_affine"):
+        if augment is not None and "gather_affine" not in self.backend.optional:
             raise ValueError(f"augment needs a backend with the gather_affine kernel (cpu, "
                              f"numpy); {self.backend.name!r} has none")
         x, y = self._check_data(x, y)
@@ -371,17 +371,17 @@ class Trainer:
         d_buf = xp.empty((rows, *model.output_shape(x.shape[1:])), dtype=x.dtype)
         schedule = opt.schedule is not None
         batch_hooks = [c for c in callbacks if cb.defines(c, "on_batch_end")]
-        # optional backend kernel: number of rows whose argmax is the label (argmax costs more
-        # Python-side time per step than the rest of the loop)
-        count_correct = getattr(b, "count_correct", None)
-        # optional backend kernel: the shuffled batch gather, its arrays checked once here
-        gather = b.row_gatherer(x, x_buf) if hasattr(b, "row_gatherer") else None
-        # optional device kernel: running loss, accuracy and a non-finite loss flag that the
-        # optimizer kernels honour, one launch per step, read at the sync points below
-        running_metrics = None if on_host else getattr(b, "running_metrics", None)
-        # optional device kernel: the shuffled batch's inputs and labels in one launch
-        batch_gather = None if on_host or not hasattr(b, "batch_gatherer") else \
-            b.batch_gatherer(x, y, x_buf, y_buf)
+        # the number of rows whose argmax is the label (argmax costs more Python-side time per
+        # step than the rest of the loop)
+        count_correct = b.count_correct
+        # the shuffled batch gather, its arrays checked once here
+        gather = b.row_gatherer(x, x_buf) if on_host else None
+        # on a device: running loss, accuracy and a non-finite loss flag that the optimizer
+        # kernels honour, one launch per step, read at the sync points below (None where the
+        # backend keeps none)
+        running_metrics = None if on_host else b.running_metrics
+        # on a device: the shuffled batch's inputs and labels in one launch
+        batch_gather = None if on_host else b.batch_gatherer(x, y, x_buf, y_buf)
         tracker = None
         rng = _random.generator()
         if augment is not None:  # the gather warps each image too (fastnn.augment)
@@ -453,10 +453,7 @@ class Trainer:
                                 f"loss became {value} at epoch {epoch + 1}, step {step + 1} "
                                 f"(the model keeps the weights from before this step)")
                         loss_sum += value * (hi - lo)
-                        if count_correct is not None:
-                            correct += count_correct(out, yb)
-                        else:
-                            correct += int(np.count_nonzero(out.argmax(axis=1) == yb))
+                        correct += int(count_correct(out, yb))
                     elif tracker is not None:
                         tracker.add(loss, out, yb, step + 1)
                     else:

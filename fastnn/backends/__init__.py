@@ -7,6 +7,8 @@ import importlib
 import threading
 from dataclasses import dataclass
 
+from .base import Backend
+
 # name -> (module, class). Each module also has probe() -> None or the reason it cannot run.
 _KNOWN = {
     "numpy": ("fastnn.backends.numpy", "NumpyBackend"),
@@ -59,7 +61,7 @@ def available():
 def get(name):
     """The backend called `name` ("numpy", "cpu" or "cuda"), or a backend object passed through."""
     if not isinstance(name, str):
-        if hasattr(name, "linear_forward") and hasattr(name, "name"):
+        if isinstance(name, Backend):
             return name
         raise TypeError(f"backend must be one of {sorted(_KNOWN)}, got {name!r}")
     if name not in _KNOWN:

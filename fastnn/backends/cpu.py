@@ -1,18 +1,22 @@
 """The CPU backend: checked thin wrappers over the compiled kernels in fastnn._kernels.
 
-Same contract and same argument checks as the NumPy reference (which it subclasses, so anything
-not overridden here is the reference's). Every kernel also takes keyword-only output arrays
-(`out=`, shaped like its return value) and workspaces, so a training step can run without
-allocating; arrays written by a kernel must be C-contiguous, of the right shape and dtype, and
-must not overlap the arrays it reads.
+Same contract and same argument checks as the NumPy reference (see fastnn.backends.base; every
+kernel is written here, none borrowed). Every kernel writes into `out=` arrays (shaped like its
+return value), so a training step can run without allocating; arrays written by a kernel must be
+C-contiguous, of the right shape and dtype, and must not overlap the arrays it reads.
+
+check=False with out= given (a model's training pass into its own buffers) calls the kernels
+directly: nothing is copied, realigned or scanned for NaN, and the overlap checks are skipped.
+The kernels still refuse wrong shapes with a ValueError, and an input that is not C-contiguous,
+aligned and of the weights' dtype takes the checked path.
 """
 import threading
 
 import numpy as np
 
-from . import _checks as check
+from .. import validation as checks
+from .base import Backend
 from .cpu_layers import CpuLayerKernels
-from .numpy import NumpyBackend
 
 try:
     from fastnn._kernels import conv as _conv
@@ -47,7 +51,7 @@ def _output(name, out, shape, dtype, reads, *, zero=False):
     """`out` checked as a kernel output that overlaps none of `reads`, or a new array."""
     if out is None:
         return np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
-    out = check.writable_array(name, out, shape, dtype)
+    out = checks.writable_array(name, out, shape, dtype)
     for read_name, a in reads.items():
         if a is not None and np.may_share_memory(out, a):
             raise ValueError(f"{name} must not overlap {read_name}")
@@ -71,71 +75,61 @@ def _distinct(**outputs):
                 raise ValueError(f"{name} must not overlap {other}")
 
 
-class Unchecked:
-    """Compiled kernels without the backend's argument checks, for callers whose arrays are
-    their own and known good (a layer's training pass into its kept buffers): C-contiguous,
-    aligned, one dtype, not overlapping except where a kernel allows it. The kernels still
-    refuse wrong shapes and layouts with a ValueError; nothing is copied, realigned or scanned
-    for NaN. Arguments as in the fastnn._kernels functions."""
-
-    if _IMPORT_ERROR is None:
-        linear_forward = staticmethod(_dense.linear_forward)     # (x, w, b, relu, y)
-        # (x, w, y, dy, relu, dx or None, dw, db, work: the masked dy, may be dy itself)
-        linear_backward = staticmethod(_dense.linear_backward)
-        # (logits, int64 labels, dlogits) -> mean loss; dlogits may be logits
-        softmax_cross_entropy = staticmethod(_loss.softmax_cross_entropy)
-        # (x, table of layers, int64 labels or None, check_finite=True): see fastnn.inference
-        chain_forward = staticmethod(_dense.chain_forward)
-
-        @staticmethod
-        def conv2d_maxpool_forward(x, w, b, y, argmax, stride, padding, relu, pool):
-            """Into y and argmax; only where CpuBackend.conv2d_maxpool_fusable says so."""
-            _conv.forward_maxpool(x, w, b, y, argmax, stride, padding, relu, pool,
-                                  nthreads=_runtime.get_num_threads())
-
-        @staticmethod
-        def conv2d_maxpool_backward(x, w, y, argmax, dy, dx, dw, db, stride, padding, relu,
-                                    pool):
-            """Into dx (or None), dw and db; only where the fused forward ran."""
-            _conv.backward_maxpool(x, w, y, argmax, dy, dx, dw, db, stride, padding, relu, pool,
-                                   nthreads=_runtime.get_num_threads())
+def _trusted(out, *reads):
+    """Whether a check=False call may go straight to the kernel: outputs given, and every
+    array read C-contiguous, aligned and of the first one's dtype."""
+    if out is None:
+        return False
+    dtype = reads[0].dtype
+    return all(checks.is_plain(a, dtype) for a in reads)
 
 
-class CpuBackend(CpuLayerKernels, NumpyBackend):
+class CpuBackend(CpuLayerKernels, Backend):
     name = "cpu"
-    unchecked = Unchecked
+    xp = np
+    fills_out = frozenset(Backend.KERNELS + ("conv2d_maxpool_forward", "conv2d_maxpool_backward",
+                                            "smoothed_cross_entropy"))
+    fuses_conv2d_maxpool = True
+    optional = frozenset(Backend.OPTIONAL_KERNELS)
+    runs_dense_chain = True
 
     def __init__(self):
-        super().__init__()
         # .tables: optimizer kind -> (the arrays, their address table, float64?); per thread,
         # so models trained in parallel threads do not evict each other's tables every step
         self._per_thread = threading.local()
 
     # ---- linear -------------------------------------------------------------------------------
 
-    def linear_forward(self, x, w, b, relu=False, *, check_finite=True, out=None):
+    def linear_forward(self, x, w, b, relu=False, *, check_finite=True, out=None, check=True):
         """y = x @ w.T + b (b may be None), ReLU if relu: one GEMM with bias and ReLU fused into
         its store. out= receives y, shape (N, out_features)."""
-        x, w, b = self._linear_args(x, w, b)
-        if check_finite:
-            _finite("x", x)
-        y = _output("out", out, (x.shape[0], w.shape[0]), x.dtype, {"x": x, "w": w, "b": b})
-        _dense.linear_forward(x, w, b, bool(relu), y)
-        return y
+        if check or not (_trusted(out, x, w) and x.ndim == 2 and x.shape[1] == w.shape[1]):
+            x, w, b = self._linear_args(x, w, b)
+            if check_finite:
+                _finite("x", x)
+            out = _output("out", out, (x.shape[0], w.shape[0]), x.dtype, {"x": x, "w": w, "b": b})
+        _dense.linear_forward(x, w, b, bool(relu), out)
+        return out
 
-    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True, out=None,
-                        work=None, need_dx=True):
+    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True, need_dx=True,
+                        out=None, work=None, check=True):
         """(dx, dw, db) as the reference. out=(dx, dw, db) reuses arrays (any may be None);
         work, shape (N, out_features), holds the ReLU-masked dy (it may be dy itself, which is
         then overwritten). need_dx=False skips dx (returned as None), e.g. for the first
         layer."""
+        if not check and _trusted(out, x, w, dy) and (work is not None or not relu):
+            # y is the forward pass's output, work the caller's scratch (or dy itself)
+            dx, dw, db = out
+            _dense.linear_backward(x, w, y, dy, bool(relu), dx if need_dx else None, dw, db,
+                                   work if relu else None)
+            return dx if need_dx else None, dw, db
         x, w, _ = self._linear_args(x, w)
         out_shape = (x.shape[0], w.shape[0])
-        y = check.float_array("y", y, 2)
-        dy = check.float_array("dy", dy, 2)
-        dtype = check.same_dtype(x=x, y=y, dy=dy)
-        check.expect_shape("y", y, out_shape)
-        check.expect_shape("dy", dy, out_shape)
+        y = checks.float_array("y", y, 2)
+        dy = checks.float_array("dy", dy, 2)
+        dtype = checks.same_dtype(x=x, y=y, dy=dy)
+        checks.expect_shape("y", y, out_shape)
+        checks.expect_shape("dy", dy, out_shape)
         if check_finite:
             _finite("dy", dy)
         dx_out, dw_out, db_out = _output_tuple(out, 3)
@@ -146,7 +140,7 @@ class CpuBackend(CpuLayerKernels, NumpyBackend):
         if not relu:
             work = None
         elif work is dy:  # mask in place: each element is read before it is written
-            work = check.writable_array("work", work, out_shape, dtype)
+            work = checks.writable_array("work", work, out_shape, dtype)
         else:
             work = _output("work", work, out_shape, dtype, reads)
         if out is not None or work is not None:
@@ -159,9 +153,10 @@ class CpuBackend(CpuLayerKernels, NumpyBackend):
     # input channel and Winograd for 5x5, float32).
 
     def conv2d_forward(self, x, w, b, stride=1, padding=0, relu=False, *, check_finite=True,
-                       out=None, workspace=None):
-        """y as the reference (NCHW). out= receives y; workspace= is scratch for the kernel."""
-        x, w, b, stride, padding, y_shape = check.conv_args(x, w, b, stride, padding)
+                       out=None, check=True, workspace=None):
+        """y as the reference (NCHW). out= receives y; workspace= is scratch for the kernel.
+        Always checked: the checks are small beside a convolution."""
+        x, w, b, stride, padding, y_shape = checks.conv_args(x, w, b, stride, padding)
         if check_finite:
             _finite("x", x)
         y = _output("out", out, y_shape, x.dtype, {"x": x, "w": w, "b": b})
@@ -170,17 +165,17 @@ class CpuBackend(CpuLayerKernels, NumpyBackend):
         return y
 
     def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *,
-                        check_finite=True, out=None, need_dx=True,
+                        check_finite=True, need_dx=True, out=None, check=True,
                         workspace=None):
         """(dx, dw, db) as the reference. out=(dx, dw, db) reuses arrays (any may be None);
         need_dx=False skips dx (returned as None), e.g. for the first
         layer."""
-        x, w, _, stride, padding, y_shape = check.conv_args(x, w, None, stride, padding)
-        y = check.float_array("y", y, 4)
-        dy = check.float_array("dy", dy, 4)
-        dtype = check.same_dtype(x=x, y=y, dy=dy)
-        check.expect_shape("y", y, y_shape)
-        check.expect_shape("dy", dy, y_shape)
+        x, w, _, stride, padding, y_shape = checks.conv_args(x, w, None, stride, padding)
+        y = checks.float_array("y", y, 4)
+        dy = checks.float_array("dy", dy, 4)
+        dtype = checks.same_dtype(x=x, y=y, dy=dy)
+        checks.expect_shape("y", y, y_shape)
+        checks.expect_shape("dy", dy, y_shape)
         if check_finite:
             _finite("dy", dy)
         dx_out, dw_out, db_out = _output_tuple(out, 3)
@@ -208,14 +203,19 @@ class CpuBackend(CpuLayerKernels, NumpyBackend):
                                   need_dx=need_dx))
 
     def conv2d_maxpool_forward(self, x, w, b, stride=1, padding=0, relu=False, pool=2, *,
-                               check_finite=True, out=None):
+                               check_finite=True, out=None, check=True):
         """maxpool2d_forward(conv2d_forward(x, w, b, stride, padding, relu), pool): (y, argmax),
         y of shape (N, Co, Ho // pool, Wo // pool), argmax indexing each Ho x Wo plane of the
         convolution's output, as those two kernels give them. Where the conv kernels can fuse
         them (float32, stride 1, one input channel or a 5x5 kernel) the convolution's output
-        never leaves the cache; otherwise the two kernels run. out=(y, argmax) reuses arrays."""
-        x, w, b, stride, padding, conv_shape = check.conv_args(x, w, b, stride, padding)
-        pool, _, y_shape = check.pool_args(conv_shape, pool, None)
+        never leaves the cache; otherwise the two kernels run. out=(y, argmax) reuses arrays.
+        check=False: only where conv2d_maxpool_fusable said so for these shapes."""
+        if not check and _trusted(out, x, w):
+            _conv.forward_maxpool(x, w, b, out[0], out[1], stride, padding, bool(relu), pool,
+                                  nthreads=_runtime.get_num_threads())
+            return out
+        x, w, b, stride, padding, conv_shape = checks.conv_args(x, w, b, stride, padding)
+        pool, _, y_shape = checks.pool_args(conv_shape, pool, None)
         if check_finite:
             _finite("x", x)
         if not _conv.fusable(x.shape, w.shape, x.dtype, stride, padding, pool, need_dx=False):
@@ -232,33 +232,38 @@ class CpuBackend(CpuLayerKernels, NumpyBackend):
         return y, argmax
 
     def conv2d_maxpool_backward(self, x, w, y, argmax, dy, stride=1, padding=0, relu=False,
-                                pool=2, *, check_finite=True, out=None, need_dx=True):
+                                pool=2, *, check_finite=True, need_dx=True, out=None,
+                                check=True):
         """(dx, dw, db) of conv2d_maxpool_forward, given its outputs y and argmax and the
         gradient dy at y: maxpool2d_backward then conv2d_backward (the ReLU mask is y > 0 at
         each window's maximum, the only place a gradient goes), fused where the forward pass
         was. argmax must be what the forward pass returned: where the kernels are fused, an
-        entry outside its own window is ignored. out=(dx, dw, db), need_dx as conv2d_backward."""
-        x, w, _, stride, padding, conv_shape = check.conv_args(x, w, None, stride, padding)
-        pool, _, y_shape = check.pool_args(conv_shape, pool, None)
-        y = check.float_array("y", y, 4)
-        dy = check.float_array("dy", dy, 4)
-        dtype = check.same_dtype(x=x, y=y, dy=dy)
-        check.expect_shape("y", y, y_shape)
-        check.expect_shape("dy", dy, y_shape)
+        entry outside its own window is ignored. out=(dx, dw, db), need_dx as conv2d_backward.
+        check=False: only after a fused forward pass, into the caller's arrays."""
+        if not check and _trusted(out, x, w, dy):
+            dx, dw, db = out
+            _conv.backward_maxpool(x, w, y, argmax, dy, dx if need_dx else None, dw, db, stride,
+                                   padding, bool(relu), pool,
+                                   nthreads=_runtime.get_num_threads())
+            return dx if need_dx else None, dw, db
+        x, w, _, stride, padding, conv_shape = checks.conv_args(x, w, None, stride, padding)
+        pool, _, y_shape = checks.pool_args(conv_shape, pool, None)
+        y = checks.float_array("y", y, 4)
+        dy = checks.float_array("dy", dy, 4)
+        dtype = checks.same_dtype(x=x, y=y, dy=dy)
+        checks.expect_shape("y", y, y_shape)
+        checks.expect_shape("dy", dy, y_shape)
         if check_finite:
             _finite("dy", dy)
         if not _conv.fusable(x.shape, w.shape, dtype, stride, padding, pool, need_dx=need_dx):
-            argmax = check.argmax_array(argmax, y_shape, conv_shape[2] * conv_shape[3])
-            g = dy * (y > 0) if relu else dy
-            dconv = self.maxpool2d_backward(g, argmax, conv_shape, pool, check_finite=False)
-            # relu=False: the mask is applied above, so the conv output (never kept) is not read
-            return self.conv2d_backward(x, w, dconv, dconv, stride, padding, False,
-                                        check_finite=False, out=out, need_dx=need_dx)
+            argmax = checks.argmax_array(argmax, y_shape, conv_shape[2] * conv_shape[3])
+            return self._conv2d_maxpool_backward_unfused(x, w, y, argmax, dy, stride, padding,
+                                                         relu, pool, conv_shape, out, need_dx)
         if not isinstance(argmax, np.ndarray) or argmax.dtype.kind not in "iu":
             raise TypeError(f"argmax must be an integer numpy.ndarray, got "
                             f"{getattr(argmax, 'dtype', type(argmax).__name__)}")
-        check.expect_shape("argmax", argmax, y_shape)
-        argmax = check.contiguous(argmax, np.int32)  # aligned, too
+        checks.expect_shape("argmax", argmax, y_shape)
+        argmax = checks.contiguous(argmax, np.int32)  # aligned, too
         dx_out, dw_out, db_out = _output_tuple(out, 3)
         reads = {"x": x, "w": w, "y": y, "argmax": argmax, "dy": dy}
         dx = _output("dx", dx_out, x.shape, dtype, reads) if need_dx else None
@@ -272,10 +277,11 @@ class CpuBackend(CpuLayerKernels, NumpyBackend):
 
     # ---- max-pool -----------------------------------------------------------------------------
 
-    def maxpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True, out=None):
+    def maxpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True, out=None,
+                          check=True):
         """(y, argmax) as the reference; out=(y, argmax) reuses arrays of shape (N, C, Ho, Wo)."""
-        x = check.float_array("x", x, 4)
-        kernel, stride, y_shape = check.pool_args(x.shape, kernel, stride)
+        x = checks.float_array("x", x, 4)
+        kernel, stride, y_shape = checks.pool_args(x.shape, kernel, stride)
         if check_finite:
             _finite("x", x)
         y_out, argmax_out = _output_tuple(out, 2)
@@ -290,49 +296,54 @@ class CpuBackend(CpuLayerKernels, NumpyBackend):
         return y, argmax
 
     def maxpool2d_backward(self, dy, argmax, x_shape, kernel=2, stride=None, *,
-                           check_finite=True, out=None):
-        dy = check.float_array("dy", dy, 4)
-        x_shape = check.shape_tuple("x_shape", x_shape)
-        kernel, stride, y_shape = check.pool_args(x_shape, kernel, stride)
-        check.expect_shape("dy", dy, y_shape)
+                           check_finite=True, out=None, check=True):
+        dy, argmax, x_shape, kernel, stride, y_shape = self._maxpool_backward_args(
+            dy, argmax, x_shape, kernel, stride)
         n, c, h, w = x_shape
-        argmax = check.argmax_array(argmax, y_shape, h * w)
         if check_finite:
             _finite("dy", dy)
         dx = _output("dx", out, x_shape, dy.dtype, {"dy": dy, "argmax": argmax})
         planes = n * c
         bad = _pool.maxpool_backward(dy.reshape(planes, -1), argmax.reshape(planes, -1),
                                      dx.reshape(planes, h * w))
-        if bad:  # unreachable after check.argmax_array; the kernel skipped them, never wrote
+        if bad:  # unreachable after checks.argmax_array; the kernel skipped them, never wrote
             raise ValueError(f"argmax indices must be in [0, {h * w}), found {bad} outside")
         return dx
 
     # ---- loss ---------------------------------------------------------------------------------
 
-    def softmax_cross_entropy(self, logits, labels, *, check_finite=True, out=None):
+    def softmax_cross_entropy(self, logits, labels, *, check_finite=True, out=None, check=True):
         """(mean_loss, dlogits) as the reference. out= receives dlogits; it may be `logits`
-        itself (the gradient then replaces the logits)."""
-        logits = check.float_array("logits", logits, 2)
+        itself (the gradient then replaces the logits). The kernel checks int64 labels against
+        [0, classes) itself, in one cheap pass, so check=False still refuses bad labels."""
+        if not check and _trusted(out, logits, out) and out.shape == logits.shape and \
+                checks.is_plain(labels, np.int64):
+            return logits.dtype.type(_loss.softmax_cross_entropy(logits, labels, out)), out
+        logits = checks.float_array("logits", logits, 2)
         n, classes = logits.shape
         if n < 1 or classes < 1:
             raise ValueError(f"logits must have at least one row and one class, got {logits.shape}")
         if not (isinstance(labels, np.ndarray) and labels.dtype == np.int64
                 and labels.shape == (n,)):
-            labels = check.labels("labels", labels, n, classes)
+            labels = checks.labels("labels", labels, n, classes)
         # else: the kernel checks int64 labels against [0, classes) itself, in one cheap pass
         if check_finite:
             _finite("logits", logits)
         if out is logits:
-            dlogits = check.writable_array("out", out, logits.shape, logits.dtype)
+            dlogits = checks.writable_array("out", out, logits.shape, logits.dtype)
         else:
             dlogits = _output("out", out, logits.shape, logits.dtype, {"logits": logits})
-        loss = _loss.softmax_cross_entropy(logits, check.contiguous(labels), dlogits)
+        loss = _loss.softmax_cross_entropy(logits, checks.contiguous(labels), dlogits)
         return logits.dtype.type(loss), dlogits
+
+    def dense_chain_forward(self, x, table, labels):
+        """(x, table of layers, int64 labels or None): see fastnn.inference."""
+        _dense.chain_forward(x, table, labels)
 
     def gather_rows(self, x, index, out):
         """out[:] = x[index] (rows of x, any dtype; out C-contiguous), with the rows split over
         the threads. Returns out."""
-        index = check.contiguous(index, np.int64)
+        index = checks.contiguous(index, np.int64)
         if not isinstance(out, np.ndarray) or index.shape != (out.shape[0],):
             raise ValueError(f"index must have shape ({getattr(out, 'shape', (0,))[0]},), got "
                              f"{index.shape}")
@@ -347,8 +358,8 @@ class CpuBackend(CpuLayerKernels, NumpyBackend):
         if x.dtype != out.dtype or x.shape[1:] != out.shape[1:]:
             raise ValueError(f"out must hold rows of x ({x.dtype}, {x.shape[1:]}), got "
                              f"{out.dtype}, {out.shape[1:]}")
-        out = check.writable_array("out", out, out.shape, out.dtype)
-        x = check.contiguous(x)
+        out = checks.writable_array("out", out, out.shape, out.dtype)
+        x = checks.contiguous(x)
         src = x.reshape(x.shape[0], -1).view(np.uint8)
         dst = out.reshape(out.shape[0], -1).view(np.uint8)
         kernel = _runtime.gather_rows
@@ -362,10 +373,10 @@ class CpuBackend(CpuLayerKernels, NumpyBackend):
     def count_correct(self, outputs, labels):
         """Rows of `outputs` whose argmax is the label (as outputs.argmax(axis=1) == labels),
         in one pass: the training loop's running accuracy."""
-        outputs = check.float_array("outputs", outputs, 2)
+        outputs = checks.float_array("outputs", outputs, 2)
         if not (isinstance(labels, np.ndarray) and labels.dtype == np.int64):
             labels = np.asarray(labels, dtype=np.int64)
-        return int(_loss.count_correct(outputs, check.contiguous(labels)))
+        return int(_loss.count_correct(outputs, checks.contiguous(labels)))
 
     # ---- optimizer updates (in place) ---------------------------------------------------------
 

@@ -1,18 +1,13 @@
 """Compiled versions of the kernels in numpy_layers.py (batch normalization, average pooling,
 leaky ReLU, label-smoothed cross-entropy, the affine batch gather): the same checks and
 meaning, with the thread count passed to each kernel explicitly. Mixed into CpuBackend.
+Every kernel writes into out= arrays itself; check=False changes nothing here (the checks
+are small beside these passes over the data).
 """
 import numpy as np
 
-from . import _checks as check
-from .numpy_layers import (
-    NumpyLayerKernels,
-    affine_matrices,
-    bn_args,
-    bn_hyper,
-    running_stats,
-    saved_stats,
-)
+from .. import validation as checks
+from ..validation import affine_matrices, bn_args, bn_hyper, running_stats, saved_stats
 
 try:
     from fastnn._kernels import activation as _activation
@@ -38,7 +33,7 @@ def _finite(name, a):
 def _out(name, out, shape, dtype, reads):
     if out is None:
         return np.empty(shape, dtype)
-    out = check.writable_array(name, out, shape, dtype)
+    out = checks.writable_array(name, out, shape, dtype)
     for read_name, a in reads.items():
         if a is not None and np.may_share_memory(out, a):
             raise ValueError(f"{name} must not overlap {read_name}")
@@ -50,11 +45,12 @@ def _rows(a, channels=None):
     return a.reshape(a.shape[0], -1)
 
 
-class CpuLayerKernels(NumpyLayerKernels):
+class CpuLayerKernels:
     """See the module docstring; arguments and results as in NumpyLayerKernels."""
 
     def batchnorm_forward(self, x, gamma, beta, running_mean, running_var, *, training,
-                          momentum=0.1, eps=1e-5, relu=False, check_finite=True, out=None):
+                          momentum=0.1, eps=1e-5, relu=False, check_finite=True, out=None,
+                          check=True):
         x, gamma, beta = bn_args(x, gamma, beta)
         momentum, eps = bn_hyper(momentum, eps)
         channels = x.shape[1]
@@ -84,16 +80,16 @@ class CpuLayerKernels(NumpyLayerKernels):
         return y, mean, inv_std
 
     def batchnorm_backward(self, x, y, dy, gamma, mean, inv_std, *, relu=False, need_dx=True,
-                           check_finite=True, out=None):
+                           check_finite=True, out=None, check=True):
         """out=(dx or None, dgamma, dbeta) reuses arrays; dx may be dy itself."""
         x, gamma, _ = bn_args(x, gamma, gamma)
-        dy = check.float_array("dy", dy, x.ndim)
-        check.expect_shape("dy", dy, x.shape)
-        check.same_dtype(x=x, dy=dy)
+        dy = checks.float_array("dy", dy, x.ndim)
+        checks.expect_shape("dy", dy, x.shape)
+        checks.same_dtype(x=x, dy=dy)
         if relu:
-            y = check.float_array("y", y, x.ndim)
-            check.expect_shape("y", y, x.shape)
-            check.same_dtype(x=x, y=y)
+            y = checks.float_array("y", y, x.ndim)
+            checks.expect_shape("y", y, x.shape)
+            checks.same_dtype(x=x, y=y)
         else:
             y = x  # unread
         channels = x.shape[1]
@@ -104,7 +100,7 @@ class CpuLayerKernels(NumpyLayerKernels):
         dx = None
         if need_dx:
             if dx_out is dy:
-                dx = check.writable_array("dx", dx_out, x.shape, x.dtype)
+                dx = checks.writable_array("dx", dx_out, x.shape, x.dtype)
             else:
                 dx = _out("dx", dx_out, x.shape, x.dtype, {"x": x, "dy": dy, "y": y})
         dgamma = _out("dgamma", dgamma_out, (channels,), x.dtype, {})
@@ -119,9 +115,10 @@ class CpuLayerKernels(NumpyLayerKernels):
         dbeta[...] = dbeta64
         return dx, dgamma, dbeta
 
-    def avgpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True, out=None):
-        x = check.float_array("x", x, 4)
-        kernel, stride, y_shape = check.pool_args(x.shape, kernel, stride)
+    def avgpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True, out=None,
+                          check=True):
+        x = checks.float_array("x", x, 4)
+        kernel, stride, y_shape = checks.pool_args(x.shape, kernel, stride)
         if check_finite:
             _finite("x", x)
         y = _out("out", out, y_shape, x.dtype, {"x": x})
@@ -132,11 +129,11 @@ class CpuLayerKernels(NumpyLayerKernels):
         return y
 
     def avgpool2d_backward(self, dy, x_shape, kernel=2, stride=None, *, check_finite=True,
-                           out=None):
-        dy = check.float_array("dy", dy, 4)
-        x_shape = check.shape_tuple("x_shape", x_shape)
-        kernel, stride, y_shape = check.pool_args(x_shape, kernel, stride)
-        check.expect_shape("dy", dy, y_shape)
+                           out=None, check=True):
+        dy = checks.float_array("dy", dy, 4)
+        x_shape = checks.shape_tuple("x_shape", x_shape)
+        kernel, stride, y_shape = checks.pool_args(x_shape, kernel, stride)
+        checks.expect_shape("dy", dy, y_shape)
         if check_finite:
             _finite("dy", dy)
         dx = _out("out", out, x_shape, dy.dtype, {"dy": dy})
@@ -145,8 +142,8 @@ class CpuLayerKernels(NumpyLayerKernels):
                                   dx.reshape(n * c, h * w), y_shape[2], y_shape[3], _threads())
         return dx
 
-    def global_avgpool2d_forward(self, x, *, check_finite=True, out=None):
-        x = check.float_array("x", x, 4)
+    def global_avgpool2d_forward(self, x, *, check_finite=True, out=None, check=True):
+        x = checks.float_array("x", x, 4)
         if min(x.shape) < 1:
             raise ValueError(f"x must not be empty, got shape {tuple(x.shape)}")
         if check_finite:
@@ -156,10 +153,11 @@ class CpuLayerKernels(NumpyLayerKernels):
         _avgpool.global_avgpool_forward(x.reshape(n * c, h * w), y.reshape(-1), _threads())
         return y
 
-    def global_avgpool2d_backward(self, dy, x_shape, *, check_finite=True, out=None):
-        dy = check.float_array("dy", dy, 2)
-        x_shape = check.shape_tuple("x_shape", x_shape)
-        check.expect_shape("dy", dy, x_shape[:2])
+    def global_avgpool2d_backward(self, dy, x_shape, *, check_finite=True, out=None,
+                                  check=True):
+        dy = checks.float_array("dy", dy, 2)
+        x_shape = checks.shape_tuple("x_shape", x_shape)
+        checks.expect_shape("dy", dy, x_shape[:2])
         if check_finite:
             _finite("dy", dy)
         dx = _out("out", out, x_shape, dy.dtype, {"dy": dy})
@@ -167,29 +165,30 @@ class CpuLayerKernels(NumpyLayerKernels):
         _avgpool.global_avgpool_backward(dy.reshape(-1), dx.reshape(n * c, h * w), _threads())
         return dx
 
-    def leaky_relu_forward(self, x, slope=0.01, *, check_finite=True, out=None):
-        slope = self._slope(slope)
+    def leaky_relu_forward(self, x, slope=0.01, *, check_finite=True, out=None, check=True):
+        slope = checks.slope(slope)
         if not isinstance(x, np.ndarray):
             raise TypeError(f"x must be a numpy ndarray, got {type(x).__name__}")
-        x = check.float_array("x", x, x.ndim)
+        x = checks.float_array("x", x, x.ndim)
         if check_finite:
             _finite("x", x)
         y = _out("out", out, x.shape, x.dtype, {"x": x})
         _activation.leaky_relu_forward(x.reshape(-1), slope, y.reshape(-1), _threads())
         return y
 
-    def leaky_relu_backward(self, x, dy, slope=0.01, *, check_finite=True, out=None):
-        slope = self._slope(slope)
+    def leaky_relu_backward(self, x, dy, slope=0.01, *, check_finite=True, out=None,
+                            check=True):
+        slope = checks.slope(slope)
         if not isinstance(x, np.ndarray):
             raise TypeError(f"x must be a numpy ndarray, got {type(x).__name__}")
-        x = check.float_array("x", x, x.ndim)
-        dy = check.float_array("dy", dy, x.ndim)
-        check.expect_shape("dy", dy, x.shape)
-        check.same_dtype(x=x, dy=dy)
+        x = checks.float_array("x", x, x.ndim)
+        dy = checks.float_array("dy", dy, x.ndim)
+        checks.expect_shape("dy", dy, x.shape)
+        checks.same_dtype(x=x, dy=dy)
         if check_finite:
             _finite("dy", dy)
         if out is dy:  # in place: each element is read before it is written
-            dx = check.writable_array("out", out, x.shape, x.dtype)
+            dx = checks.writable_array("out", out, x.shape, x.dtype)
         else:
             dx = _out("out", out, x.shape, x.dtype, {"x": x, "dy": dy})
         _activation.leaky_relu_backward(x.reshape(-1), dy.reshape(-1), slope, dx.reshape(-1),
@@ -197,24 +196,24 @@ class CpuLayerKernels(NumpyLayerKernels):
         return dx
 
     def smoothed_cross_entropy(self, logits, labels, smoothing=0.1, *, check_finite=True,
-                               out=None):
+                               out=None, check=True):
         """out= receives dlogits; it may be logits itself."""
-        logits, labels, smoothing = check.smoothed_cross_entropy_args(logits, labels, smoothing)
+        logits, labels, smoothing = checks.smoothed_cross_entropy_args(logits, labels, smoothing)
         if check_finite:
             _finite("logits", logits)
         if out is logits:
-            dlogits = check.writable_array("out", out, logits.shape, logits.dtype)
+            dlogits = checks.writable_array("out", out, logits.shape, logits.dtype)
         else:
             dlogits = _out("out", out, logits.shape, logits.dtype, {"logits": logits})
         loss = _smoothing.smoothed_cross_entropy(logits, labels, smoothing, dlogits, _threads())
         return logits.dtype.type(loss), dlogits
 
     def gather_affine(self, x, index, matrices, out=None):
-        x = check.float_array("x", x, 4)
+        x = checks.float_array("x", x, 4)
         index = np.asarray(index)
         if index.ndim != 1 or index.dtype.kind not in "iu":
             raise TypeError("index must be a 1-D integer array")
-        index = check.contiguous(index, np.int64)
+        index = checks.contiguous(index, np.int64)
         batch = index.shape[0]
         m = affine_matrices(matrices, batch)
         n, c, h, w = x.shape

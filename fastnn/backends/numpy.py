@@ -10,72 +10,50 @@ and a NaN wins over numbers (as np.argmax does).
 """
 import numpy as np
 
-from . import _checks as check
+from .. import validation as checks
+from .base import Backend
 from .numpy_layers import NumpyLayerKernels
 
 
-class NumpyBackend(NumpyLayerKernels):
+class NumpyBackend(NumpyLayerKernels, Backend):
+    """The reference. It always checks its arguments (check=False changes nothing) and takes
+    out= by copying its result there (fills_out is empty: callers need not pass it)."""
+
     name = "numpy"
     xp = np
-    dtypes = check.FLOAT_DTYPES
-
-    # ---- arrays -------------------------------------------------------------------------------
-
-    def asarray(self, a, dtype=None):
-        """`a` as a C-contiguous array of this backend (float32 unless it is already float64)."""
-        return np.ascontiguousarray(a, dtype=dtype)
-
-    def to_numpy(self, a):
-        return np.asarray(a)
-
-    def zeros(self, shape, dtype=np.float32):
-        return np.zeros(shape, dtype=dtype)
-
-    def synchronize(self):
-        """Wait for queued work (a no-op on the CPU)."""
+    optional = frozenset(Backend.OPTIONAL_KERNELS)
 
     # ---- linear -------------------------------------------------------------------------------
 
-    def _linear_args(self, x, w, b=None):
-        x = check.float_array("x", x, 2)
-        w = check.float_array("w", w, 2)
-        b = None if b is None else check.float_array("b", b, 1)
-        check.same_dtype(x=x, w=w, b=b)
-        if x.shape[1] != w.shape[1]:
-            raise ValueError(f"x has {x.shape[1]} features but w has shape {w.shape} "
-                             f"(expected (out_features, {x.shape[1]}))")
-        if b is not None:
-            check.expect_shape("b", b, (w.shape[0],))
-        return x, w, b
-
-    def linear_forward(self, x, w, b, relu=False, *, check_finite=True):
+    def linear_forward(self, x, w, b, relu=False, *, check_finite=True, out=None, check=True):
         x, w, b = self._linear_args(x, w, b)
         if check_finite:
-            check.finite("x", x)
+            checks.finite("x", x)
         y = x @ w.T
         if b is not None:  # a layer without bias passes None
             y += b
         if relu:
             y = np.maximum(y, 0)
-        return y
+        return self._into(out, y)
 
-    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True, need_dx=True):
+    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True, need_dx=True,
+                        out=None, work=None, check=True):
         """Gradients of linear_forward; dx is None when need_dx is False (a model's first layer)."""
         x, w, _ = self._linear_args(x, w)
         out_shape = (x.shape[0], w.shape[0])
-        y = check.float_array("y", y, 2)
-        dy = check.float_array("dy", dy, 2)
-        check.same_dtype(x=x, y=y, dy=dy)
-        check.expect_shape("y", y, out_shape)
-        check.expect_shape("dy", dy, out_shape)
+        y = checks.float_array("y", y, 2)
+        dy = checks.float_array("dy", dy, 2)
+        checks.same_dtype(x=x, y=y, dy=dy)
+        checks.expect_shape("y", y, out_shape)
+        checks.expect_shape("dy", dy, out_shape)
         if check_finite:
-            check.finite("dy", dy)
+            checks.finite("dy", dy)
         if relu:
             dy = dy * (y > 0)
         dx = dy @ w if need_dx else None
         dw = dy.T @ x
         db = dy.sum(axis=0)
-        return dx, dw, db
+        return self._grads_into(out, dx, dw, db)
 
     # ---- conv2d -------------------------------------------------------------------------------
 
@@ -84,10 +62,11 @@ class NumpyBackend(NumpyLayerKernels):
         """The input values that kernel tap (i, j) sees, for every output position."""
         return xpad[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
 
-    def conv2d_forward(self, x, w, b, stride=1, padding=0, relu=False, *, check_finite=True):
-        x, w, b, stride, padding, (n, co, ho, wo) = check.conv_args(x, w, b, stride, padding)
+    def conv2d_forward(self, x, w, b, stride=1, padding=0, relu=False, *, check_finite=True,
+                       out=None, check=True):
+        x, w, b, stride, padding, (n, co, ho, wo) = checks.conv_args(x, w, b, stride, padding)
         if check_finite:
-            check.finite("x", x)
+            checks.finite("x", x)
         xpad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
         y = np.zeros((n, co, ho, wo), dtype=x.dtype)
         for i in range(w.shape[2]):
@@ -98,19 +77,19 @@ class NumpyBackend(NumpyLayerKernels):
             y += b[None, :, None, None]
         if relu:
             y = np.maximum(y, 0)
-        return y
+        return self._into(out, y)
 
     def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *, check_finite=True,
-                        need_dx=True):
+                        need_dx=True, out=None, check=True):
         """Gradients of conv2d_forward; dx is None when need_dx is False (a model's first layer)."""
-        x, w, _, stride, padding, out_shape = check.conv_args(x, w, None, stride, padding)
-        y = check.float_array("y", y, 4)
-        dy = check.float_array("dy", dy, 4)
-        check.same_dtype(x=x, y=y, dy=dy)
-        check.expect_shape("y", y, out_shape)
-        check.expect_shape("dy", dy, out_shape)
+        x, w, _, stride, padding, out_shape = checks.conv_args(x, w, None, stride, padding)
+        y = checks.float_array("y", y, 4)
+        dy = checks.float_array("dy", dy, 4)
+        checks.same_dtype(x=x, y=y, dy=dy)
+        checks.expect_shape("y", y, out_shape)
+        checks.expect_shape("dy", dy, out_shape)
         if check_finite:
-            check.finite("dy", dy)
+            checks.finite("dy", dy)
         if relu:
             dy = dy * (y > 0)
         _, _, ho, wo = out_shape
@@ -126,15 +105,16 @@ class NumpyBackend(NumpyLayerKernels):
         h, wd = x.shape[2], x.shape[3]
         dx = np.ascontiguousarray(dxpad[:, :, padding:padding + h, padding:padding + wd]) if need_dx else None
         db = dy.sum(axis=(0, 2, 3))
-        return dx, dw, db
+        return self._grads_into(out, dx, dw, db)
 
     # ---- max-pool -----------------------------------------------------------------------------
 
-    def maxpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True):
-        x = check.float_array("x", x, 4)
-        kernel, stride, (n, c, ho, wo) = check.pool_args(x.shape, kernel, stride)
+    def maxpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True, out=None,
+                          check=True):
+        x = checks.float_array("x", x, 4)
+        kernel, stride, (n, c, ho, wo) = checks.pool_args(x.shape, kernel, stride)
         if check_finite:
-            check.finite("x", x)
+            checks.finite("x", x)
         width = x.shape[3]
         y = np.empty((n, c, ho, wo), dtype=x.dtype)
         argmax = np.empty((n, c, ho, wo), dtype=np.int32)
@@ -145,34 +125,34 @@ class NumpyBackend(NumpyLayerKernels):
                 best = window.argmax(axis=2)  # first maximum in row-major order; NaN wins
                 y[:, :, oh, ow] = np.take_along_axis(window, best[:, :, None], axis=2)[:, :, 0]
                 argmax[:, :, oh, ow] = (top + best // kernel) * width + left + best % kernel
-        return y, argmax
+        if out is None:
+            return y, argmax
+        return self._into(out[0], y), self._into(out[1], argmax)
 
-    def maxpool2d_backward(self, dy, argmax, x_shape, kernel=2, stride=None, *, check_finite=True):
-        dy = check.float_array("dy", dy, 4)
-        x_shape = check.shape_tuple("x_shape", x_shape)
-        kernel, stride, y_shape = check.pool_args(x_shape, kernel, stride)
-        check.expect_shape("dy", dy, y_shape)
+    def maxpool2d_backward(self, dy, argmax, x_shape, kernel=2, stride=None, *, check_finite=True,
+                           out=None, check=True):
+        dy, argmax, x_shape, kernel, stride, y_shape = self._maxpool_backward_args(
+            dy, argmax, x_shape, kernel, stride)
         n, c, h, w = x_shape
-        argmax = check.argmax_array(argmax, y_shape, h * w)
         if check_finite:
-            check.finite("dy", dy)
+            checks.finite("dy", dy)
         dx = np.zeros((n * c, h * w), dtype=dy.dtype)
         rows = np.arange(n * c)[:, None]
         # overlapping windows (stride < kernel) may send several gradients to one input
         np.add.at(dx, (rows, argmax.reshape(n * c, -1)), dy.reshape(n * c, -1))
-        return dx.reshape(x_shape)
+        return self._into(out, dx.reshape(x_shape))
 
     # ---- loss ---------------------------------------------------------------------------------
 
-    def softmax_cross_entropy(self, logits, labels, *, check_finite=True):
+    def softmax_cross_entropy(self, logits, labels, *, check_finite=True, out=None, check=True):
         """Mean cross-entropy of softmax(logits) and its gradient (already divided by N)."""
-        logits = check.float_array("logits", logits, 2)
+        logits = checks.float_array("logits", logits, 2)
         n, classes = logits.shape
         if n < 1 or classes < 1:
             raise ValueError(f"logits must have at least one row and one class, got {logits.shape}")
-        labels = check.labels("labels", labels, n, classes)
+        labels = checks.labels("labels", labels, n, classes)
         if check_finite:
-            check.finite("logits", logits)
+            checks.finite("logits", logits)
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_sum_exp = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         log_probs = shifted - log_sum_exp
@@ -181,55 +161,9 @@ class NumpyBackend(NumpyLayerKernels):
         dlogits = np.exp(log_probs)
         dlogits[rows, labels] -= 1
         dlogits /= n
-        return logits.dtype.type(loss), dlogits
+        return logits.dtype.type(loss), self._into(out, dlogits)
 
     # ---- optimizer updates (in place) ---------------------------------------------------------
-
-    def _step_args(self, param, grad, **state):
-        param = check.writable_float("param", param)
-        grad = check.float_array("grad", grad, param.ndim)
-        check.expect_shape("grad", grad, param.shape)
-        check.same_dtype(param=param, grad=grad)
-        for name, a in state.items():
-            if a is not None:
-                check.writable_array(name, a, param.shape, param.dtype)
-        return param, grad
-
-    @staticmethod
-    def _sgd_hyper(lr, momentum, weight_decay, nesterov):
-        lr = check.real("lr", lr, minimum=0.0, min_inclusive=False)
-        momentum = check.real("momentum", momentum, minimum=0.0, maximum=1.0)
-        weight_decay = check.real("weight_decay", weight_decay, minimum=0.0)
-        if nesterov and momentum == 0:
-            raise ValueError("nesterov needs momentum > 0")
-        return lr, momentum, weight_decay
-
-    def _sgd_args(self, param, grad, velocity, lr, momentum, weight_decay, nesterov):
-        lr, momentum, weight_decay = self._sgd_hyper(lr, momentum, weight_decay, nesterov)
-        if momentum and velocity is None:
-            raise ValueError("velocity is required when momentum > 0")
-        param, grad = self._step_args(param, grad, velocity=velocity if momentum else None)
-        return param, grad, lr, momentum, weight_decay
-
-    @staticmethod
-    def _adam_hyper(lr, step, beta1, beta2, eps, weight_decay):
-        lr = check.real("lr", lr, minimum=0.0, min_inclusive=False)
-        step = check.positive_int("step", step, 1)
-        beta1 = check.real("beta1", beta1, minimum=0.0)
-        beta2 = check.real("beta2", beta2, minimum=0.0)
-        if beta1 >= 1 or beta2 >= 1:
-            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {beta1}, {beta2}")
-        eps = check.real("eps", eps, minimum=0.0, min_inclusive=False)
-        weight_decay = check.real("weight_decay", weight_decay, minimum=0.0)
-        return lr, step, beta1, beta2, eps, weight_decay
-
-    def _adam_args(self, param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay):
-        lr, step, beta1, beta2, eps, weight_decay = self._adam_hyper(lr, step, beta1, beta2,
-                                                                     eps, weight_decay)
-        if m is None or v is None:
-            raise TypeError("m and v (Adam's moment estimates) must be arrays, got None")
-        param, grad = self._step_args(param, grad, m=m, v=v)
-        return param, grad, lr, step, beta1, beta2, eps, weight_decay
 
     def sgd_step(self, param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0,
                  nesterov=False):
@@ -259,25 +193,6 @@ class NumpyBackend(NumpyLayerKernels):
         param -= (lr * m_hat / (np.sqrt(v_hat) + eps)).astype(param.dtype, copy=False)
 
 
-    def sgd_step_many(self, params, grads, velocities=None, *, lr, momentum=0.0,
-                      weight_decay=0.0, nesterov=False):
-        """sgd_step on each (param, grad, velocity) of the lists (an optimizer's whole step)."""
-        if velocities is None:
-            velocities = [None] * len(params)
-        if not len(params) == len(grads) == len(velocities):
-            raise ValueError("params, grads and velocities must be lists of the same length")
-        for p, g, v in zip(params, grads, velocities):
-            self.sgd_step(p, g, v, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                          nesterov=nesterov)
-
-    def adam_step_many(self, params, grads, ms, vs, *, lr, step, beta1=0.9, beta2=0.999,
-                       eps=1e-8, weight_decay=0.0):
-        """adam_step on each (param, grad, m, v) of the lists."""
-        if not len(params) == len(grads) == len(ms) == len(vs):
-            raise ValueError("params, grads, ms and vs must be lists of the same length")
-        for p, g, m, v in zip(params, grads, ms, vs):
-            self.adam_step(p, g, m, v, lr=lr, step=step, beta1=beta1, beta2=beta2, eps=eps,
-                           weight_decay=weight_decay)
 
 
 def probe():

@@ -4,8 +4,9 @@ pooling, leaky ReLU, label-smoothed cross-entropy and the affine batch gather.
 
 Plain, readable NumPy, the oracle for the compiled kernels (fastnn/backends/cpu_layers.py),
 itself checked by finite differences in float64 (tests/backends/test_layer_kernels.py).
-Mixed into NumpyBackend; every other backend inherits or overrides these with the same
-meaning.
+Mixed into NumpyBackend; cpu and cuda write their own with the same meaning (the contract:
+fastnn/backends/base.py). Every kernel takes out= and check= as the contract says; the
+reference computes a new array and copies it into out= when one is given.
 
 Batch statistics, the running statistics and `mean` / `inv_std` handed from the forward to the
 backward pass are float64 arrays of shape (C,) on every backend, whatever the data's dtype:
@@ -13,7 +14,8 @@ they are small, and float64 keeps the variance of float32 data accurate.
 """
 import numpy as np
 
-from . import _checks as check
+from .. import validation as checks
+from ..validation import affine_matrices, bn_args, bn_hyper, running_stats, saved_stats
 
 
 def _bn_layout(x):
@@ -23,58 +25,14 @@ def _bn_layout(x):
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
-def bn_args(x, gamma, beta, xp=np):
-    """Check batchnorm's x (N, C) or (N, C, H, W), gamma and beta (C,); returns them."""
-    if not isinstance(x, xp.ndarray):
-        raise TypeError(f"x must be a {xp.__name__} ndarray, got {type(x).__name__}")
-    if x.ndim not in (2, 4):
-        raise ValueError(f"x must have shape (N, C) or (N, C, H, W), got {tuple(x.shape)}")
-    x = check.float_array("x", x, x.ndim, xp)
-    if min(x.shape) < 1:
-        raise ValueError(f"x must not be empty, got shape {tuple(x.shape)}")
-    channels = x.shape[1]
-    gamma = check.float_array("gamma", gamma, 1, xp)
-    beta = check.float_array("beta", beta, 1, xp)
-    check.same_dtype(x=x, gamma=gamma, beta=beta)
-    check.expect_shape("gamma", gamma, (channels,))
-    check.expect_shape("beta", beta, (channels,))
-    return x, gamma, beta
-
-
-def running_stats(running_mean, running_var, channels, xp=np):
-    """The running statistics: float64 (C,), C-contiguous and writeable (updated in place)."""
-    for name, a in (("running_mean", running_mean), ("running_var", running_var)):
-        check.writable_array(name, a, (channels,), np.float64, xp)
-    return running_mean, running_var
-
-
-def bn_hyper(momentum, eps):
-    momentum = check.real("momentum", momentum, minimum=0.0, maximum=1.0)
-    eps = check.real("eps", eps, minimum=0.0, min_inclusive=False)
-    return momentum, eps
-
-
-def saved_stats(mean, inv_std, channels, xp=np):
-    for name, a in (("mean", mean), ("inv_std", inv_std)):
-        if not isinstance(a, xp.ndarray) or a.dtype != np.float64 or a.shape != (channels,):
-            raise TypeError(f"{name} must be a float64 array of shape ({channels},) (as "
-                            f"batchnorm_forward returns it)")
-    return check.contiguous(mean, xp=xp), check.contiguous(inv_std, xp=xp)
-
-
-def affine_matrices(matrices, batch, xp=np):
-    if not isinstance(matrices, np.ndarray) or matrices.shape != (batch, 6):
-        raise ValueError(f"matrices must be a numpy array of shape ({batch}, 6)")
-    return np.require(matrices, np.float64, ["C_CONTIGUOUS", "ALIGNED"])
-
-
 class NumpyLayerKernels:
     """Reference kernels; see the module docstring."""
 
     # ---- batch normalization ------------------------------------------------------------------
 
     def batchnorm_forward(self, x, gamma, beta, running_mean, running_var, *, training,
-                          momentum=0.1, eps=1e-5, relu=False, check_finite=True):
+                          momentum=0.1, eps=1e-5, relu=False, check_finite=True, out=None,
+                          check=True):
         """y = (x - mean) * inv_std * gamma + beta per channel (axis 1), then max(y, 0) when
         relu. training: mean and biased variance of this batch (over N, H, W), and the running
         statistics move towards them in place, as PyTorch's (running_var takes the unbiased
@@ -85,7 +43,7 @@ class NumpyLayerKernels:
         channels = x.shape[1]
         running_mean, running_var = running_stats(running_mean, running_var, channels)
         if check_finite:
-            check.finite("x", x)
+            checks.finite("x", x)
         x3 = _bn_layout(x)
         count = x3.shape[0] * x3.shape[2]
         if training:
@@ -106,23 +64,23 @@ class NumpyLayerKernels:
             + beta[None, :, None]
         if relu:
             y = np.maximum(y, 0)
-        return y.astype(x.dtype).reshape(x.shape), mean, inv_std
+        return self._into(out, y.astype(x.dtype).reshape(x.shape)), mean, inv_std
 
     def batchnorm_backward(self, x, y, dy, gamma, mean, inv_std, *, relu=False, need_dx=True,
-                           check_finite=True):
+                           check_finite=True, out=None, check=True):
         """Gradients of a training-mode batchnorm_forward (batch statistics, which depend on
         x): (dx or None, dgamma, dbeta). y is the forward output (its sign masks dy when
         relu); mean and inv_std are what the forward returned."""
         x, gamma, _ = bn_args(x, gamma, gamma)
-        dy = check.float_array("dy", dy, x.ndim)
-        check.expect_shape("dy", dy, x.shape)
-        check.same_dtype(x=x, dy=dy)
+        dy = checks.float_array("dy", dy, x.ndim)
+        checks.expect_shape("dy", dy, x.shape)
+        checks.same_dtype(x=x, dy=dy)
         if relu:
-            y = check.float_array("y", y, x.ndim)
-            check.expect_shape("y", y, x.shape)
+            y = checks.float_array("y", y, x.ndim)
+            checks.expect_shape("y", y, x.shape)
         mean, inv_std = saved_stats(mean, inv_std, x.shape[1])
         if check_finite:
-            check.finite("dy", dy)
+            checks.finite("dy", dy)
         x3, g = _bn_layout(x), _bn_layout(dy).astype(np.float64)
         if relu:
             g = g * (_bn_layout(y) > 0)
@@ -135,30 +93,32 @@ class NumpyLayerKernels:
             dx = (gamma.astype(np.float64) * inv_std)[None, :, None] * (
                 g - dbeta[None, :, None] / count - xhat * dgamma[None, :, None] / count)
             dx = dx.astype(x.dtype).reshape(x.shape)
-        return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+        return self._grads_into(out, dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype))
 
     # ---- average pooling ----------------------------------------------------------------------
 
-    def avgpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True):
+    def avgpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True, out=None,
+                          check=True):
         """Mean over kernel x kernel windows (stride defaults to kernel), no padding."""
-        x = check.float_array("x", x, 4)
-        kernel, stride, y_shape = check.pool_args(x.shape, kernel, stride)
+        x = checks.float_array("x", x, 4)
+        kernel, stride, y_shape = checks.pool_args(x.shape, kernel, stride)
         if check_finite:
-            check.finite("x", x)
+            checks.finite("x", x)
         y = np.zeros(y_shape, dtype=np.float64)
         ho, wo = y_shape[2], y_shape[3]
         for i in range(kernel):
             for j in range(kernel):
                 y += x[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
-        return (y / (kernel * kernel)).astype(x.dtype)
+        return self._into(out, (y / (kernel * kernel)).astype(x.dtype))
 
-    def avgpool2d_backward(self, dy, x_shape, kernel=2, stride=None, *, check_finite=True):
-        dy = check.float_array("dy", dy, 4)
-        x_shape = check.shape_tuple("x_shape", x_shape)
-        kernel, stride, y_shape = check.pool_args(x_shape, kernel, stride)
-        check.expect_shape("dy", dy, y_shape)
+    def avgpool2d_backward(self, dy, x_shape, kernel=2, stride=None, *, check_finite=True,
+                           out=None, check=True):
+        dy = checks.float_array("dy", dy, 4)
+        x_shape = checks.shape_tuple("x_shape", x_shape)
+        kernel, stride, y_shape = checks.pool_args(x_shape, kernel, stride)
+        checks.expect_shape("dy", dy, y_shape)
         if check_finite:
-            check.finite("dy", dy)
+            checks.finite("dy", dy)
         dx = np.zeros(x_shape, dtype=np.float64)
         ho, wo = y_shape[2], y_shape[3]
         share = dy.astype(np.float64) / (kernel * kernel)
@@ -166,63 +126,63 @@ class NumpyLayerKernels:
             for j in range(kernel):
                 dx[:, :, i:i + stride * (ho - 1) + 1:stride,
                    j:j + stride * (wo - 1) + 1:stride] += share
-        return dx.astype(dy.dtype)
+        return self._into(out, dx.astype(dy.dtype))
 
-    def global_avgpool2d_forward(self, x, *, check_finite=True):
+    def global_avgpool2d_forward(self, x, *, check_finite=True, out=None, check=True):
         """(N, C, H, W) -> (N, C): the mean of each plane."""
-        x = check.float_array("x", x, 4)
+        x = checks.float_array("x", x, 4)
         if min(x.shape) < 1:
             raise ValueError(f"x must not be empty, got shape {tuple(x.shape)}")
         if check_finite:
-            check.finite("x", x)
-        return x.mean(axis=(2, 3), dtype=np.float64).astype(x.dtype)
+            checks.finite("x", x)
+        return self._into(out, x.mean(axis=(2, 3), dtype=np.float64).astype(x.dtype))
 
-    def global_avgpool2d_backward(self, dy, x_shape, *, check_finite=True):
-        dy = check.float_array("dy", dy, 2)
-        x_shape = check.shape_tuple("x_shape", x_shape)
-        check.expect_shape("dy", dy, x_shape[:2])
+    def global_avgpool2d_backward(self, dy, x_shape, *, check_finite=True, out=None,
+                                  check=True):
+        dy = checks.float_array("dy", dy, 2)
+        x_shape = checks.shape_tuple("x_shape", x_shape)
+        checks.expect_shape("dy", dy, x_shape[:2])
         if check_finite:
-            check.finite("dy", dy)
+            checks.finite("dy", dy)
         plane = x_shape[2] * x_shape[3]
         share = (dy.astype(np.float64) / plane).astype(dy.dtype)
-        return np.ascontiguousarray(np.broadcast_to(share[:, :, None, None], x_shape))
+        return self._into(out, np.ascontiguousarray(np.broadcast_to(share[:, :, None, None],
+                                                                   x_shape)))
 
     # ---- leaky ReLU ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _slope(slope):
-        return check.real("slope", slope, minimum=0.0)
-
-    def leaky_relu_forward(self, x, slope=0.01, *, check_finite=True):
+    def leaky_relu_forward(self, x, slope=0.01, *, check_finite=True, out=None, check=True):
         """x where x > 0, else slope * x (any shape)."""
-        slope = self._slope(slope)
-        x = check.float_array("x", x, np.ndim(x)) if isinstance(x, np.ndarray) else \
-            check.float_array("x", x, 1)
+        slope = checks.slope(slope)
+        x = checks.float_array("x", x, np.ndim(x)) if isinstance(x, np.ndarray) else \
+            checks.float_array("x", x, 1)
         if check_finite:
-            check.finite("x", x)
-        return np.where(x > 0, x, x * x.dtype.type(slope))
+            checks.finite("x", x)
+        return self._into(out, np.where(x > 0, x, x * x.dtype.type(slope)))
 
-    def leaky_relu_backward(self, x, dy, slope=0.01, *, check_finite=True):
+    def leaky_relu_backward(self, x, dy, slope=0.01, *, check_finite=True, out=None,
+                            check=True):
         """dy where x > 0, else slope * dy."""
-        slope = self._slope(slope)
-        x = check.float_array("x", x, np.ndim(x)) if isinstance(x, np.ndarray) else \
-            check.float_array("x", x, 1)
-        dy = check.float_array("dy", dy, x.ndim)
-        check.expect_shape("dy", dy, x.shape)
-        check.same_dtype(x=x, dy=dy)
+        slope = checks.slope(slope)
+        x = checks.float_array("x", x, np.ndim(x)) if isinstance(x, np.ndarray) else \
+            checks.float_array("x", x, 1)
+        dy = checks.float_array("dy", dy, x.ndim)
+        checks.expect_shape("dy", dy, x.shape)
+        checks.same_dtype(x=x, dy=dy)
         if check_finite:
-            check.finite("dy", dy)
-        return np.where(x > 0, dy, dy * dy.dtype.type(slope))
+            checks.finite("dy", dy)
+        return self._into(out, np.where(x > 0, dy, dy * dy.dtype.type(slope)))
 
     # ---- label-smoothed cross-entropy ---------------------------------------------------------
 
-    def smoothed_cross_entropy(self, logits, labels, smoothing=0.1, *, check_finite=True):
+    def smoothed_cross_entropy(self, logits, labels, smoothing=0.1, *, check_finite=True,
+                               out=None, check=True):
         """Mean cross-entropy of softmax(logits) against targets (1 - smoothing) * onehot +
         smoothing / classes, and its gradient (already divided by N). smoothing=0 is
         softmax_cross_entropy."""
-        logits, labels, smoothing = check.smoothed_cross_entropy_args(logits, labels, smoothing)
+        logits, labels, smoothing = checks.smoothed_cross_entropy_args(logits, labels, smoothing)
         if check_finite:
-            check.finite("logits", logits)
+            checks.finite("logits", logits)
         n, classes = logits.shape
         z = logits.astype(np.float64)
         shifted = z - z.max(axis=1, keepdims=True)
@@ -231,7 +191,7 @@ class NumpyLayerKernels:
         target[np.arange(n), labels] += 1.0 - smoothing
         loss = -(target * log_probs).sum(axis=1).mean()
         dlogits = (np.exp(log_probs) - target) / n
-        return logits.dtype.type(loss), dlogits.astype(logits.dtype)
+        return logits.dtype.type(loss), self._into(out, dlogits.astype(logits.dtype))
 
     # ---- augmentation: the batch gather with an affine warp per image -------------------------
 
@@ -239,7 +199,7 @@ class NumpyLayerKernels:
         """out[b] = x[index[b]] (N, C, H, W floats) warped by matrices[b] = (a, b, c, d, e, f):
         output pixel (row i, column j) samples x bilinearly at column a*j + b*i + c, row
         d*j + e*i + f, zero outside the image."""
-        x = check.float_array("x", x, 4)
+        x = checks.float_array("x", x, 4)
         index = np.asarray(index)
         if index.ndim != 1 or index.dtype.kind not in "iu":
             raise TypeError("index must be a 1-D integer array")

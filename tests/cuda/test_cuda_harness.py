@@ -114,7 +114,7 @@ def test_training_steps_run_no_check_that_reads_device_values(library, monkeypat
     sync). Layers and losses pass check_finite=False, so a training step must run none."""
     import fastnn
     from fastnn import optim
-    from fastnn.backends import _checks
+    from fastnn import validation as _checks
 
     def syncs(*args, **kwargs):
         raise AssertionError("a check that reads device values ran during a training step")

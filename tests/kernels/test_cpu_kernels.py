@@ -194,7 +194,7 @@ OPTIM_SHAPES = [(1,), (7,), (8193,), (300, 301), (2, 3, 4, 5)]
 @pytest.mark.parametrize("shape", OPTIM_SHAPES)
 @pytest.mark.parametrize("momentum,nesterov,weight_decay",
                          [(0.0, False, 0.0), (0.0, False, 0.01), (0.9, False, 0.0),
-                          (0.9, True, 0.001), (1.0, False, 0.0)])
+                          (0.9, True, 0.001), (0.999, False, 0.0)])
 def test_sgd_step(shape, momentum, nesterov, weight_decay, dtype):
     rng = np.random.default_rng(len(shape))
     param, velocity = normal(rng, shape, dtype), normal(rng, shape, dtype)
@@ -206,6 +206,15 @@ def test_sgd_step(shape, momentum, nesterov, weight_decay, dtype):
         ref.sgd_step(param_ref, grad, velocity_ref, **kwargs)
     assert_matches(param, param_ref)
     assert_matches(velocity, velocity_ref)
+
+
+def test_sgd_momentum_one_is_refused_as_optim_sgd_refuses_it():
+    """momentum=1.0 never decays the velocity; the backends once took it while optim.SGD
+    refused it. One rule now, the stricter: [0, 1)."""
+    p = np.zeros(3, np.float32)
+    for backend in (cpu, ref):
+        with pytest.raises(ValueError, match=r"momentum must be < 1.0"):
+            backend.sgd_step(p, p.copy(), p.copy(), lr=0.1, momentum=1.0)
 
 
 @pytest.mark.parametrize("shape", OPTIM_SHAPES)

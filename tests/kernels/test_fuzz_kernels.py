@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import fastnn_testing
 from fastnn import backends
-from fastnn.backends import _checks as check
+from fastnn import validation as check
 from fastnn.backends.numpy import NumpyBackend
 from fastnn_testing import assert_matches
 

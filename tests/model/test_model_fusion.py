@@ -7,23 +7,17 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import backends, nn, optim
+from fastnn import nn, optim
 
 pytest.importorskip("fastnn._kernels.conv")
+from fastnn.backends.cpu import CpuBackend  # noqa: E402
 
 
-class Unfused:
-    """The cpu backend without its fused conv + max-pool kernels: Sequential then runs the
-    layers one by one, through the same cpu kernels."""
-    name = "cpu"
+class Unfused(CpuBackend):
+    """The cpu backend declaring no fused conv + max-pool: Sequential then runs the layers one
+    by one, through the same cpu kernels."""
 
-    def __init__(self):
-        self._cpu = backends.get("cpu")
-
-    def __getattr__(self, name):
-        if name.startswith("conv2d_maxpool"):
-            raise AttributeError(name)
-        return getattr(self._cpu, name)
+    fuses_conv2d_maxpool = False
 
 
 def lenet(**kw):

@@ -25,8 +25,8 @@ import threading
 
 import numpy as np
 
-from .. import _checks as check
-from ..numpy import NumpyBackend
+from ... import validation as checks
+from ..base import Backend
 from . import launch
 from .kernels import Kernels
 from .layers import CudaLayerKernels
@@ -34,9 +34,12 @@ from .layers import CudaLayerKernels
 _F32 = np.dtype(np.float32)
 
 
-class CudaBackend(CudaLayerKernels):
+class CudaBackend(CudaLayerKernels, Backend):
     name = "cuda"
     dtypes = (_F32,)
+    # the backward kernels write into out= (a layer's kept gradients keep the optimizer's
+    # address table valid); the others return new arrays
+    fills_out = frozenset({"linear_backward", "conv2d_backward"})
     # Most blocks per elementwise launch; past that each thread loops (grid-stride), which
     # keeps launches small. The tests lower it to exercise those loops on tiny arrays.
     max_blocks = 8192
@@ -49,7 +52,7 @@ class CudaBackend(CudaLayerKernels):
 
     def __init__(self, *, threads=256, _xp=None, _kernels=None):
         """threads: CUDA threads per block (1 to 256). _xp/_kernels are for the tests' CPU run."""
-        threads = check.positive_int("threads", threads, 1)
+        threads = checks.integer("threads", threads, 1)
         if threads > 256:
             raise ValueError(f"threads must be <= 256, got {threads}")
         if _xp is None:
@@ -81,20 +84,6 @@ class CudaBackend(CudaLayerKernels):
                             f"{np.dtype(dtype).name}")
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
 
-    def to_float(self, x):
-        """A device array of uint8 images or floats as float32 (uint8 scaled to [0, 1]), as
-        fastnn.datasets.to_float does on the host; NaN or infinity is refused (one sync)."""
-        if x.dtype == np.uint8:
-            out = x.astype(_F32)
-            out /= 255.0
-            return out
-        if x.dtype.kind != "f":
-            raise TypeError(f"x must be uint8 images or floating point, got dtype {x.dtype}")
-        out = self.xp.ascontiguousarray(x, dtype=_F32)
-        if not bool(self.xp.isfinite(out).all()):
-            raise ValueError("x holds NaN or infinite values (or values beyond float32's range)")
-        return out
-
     def to_numpy(self, a):
         get = getattr(a, "get", None)
         return get() if get is not None and not isinstance(a, np.ndarray) else np.asarray(a)
@@ -111,14 +100,16 @@ class CudaBackend(CudaLayerKernels):
     # ---- argument checks ----------------------------------------------------------------------
 
     def _f32(self, name, a, ndim):
-        a = check.float_array(name, a, ndim, self.xp)
+        a = checks.float_array(name, a, ndim, self.xp)
         if a.dtype != _F32:
             raise TypeError(f"{name} must be float32 (the cuda backend has no float64 kernels), "
                             f"got {a.dtype.name}")
         return a
 
+    _float_array = _f32  # Backend._linear_args checks through it
+
     def _finite(self, name, a):
-        check.finite(name, a, self.xp)
+        checks.finite(name, a, self.xp)
 
     def _grid(self, total):
         """Blocks for a grid-stride loop over `total` elements (capped: each thread loops)."""
@@ -143,7 +134,7 @@ class CudaBackend(CudaLayerKernels):
             return (None,) * len(shapes)
         if not isinstance(out, (tuple, list)) or len(out) != len(shapes):
             raise TypeError(f"out must be a tuple of {len(shapes)} arrays (or None), got {out!r}")
-        return tuple(None if a is None else check.writable_array(name, a, shape, _F32, self.xp)
+        return tuple(None if a is None else checks.writable_array(name, a, shape, _F32, self.xp)
                      for name, a, shape in zip(("dx", "dw", "db"), out, shapes))
 
     def _bias_grad(self, y, dy, outer, channels, inner, relu, db=None, transposed=False):
@@ -166,27 +157,16 @@ class CudaBackend(CudaLayerKernels):
 
     # ---- linear -------------------------------------------------------------------------------
 
-    def _linear_args(self, x, w, b=None):
-        x = self._f32("x", x, 2)
-        w = self._f32("w", w, 2)
-        b = None if b is None else self._f32("b", b, 1)
-        if x.shape[1] != w.shape[1]:
-            raise ValueError(f"x has {x.shape[1]} features but w has shape {tuple(w.shape)} "
-                             f"(expected (out_features, {x.shape[1]}))")
-        if b is not None:
-            check.expect_shape("b", b, (w.shape[0],))
-        return x, w, b
-
-    def linear_forward(self, x, w, b, relu=False, *, check_finite=True):
+    def linear_forward(self, x, w, b, relu=False, *, check_finite=True, out=None, check=True):
         x, w, b = self._linear_args(x, w, b)
         if check_finite:
             self._finite("x", x)
         y = self.xp.matmul(x, w.T)
         self._bias_act(y, b, w.shape[0], 1, relu)
-        return y
+        return self._into(out, y)
 
     def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True, need_dx=True,
-                        out=None):
+                        out=None, work=None, check=True):
         """(dx, dw, db) as the reference; need_dx=False skips dx (returned as None), e.g.
         for the first layer. out=(dx, dw, db) receives them (any may be None): a layer's kept
         gradient arrays, so the optimizer's address table stays valid between steps."""
@@ -194,8 +174,8 @@ class CudaBackend(CudaLayerKernels):
         out_shape = (x.shape[0], w.shape[0])
         y = self._f32("y", y, 2)
         dy = self._f32("dy", dy, 2)
-        check.expect_shape("y", y, out_shape)
-        check.expect_shape("dy", dy, out_shape)
+        checks.expect_shape("y", y, out_shape)
+        checks.expect_shape("dy", dy, out_shape)
         if check_finite:
             self._finite("dy", dy)
         dx_out, dw_out, db_out = self._outputs(out, (x.shape, w.shape, (w.shape[0],)))
@@ -210,7 +190,7 @@ class CudaBackend(CudaLayerKernels):
         x = self._f32("x", x, 4)
         w = self._f32("w", w, 4)
         b = None if b is None else self._f32("b", b, 1)
-        return check.conv_args(x, w, b, stride, padding, self.xp)
+        return checks.conv_args(x, w, b, stride, padding, self.xp)
 
     def _chunks(self, n, per_sample):
         """(lo, hi) sample ranges whose im2col matrices fit in `workspace_floats` (at least one
@@ -232,7 +212,8 @@ class CudaBackend(CudaLayerKernels):
         taps = w_shape[1] * w_shape[2] * w_shape[3]
         return self.xp.empty((rows, taps, out_hw[0] * out_hw[1]), dtype=_F32)
 
-    def conv2d_forward(self, x, w, b, stride=1, padding=0, relu=False, *, check_finite=True):
+    def conv2d_forward(self, x, w, b, stride=1, padding=0, relu=False, *, check_finite=True,
+                       out=None, check=True):
         x, w, b, stride, padding, (n, co, ho, wo) = self._conv_args(x, w, b, stride, padding)
         if check_finite:
             self._finite("x", x)
@@ -248,17 +229,17 @@ class CudaBackend(CudaLayerKernels):
                 part = self._im2col(x[lo:hi], w.shape, stride, padding, (ho, wo), col[:hi - lo])
                 self.xp.matmul(w2, part, out=y[lo:hi])
         self._bias_act(y, b, co, ho * wo, relu)
-        return y.reshape(n, co, ho, wo)
+        return self._into(out, y.reshape(n, co, ho, wo))
 
     def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *, check_finite=True,
-                        need_dx=True, out=None):
+                        need_dx=True, out=None, check=True):
         """(dx, dw, db) as the reference; need_dx=False skips dx (returned as None);
         out=(dx, dw, db) receives them, as linear_backward."""
         x, w, _, stride, padding, out_shape = self._conv_args(x, w, None, stride, padding)
         y = self._f32("y", y, 4)
         dy = self._f32("dy", dy, 4)
-        check.expect_shape("y", y, out_shape)
-        check.expect_shape("dy", dy, out_shape)
+        checks.expect_shape("y", y, out_shape)
+        checks.expect_shape("dy", dy, out_shape)
         if check_finite:
             self._finite("dy", dy)
         n, co, ho, wo = out_shape
@@ -294,9 +275,10 @@ class CudaBackend(CudaLayerKernels):
 
     # ---- max-pool -----------------------------------------------------------------------------
 
-    def maxpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True):
+    def maxpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True, out=None,
+                          check=True):
         x = self._f32("x", x, 4)
-        kernel, stride, y_shape = check.pool_args(x.shape, kernel, stride)
+        kernel, stride, y_shape = checks.pool_args(x.shape, kernel, stride)
         if check_finite:
             self._finite("x", x)
         n, c, ho, wo = y_shape
@@ -304,36 +286,38 @@ class CudaBackend(CudaLayerKernels):
         argmax = self.xp.empty(y_shape, dtype=np.int32)
         self.kernels.maxpool_forward(self._grid(y.size), self.threads, x, y, argmax, y.size,
                                      x.shape[2], x.shape[3], ho, wo, kernel, stride)
-        return y, argmax
+        if out is None:
+            return y, argmax
+        return self._into(out[0], y), self._into(out[1], argmax)
 
     def maxpool2d_backward(self, dy, argmax, x_shape, kernel=2, stride=None, *,
-                           check_finite=True):
+                           check_finite=True, out=None, check=True):
         dy = self._f32("dy", dy, 4)
-        x_shape = check.shape_tuple("x_shape", x_shape)
-        kernel, stride, y_shape = check.pool_args(x_shape, kernel, stride)
-        check.expect_shape("dy", dy, y_shape)
+        x_shape = checks.shape_tuple("x_shape", x_shape)
+        kernel, stride, y_shape = checks.pool_args(x_shape, kernel, stride)
+        checks.expect_shape("dy", dy, y_shape)
         n, c, h, w = x_shape
         if check_finite:
-            argmax = check.argmax_array(argmax, y_shape, h * w, self.xp)  # syncs: range check
+            argmax = checks.argmax_array(argmax, y_shape, h * w, self.xp)  # syncs: range check
             self._finite("dy", dy)
         else:
             argmax = self._int_array("argmax", argmax, y_shape, np.int32)
         dx = self.xp.empty(x_shape, dtype=_F32)
         self.kernels.maxpool_backward(self._grid(dx.size), self.threads, dy, argmax, dx,
                                       dx.size, h, w, y_shape[2], y_shape[3], kernel, stride)
-        return dx
+        return self._into(out, dx)
 
     def _int_array(self, name, a, shape, dtype):
         if not isinstance(a, self.xp.ndarray):
             raise TypeError(f"{name} must be a {self.xp.__name__} ndarray, got {type(a).__name__}")
         if a.dtype.kind not in "iu":
             raise TypeError(f"{name} must be an integer array, got {a.dtype.name}")
-        check.expect_shape(name, a, shape)
+        checks.expect_shape(name, a, shape)
         return self.xp.ascontiguousarray(a, dtype=dtype)
 
     # ---- loss ---------------------------------------------------------------------------------
 
-    def softmax_cross_entropy(self, logits, labels, *, check_finite=True):
+    def softmax_cross_entropy(self, logits, labels, *, check_finite=True, out=None, check=True):
         """(mean loss as a 0-d device array, dlogits already divided by N).
 
         Labels may be a NumPy array (checked on the host, then copied over) or a device array
@@ -344,9 +328,9 @@ class CudaBackend(CudaLayerKernels):
             raise ValueError(f"logits must have at least one row and one class, "
                              f"got {tuple(logits.shape)}")
         if not isinstance(labels, self.xp.ndarray):  # host labels: checked for free, copied
-            labels = self.xp.asarray(check.labels("labels", labels, n, classes))
+            labels = self.xp.asarray(checks.labels("labels", labels, n, classes))
         elif check_finite:
-            labels = check.labels("labels", labels, n, classes, self.xp)
+            labels = checks.labels("labels", labels, n, classes, self.xp)
         else:
             labels = self._int_array("labels", labels, (n,), np.int64)
         if check_finite:
@@ -360,26 +344,21 @@ class CudaBackend(CudaLayerKernels):
         row_loss = self.xp.empty(n, dtype=_F32)
         self.kernels.softmax_xent(n, self._reduce_threads(classes), logits, labels, dlogits,
                                   row_loss, n, classes)
-        return row_loss.mean(), dlogits
+        return row_loss.mean(), self._into(out, dlogits)
 
     # ---- optimizer updates (in place) ---------------------------------------------------------
 
     def _step_args(self, param, grad, **state):
-        """The reference's checks (NumpyBackend._sgd_args/_adam_args call this), on device."""
-        param = check.writable_float("param", param, self.xp)
+        """Backend._sgd_args/_adam_args's checks, float32 only."""
+        param = checks.writable_float("param", param, self.xp)
         if param.dtype != _F32:
             raise TypeError(f"param must be float32, got {param.dtype.name}")
         grad = self._f32("grad", grad, param.ndim)
-        check.expect_shape("grad", grad, param.shape)
+        checks.expect_shape("grad", grad, param.shape)
         for name, a in state.items():
             if a is not None:
-                check.writable_array(name, a, param.shape, param.dtype, self.xp)
+                checks.writable_array(name, a, param.shape, param.dtype, self.xp)
         return param, grad
-
-    _sgd_hyper = staticmethod(NumpyBackend._sgd_hyper)
-    _adam_hyper = staticmethod(NumpyBackend._adam_hyper)
-    _sgd_args = NumpyBackend._sgd_args
-    _adam_args = NumpyBackend._adam_args
 
     def sgd_step(self, param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0,
                  nesterov=False):
@@ -410,7 +389,7 @@ class CudaBackend(CudaLayerKernels):
         for name, a, like in (("x_out", x_out, x), ("y", y, None), ("y_out", y_out, None)):
             dtype = _F32 if like is not None else np.dtype(np.int64)
             shape = (a.shape[0], *x.shape[1:]) if like is not None else (a.shape[0],)
-            check.writable_array(name, a, shape, dtype, self.xp)
+            checks.writable_array(name, a, shape, dtype, self.xp)
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"y has {y.shape[0]} labels for {x.shape[0]} samples")
         row_size = x.size // max(1, x.shape[0])

@@ -1,9 +1,14 @@
-"""Argument checking shared by every backend's public kernels.
+"""Argument checking for all of fastnn: one rule and one message per kind of argument.
 
-Each check names the argument and says what was expected, so a user sees which call was wrong.
+Used by the backends' kernels (arrays: dtype, shape, layout, finiteness), by layers, optimizers,
+schedules, the trainer and the data helpers (sizes, rates, dtypes, input data). Each check names
+the argument and says what was expected, so a user sees which call was wrong. Array checks take
+the array module `xp` (numpy or cupy) of the backend that asks.
+
 Inputs that are merely non-contiguous are copied; arrays a kernel writes into (outputs,
 parameters updated in place) must already be C-contiguous, or the call is refused.
 """
+import numbers
 import operator
 
 import numpy as np
@@ -13,6 +18,68 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # allocation, on every backend alike.
 MAX_ELEMENTS = 2**31 - 1
 
+
+# ---- plain arguments ----------------------------------------------------------------------------
+
+def integer(name, value, minimum=None):
+    """A Python or NumPy integer (bools refused) >= minimum, returned as int."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def integer_pair(name, value, minimum=None):
+    """An integer or a pair of them, returned as a tuple of two ints."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an integer or a pair of integers, got {value!r}")
+        return (integer(name, value[0], minimum), integer(name, value[1], minimum))
+    value = integer(name, value, minimum)
+    return (value, value)
+
+
+def real(name, value, minimum=None, maximum=None, min_inclusive=True, below=None):
+    """A finite real number (bools refused) within the bounds, returned as float: >= minimum
+    (> with min_inclusive=False), <= maximum, < below."""
+    if isinstance(value, (bool, np.bool_)) or \
+            not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None:
+        if value < minimum or (not min_inclusive and value == minimum):
+            op = ">=" if min_inclusive else ">"
+            raise ValueError(f"{name} must be {op} {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    if below is not None and value >= below:
+        raise ValueError(f"{name} must be < {below}, got {value}")
+    return value
+
+
+def float_dtype(dtype, name="dtype"):
+    """`dtype` as float32 or float64 (the two dtypes models and the kernels compute in)."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}") from None
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype.name}")
+    return dtype
+
+
+def is_plain(a, dtype):
+    """Whether a host array is C-contiguous, aligned and of `dtype`: what a compiled kernel
+    may take without a copy or a check (the caller vouches for shapes and overlap)."""
+    return type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous and \
+        a.flags.aligned
+
+
+# ---- arrays -------------------------------------------------------------------------------------
 
 def _dtype_name(dtype):
     dtype = np.dtype(dtype)
@@ -89,35 +156,6 @@ def finite(name, a, xp=np):
         raise ValueError(f"{name} contains NaN or infinity")
 
 
-def positive_int(name, value, minimum=1):
-    """A Python or NumPy integer >= minimum (bools refused), returned as int."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def real(name, value, minimum=None, maximum=None, min_inclusive=True):
-    """A finite real number within the given bounds, returned as float."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if minimum is not None:
-        if value < minimum or (not min_inclusive and value == minimum):
-            op = ">=" if min_inclusive else ">"
-            raise ValueError(f"{name} must be {op} {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value}")
-    return value
-
-
 def labels(name, y, n, classes, xp=np):
     """Integer class indices of shape (n,), every one in [0, classes); returned as int64."""
     if not isinstance(y, xp.ndarray):
@@ -149,8 +187,8 @@ def conv_args(x, w, b, stride, padding, xp=np):
     w = float_array("w", w, 4, xp)
     b = None if b is None else float_array("b", b, 1, xp)
     same_dtype(x=x, w=w, b=b)
-    stride = positive_int("stride", stride, 1)
-    padding = positive_int("padding", padding, 0)
+    stride = integer("stride", stride, 1)
+    padding = integer("padding", padding, 0)
     n, c, h, wd = x.shape
     co, ci, kh, kw = w.shape
     if ci != c:
@@ -175,8 +213,8 @@ def conv_args(x, w, b, stride, padding, xp=np):
 
 def pool_args(x_shape, kernel, stride):
     """Check max-pool sizes; returns (kernel, stride, output shape)."""
-    kernel = positive_int("kernel", kernel, 1)
-    stride = kernel if stride is None else positive_int("stride", stride, 1)
+    kernel = integer("kernel", kernel, 1)
+    stride = kernel if stride is None else integer("stride", stride, 1)
     if len(x_shape) != 4:
         raise ValueError(f"x must have 4 dimensions (N, C, H, W), got shape {tuple(x_shape)}")
     n, c, h, w = x_shape
@@ -226,3 +264,59 @@ def smoothed_cross_entropy_args(logits, labels_, smoothing, xp=np):
     if smoothing >= 1.0:
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
     return logits, labels_, smoothing
+
+
+# ---- normalization, activation and augmentation kernels ----------------------------------------
+
+def bn_args(x, gamma, beta, xp=np):
+    """Check batchnorm's x (N, C) or (N, C, H, W), gamma and beta (C,); returns them."""
+    if not isinstance(x, xp.ndarray):
+        raise TypeError(f"x must be a {xp.__name__} ndarray, got {type(x).__name__}")
+    if x.ndim not in (2, 4):
+        raise ValueError(f"x must have shape (N, C) or (N, C, H, W), got {tuple(x.shape)}")
+    x = float_array("x", x, x.ndim, xp)
+    if min(x.shape) < 1:
+        raise ValueError(f"x must not be empty, got shape {tuple(x.shape)}")
+    channels = x.shape[1]
+    gamma = float_array("gamma", gamma, 1, xp)
+    beta = float_array("beta", beta, 1, xp)
+    same_dtype(x=x, gamma=gamma, beta=beta)
+    expect_shape("gamma", gamma, (channels,))
+    expect_shape("beta", beta, (channels,))
+    return x, gamma, beta
+
+
+def running_stats(running_mean, running_var, channels, dtype=np.float64, xp=np):
+    """The running statistics: (C,) of `dtype` (float64 on the host backends), C-contiguous
+    and writeable (updated in place)."""
+    for name, a in (("running_mean", running_mean), ("running_var", running_var)):
+        writable_array(name, a, (channels,), dtype, xp)
+    return running_mean, running_var
+
+
+def bn_hyper(momentum, eps):
+    """Batch norm's momentum in [0, 1] and eps > 0."""
+    momentum = real("momentum", momentum, minimum=0.0, maximum=1.0)
+    eps = real("eps", eps, minimum=0.0, min_inclusive=False)
+    return momentum, eps
+
+
+def saved_stats(mean, inv_std, channels, xp=np):
+    """`mean` and `inv_std` as batchnorm_forward returned them: float64 (C,)."""
+    for name, a in (("mean", mean), ("inv_std", inv_std)):
+        if not isinstance(a, xp.ndarray) or a.dtype != np.float64 or a.shape != (channels,):
+            raise TypeError(f"{name} must be a float64 array of shape ({channels},) (as "
+                            f"batchnorm_forward returns it)")
+    return contiguous(mean, xp=xp), contiguous(inv_std, xp=xp)
+
+
+def slope(value):
+    """A leaky ReLU's negative slope: a finite real >= 0."""
+    return real("slope", value, minimum=0.0)
+
+
+def affine_matrices(matrices, batch):
+    """The augmentation's per-image affine maps: a host float64 array (batch, 6)."""
+    if not isinstance(matrices, np.ndarray) or matrices.shape != (batch, 6):
+        raise ValueError(f"matrices must be a numpy array of shape ({batch}, 6)")
+    return np.require(matrices, np.float64, ["C_CONTIGUOUS", "ALIGNED"])
