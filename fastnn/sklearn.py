@@ -50,6 +50,7 @@ except ImportError:  # pragma: no cover - exercised only without scikit-learn
 from . import _random, _threads, nn, optim
 from .model import Sequential
 from .trainer import Trainer
+from .validation import integer, real
 
 __all__ = ["CNNClassifier", "MLPClassifier"]
 
@@ -67,31 +68,6 @@ _STREAM_LOCK = threading.RLock()
 
 def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def _check_int(name, value, minimum):
-    if not _is_int(value):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_real(name, value, low=None, high=None, low_open=False, high_open=False):
-    if not _is_real(value):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    too_low = low is not None and (value < low or (low_open and value == low))
-    too_high = high is not None and (value > high or (high_open and value == high))
-    if not math.isfinite(value) or too_low or too_high:
-        lower = "(-inf" if low is None else ("(" if low_open else "[") + f"{low}"
-        upper = "inf)" if high is None else f"{high}" + (")" if high_open else "]")
-        raise ValueError(f"{name} must be in {lower}, {upper}, got {value}")
-    return value
 
 
 def _check_bool(name, value):
@@ -264,27 +240,27 @@ class _FastnnClassifier(ClassifierMixin, BaseEstimator):
                 "use solver='adam' or 'sgd'"
             )
         _check_choice("solver", self.solver, SOLVERS)
-        _check_real("alpha", self.alpha, 0.0)
+        real("alpha", self.alpha, 0.0)
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
             if not _is_int(self.batch_size):
                 raise TypeError(f"batch_size must be 'auto' or an int, got {self.batch_size!r}")
-            _check_int("batch_size", self.batch_size, 1)
-        _check_real("learning_rate_init", self.learning_rate_init, 0.0, low_open=True)
-        _check_int("max_iter", self.max_iter, 1)
+            integer("batch_size", self.batch_size, 1)
+        real("learning_rate_init", self.learning_rate_init, 0.0, min_inclusive=False)
+        integer("max_iter", self.max_iter, 1)
         _check_bool("shuffle", self.shuffle)
-        _check_real("tol", self.tol, 0.0)
+        real("tol", self.tol, 0.0)
         _check_bool("verbose", bool(self.verbose) if _is_int(self.verbose) else self.verbose)
         _check_bool("early_stopping", self.early_stopping)
-        _check_real("validation_fraction", self.validation_fraction, 0.0, 1.0, True, True)
-        _check_int("n_iter_no_change", self.n_iter_no_change, 1)
-        _check_real("momentum", self.momentum, 0.0, 1.0)
+        real("validation_fraction", self.validation_fraction, 0.0, min_inclusive=False, below=1.0)
+        integer("n_iter_no_change", self.n_iter_no_change, 1)
+        real("momentum", self.momentum, 0.0, 1.0)
         _check_bool("nesterovs_momentum", self.nesterovs_momentum)
-        _check_real("beta_1", self.beta_1, 0.0, 1.0, high_open=True)
-        _check_real("beta_2", self.beta_2, 0.0, 1.0, high_open=True)
-        _check_real("epsilon", self.epsilon, 0.0, low_open=True)
+        real("beta_1", self.beta_1, 0.0, below=1.0)
+        real("beta_2", self.beta_2, 0.0, below=1.0)
+        real("epsilon", self.epsilon, 0.0, min_inclusive=False)
         _check_choice("backend", self.backend, BACKENDS)
         if self.n_threads is not None:
-            _check_int("n_threads", self.n_threads, 1)
+            integer("n_threads", self.n_threads, 1)
             if self.n_threads > _threads.MAX_THREADS:
                 raise ValueError(
                     f"n_threads must be <= {_threads.MAX_THREADS}, got {self.n_threads}"
@@ -615,11 +591,11 @@ class CNNClassifier(_FastnnClassifier):
     def _check_architecture(self):
         _check_sizes("conv_channels", self.conv_channels, allow_empty=False)
         _check_sizes("hidden_layer_sizes", self.hidden_layer_sizes, allow_empty=True)
-        _check_int("kernel_size", self.kernel_size, 1)
+        integer("kernel_size", self.kernel_size, 1)
         _check_choice("padding", self.padding, PADDINGS)
         if self.padding == "same" and self.kernel_size % 2 == 0:
             raise ValueError(f"padding='same' needs an odd kernel_size, got {self.kernel_size}")
-        _check_int("pool_size", self.pool_size, 1)
+        integer("pool_size", self.pool_size, 1)
         if self.image_shape is not None:
             shape = _check_sizes("image_shape", self.image_shape, allow_empty=False)
             if len(shape) != 2:
