@@ -215,7 +215,7 @@ def _read(archive):
     arrays = fileformat.read_arrays(archive, shapes, header["arrays"], {
         k: state_dtypes.get(k[len("param."):], model.dtype) for k in shapes})
     params = {k[len("param."):]: a for k, a in arrays.items() if k.startswith("param.")}
-    buffers = {name: {} for _, _, name in model._slots}  # trained parameters only
+    buffers = {slot.name: {} for slot in model.parameter_slots()}  # trained parameters only
     for name in buffer_names:
         param, _, key = name.rpartition(".")
         buffers[param][key] = arrays[f"optim.{name}"]

@@ -23,6 +23,8 @@ from typing import Any, Union
 
 import numpy as np
 
+from . import validation
+
 __all__ = ["mnist", "load_idx", "load_idx_dir", "train_val_split", "batches", "to_float",
            "UnscaledPixelsWarning"]
 
@@ -315,8 +317,8 @@ def batches(n: int, batch_size: int, shuffle: bool = True,
     int seed) on every call, so calling once per epoch with the same Generator shuffles each
     epoch differently yet reproducibly. Arguments are checked at the call, not on first use.
     """
-    n = _check_count(n, "n", minimum=1)
-    batch_size = _check_count(batch_size, "batch_size", minimum=1)
+    n = validation.integer("n", n, 1)
+    batch_size = validation.integer("batch_size", batch_size, 1)
     if shuffle:
         if rng is None:
             raise ValueError("batches(shuffle=True) needs rng: a numpy Generator or an int seed")
@@ -327,30 +329,32 @@ def batches(n: int, batch_size: int, shuffle: bool = True,
 
 
 def _all_finite(a):
-    """np.isfinite(a).all() for a C-contiguous float32 array, as one compiled scan (no
+    """np.isfinite(a).all() for a C-contiguous float32/float64 array, as one compiled scan (no
     temporary the size of the data) where the kernels are built."""
     try:
         from fastnn._kernels.runtime import all_finite_bits
     except ImportError:
         return bool(np.isfinite(a).all())
-    return bool(all_finite_bits(a.reshape(-1).view(np.uint32)))
+    return bool(all_finite_bits(a.reshape(-1).view(np.uint32 if a.itemsize == 4 else np.uint64)))
 
 
-def to_float(x: Any, name: str = "x") -> np.ndarray:
-    """Return ``x`` as C-contiguous float32: uint8 images are scaled to [0, 1].
+def to_float(x: Any, name: str = "x", dtype: Any = np.float32) -> np.ndarray:
+    """Return ``x`` as C-contiguous float32 (or `dtype`: float64): uint8 images are scaled to
+    [0, 1].
 
-    Floating input is converted to float32 as it is (no scaling) and must be finite. Other
-    dtypes raise TypeError: silently scaling int labels or int16 images would hide a mistake.
+    Floating input is converted as it is (no scaling) and must be finite. Other dtypes raise
+    TypeError: silently scaling int labels or int16 images would hide a mistake.
     """
     x = np.asarray(x)
+    dtype = np.dtype(dtype)
     if x.dtype == np.uint8:
-        out = x.astype(np.float32, order="C")
+        out = x.astype(dtype, order="C")
         out /= 255.0
         return out
     if not np.issubdtype(x.dtype, np.floating):
         raise TypeError(f"x must be uint8 images or floating point, got dtype {x.dtype}")
     with np.errstate(over="ignore"):  # out-of-range values become inf, refused just below
-        out = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.ascontiguousarray(x, dtype=dtype)
     if not _all_finite(out):
         raise ValueError(nonfinite_message(x, name, converted=out))
     return out
@@ -411,10 +415,3 @@ def _as_generator(seed, name):
         return np.random.default_rng(int(seed))
     raise TypeError(f"{name} must be a numpy Generator or a non-negative int, got {seed!r}")
 
-
-def _check_count(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)

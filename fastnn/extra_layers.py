@@ -1,31 +1,19 @@
 """Layers beyond the first set: BatchNorm1d, BatchNorm2d, AvgPool2d, GlobalAvgPool2d,
-LeakyReLU. Like the others they compute through their backend's kernels
+LeakyReLU: configuration and parameters, as the others; the plan (fastnn.plan: BatchNormStep,
+AvgPoolStep, GlobalAvgPoolStep, LeakyReLUStep) runs them through their backend's kernels
 (fastnn/backends/numpy_layers.py is the reference).
 
 Batch normalization keeps running statistics (float64, whatever the model's dtype) next to its
 trainable weight and bias; they are saved and loaded with the model (`buffer_names`) but never
 touched by an optimizer. In evaluation a BatchNorm right after a Linear or Conv2d is folded
-into that layer's weights (fastnn/folding.py), so `predict` runs one kernel for both.
+into that layer's weights (the plan's evaluation steps), so `predict` runs one kernel for both.
 """
 import math
-import numbers
 
 import numpy as np
 
-from .layers import FLOAT_DTYPES, Layer, _int_arg, _Pool2d
-
-
-def _real(name, value, minimum, maximum=None, inclusive=True):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < minimum or (not inclusive and value == minimum) or \
-            (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if inclusive else f"> {minimum}"
-        if maximum is not None:
-            bound += f" and <= {maximum}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return value
+from .layers import Layer, _int_arg, _Pool2d
+from .validation import real
 
 
 class _BatchNorm(Layer):
@@ -40,17 +28,13 @@ class _BatchNorm(Layer):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
         super().__init__()
         self.num_features = _int_arg("num_features", num_features, 1)
-        self.eps = _real("eps", eps, 0.0, inclusive=False)
-        self.momentum = _real("momentum", momentum, 0.0, 1.0)
+        self.eps = real("eps", eps, 0.0, min_inclusive=False)
+        self.momentum = real("momentum", momentum, 0.0, 1.0)
         if not isinstance(affine, (bool, np.bool_)):
             raise TypeError(f"affine must be a bool, got {type(affine).__name__}")
         self.affine = bool(affine)
         self.param_names = ("weight", "bias") if self.affine else ()
         self.buffers = []
-        self.relu = False     # set by Sequential when a ReLU follows and is fused in
-        self.folded = False   # set by Sequential: evaluation runs inside the previous layer
-        self._constants = None  # (ones, zeros) standing in for weight and bias when not affine
-        self._reuse_out = False
 
     def config(self):
         cfg = {"num_features": self.num_features}
@@ -83,11 +67,11 @@ class _BatchNorm(Layer):
         if self.affine:
             self.set_params([b.asarray(np.ones(c, dtype)), b.asarray(np.zeros(c, dtype))])
         self.buffers = [b.asarray(np.zeros(c)), b.asarray(np.ones(c))]
-        self._constants = None
-        self._bind()
         return self
 
-    def set_buffers(self, arrays):
+    def set_buffers(self, arrays, backend=None):
+        if backend is not None:
+            self._backend = backend
         self.buffers = list(arrays)
 
     def to(self, backend, dtype=None):
@@ -96,28 +80,16 @@ class _BatchNorm(Layer):
         new = self.backend
         self.buffers = [new.asarray(np.asarray(old.to_numpy(a), dtype=np.float64))
                         for a in self.buffers]
-        self._constants = None
         return self
-
-    def _bind(self):
-        self._reuse_out = self.reuse and "batchnorm_forward" in self.backend.fills_out
-
-    def _scale_params(self, dtype):
-        """(weight, bias), or ones and zeros when not affine."""
-        if self.affine:
-            return self.params[0], self.params[1]
-        if self._constants is None or self._constants[0].dtype != dtype:
-            b = self.backend
-            self._constants = (b.asarray(np.ones(self.num_features, dtype)),
-                               b.asarray(np.zeros(self.num_features, dtype)))
-        return self._constants
 
     def fold_factors(self):
         """(scale, shift), float64 numpy (C,): evaluation computes x * scale + shift (then the
         ReLU when fused), which is what a preceding Linear or Conv2d folds into its weights."""
         b = self.backend
-        gamma, beta = (np.asarray(b.to_numpy(a), np.float64) for a in self._scale_params(
-            np.float64))
+        if self.affine:
+            gamma, beta = (np.asarray(b.to_numpy(a), np.float64) for a in self.params)
+        else:
+            gamma, beta = np.ones(self.num_features), np.zeros(self.num_features)
         mean, var = (np.asarray(b.to_numpy(a)) for a in self.buffers)
         scale = gamma / np.sqrt(var + self.eps)
         return scale, beta - mean * scale
@@ -132,32 +104,6 @@ class _BatchNorm(Layer):
 
     def flops(self, input_shape):
         return 2 * math.prod(input_shape)
-
-    def forward(self, x, training=False):
-        if not self.buffers:
-            self.initialize(dtype=x.dtype if x.dtype in FLOAT_DTYPES else np.float32)
-        if not training and self.folded:
-            return x  # the previous layer already applied it (evaluation only)
-        weight, bias = self._scale_params(x.dtype)
-        out = self._scratch("y", x.shape, x.dtype) if training and self._reuse_out else None
-        kwargs = {"out": out} if out is not None else {}
-        y, mean, inv_std = self.backend.batchnorm_forward(
-            x, weight, bias, self.buffers[0], self.buffers[1], training=training,
-            momentum=self.momentum, eps=self.eps, relu=self.relu, check_finite=False, **kwargs)
-        if training:
-            self._saved = (x, y, mean, inv_std)
-        return y
-
-    def backward(self, dy):
-        x, y, mean, inv_std = self._saved
-        self._saved = None
-        weight, _ = self._scale_params(x.dtype)
-        dx, dgamma, dbeta = self._backend.batchnorm_backward(
-            x, y, dy, weight, mean, inv_std, relu=self.relu, need_dx=self.need_dx,
-            check_finite=False)
-        if self.affine:
-            self.grads[0], self.grads[1] = dgamma, dbeta
-        return dx
 
 
 class BatchNorm1d(_BatchNorm):
@@ -179,16 +125,6 @@ class AvgPool2d(_Pool2d):
         c, ho, wo = self.output_shape(input_shape)
         return c * ho * wo * self.kernel_size ** 2
 
-    def forward(self, x, training=False):
-        y = self.backend.avgpool2d_forward(x, self.kernel_size, self.stride, check_finite=False)
-        if training:
-            self._x_shape = x.shape
-        return y
-
-    def backward(self, dy):
-        return self._backend.avgpool2d_backward(dy, self._x_shape, self.kernel_size,
-                                                self.stride, check_finite=False)
-
 
 class GlobalAvgPool2d(Layer):
     """(N, C, H, W) -> (N, C): the mean of each channel's map (no Flatten needed after it)."""
@@ -202,38 +138,19 @@ class GlobalAvgPool2d(Layer):
     def flops(self, input_shape):
         return math.prod(input_shape)
 
-    def forward(self, x, training=False):
-        y = self.backend.global_avgpool2d_forward(x, check_finite=False)
-        if training:
-            self._x_shape = x.shape
-        return y
-
-    def backward(self, dy):
-        return self._backend.global_avgpool2d_backward(dy, self._x_shape, check_finite=False)
-
 
 class LeakyReLU(Layer):
     """x where x > 0, else negative_slope * x."""
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = _real("negative_slope", negative_slope, 0.0)
+        self.negative_slope = real("negative_slope", negative_slope, 0.0)
 
     def config(self):
         return {"negative_slope": self.negative_slope}
 
     def flops(self, input_shape):
         return math.prod(input_shape)
-
-    def forward(self, x, training=False):
-        y = self.backend.leaky_relu_forward(x, self.negative_slope, check_finite=False)
-        if training:
-            self._x = x
-        return y
-
-    def backward(self, dy):
-        x, self._x = self._x, None
-        return self._backend.leaky_relu_backward(x, dy, self.negative_slope, check_finite=False)
 
 
 EXTRA_LAYER_TYPES = {cls.__name__: cls for cls in

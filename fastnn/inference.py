@@ -16,8 +16,6 @@ import threading
 
 import numpy as np
 
-from . import layers as L
-
 # Rows the kept output buffers hold at most; larger inputs are run in slices of this many.
 MAX_ROWS = 1024
 
@@ -25,14 +23,14 @@ MAX_ROWS = 1024
 class DensePlan:
     """The chain of `model`'s Linear layers, with buffers for up to MAX_ROWS rows."""
 
-    def __init__(self, model, chain_forward):
-        self._chain_forward = chain_forward
-        self.layers = [layer for layer in model._run if isinstance(layer, L.Linear)]
+    def __init__(self, model, chain):
+        self._chain_forward = model.backend.dense_chain_forward
+        self.layers = [layer for layer, _ in chain]
         self.params = [tuple(layer.params) for layer in self.layers]
         # (in_features, out_features, relu) per layer, fixed here so a workspace made later
         # describes the same chain as the parameters above
-        self.shapes = [(layer.in_features, layer.out_features, int(layer.relu))
-                       for layer in self.layers]
+        self.shapes = [(layer.in_features, layer.out_features, int(relu))
+                       for layer, relu in chain]
         self.dtype = model.dtype
         self._per_thread = threading.local()  # .workspace: this thread's _Workspace
 
@@ -40,18 +38,10 @@ class DensePlan:
     def build(cls, model):
         """A plan for `model`, or None when it is not a plain chain of Linear layers on a
         backend with the chain kernel."""
-        run = model._run
-        if not model.backend.runs_dense_chain or not run:
+        if not model.backend.runs_dense_chain:
             return None
-        seen_linear = False
-        for layer in run:
-            if isinstance(layer, L.Linear):
-                seen_linear = True
-            elif not (isinstance(layer, L.Flatten) and not seen_linear):
-                return None  # anything but leading Flattens and Linear layers
-        if not seen_linear:
-            return None
-        return cls(model, model.backend.dense_chain_forward)
+        chain = model.plan.linear_chain()  # None unless leading Flattens and Linear layers
+        return None if chain is None else cls(model, chain)
 
     def current(self, model):
         """Whether this plan still describes `model` (same layers, same parameter arrays)."""

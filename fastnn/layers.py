@@ -1,47 +1,32 @@
-"""Layers: Linear, Conv2d, MaxPool2d, Flatten, ReLU, Sigmoid, Tanh, Dropout.
+"""Layers: Linear, Conv2d, MaxPool2d, Flatten, ReLU, Sigmoid, Tanh, Dropout (more in
+extra_layers.py).
 
-A layer computes through its backend's kernels (from the registry, never a backend module), so
-the same layer runs on numpy, cpu or cuda arrays. Shapes given to `output_shape` and `flops`
-are per sample, without the batch axis.
+A layer is configuration and parameters: its constructor arguments (`config()`), its parameter
+arrays on a backend (`params`, with `grads` parallel to them, written by each backward pass),
+and the shapes and FLOPs it implies. How it runs -- which kernel, fused with what, into which
+buffers -- is decided by the plan Sequential compiles for a backend (fastnn.plan); a layer
+called on its own runs a one-layer plan. Shapes given to `output_shape` and `flops` are per
+sample, without the batch axis.
 
 Parameters are created by `initialize()`, which Sequential calls with the initializer suited to
 the activation that follows (He before ReLU, Glorot otherwise); a layer used on its own
-initializes itself on first use. Gradients land in `layer.grads`, parallel to `layer.params`;
-each backward pass overwrites them.
-
-Internal activations skip the kernels' finite checks (`check_finite=False`): the trainer checks
-the input once and the loss at every logged step, which catches any NaN that appears inside.
+initializes itself on first use.
 """
 import math
 import numbers
 
 import numpy as np
 
-from . import _random, backends
+from . import _random, backends, validation
 
 # Layers and models start on the compiled backend, or on the reference where it is not built
 # (a model is plain arrays until it runs; Trainer(backend="cpu") then says why cpu is missing).
 DEFAULT_BACKEND = "cpu"
 FALLBACK_BACKEND = "numpy"
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+FLOAT_DTYPES = validation.FLOAT_DTYPES
 INITIALIZERS = ("auto", "he", "glorot")
-
-
-def _int_arg(name, value, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _pair_arg(name, value, minimum):
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-        return (_int_arg(name, value[0], minimum), _int_arg(name, value[1], minimum))
-    value = _int_arg(name, value, minimum)
-    return (value, value)
+_int_arg = validation.integer
+_pair_arg = validation.integer_pair
 
 
 def _out_size(size, kernel, stride, padding, layer, axis):
@@ -59,40 +44,21 @@ def default_backend():
 
 
 class Layer:
-    """Base class. Subclasses set `param_names` and implement forward/backward/output_shape."""
+    """Base class. Subclasses set `param_names` and implement output_shape (and flops); the
+    computation lives in the layer's plan step (fastnn.plan)."""
 
     param_names = ()
+    # saved, untrained arrays (BatchNorm's running statistics), parallel to `buffers`
+    buffer_names = ()
+    # set by fastnn.plan: layer -> a one-layer step, for a layer called on its own (layers.py
+    # does not import the plan, which imports the layers)
+    _alone = None
 
     def __init__(self):
         self.params = []
         self.grads = []
-        self.need_dx = True
         self._backend = None
-        self.reuse = False     # training outputs and gradients go to arrays kept between steps
-        self._buffers = {}
-        self._shape_memo = (None, None)
-
-    def set_reuse(self, flag):
-        """Reuse output/gradient arrays between training steps (the Trainer turns this on for a
-        fit: a step's arrays are dead once the optimizer has run). Off frees them."""
-        self.reuse = bool(flag)
-        self._buffers = {}
-        self._bind()
-
-    def _batch_output_shape(self, x_shape):
-        """(N, *output_shape) for a batch of x_shape, remembered for the last x_shape seen."""
-        memo = self._shape_memo  # one read: another thread may replace the pair
-        if memo[0] != x_shape:
-            memo = self._shape_memo = (x_shape, (x_shape[0], *self.output_shape(x_shape[1:])))
-        return memo[1]
-
-    def _scratch(self, key, shape, dtype):
-        """A kept array of `shape`: the head rows of a larger one for a smaller last batch."""
-        buf = self._buffers.get(key)
-        if buf is None or buf.shape[0] < shape[0] or buf.shape[1:] != shape[1:] or \
-                buf.dtype != dtype:
-            buf = self._buffers[key] = self.backend.xp.empty(shape, dtype)
-        return buf if buf.shape[0] == shape[0] else buf[:shape[0]]
+        self._own_step = None
 
     # ---- configuration ------------------------------------------------------------------------
 
@@ -108,6 +74,7 @@ class Layer:
 
     @property
     def backend(self):
+        """The backend the parameters live on (the default one until they are placed)."""
         if self._backend is None:
             self._backend = default_backend()
         return self._backend
@@ -115,6 +82,9 @@ class Layer:
     def param_shapes(self):
         """{name: shape} of this layer's parameters, computed from the configuration alone."""
         return {}
+
+    def param_count(self):
+        return sum(math.prod(s) for s in self.param_shapes().values())
 
     def initialize(self, init="auto", dtype=np.float32, backend=None):
         """(Re)create the parameters: biases zero, weights from fastnn's random stream."""
@@ -124,8 +94,11 @@ class Layer:
         self.grads = [None] * len(self.param_names)
         return self
 
-    def set_params(self, arrays):
-        """Take these backend arrays as the parameters (shapes and dtypes already checked)."""
+    def set_params(self, arrays, backend=None):
+        """Take these arrays of `backend` (default: the layer's) as the parameters (shapes and
+        dtypes already checked)."""
+        if backend is not None:
+            self._backend = backends.get(backend)
         self.params = list(arrays)
         self.grads = [None] * len(self.params)
 
@@ -141,15 +114,10 @@ class Layer:
             self.params = moved
         self.grads = [None] * len(self.params)
         self._backend = new
-        self._buffers = {}
-        self._bind()
+        self._own_step = None
         return self
 
-    def _bind(self):
-        """Called when the backend or the reuse setting changes: cache what the hot path needs
-        (which optional kernel keywords this backend takes)."""
-
-    # ---- computation --------------------------------------------------------------------------
+    # ---- shapes and cost ----------------------------------------------------------------------
 
     def output_shape(self, input_shape):
         return tuple(input_shape)
@@ -158,18 +126,29 @@ class Layer:
         """Floating-point operations of the forward pass for one sample (a multiply-add is 2)."""
         return 0
 
+    # ---- running on its own -------------------------------------------------------------------
+
     def forward(self, x, training=False):
-        raise NotImplementedError
+        """This layer alone on a batch of its backend's arrays (in a model, the model's plan
+        runs it). In training mode it keeps what backward() needs."""
+        if self.param_names and not self.params:
+            self.initialize()
+        step = self._own_step
+        if step is None or step.backend is not self.backend:
+            step = self._own_step = Layer._alone(self, self.backend)
+        return step.forward(x, training)
 
     def backward(self, dy):
-        raise NotImplementedError
+        """Gradient of the input for the last training forward(); parameter gradients go to
+        `grads`."""
+        return self._own_step.backward(dy)
 
     def __call__(self, x, training=False):
         return self.forward(x, training)
 
 
 class _Parametric(Layer):
-    """Linear and Conv2d: a weight and a bias, optionally fused with the ReLU that follows."""
+    """Linear and Conv2d: a weight and a bias."""
 
     param_names = ("weight", "bias")
 
@@ -178,9 +157,6 @@ class _Parametric(Layer):
         if init not in INITIALIZERS:
             raise ValueError(f"init must be one of {INITIALIZERS}, got {init!r}")
         self.init = init
-        self.relu = False  # set by Sequential when a ReLU follows and is fused in
-        self._bwd_kwargs = {"check_finite": False}
-        self._reuse_fwd = self._reuse_bwd = False
 
     @property
     def weight(self):
@@ -199,12 +175,13 @@ class _Parametric(Layer):
 
     def initialize(self, init=None, dtype=np.float32, backend=None):
         """He uniform (for ReLU) or Glorot uniform weights, zero bias. `init` None or "auto"
-        uses the layer's own setting, and "auto" there means He when fused with a ReLU."""
+        uses the layer's own setting; "auto" there means Glorot (Sequential passes "he" when
+        a ReLU follows)."""
         super().initialize(backend=backend)
         if init in (None, "auto"):
             init = self.init
         if init == "auto":
-            init = "he" if self.relu else "glorot"
+            init = "glorot"
         if init not in INITIALIZERS:
             raise ValueError(f"init must be one of {INITIALIZERS}, got {init!r}")
         fan_in, fan_out = self.fans()
@@ -214,24 +191,11 @@ class _Parametric(Layer):
         weight = _random.generator().uniform(-limit, limit, shapes["weight"]).astype(dtype)
         bias = np.zeros(shapes["bias"], dtype=dtype)
         self.set_params([self.backend.asarray(weight), self.backend.asarray(bias)])
-        self._bind()
         return self
-
-    def _bind(self):
-        self._bwd_kwargs = {"check_finite": False, "need_dx": self.need_dx}
-        # training passes write into kept buffers where the backend's kernels fill out= arrays
-        fills = self.backend.fills_out
-        self._reuse_fwd = self.reuse and self.FORWARD in fills
-        self._reuse_bwd = self.reuse and self.BACKWARD in fills
-
-    def param_count(self):
-        return sum(math.prod(s) for s in self.param_shapes().values())
 
 
 class Linear(_Parametric):
     """y = x @ weight.T + bias; weight (out_features, in_features), as in PyTorch."""
-
-    FORWARD, BACKWARD = "linear_forward", "linear_backward"
 
     def __init__(self, in_features, out_features, *, init="auto"):
         super().__init__(init)
@@ -264,42 +228,9 @@ class Linear(_Parametric):
     def flops(self, input_shape):
         return 2 * self.in_features * self.out_features + self.out_features
 
-    def forward(self, x, training=False):
-        if not self.params:
-            self.initialize()
-        if training and self._reuse_fwd:  # the layer's own buffer: the backend may trust it
-            y = self._backend.linear_forward(
-                x, self.params[0], self.params[1], self.relu, check_finite=False,
-                out=self._scratch("y", (x.shape[0], self.out_features), x.dtype), check=False)
-        else:
-            y = self._backend.linear_forward(x, self.params[0], self.params[1], self.relu,
-                                             check_finite=False)
-        if training:
-            self._x, self._y = x, y
-        return y
-
-    def backward(self, dy):
-        x, w = self._x, self.params[0]
-        if self._reuse_bwd:
-            out = (self._scratch("dx", x.shape, x.dtype) if self.need_dx else None,
-                   self._scratch("dw", w.shape, w.dtype),
-                   self._scratch("db", (self.out_features,), w.dtype))
-            # dy is a kept buffer of the layer after this one: the ReLU mask may go into it
-            result = self._backend.linear_backward(x, w, self._y, dy, self.relu, out=out,
-                                                   work=dy if self.relu else None, check=False,
-                                                   **self._bwd_kwargs)
-        else:
-            result = self._backend.linear_backward(x, w, self._y, dy, self.relu,
-                                                   **self._bwd_kwargs)
-        dx, self.grads[0], self.grads[1] = result
-        self._x = self._y = None
-        return dx
-
 
 class Conv2d(_Parametric):
     """2-D convolution over NCHW input; weight (out_channels, in_channels, kH, kW)."""
-
-    FORWARD, BACKWARD = "conv2d_forward", "conv2d_backward"
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *,
                  init="auto"):
@@ -320,11 +251,6 @@ class Conv2d(_Parametric):
                                  f"got kernel_size {self.kernel_size}, stride {self.stride}")
             padding = (kh - 1) // 2
         self.padding = _int_arg("padding", padding, 0)
-        # set by Sequential: the MaxPool2d (stride == kernel) after this layer (and its ReLU),
-        # run inside this layer, in one kernel where the backend's fused kernel takes the shapes
-        self.pool = None
-        self._fuse_memo = {}
-        self._fused_step = False
 
     def config(self):
         kh, kw = self.kernel_size
@@ -372,95 +298,6 @@ class Conv2d(_Parametric):
         kh, kw = self.kernel_size
         return (2 * self.in_channels * kh * kw + 1) * co * ho * wo
 
-    def _bind(self):
-        super()._bind()
-        self._fuse_memo = {}  # need_dx or the backend may have changed
-
-    def _fuses(self, x_shape, training):
-        """Whether the fused kernels take this batch (and, training, the backward pass too)."""
-        key = (x_shape, training)
-        fuses = self._fuse_memo.get(key)
-        if fuses is None:
-            fuses = self._fuse_memo[key] = self._backend.conv2d_maxpool_fusable(
-                x_shape, self.params[0].shape, self.params[0].dtype, self.stride, self.padding,
-                self.pool.kernel_size, need_dx=self.need_dx and training)
-        return fuses
-
-    def forward(self, x, training=False):
-        if not self.params:
-            self.initialize()
-        pool = self.pool
-        if pool is None:
-            return self._conv_forward(x, training)
-        fused = self._fuses(x.shape, training)
-        if training:
-            self._fused_step = fused
-        if not fused:  # the two kernels, exactly as when the layers run one by one
-            return pool.forward(self._conv_forward(x, training), training)
-        shape = pool._batch_output_shape(self._batch_output_shape(x.shape))
-        if training and self.reuse:
-            out = (self._scratch("pooled", shape, x.dtype),
-                   self._scratch("argmax", shape, np.int32))
-        elif self.reuse:  # evaluating: a fresh output, but the argmax is thrown away
-            out = (self.backend.xp.empty(shape, x.dtype),
-                   self._scratch("eval_argmax", shape, np.int32))
-        else:
-            out = None
-        w, b = self.params
-        # training passes write into this layer's own buffers: the backend may trust them
-        y, argmax = self._backend.conv2d_maxpool_forward(
-            x, w, b, self.stride, self.padding, self.relu, pool.kernel_size,
-            check_finite=False, out=out, check=not (training and self.reuse))
-        if training:
-            self._x, self._y, self._argmax = x, y, argmax
-        return y
-
-    def _conv_forward(self, x, training):
-        w, b = self.params
-        if training and self._reuse_fwd:
-            shape = self._batch_output_shape(x.shape)
-            y = self._backend.conv2d_forward(x, w, b, self.stride, self.padding, self.relu,
-                                             check_finite=False,
-                                             out=self._scratch("y", shape, x.dtype))
-        else:
-            y = self._backend.conv2d_forward(x, w, b, self.stride, self.padding, self.relu,
-                                             check_finite=False)
-        if training:
-            self._x, self._y = x, y
-        return y
-
-    def backward(self, dy):
-        if self.pool is not None:
-            if self._fused_step:
-                return self._backward_fused(dy)
-            dy = self.pool.backward(dy)
-        x, w = self._x, self.params[0]
-        if self._reuse_bwd:
-            out = (self._scratch("dx", x.shape, x.dtype) if self.need_dx else None,
-                   self._scratch("dw", w.shape, w.dtype),
-                   self._scratch("db", (self.out_channels,), w.dtype))
-            result = self._backend.conv2d_backward(x, w, self._y, dy, self.stride, self.padding,
-                                                   self.relu, out=out, **self._bwd_kwargs)
-        else:
-            result = self._backend.conv2d_backward(x, w, self._y, dy, self.stride, self.padding,
-                                                   self.relu, **self._bwd_kwargs)
-        dx, self.grads[0], self.grads[1] = result
-        self._x = self._y = None
-        return dx
-
-    def _backward_fused(self, dy):
-        x, w = self._x, self.params[0]
-        out = None
-        if self.reuse:
-            out = (self._scratch("dx", x.shape, x.dtype) if self.need_dx else None,
-                   self._scratch("dw", w.shape, w.dtype),
-                   self._scratch("db", (self.out_channels,), w.dtype))
-        dx, self.grads[0], self.grads[1] = self._backend.conv2d_maxpool_backward(
-            x, w, self._y, self._argmax, dy, self.stride, self.padding, self.relu,
-            self.pool.kernel_size, out=out, check=out is None, **self._bwd_kwargs)
-        self._x = self._y = self._argmax = None
-        return dx
-
 
 class _Pool2d(Layer):
     """A kernel_size x kernel_size window (stride defaults to kernel_size, no padding) over each
@@ -488,46 +325,12 @@ class _Pool2d(Layer):
 
 class MaxPool2d(_Pool2d):
     """Max over kernel_size x kernel_size windows (stride defaults to kernel_size), no padding.
-    With stride == kernel_size, right after a Conv2d (and its ReLU), Sequential runs it inside
-    the Conv2d where the backend has a fused conv + max-pool kernel."""
-
-    def __init__(self, kernel_size=2, stride=None):
-        super().__init__(kernel_size, stride)
-        self._reuse_fwd = self._reuse_bwd = False
+    With stride == kernel_size, right after a Conv2d (and its ReLU), a model runs it inside
+    the Conv2d's step where the backend has a fused conv + max-pool kernel."""
 
     def flops(self, input_shape):
         c, ho, wo = self.output_shape(input_shape)
         return c * ho * wo * (self.kernel_size ** 2 - 1)  # comparisons
-
-    def _bind(self):
-        b = self.backend
-        self._reuse_fwd = self.reuse and "maxpool2d_forward" in b.fills_out
-        self._reuse_bwd = self.reuse and "maxpool2d_backward" in b.fills_out
-
-    def forward(self, x, training=False):
-        b = self.backend
-        if training and self._reuse_fwd:
-            shape = self._batch_output_shape(x.shape)
-            y, argmax = b.maxpool2d_forward(
-                x, self.kernel_size, self.stride, check_finite=False,
-                out=(self._scratch("y", shape, x.dtype), self._scratch("argmax", shape, np.int32)))
-        else:
-            y, argmax = b.maxpool2d_forward(x, self.kernel_size, self.stride, check_finite=False)
-        if training:
-            self._argmax, self._x_shape = argmax, x.shape
-        return y
-
-    def backward(self, dy):
-        if self._reuse_bwd:
-            dx = self._backend.maxpool2d_backward(
-                dy, self._argmax, self._x_shape, self.kernel_size, self.stride,
-                check_finite=False, out=self._scratch("dx", self._x_shape, dy.dtype))
-        else:
-            dx = self._backend.maxpool2d_backward(dy, self._argmax, self._x_shape,
-                                                  self.kernel_size, self.stride,
-                                                  check_finite=False)
-        self._argmax = None
-        return dx
 
 
 class Flatten(Layer):
@@ -536,34 +339,12 @@ class Flatten(Layer):
     def output_shape(self, input_shape):
         return (math.prod(input_shape),)
 
-    def forward(self, x, training=False):
-        if training:
-            self._x_shape = x.shape
-        return x.reshape(x.shape[0], -1)
-
-    def backward(self, dy):
-        return dy.reshape(self._x_shape)
-
 
 class ReLU(Layer):
     """max(x, 0). Folded into the kernel of a Linear or Conv2d right before it by Sequential."""
 
     def flops(self, input_shape):
         return math.prod(input_shape)
-
-    def forward(self, x, training=False):
-        xp = self.backend.xp
-        if training:
-            self._y = y = xp.maximum(x, 0, out=self._scratch("y", x.shape, x.dtype)
-                                     if self.reuse else None)
-            return y
-        return xp.maximum(x, 0)
-
-    def backward(self, dy):
-        dx = self._backend.xp.multiply(dy, self._y > 0, out=self._scratch("dx", dy.shape, dy.dtype)
-                                       if self.reuse else None)
-        self._y = None
-        return dx
 
 
 class Sigmoid(Layer):
@@ -572,48 +353,10 @@ class Sigmoid(Layer):
     def flops(self, input_shape):
         return 4 * math.prod(input_shape)
 
-    def forward(self, x, training=False):
-        xp = self.backend.xp
-        y = xp.multiply(x, x.dtype.type(0.5), out=self._scratch("y", x.shape, x.dtype)
-                        if training and self.reuse else None)
-        xp.tanh(y, out=y)
-        y += 1
-        y *= 0.5
-        if training:
-            self._y = y
-        return y
-
-    def backward(self, dy):
-        y = self._y
-        self._y = None
-        dx = self._backend.xp.subtract(1, y, out=self._scratch("dx", y.shape, y.dtype)
-                                       if self.reuse else None)
-        dx *= y
-        dx *= dy
-        return dx
-
 
 class Tanh(Layer):
     def flops(self, input_shape):
         return 2 * math.prod(input_shape)
-
-    def forward(self, x, training=False):
-        xp = self.backend.xp
-        if training:
-            self._y = y = xp.tanh(x, out=self._scratch("y", x.shape, x.dtype)
-                                  if self.reuse else None)
-            return y
-        return xp.tanh(x)
-
-    def backward(self, dy):
-        y = self._y
-        self._y = None
-        dx = self._backend.xp.multiply(y, y, out=self._scratch("dx", y.shape, y.dtype)
-                                       if self.reuse else None)
-        xp_sub = self._backend.xp.subtract
-        xp_sub(1, dx, out=dx)
-        dx *= dy
-        return dx
 
 
 class Dropout(Layer):
@@ -633,22 +376,6 @@ class Dropout(Layer):
 
     def flops(self, input_shape):
         return math.prod(input_shape)
-
-    def forward(self, x, training=False):
-        if not training:  # inference writes nothing on the layer (threads may share it)
-            return x
-        if self.p == 0.0:
-            self._scale = None
-            return x
-        xp = self.backend.xp
-        keep = _random.uniform(xp, x.shape, x.dtype) >= self.p
-        self._scale = keep * x.dtype.type(1.0 / (1.0 - self.p))
-        return x * self._scale
-
-    def backward(self, dy):
-        scale = self._scale
-        self._scale = None
-        return dy if scale is None else dy * scale
 
 
 LAYER_TYPES = {cls.__name__: cls for cls in

@@ -1,24 +1,25 @@
-"""Sequential: a stack of layers that builds, fuses and runs forward and backward.
+"""Sequential: a stack of layers, compiled for its backend into a plan that runs them.
 
-Building looks at neighbours: a Linear or Conv2d directly followed by ReLU computes the ReLU
-inside its kernel (the ReLU layer stays in `layers` for the architecture and the summary, but
-is skipped when running); on a backend with fused conv + max-pool kernels (cpu), a Conv2d also
-runs the MaxPool2d (stride == kernel) that follows it or its ReLU, so the convolution's output
-never goes to memory. A layer's "auto" initializer becomes He when the next activation is a
-ReLU, Glorot otherwise. The first layer with parameters does not compute the gradient of
-its input when its backend can skip it.
+The plan (fastnn.plan) looks at neighbours: a Linear, Conv2d or BatchNorm directly followed by
+ReLU computes the ReLU inside its kernel (the ReLU layer stays in `layers` for the architecture
+and the summary, but runs inside the step before it); on a backend with fused conv + max-pool
+kernels (cpu), a Conv2d also runs the MaxPool2d (stride == kernel) that follows it or its ReLU,
+so the convolution's output never goes to memory; evaluation folds each BatchNorm into the
+Linear or Conv2d before it. A layer's "auto" initializer becomes He when the next activation is
+a ReLU, Glorot otherwise. The first layer with parameters does not compute the gradient of its
+input.
 """
 import math
 import sys
 
 import numpy as np
 
-from . import _random, backends, fileformat
+from . import _random, backends, fileformat, validation
 from . import extra_layers as XL
 from . import layers as L
+from . import plan as _plan
 from ._version import __version__
 from .datasets import nonfinite_message, to_float
-from .folding import FoldedEval
 from .inference import DensePlan
 
 # Layers that only move, select, average or normalize values: they do not decide the
@@ -29,14 +30,25 @@ _SHAPE_ONLY = (L.Flatten, L.MaxPool2d, L.Dropout, XL._BatchNorm, XL.AvgPool2d,
 LAYER_TYPES = {**L.LAYER_TYPES, **XL.EXTRA_LAYER_TYPES}
 
 
-def _as_dtype(dtype):
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dtype not in L.FLOAT_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype.name}")
-    return dtype
+class ParameterSlot:
+    """One parameter of a model, read live (load_state_dict and moves replace the arrays):
+    `name` ("<layer index>.<param name>"), `value` and `grad` (None before a backward pass)."""
+
+    __slots__ = ("index", "layer", "name")
+
+    def __init__(self, name, layer, index):
+        self.name, self.layer, self.index = name, layer, index
+
+    @property
+    def value(self):
+        return self.layer.params[self.index]
+
+    @property
+    def grad(self):
+        return self.layer.grads[self.index]
+
+    def __repr__(self):
+        return f"ParameterSlot({self.name!r})"
 
 
 def _init_for(layers, i):
@@ -92,52 +104,18 @@ class Sequential:
         return shape
 
     def _compile(self):
-        """Decide fusion and which layers run forward and backward."""
-        layers = self.layers
-        pool_fuses = self._backend.fuses_conv2d_maxpool
-        run = []
-        fused = set()
-        for i, layer in enumerate(layers):
-            if i in fused:
-                continue
-            if isinstance(layer, (L._Parametric, XL._BatchNorm)):
-                layer.relu = i + 1 < len(layers) and type(layers[i + 1]) is L.ReLU
-                if layer.relu:
-                    fused.add(i + 1)
-            if isinstance(layer, L.Conv2d):
-                j = i + 1 + layer.relu
-                pool = layers[j] if j < len(layers) else None
-                if not (pool_fuses and type(pool) is L.MaxPool2d
-                        and pool.stride == pool.kernel_size):
-                    pool = None
-                layer.pool = pool
-                if pool is not None:
-                    fused.add(j)
-            run.append(layer)
-        self._fused = fused
-        self._run = run
-        FoldedEval.release(run)
-        # evaluation folds each BatchNorm into the Linear/Conv2d before it (None: nothing to fold)
-        self._folded_eval = FoldedEval(run, self._backend, self.dtype, pool_fuses) or None
-        first = next((k for k, layer in enumerate(run) if layer.param_names), len(run))
-        for k, layer in enumerate(run):
-            layer.need_dx = k > first
-        # layers before the first parameter need no backward pass at all
-        self._run_backward = run[first:][::-1]
+        """Plan the layers for the backend (fastnn.plan); keeps the reuse setting."""
+        reuse = self.plan.reuse if self.plan is not None else False
+        self.plan = _plan.compile(self.layers, self._backend)
+        self.plan.set_reuse(reuse)
         self._input_ok = (None, None)  # (per-sample input shape, as the first layer takes it)
-        self._plan = None  # the compiled inference plan, built on first predict (False: none)
-        self._slots = [(layer, j, f"{i}.{name}")
-                       for i, layer in enumerate(layers)
-                       for j, name in enumerate(layer.param_names)]
-        for layer in layers:
-            layer._backend = self._backend
-            layer._bind()
+        self._dense = None  # the compiled inference plan, built on first predict (False: none)
 
     def _initialize_all(self):
         for i, layer in enumerate(self.layers):
             if isinstance(layer, L._Parametric):
                 layer.initialize(_init_for(self.layers, i), self.dtype, self._backend)
-            elif layer.param_names or getattr(layer, "buffer_names", ()):
+            elif layer.param_names or layer.buffer_names:
                 layer.initialize(dtype=self.dtype, backend=self._backend)
 
     def reset_parameters(self, seed=None):
@@ -160,12 +138,11 @@ class Sequential:
         """Move the parameters to `backend` ("numpy", "cpu", "cuda") and/or `dtype`; returns self.
         Gradients are dropped; an optimizer re-attaches its state at the next fit."""
         new = self._backend if backend is None else backends.get(backend)
-        dtype = self.dtype if dtype is None else _as_dtype(dtype)
+        dtype = self.dtype if dtype is None else validation.float_dtype(dtype)
         if new is self._backend and dtype == self.dtype:
             return self
         _check_backend_dtype(new, dtype)
         for layer in self.layers:
-            layer._backend = self._backend
             layer.to(new, dtype)
         self._backend = new
         self.dtype = dtype
@@ -176,9 +153,7 @@ class Sequential:
         """Let training passes write outputs and gradients into arrays kept between steps (the
         Trainer does this during fit). Off (the default) frees them: every forward then returns
         fresh arrays a caller may keep."""
-        for layer in self.layers:
-            if layer.reuse != bool(flag):
-                layer.set_reuse(flag)
+        self.plan.set_reuse(flag)
         return self
 
     def train(self, mode=True):
@@ -190,16 +165,23 @@ class Sequential:
 
     # ---- parameters ----------------------------------------------------------------------------
 
+    def parameter_slots(self):
+        """[ParameterSlot] in order: each trained parameter's name and its live value and
+        gradient (what an optimizer, a profiler or a checkpoint reads)."""
+        return [ParameterSlot(f"{i}.{name}", layer, j)
+                for i, layer in enumerate(self.layers)
+                for j, name in enumerate(layer.param_names)]
+
     def named_parameters(self):
         """{"<layer index>.<name>": backend array}, e.g. "1.weight"."""
-        return {name: layer.params[j] for layer, j, name in self._slots}
+        return {slot.name: slot.value for slot in self.parameter_slots()}
 
     def parameters(self):
-        return [layer.params[j] for layer, j, _ in self._slots]
+        return [slot.value for slot in self.parameter_slots()]
 
     def gradients(self):
         """Gradients from the last backward pass, parallel to parameters() (None before one)."""
-        return [layer.grads[j] for layer, j, _ in self._slots]
+        return [slot.grad for slot in self.parameter_slots()]
 
     def param_shapes(self):
         return {f"{i}.{name}": tuple(shape)
@@ -213,7 +195,7 @@ class Sequential:
         """(layer, j, "<layer index>.<name>") of the saved, untrained arrays (BatchNorm's
         running statistics, float64)."""
         return [(layer, j, f"{i}.{name}") for i, layer in enumerate(self.layers)
-                for j, name in enumerate(getattr(layer, "buffer_names", ()))]
+                for j, name in enumerate(layer.buffer_names)]
 
     def state_dtypes(self):
         """{name: dtype} of state_dict()'s arrays: the model's dtype, float64 for running
@@ -225,8 +207,8 @@ class Sequential:
     def state_dict(self):
         """{name: numpy copy of the parameter}, running statistics included."""
         b = self._backend
-        state = {name: np.array(b.to_numpy(layer.params[j]), copy=True)
-                 for layer, j, name in self._slots}
+        state = {slot.name: np.array(b.to_numpy(slot.value), copy=True)
+                 for slot in self.parameter_slots()}
         state.update((name, np.array(b.to_numpy(layer.buffers[j]), dtype=np.float64,
                                      copy=True))
                      for layer, j, name in self._buffer_slots())
@@ -260,13 +242,10 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             if layer.param_names:
                 layer.set_params([b.asarray(np.array(arrays[f"{i}.{n}"], copy=True))
-                                  for n in layer.param_names])
-                layer._backend = b
-                layer._bind()
-            if getattr(layer, "buffer_names", ()):
+                                  for n in layer.param_names], backend=b)
+            if layer.buffer_names:
                 layer.set_buffers([b.asarray(np.array(arrays[f"{i}.{n}"], copy=True))
-                                   for n in layer.buffer_names])
-                layer._backend = b
+                                   for n in layer.buffer_names], backend=b)
         return self
 
     # ---- shapes ----------------------------------------------------------------------------------
@@ -310,20 +289,13 @@ class Sequential:
         In training mode the layers keep what backward needs."""
         if training is None:
             training = self.training
-        run = self._run
-        if not training and self._folded_eval is not None:
-            run = self._folded_eval.run()
-        for layer in run:
-            x = layer.forward(x, training)
-        return x
+        return self.plan.forward(x, training)
 
     __call__ = forward
 
     def backward(self, doutput):
         """Gradients of the loss for the last training forward pass, into each layer's grads."""
-        dy = doutput
-        for layer in self._run_backward:
-            dy = layer.backward(dy)
+        self.plan.backward(doutput)
 
     def prepare_input(self, x, name="x"):
         """`x` (uint8 images scaled to [0, 1], or floats) as a checked backend array of the
@@ -348,7 +320,7 @@ class Sequential:
         if on_device:
             x = self._backend.to_float(x)
         else:
-            x = to_float(x, name) if self.dtype == np.float32 else _to_float64(x, name)
+            x = to_float(x, name, self.dtype)
         return self._backend.asarray(x.reshape((x.shape[0], *sample)))
 
     def _one_sample_hint(self, shape):
@@ -361,7 +333,7 @@ class Sequential:
                 f"e.g. x[None] or x.reshape(1, {', '.join(map(str, shape))})")
 
     def _outputs(self, x, batch_size):
-        batch_size = L._int_arg("batch_size", batch_size, 1)
+        batch_size = validation.integer("batch_size", batch_size, 1)
         x = self.prepare_input(x)
         n = x.shape[0]
         if n <= batch_size:
@@ -371,9 +343,9 @@ class Sequential:
 
     def _dense_plan(self):
         """The compiled inference plan of an MLP on cpu (fastnn.inference), or None."""
-        plan = self._plan
+        plan = self._dense
         if plan is None or (plan and not plan.current(self)):
-            plan = self._plan = DensePlan.build(self) or False
+            plan = self._dense = DensePlan.build(self) or False
         return plan or None
 
     def _plan_input(self, x):
@@ -407,7 +379,7 @@ class Sequential:
 
     def predict(self, x, batch_size=1024):
         """Predicted class indices (numpy int64) for uint8 images or float inputs."""
-        batch_size = L._int_arg("batch_size", batch_size, 1)
+        batch_size = validation.integer("batch_size", batch_size, 1)
         labels = self._plan_predict(x, batch_size, outputs=False)
         if labels is not None:
             return labels
@@ -416,7 +388,7 @@ class Sequential:
 
     def predict_proba(self, x, batch_size=1024):
         """Softmax of the outputs (numpy, rows sum to 1)."""
-        batch_size = L._int_arg("batch_size", batch_size, 1)
+        batch_size = validation.integer("batch_size", batch_size, 1)
         out = self._plan_predict(x, batch_size, outputs=True)
         if out is None:
             out = self._outputs(x, batch_size)
@@ -438,7 +410,7 @@ class Sequential:
             shape = layer.output_shape(shape)
             rows.append({"index": i, "layer": repr(layer), "output_shape": shape,
                          "params": sum(math.prod(s) for s in layer.param_shapes().values()),
-                         "flops": flops, "fused": i in self._fused})
+                         "flops": flops, "fused": i in self.plan.fused})
         return rows
 
     def summary(self, input_shape=None, file=None):
@@ -497,10 +469,11 @@ class Sequential:
     def _setup(self, layers, input_shape, dtype, backend, initialize):
         self.layers = list(layers)
         self.input_shape = None if input_shape is None else self._check_shape(input_shape)
-        self.dtype = _as_dtype(dtype)
+        self.dtype = validation.float_dtype(dtype)
         self.training = True
         self._backend = L.default_backend() if backend is None else backends.get(backend)
         _check_backend_dtype(self._backend, self.dtype)
+        self.plan = None
         self._compile()
         if initialize:
             self._initialize_all()
@@ -539,14 +512,3 @@ def _check_backend_dtype(backend, dtype):
                         f"dtype={names}, or build (or load) the model on 'cpu' and move it "
                         f"with .to({backend.name!r}, dtype={names!r})")
 
-
-def _to_float64(x, name="x"):
-    x = np.asarray(x)
-    if x.dtype == np.uint8:
-        return x.astype(np.float64) / 255.0
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"x must be uint8 images or floating point, got dtype {x.dtype}")
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    if not np.isfinite(x).all():
-        raise ValueError(nonfinite_message(x, name))
-    return x

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .schedules import CosineLR, OneCycleLR, Schedule, StepLR
+from .validation import real
 
 __all__ = [
     "SGD",
@@ -31,21 +32,6 @@ __all__ = [
 ]
 
 
-def _real(name, value, minimum=None, maximum=None, inclusive=True, below=None):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if minimum is not None and (value < minimum or (not inclusive and value == minimum)):
-        raise ValueError(f"{name} must be {'>=' if inclusive else '>'} {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value}")
-    if below is not None and value >= below:
-        raise ValueError(f"{name} must be < {below}, got {value}")
-    return value
-
-
 class Optimizer:
     """Base class: learning rate, schedule, per-parameter state, attach/step/state_dict."""
 
@@ -53,10 +39,10 @@ class Optimizer:
 
     def __init__(self, lr: float, schedule: Schedule | Callable[[float], float] | None = None,
                  clip_norm: float | None = None) -> None:
-        self.base_lr = _real("lr", lr, 0.0, inclusive=False)
+        self.base_lr = real("lr", lr, 0.0, min_inclusive=False)
         # scale the gradients down to this global L2 norm before each step (None: never)
-        self.clip_norm = None if clip_norm is None else _real("clip_norm", clip_norm, 0.0,
-                                                              inclusive=False)
+        self.clip_norm = None if clip_norm is None else real("clip_norm", clip_norm, 0.0,
+                                                              min_inclusive=False)
         self.lr = self.base_lr
         if schedule is not None and not callable(schedule):
             raise TypeError(f"schedule must be a fastnn schedule or a callable epoch -> factor, "
@@ -66,7 +52,8 @@ class Optimizer:
         self._model: Any = None
         self._backend: Any = None
         self._state: dict[str, dict[str, Any]] = {}  # parameter name -> {buffer: array}
-        self._flat: list[tuple[Any, ...]] = []  # (layer, index, *buffers) per parameter
+        self._slots: list[Any] = []  # the model's parameter slots, for step()
+        self._buffers: list[list[Any]] = []  # per buffer name, its arrays parallel to _slots
 
     # ---- binding -------------------------------------------------------------------------------
 
@@ -75,18 +62,18 @@ class Optimizer:
         already held for the same names. Called by Trainer.fit."""
         b = model.backend
         state = {}
-        flat = []
-        for layer, j, name in model._slots:
-            p = layer.params[j]
+        slots = model.parameter_slots()
+        for slot in slots:
+            p, name = slot.value, slot.name
             bufs = self._state.get(name)
             if bufs is None:
                 bufs = {k: b.zeros(p.shape, p.dtype) for k in self.buffer_names}
             else:
                 bufs = {k: self._moved(name, k, bufs[k], p, b) for k in self.buffer_names}
             state[name] = bufs
-            flat.append((layer, j, *(bufs[k] for k in self.buffer_names)))
         self._state = state
-        self._flat = flat
+        self._slots = slots
+        self._buffers = [[state[slot.name][k] for slot in slots] for k in self.buffer_names]
         self._model = model
         self._backend = b
         return self
@@ -118,7 +105,7 @@ class Optimizer:
     def _clip_gradients(self):
         """Scale every gradient by clip_norm / (global norm) when the norm exceeds clip_norm.
         The norm is summed in float64 in parameter order: the same bits at any thread count."""
-        grads = [layer.grads[j] for layer, j, *_ in self._flat]
+        grads = [slot.grad for slot in self._slots]
         norm = global_norm(grads, self._backend)
         if norm > self.clip_norm:
             factor = self.clip_norm / norm
@@ -150,7 +137,7 @@ class Optimizer:
         steps = state.get("steps")
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
             raise ValueError(f"optimizer state has an invalid step count {steps!r}")
-        lr = _real("lr", state.get("lr"), 0.0)
+        lr = real("lr", state.get("lr"), 0.0)
         buffers = state.get("state")
         if not isinstance(buffers, dict):
             raise ValueError("optimizer state lacks its 'state' dict")
@@ -165,7 +152,7 @@ class Optimizer:
                     raise ValueError(f"optimizer state {name}/{k} must be finite floats")
                 restored[name][k] = np.array(a, copy=True)
         if self._model is not None:
-            expected = {name for _, _, name in self._model._slots}
+            expected = {slot.name for slot in self._model.parameter_slots()}
             if set(restored) != expected:
                 raise ValueError(f"optimizer state names {sorted(restored)} do not match the "
                                  f"model's parameters {sorted(expected)}")
@@ -191,8 +178,8 @@ class SGD(Optimizer):
                  schedule: Schedule | Callable[[float], float] | None = None,
                  clip_norm: float | None = None) -> None:
         super().__init__(lr, schedule, clip_norm)
-        self.momentum = _real("momentum", momentum, 0.0, below=1.0)
-        self.weight_decay = _real("weight_decay", weight_decay, 0.0)
+        self.momentum = real("momentum", momentum, 0.0, below=1.0)
+        self.weight_decay = real("weight_decay", weight_decay, 0.0)
         if not isinstance(nesterov, (bool, np.bool_)):
             raise TypeError(f"nesterov must be a bool, got {type(nesterov).__name__}")
         if nesterov and self.momentum == 0:
@@ -209,26 +196,12 @@ class SGD(Optimizer):
         self._check_attached()
         if self.clip_norm is not None:
             self._clip_gradients()
-        lr = self.lr
-        if lr > 0:
-            momentum, decay, nesterov = self.momentum, self.weight_decay, self.nesterov
-            update_all = getattr(self._backend, "sgd_step_many", None)
-            if update_all is not None:  # one kernel call for the whole model
-                flat = self._flat
-                update_all([e[0].params[e[1]] for e in flat],
-                           [e[0].grads[e[1]] for e in flat],
-                           [e[2] for e in flat] if momentum else None,
-                           lr=lr, momentum=momentum, weight_decay=decay, nesterov=nesterov)
-                self.steps += 1
-                return
-            update = self._backend.sgd_step
-            if momentum:
-                for layer, j, velocity in self._flat:
-                    update(layer.params[j], layer.grads[j], velocity, lr=lr, momentum=momentum,
-                           weight_decay=decay, nesterov=nesterov)
-            else:
-                for layer, j in self._flat:
-                    update(layer.params[j], layer.grads[j], None, lr=lr, weight_decay=decay)
+        if self.lr > 0:  # one call for the whole model
+            slots = self._slots
+            self._backend.sgd_step_many(
+                [s.value for s in slots], [s.grad for s in slots],
+                self._buffers[0] if self.momentum else None, lr=self.lr,
+                momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov)
         self.steps += 1
 
 
@@ -244,10 +217,10 @@ class Adam(Optimizer):
         super().__init__(lr, schedule, clip_norm)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair of numbers, got {betas!r}")
-        self.betas = (_real("beta1", betas[0], 0.0, below=1.0),
-                      _real("beta2", betas[1], 0.0, below=1.0))
-        self.eps = _real("eps", eps, 0.0, inclusive=False)
-        self.weight_decay = _real("weight_decay", weight_decay, 0.0)
+        self.betas = (real("beta1", betas[0], 0.0, below=1.0),
+                      real("beta2", betas[1], 0.0, below=1.0))
+        self.eps = real("eps", eps, 0.0, min_inclusive=False)
+        self.weight_decay = real("weight_decay", weight_decay, 0.0)
 
     def config(self):
         cfg = {"lr": self.base_lr, "betas": list(self.betas), "eps": self.eps,
@@ -264,22 +237,13 @@ class Adam(Optimizer):
         self._check_attached()
         if self.clip_norm is not None:
             self._clip_gradients()
-        lr = self.lr
-        if lr > 0:
-            (beta1, beta2), eps, decay = self.betas, self.eps, self._l2_decay()
-            step = self.steps + 1
-            update_all = getattr(self._backend, "adam_step_many", None)
-            if update_all is not None:  # one kernel call for the whole model
-                flat = self._flat
-                update_all([e[0].params[e[1]] for e in flat], [e[0].grads[e[1]] for e in flat],
-                           [e[2] for e in flat], [e[3] for e in flat], lr=lr, step=step,
-                           beta1=beta1, beta2=beta2, eps=eps, weight_decay=decay)
-                self.steps += 1
-                return
-            update = self._backend.adam_step
-            for layer, j, m, v in self._flat:
-                update(layer.params[j], layer.grads[j], m, v, lr=lr, step=step, beta1=beta1,
-                       beta2=beta2, eps=eps, weight_decay=decay)
+        if self.lr > 0:  # one call for the whole model
+            decay = self._l2_decay()
+            slots, (ms, vs) = self._slots, self._buffers
+            self._backend.adam_step_many(
+                [s.value for s in slots], [s.grad for s in slots], ms, vs, lr=self.lr,
+                step=self.steps + 1, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
+                weight_decay=decay)
         self.steps += 1
 
 
@@ -295,8 +259,8 @@ class AdamW(Adam):
     def _l2_decay(self):
         factor = 1.0 - self.lr * self.weight_decay
         if self.weight_decay and factor != 1.0:
-            for layer, j, *_ in self._flat:
-                p = layer.params[j]
+            for slot in self._slots:
+                p = slot.value
                 p *= p.dtype.type(factor)
         return 0.0
 

@@ -28,6 +28,7 @@ import numpy as np
 from . import _exclusive
 from . import backends as _backends
 from . import losses as _losses
+from .validation import integer
 
 __all__ = ["profile", "Profile"]
 
@@ -111,27 +112,12 @@ class Profile:
         return "\n".join(lines)
 
 
-def _layer_name(layer):
-    name = repr(layer)
-    if getattr(layer, "relu", False):
-        name += "+ReLU"
-    pool = getattr(layer, "pool", None)
-    return name + "+" + repr(pool) if pool is not None else name
-
-
-def _output_shape(layer, shape):
-    """Per-sample output of a row: after the max-pool a Conv2d runs inside it."""
-    shape = layer.output_shape(shape)
-    pool = getattr(layer, "pool", None)
-    return shape if pool is None else pool.output_shape(shape)
-
-
-def _backward_flops(layer, forward_flops, backward_runs):
-    """A conv/linear backward is a dW product plus, when the layer needs it, a dX product,
+def _backward_flops(step, forward_flops, backward_runs):
+    """A conv/linear backward is a dW product plus, when the step needs it, a dX product,
     each as much work as the forward product."""
-    if not backward_runs or not layer.param_names:
+    if not backward_runs or not step.layer.param_names:
         return None
-    return forward_flops * (2 if getattr(layer, "need_dx", True) else 1)
+    return forward_flops * (2 if step.need_dx else 1)
 
 
 def profile(model, x, y, *, backend=None, batch_size=128, steps=20, warmup=3, optimizer=None,
@@ -150,12 +136,9 @@ def profile(model, x, y, *, backend=None, batch_size=128, steps=20, warmup=3, op
 
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a fastnn Sequential, got {type(model).__name__}")
-    for name, value, minimum in (("batch_size", batch_size, 1), ("steps", steps, 1),
-                                 ("warmup", warmup, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    batch_size = integer("batch_size", batch_size, 1)
+    steps = integer("steps", steps, 1)
+    warmup = integer("warmup", warmup, 0)
     if optimizer is None:
         optimizer = SGD(lr=0.05, momentum=0.9)
     elif not isinstance(optimizer, Optimizer):
@@ -179,7 +162,7 @@ def profile(model, x, y, *, backend=None, batch_size=128, steps=20, warmup=3, op
         saved = model.state_dict()
         was_training = model.training
         optimizer = _private_copy(optimizer)
-        was_reusing = model.layers[0].reuse
+        was_reusing = model.plan.reuse
         try:
             model.train()
             model.set_reuse(True)  # as during fit: a step's arrays are kept and reused
@@ -215,20 +198,20 @@ def _batches(model, b, x, y, batch_size, count):
 
 
 def _instrumented(model, b, loss_fn, optimizer, batches, warmup):
-    run = list(model._run)              # the layers that execute, fused ones merged
-    backward = set(map(id, model._run_backward))
+    run = list(model.plan.steps)        # the layers that execute, fused ones merged
+    backward = set(map(id, model.plan.backward_steps))
     sync = b.synchronize
     clock = time.perf_counter
     fwd = [[] for _ in run]
     bwd = [[] for _ in run]
     loss_t, opt_t = [], []
-    for step, (xb, yb) in enumerate(batches):
-        keep = step >= warmup
+    for index, (xb, yb) in enumerate(batches):
+        keep = index >= warmup
         h = xb
         sync()
-        for i, layer in enumerate(run):
+        for i, step in enumerate(run):
             t0 = clock()
-            h = layer.forward(h, True)
+            h = step.forward(h, True)
             sync()
             if keep:
                 fwd[i].append(clock() - t0)
@@ -238,11 +221,11 @@ def _instrumented(model, b, loss_fn, optimizer, batches, warmup):
         if keep:
             loss_t.append(clock() - t0)
         for i in range(len(run) - 1, -1, -1):
-            layer = run[i]
-            if id(layer) not in backward:
+            step = run[i]
+            if id(step) not in backward:
                 continue
             t0 = clock()
-            dh = layer.backward(dh)
+            dh = step.backward(dh)
             sync()
             if keep:
                 bwd[i].append(clock() - t0)
@@ -255,14 +238,14 @@ def _instrumented(model, b, loss_fn, optimizer, batches, warmup):
     shape = model._sample_shape(tuple(batches[0][0].shape[1:]))
     n = batches[0][0].shape[0]
     rows = []
-    for i, layer in enumerate(run):
-        out_shape = _output_shape(layer, shape)
-        flops = layer.flops(shape) * n if layer.param_names else None
+    for i, step in enumerate(run):
+        out_shape = step.output_shape(shape)
+        flops = step.layer.flops(shape) * n if step.layer.param_names else None
         fwd_ms = statistics.median(fwd[i]) * 1e3
         bwd_ms = statistics.median(bwd[i]) * 1e3 if bwd[i] else None
-        bwd_flops = _backward_flops(layer, flops, bool(bwd[i])) if flops else None
+        bwd_flops = _backward_flops(step, flops, bool(bwd[i])) if flops else None
         rows.append({
-            "name": _layer_name(layer), "output_shape": tuple(out_shape),
+            "name": step.name, "output_shape": tuple(out_shape),
             "forward_ms": fwd_ms, "backward_ms": bwd_ms,
             "forward_gflops": flops / fwd_ms / 1e6 if flops and fwd_ms > 0 else None,
             "backward_gflops": bwd_flops / bwd_ms / 1e6 if bwd_flops and bwd_ms else None,

@@ -4,18 +4,8 @@ Time is measured in epochs and may be fractional (epoch 2.5 is half way through 
 so a schedule can change the rate every step; the trainer evaluates it before each step.
 """
 import math
-import numbers
 
-
-def _number(name, value, minimum=None, maximum=None, inclusive=True):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite number, got {value!r}")
-    value = float(value)
-    if minimum is not None and (value < minimum or (not inclusive and value == minimum)):
-        raise ValueError(f"{name} must be {'>=' if inclusive else '>'} {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value}")
-    return value
+from .validation import integer, real
 
 
 class Schedule:
@@ -35,12 +25,8 @@ class StepLR(Schedule):
     """Multiply the rate by `gamma` every `step_size` epochs."""
 
     def __init__(self, step_size, gamma=0.1):
-        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral):
-            raise TypeError(f"step_size must be an int, got {type(step_size).__name__}")
-        if step_size < 1:
-            raise ValueError(f"step_size must be >= 1, got {step_size}")
-        self.step_size = int(step_size)
-        self.gamma = _number("gamma", gamma, 0.0, inclusive=False)
+        self.step_size = integer("step_size", step_size, 1)
+        self.gamma = real("gamma", gamma, 0.0, min_inclusive=False)
 
     def __call__(self, epoch):
         return self.gamma ** (int(epoch) // self.step_size)
@@ -55,10 +41,10 @@ class CosineLR(Schedule):
     after `epochs`. (An optimizer skips its update while the rate is exactly 0.)"""
 
     def __init__(self, epochs, min_factor=0.0, warmup=0.0, warmup_start=0.01):
-        self.epochs = _number("epochs", epochs, 0.0, inclusive=False)
-        self.min_factor = _number("min_factor", min_factor, 0.0, 1.0)
-        self.warmup = _number("warmup", warmup, 0.0)
-        self.warmup_start = _number("warmup_start", warmup_start, 0.0, 1.0, inclusive=False)
+        self.epochs = real("epochs", epochs, 0.0, min_inclusive=False)
+        self.min_factor = real("min_factor", min_factor, 0.0, 1.0)
+        self.warmup = real("warmup", warmup, 0.0)
+        self.warmup_start = real("warmup_start", warmup_start, 0.0, 1.0, min_inclusive=False)
         if self.warmup >= self.epochs:
             raise ValueError(f"warmup ({self.warmup}) must be shorter than epochs ({self.epochs})")
 
@@ -82,12 +68,12 @@ class OneCycleLR(Schedule):
     peak (PyTorch's max_lr)."""
 
     def __init__(self, epochs, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
-        self.epochs = _number("epochs", epochs, 0.0, inclusive=False)
-        self.pct_start = _number("pct_start", pct_start, 0.0, 1.0, inclusive=False)
+        self.epochs = real("epochs", epochs, 0.0, min_inclusive=False)
+        self.pct_start = real("pct_start", pct_start, 0.0, 1.0, min_inclusive=False)
         if self.pct_start >= 1.0:
             raise ValueError(f"pct_start must be < 1, got {self.pct_start}")
-        self.div_factor = _number("div_factor", div_factor, 1.0)
-        self.final_div_factor = _number("final_div_factor", final_div_factor, 1.0)
+        self.div_factor = real("div_factor", div_factor, 1.0)
+        self.final_div_factor = real("final_div_factor", final_div_factor, 1.0)
 
     @staticmethod
     def _cosine(start, end, t):

@@ -294,7 +294,7 @@ class Trainer:
     def _step(self, x, y):
         model = self.model
         if self._step_state is None or self._step_state[0] is not model.backend or \
-                not model.layers[0].reuse:
+                not model.plan.reuse:
             model.set_reuse(True)
             self.optimizer.attach(model)
             self._step_state = (model.backend, self.loss.bind(model.backend), None)

@@ -82,14 +82,13 @@ def test_folded_evaluation_equals_batchnorm_evaluation(backend):
     x = model.prepare_input(x_raw)
     for _ in range(3):  # move the running statistics away from 0 and 1
         loss_and_grads(model, x, y)
-    assert model._folded_eval is not None
+    folds = [step.fold for step in model.plan.eval_steps if getattr(step, "fold", None)]
+    assert folds == [model[1], model[5], model[11]]
     folded = model.forward(x, False)
-    assert model[1].folded and model[5].folded and model[11].folded
-    # the same layers run one by one, no folding
+    # the training steps in evaluation mode: each batch norm runs on its own, no folding
     h = x
-    for layer in model._run:
-        layer.folded = False
-        h = layer.forward(h, False)
+    for step in model.plan.steps:
+        h = step.forward(h, False)
     np.testing.assert_allclose(folded, h, rtol=1e-10, atol=1e-12)
     # evaluation does not touch the running statistics
     before = model.state_dict()
@@ -114,7 +113,7 @@ def test_save_and_load_keep_running_statistics(tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(x_raw), model.predict_proba(x_raw))
     assert repr(loaded[0]) == "Conv2d(1, 3, kernel_size=3, padding='same')"
     # the optimizer only trains weight and bias, never the running statistics
-    assert "1.running_mean" not in {name for _, _, name in model._slots}
+    assert "1.running_mean" not in {slot.name for slot in model.parameter_slots()}
 
 
 def test_trainer_fits_batchnorm_model_and_checkpoints(tmp_path):
@@ -158,7 +157,8 @@ def test_batchnorm_without_affine_has_no_trainable_parameters():
     fastnn.seed(9)
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.BatchNorm1d(3, affine=False),
                           nn.Linear(3, 2))
-    assert [name for _, _, name in model._slots] == ["1.weight", "1.bias", "3.weight", "3.bias"]
+    assert [slot.name for slot in model.parameter_slots()] == ["1.weight", "1.bias", "3.weight",
+                                                              "3.bias"]
     x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
     out = model.forward(model.prepare_input(x), True)
     model.backward(np.ones_like(out))

@@ -25,12 +25,16 @@ def test_linear_relu_and_conv_relu_are_fused():
                           nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3), nn.Sigmoid(),
                           backend="numpy")
     conv, _, pool, relu2, flat, lin1, _, lin2, _ = model.layers
-    assert conv.relu and lin1.relu and not lin2.relu
-    assert model._run == [conv, pool, relu2, flat, lin1, lin2, model.layers[8]]
+    steps = {step.layer: step for step in model.plan.steps}
+    assert steps[conv].relu and steps[lin1].relu and not steps[lin2].relu
+    assert list(steps) == [conv, pool, relu2, flat, lin1, lin2, model.layers[8]]
     assert [r["fused"] for r in model.describe((1, 6, 6))] == \
         [False, True, False, False, False, False, True, False, False]
     # the first layer with parameters does not need its input gradient; later ones do
-    assert not conv.need_dx and lin1.need_dx and lin2.need_dx
+    assert not steps[conv].need_dx and steps[lin1].need_dx and steps[lin2].need_dx
+    # the plan is the model's: the user's layers hold configuration and parameters only
+    assert not any(hasattr(layer, name) for layer in model.layers
+                   for name in ("relu", "pool", "need_dx", "reuse", "folded"))
 
 
 def test_fused_forward_equals_unfused():

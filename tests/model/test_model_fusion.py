@@ -8,16 +8,30 @@ import pytest
 
 import fastnn
 from fastnn import nn, optim
+from fastnn.plan import ConvPoolStep
 
 pytest.importorskip("fastnn._kernels.conv")
 from fastnn.backends.cpu import CpuBackend  # noqa: E402
 
 
 class Unfused(CpuBackend):
-    """The cpu backend declaring no fused conv + max-pool: Sequential then runs the layers one
+    """The cpu backend declaring no fused conv + max-pool: the plan then runs the layers one
     by one, through the same cpu kernels."""
-
     fuses_conv2d_maxpool = False
+
+
+def run_layers(model):
+    """The first layer of each step of the model's plan (the layers that execute)."""
+    return [s.layer for s in model.plan.steps]
+
+
+def pooled(model):
+    """{conv layer: the pool layer its step runs}, for the convs planned with their pool."""
+    return {s.layer: s.pool for s in model.plan.steps if isinstance(s, ConvPoolStep)}
+
+
+def fused_steps(model):
+    return [s._fused_step for s in model.plan.steps if isinstance(s, ConvPoolStep)]
 
 
 def lenet(**kw):
@@ -104,25 +118,25 @@ def test_mnist_shapes_run_the_fused_kernel(arch):
     make, shape = MODELS[arch]
     model = make()
     convs = [layer for layer in model.layers if isinstance(layer, nn.Conv2d)]
-    assert model._run[:2] == convs and all(c.pool is not None for c in convs)
+    assert run_layers(model)[:2] == convs and list(pooled(model)) == convs
     step(model, *batch(shape, 16))
-    assert all(c._fused_step for c in convs)  # one kernel each, not the fallback
+    assert fused_steps(model) == [True, True]  # one kernel each, not the fallback
 
 
 def test_stride_two_conv_falls_back_and_unequal_stride_pool_is_not_fused():
     model = strided()
     conv1, _, pool1, conv2, _, pool2 = model.layers[:6]
-    assert conv1.pool is pool1 and conv2.pool is None and pool2 in model._run
+    assert pooled(model) == {conv1: pool1} and pool2 in run_layers(model)
     step(model, *batch((15, 15), 4))
-    assert not conv1._fused_step  # stride 2: the two kernels, inside the Conv2d
+    assert fused_steps(model) == [False]  # stride 2: the two kernels, inside the conv's step
 
 
 def test_float64_falls_back_with_the_same_bits():
     fused, plain = pair(lenet, np.float64)
-    assert fused.layers[0].pool is fused.layers[2]
+    assert pooled(fused)[fused.layers[0]] is fused.layers[2]
     x, y = batch((28, 28), 3)
     (out_f, grads_f), (out_p, grads_p) = step(fused, x, y), step(plain, x, y)
-    assert not fused.layers[0]._fused_step
+    assert fused_steps(fused)[0] is False
     assert_same(out_f, out_p)
     for gf, gp in zip(grads_f, grads_p):
         assert_same(gf, gp)
@@ -142,12 +156,13 @@ def test_training_with_the_trainer_gives_the_same_weights():
 
 def test_numpy_backend_and_moving_between_backends():
     model = lenet(backend="numpy")
-    assert all(layer.pool is None for layer in model.layers if isinstance(layer, nn.Conv2d))
-    assert model.layers[2] in model._run and model.layers[5] in model._run
+    assert pooled(model) == {}
+    assert model.layers[2] in run_layers(model) and model.layers[5] in run_layers(model)
     model.to("cpu")
-    assert model.layers[0].pool is model.layers[2] and model.layers[2] not in model._run
+    assert pooled(model)[model.layers[0]] is model.layers[2]
+    assert model.layers[2] not in run_layers(model)
     model.to("numpy")
-    assert model.layers[0].pool is None and model.layers[2] in model._run
+    assert pooled(model) == {} and model.layers[2] in run_layers(model)
 
 
 def test_summary_shows_the_pool_fused():
@@ -169,7 +184,8 @@ def test_save_load_round_trip(tmp_path):
     model.save(tmp_path / "cnn.npz")
     loaded = fastnn.load(tmp_path / "cnn.npz")
     assert loaded.config() == model.config()
-    assert loaded.layers[0].pool is loaded.layers[2] and loaded._run[:2] == loaded.layers[0:4:3]
+    assert pooled(loaded)[loaded.layers[0]] is loaded.layers[2]
+    assert run_layers(loaded)[:2] == loaded.layers[0:4:3]
     assert_same(loaded.forward(x, False), expected)
 
 
@@ -192,7 +208,7 @@ def test_a_training_step_allocates_nothing():
         tracemalloc.stop()
     # the first conv's pooled output alone is 16 * 32 * 12 * 12 * 4 = 295 KB
     assert peak < 32 * 1024, peak
-    assert model.layers[0]._fused_step
+    assert fused_steps(model)[0]
 
 
 def test_profile_shows_one_row_per_fused_conv():

@@ -280,7 +280,7 @@ def test_fit_with_reused_buffers_equals_a_plain_loop(backend, loss):
     model = build()
     fastnn.Trainer(model, optim.SGD(lr=0.1, momentum=0.9), loss=loss, backend=backend).fit(
         x, y, epochs=2, batch_size=16, shuffle=False, verbose=0)
-    assert not any(layer._buffers for layer in model.layers)  # freed after fit
+    assert not any(step._buffers for step in model.plan.steps)  # freed after fit
 
     plain = build()
     opt = optim.SGD(lr=0.1, momentum=0.9).attach(plain)
