@@ -13,8 +13,10 @@ allocates nothing but its result. A thread's buffers go when the thread ends or 
 replaced (new parameters, another dtype).
 """
 import threading
+import weakref
 
 import numpy as np
+
 
 # Rows the kept output buffers hold at most; larger inputs are run in slices of this many.
 MAX_ROWS = 1024
@@ -37,11 +39,12 @@ class DensePlan:
     @classmethod
     def build(cls, model):
         """A plan for `model`, or None when it is not a plain chain of Linear layers on a
-        backend with the chain kernel."""
+        backend with the chain kernel (a CNN of Conv2d layers, then Flatten and Linear layers,
+        gets a ConvPlan)."""
         if not model.backend.runs_dense_chain:
             return None
         chain = model.plan.linear_chain()  # None unless leading Flattens and Linear layers
-        return None if chain is None else cls(model, chain)
+        return ConvPlan.build(model) if chain is None else cls(model, chain)
 
     def current(self, model):
         """Whether this plan still describes `model` (same layers, same parameter arrays)."""
@@ -94,3 +97,185 @@ class _Workspace:
              for (fin, fout, relu), (w, b), y in zip(plan.shapes, plan.params, self.buffers)],
             dtype=np.int64)
         self.labels = np.empty(rows, np.int64)
+
+
+class ConvPlan:
+    """A CNN's inference in two compiled calls: the Conv2d layers (their ReLU and max-pool
+    included) through the conv kernels' chain (fastnn._kernels.conv.chain_forward), then the
+    Linear layers and the argmax through the DensePlan kernel. Each convolution runs the
+    algorithm a checked call picks for the batch's shape, so the bits are the layer-by-layer
+    forward pass's. float32 models on cpu; buffers per thread, as DensePlan's."""
+
+    def __init__(self, model, convs, linears, conv_kernels, dense_kernels, get_num_threads):
+        self._conv = conv_kernels
+        self._chain_forward = dense_kernels.chain_forward
+        self._get_num_threads = get_num_threads
+        self._model = weakref.ref(model)  # for the per-sample input shape it validated
+        self.layers = [layer for layer, _, _ in convs] + [layer for layer, _ in linears]
+        self.n_convs = len(convs)
+        self.params = [tuple(layer.params) for layer in self.layers]
+        self.conv_config = [(layer.in_channels, layer.out_channels, layer.kernel_size,
+                             layer.stride, layer.padding, int(relu), pool)
+                            for layer, relu, pool in convs]
+        self.shapes = [(layer.in_features, layer.out_features, int(relu))
+                       for layer, relu in linears]
+        self.dtype = model.dtype
+        self._per_thread = threading.local()  # .workspace: this thread's _ConvWorkspace
+
+    @classmethod
+    def build(cls, model):
+        """A plan for a float32 `model` whose evaluation steps are Conv2d steps (their ReLU
+        and max-pool fused in, no batch norm folded), a Flatten, then Linear steps; or None."""
+        from . import plan as P
+
+        if model.dtype != np.float32:
+            return None
+        try:
+            from ._kernels import conv as conv_kernels
+            from ._kernels import dense as dense_kernels
+            from ._kernels import runtime
+        except ImportError:  # pragma: no cover - the cpu backend has the kernels
+            return None
+        steps = model.plan.eval_steps
+        convs, linears, k = [], [], 0
+        while k < len(steps) and type(steps[k]) in (P.ConvStep, P.ConvPoolStep) and \
+                steps[k].fold is None:
+            step = steps[k]
+            pool = step.pool.kernel_size if type(step) is P.ConvPoolStep else 0
+            convs.append((step.layer, step.relu, pool))
+            k += 1
+        if not convs or k >= len(steps) or type(steps[k]) is not P.FlattenStep:
+            return None
+        for step in steps[k + 1:]:
+            if type(step) is not P.LinearStep or step.fold is not None:
+                return None
+            linears.append((step.layer, step.relu))
+        if not linears or any(len(layer.params) != 2 for layer, *_ in convs + linears):
+            return None
+        return cls(model, convs, linears, conv_kernels, dense_kernels, runtime.get_num_threads)
+
+    def current(self, model):
+        """Whether this plan still describes `model` (same layers, same parameter arrays)."""
+        if self.dtype != model.dtype:
+            return False
+        for layer, params in zip(self.layers, self.params):
+            if layer.params[0] is not params[0] or layer.params[1] is not params[1]:
+                return False
+        return True
+
+    def _workspace(self, rows, sample_shape):
+        workspace = getattr(self._per_thread, "workspace", None)
+        if workspace is None or workspace.rows < rows or workspace.sample_shape != sample_shape:
+            workspace = self._per_thread.workspace = _ConvWorkspace(self, rows, sample_shape)
+        return workspace
+
+    def _run(self, x):
+        """The last Linear layer's outputs for x's n <= MAX_ROWS rows (a view of this thread's
+        buffer) and the labels buffer."""
+        model = self._model()
+        sample_shape = None if model is None else model._input_ok[1]
+        if sample_shape is None or len(sample_shape) != 3 or \
+                int(np.prod(sample_shape)) != x.shape[1]:
+            raise ValueError(f"x must have samples of {sample_shape}, got {x.shape[1]} values")
+        n = x.shape[0]
+        workspace = self._workspace(n, tuple(sample_shape))
+        nthreads = self._get_num_threads()
+        self._conv.chain_forward(x, workspace.conv_table(n, nthreads), True, nthreads)
+        return workspace, workspace.flat[:n]
+
+    def predict(self, x):
+        """Class indices (a new int64 array) for x, a C-contiguous (N, C*H*W) float32 array;
+        NaN or infinity in x raises ValueError."""
+        n = x.shape[0]
+        if n > MAX_ROWS:
+            return np.concatenate([self.predict(x[i:i + MAX_ROWS])
+                                   for i in range(0, n, MAX_ROWS)])
+        workspace, flat = self._run(x)
+        labels = workspace.labels[:n]
+        self._chain_forward(flat, workspace.table, labels, False)  # x was checked
+        return labels.copy()
+
+    def outputs(self, x):
+        """The last layer's outputs (a new array) for x, as predict takes it."""
+        n = x.shape[0]
+        if n > MAX_ROWS:
+            return np.concatenate([self.outputs(x[i:i + MAX_ROWS])
+                                   for i in range(0, n, MAX_ROWS)])
+        workspace, flat = self._run(x)
+        self._chain_forward(flat, workspace.table, None, False)
+        return workspace.buffers[-1][:n].copy()
+
+
+class _ConvWorkspace:
+    """One thread's buffers for a ConvPlan: each convolution's output, one argmax buffer the
+    fused kernels write (never read), the convolution's output before an unfused max-pool,
+    the kernels' scratch memory, the Linear layers' outputs; and the convolutions' table per
+    batch size (the algorithm, and so the scratch size, depends on it)."""
+
+    def __init__(self, plan, rows, sample_shape):
+        self.plan, self.rows, self.sample_shape = plan, rows, sample_shape
+        self.stages = []  # (layer input shape, conv output shape, pooled output shape)
+        shape = sample_shape
+        for _, co, (kh, kw), stride, padding, _, pool in plan.conv_config:
+            _, h, w = shape
+            ho, wo = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
+            out = (co, ho // pool, wo // pool) if pool else (co, ho, wo)
+            self.stages.append((shape, (co, ho, wo), out))
+            shape = out
+        size = max(int(np.prod(out)) for _, _, out in self.stages)
+        conv_size = max(int(np.prod(conv_out)) for _, conv_out, _ in self.stages)
+        self.outputs = [np.empty((rows, *out), np.float32) for _, _, out in self.stages]
+        self.argmax = np.empty(rows * size, np.int32)
+        self.conv_out = np.empty(rows * conv_size, np.float32)
+        self.work = np.empty(1, np.float32)
+        self.flat = self.outputs[-1].reshape(rows, -1)
+        self.buffers = [np.empty((rows, fout), np.float32) for _, fout, _ in plan.shapes]
+        self.table = np.array(
+            [[w.ctypes.data, b.ctypes.data, y.ctypes.data, fin, fout, relu]
+             for (fin, fout, relu), (w, b), y in zip(plan.shapes, plan.params[plan.n_convs:],
+                                                     self.buffers)],
+            dtype=np.int64)
+        self.labels = np.empty(rows, np.int64)
+        self._tables = {}  # (rows, threads) -> the convolutions' table
+        # per stage run by Winograd: its transformed weights, the weights they were made
+        # from, and the kernel's state word (0: not made yet); kept between calls
+        self._kept = {}
+
+    def conv_table(self, n, nthreads):
+        key = (n, nthreads)
+        table = self._tables.get(key)
+        if table is not None:
+            return table
+        conv, plan = self.plan._conv, self.plan
+        rows, sizes = [], []
+        for (shape, (co, ho, wo), _), config, (w, b), y in zip(
+                self.stages, plan.conv_config, plan.params, self.outputs):
+            ci, _, (kh, kw), stride, padding, relu, pool = config
+            x_shape = (n, *shape)
+            algorithm = conv.choose(x_shape, w.shape, np.float32, stride, padding)
+            fused = bool(pool) and bool(conv.fusable(x_shape, w.shape, np.float32, stride,
+                                                     padding, pool, need_dx=False))
+            sizes.append(conv.workspace_size("forward", x_shape, w.shape, np.float32, stride,
+                                             padding, algorithm, nthreads, need_dx=False,
+                                             pool=pool if fused else 0))
+            kept = (0, 0, 0)
+            if algorithm == "winograd":
+                arrays = self._kept.get(len(rows))
+                if arrays is None:
+                    arrays = self._kept[len(rows)] = (
+                        np.empty(conv.kept_weights_size(x_shape, w.shape), np.float32),
+                        np.empty(w.size, np.float32), np.zeros(1, np.int64))
+                kept = tuple(a.ctypes.data for a in arrays)
+            rows.append([conv.algorithm_code(algorithm), pool, int(fused), relu, ci,
+                         shape[1], shape[2], co, kh, kw, stride, padding, ho, wo,
+                         w.ctypes.data, b.ctypes.data, y.ctypes.data,
+                         self.argmax.ctypes.data, self.conv_out.ctypes.data, 0, *kept])
+        if self.work.size < max(sizes):
+            self.work = np.empty(max(sizes), np.float32)
+            self._tables = {}
+        for row in rows:
+            row[19] = self.work.ctypes.data
+        if len(self._tables) >= 8:
+            self._tables = {}
+        table = self._tables[key] = np.array(rows, dtype=np.int64)
+        return table

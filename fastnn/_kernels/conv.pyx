@@ -27,6 +27,7 @@ import numpy as np
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, threadid
+from libc.stdint cimport int64_t, uint32_t
 from libc.string cimport memset
 
 from fastnn._kernels.gemm cimport gemm
@@ -58,6 +59,11 @@ cdef extern from "conv_winograd.h" nogil:
                              const float *bias, int relu, float *y, int pool, int *argmax,
                              float *work, int nthreads)
     size_t fastnn_wino_backward_floats(const fastnn_wino_shape *s, int pool, int nthreads)
+    size_t fastnn_wino_kept_floats(const fastnn_wino_shape *s)
+    void fastnn_wino_forward_kept(const fastnn_wino_shape *s, const float *x, const float *w,
+                                  const float *bias, int relu, float *y, int pool, int *argmax,
+                                  float *work, int nthreads, float *kept, float *w_kept,
+                                  int64_t *state)
     void fastnn_wino_backward(const fastnn_wino_shape *s, const float *x, const float *w,
                               const float *y, const float *dy, int relu, int pool,
                               const int *argmax, float *dx, float *dw, float *db, float *work,
@@ -87,7 +93,7 @@ cdef enum:
 # their sum, so it is used only where there are enough outputs per channel for the result's
 # norm to be of the products' size (a handful of outputs can cancel to almost nothing).
 WINOGRAD_MIN_CHANNELS = 4
-WINOGRAD_MIN_OUTPUTS = 256
+WINOGRAD_MIN_OUTPUTS = 64
 
 
 def isa():
@@ -633,3 +639,153 @@ def _backward_kernel(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
             with nogil:
                 fastnn_direct_backward(&ds, &x[0, 0, 0, 0], &y[0, 0, 0, 0], &dy[0, 0, 0, 0],
                                        relu, pool, parg, &dw[0, 0, 0, 0], &db[0], &work[0], nt)
+
+
+# ---- a CNN's convolutions in one call (inference) -----------------------------------------
+# Batch-1 inference of a CNN is mostly Python: argument checks and layer dispatch around
+# kernels of a few microseconds. fastnn.inference writes one table row per Conv2d (its ReLU
+# and max-pool included) with the algorithm and buffers a checked call would use, and this
+# runs them all: the same kernels, so the same bits as the layer-by-layer forward pass.
+
+cdef extern from "finite.h" nogil:
+    bint fastnn_all_finite32(const uint32_t* bits, size_t n)
+
+# The columns of a chain row.
+CHAIN_FIELDS = ("algorithm", "pool", "fused", "relu", "in_channels", "height", "width",
+                "out_channels", "kernel_h", "kernel_w", "stride", "padding", "out_h", "out_w",
+                "w", "b", "y", "argmax", "conv_out", "work", "kept", "w_kept", "state")
+cdef enum:
+    CH_ALGO = 0
+    CH_POOL = 1
+    CH_FUSED = 2
+    CH_RELU = 3
+    CH_CI = 4
+    CH_H = 5
+    CH_W = 6
+    CH_CO = 7
+    CH_KH = 8
+    CH_KW = 9
+    CH_STRIDE = 10
+    CH_PAD = 11
+    CH_HO = 12
+    CH_WO = 13
+    CH_WADDR = 14
+    CH_BADDR = 15
+    CH_YADDR = 16
+    CH_ARGADDR = 17
+    CH_CONVADDR = 18
+    CH_WORKADDR = 19
+    CH_KEPT = 20
+    CH_WKEPT = 21
+    CH_STATE = 22
+    CH_COLUMNS = 23
+
+
+def algorithm_code(name):
+    """The table's code for an algorithm name of choose()."""
+    return _ALGORITHM_CODES[name]
+
+
+def kept_weights_size(x_shape, w_shape):
+    """float32 elements of a chain row's `kept` buffer (Winograd's transformed weights, kept
+    between calls) for a convolution of these shapes, padding 0 or more."""
+    cdef fastnn_wino_shape s
+    s.n, s.ci, s.h, s.w, s.co, s.pad = x_shape[0], x_shape[1], x_shape[2], x_shape[3], \
+        w_shape[0], 0
+    return fastnn_wino_kept_floats(&s)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _maxpool_values(const float *x, Py_ssize_t planes, int h, int wd, int k,
+                          float *y) noexcept nogil:
+    """y = the k x k, stride k max-pool of each h x wd plane: the first maximum in window
+    order, NaN over numbers, as maxpool_forward (which also keeps the argmax)."""
+    cdef Py_ssize_t plane
+    cdef int ph = h // k, pw = wd // k, oh, ow, i, j
+    cdef const float *xp
+    cdef float best, v
+    for plane in range(planes):
+        xp = x + plane * h * wd
+        for oh in range(ph):
+            for ow in range(pw):
+                best = xp[oh * k * wd + ow * k]
+                for i in range(k):
+                    for j in range(k):
+                        v = xp[(oh * k + i) * wd + ow * k + j]
+                        if v > best or (v != v and best == best):
+                            best = v
+                y[(plane * ph + oh) * pw + ow] = best
+
+
+cdef void _chain_stage(const int64_t *row, const float *x, int n, int nt) noexcept nogil:
+    cdef int algo = <int>row[CH_ALGO], pool = <int>row[CH_POOL], fused = <int>row[CH_FUSED]
+    cdef bint relu = row[CH_RELU] != 0
+    cdef int ci = <int>row[CH_CI], h = <int>row[CH_H], wd = <int>row[CH_W], co = <int>row[CH_CO]
+    cdef int kh = <int>row[CH_KH], kw = <int>row[CH_KW], stride = <int>row[CH_STRIDE]
+    cdef int padding = <int>row[CH_PAD], ho = <int>row[CH_HO], wo = <int>row[CH_WO]
+    cdef const float *w = <const float *><size_t>row[CH_WADDR]
+    cdef const float *b = <const float *><size_t>row[CH_BADDR]
+    cdef float *y = <float *><size_t>row[CH_YADDR]
+    cdef int *argmax = <int *><size_t>row[CH_ARGADDR]
+    cdef float *work = <float *><size_t>row[CH_WORKADDR]
+    # the convolution's own output: y itself, unless a max-pool runs after it
+    cdef float *out = y if pool == 0 or fused else <float *><size_t>row[CH_CONVADDR]
+    cdef fastnn_wino_shape ws
+    cdef fastnn_direct_shape ds
+    if algo == GEMM:
+        _gemm_forward(x, w, b, out, n, ci, h, wd, co, kh, kw, stride, padding, ho, wo, relu,
+                      work, nt)
+    elif algo == WINOGRAD:
+        ws.n, ws.ci, ws.h, ws.w, ws.co, ws.pad = n, ci, h, wd, co, padding
+        if row[CH_KEPT] != 0:  # the weights' transform kept between calls
+            fastnn_wino_forward_kept(&ws, x, w, b, relu, out, pool if fused else 0,
+                                     argmax if fused else NULL, work, nt,
+                                     <float *><size_t>row[CH_KEPT],
+                                     <float *><size_t>row[CH_WKEPT],
+                                     <int64_t *><size_t>row[CH_STATE])
+        else:
+            fastnn_wino_forward(&ws, x, w, b, relu, out, pool if fused else 0,
+                                argmax if fused else NULL, work, nt)
+    else:
+        ds.n, ds.h, ds.w, ds.co, ds.kh, ds.kw, ds.pad = n, h, wd, co, kh, kw, padding
+        fastnn_direct_forward(&ds, x, w, b, relu, out, pool if fused else 0,
+                              argmax if fused else NULL, work, nt)
+    if pool and not fused:
+        _maxpool_values(out, <Py_ssize_t>n * co, ho, wo, pool, y)
+
+
+def chain_forward(const float[:, ::1] x, const int64_t[:, ::1] table, bint check_finite=True,
+                  int nthreads=0):
+    """Run the convolutions of `table` (rows as CHAIN_FIELDS, written by fastnn.inference
+    from arrays it checked and keeps alive, buffers with room for x's rows) on x, the batch
+    flattened to (N, C*H*W), float32; each stage reads the previous one's y. With
+    check_finite, NaN or infinity in x raises ValueError before any work."""
+    cdef Py_ssize_t n = x.shape[0], stages = table.shape[0], i
+    cdef int nt = resolve_threads(nthreads)
+    cdef bint finite = True
+    cdef const float *h
+    if table.shape[1] != CH_COLUMNS or stages < 1:
+        raise ValueError(f"table must have one row of {CH_COLUMNS} entries per stage")
+    if n > 2**31 - 1:
+        raise ValueError(f"batch = {n} is too large for the kernels (at most 2**31 - 1)")
+    if table[0, CH_CI] * table[0, CH_H] * table[0, CH_W] != x.shape[1]:
+        raise ValueError(f"x must have {table[0, CH_CI] * table[0, CH_H] * table[0, CH_W]} "
+                         f"features, got {x.shape[1]}")
+    for i in range(1, stages):
+        if (table[i, CH_CI], table[i, CH_H], table[i, CH_W]) != (
+                table[i - 1, CH_CO], table[i - 1, CH_HO] // max(table[i - 1, CH_POOL], 1),
+                table[i - 1, CH_WO] // max(table[i - 1, CH_POOL], 1)):
+            raise ValueError(f"stage {i} does not take the output of stage {i - 1}")
+    if n == 0:
+        return
+    if check_finite:
+        with nogil:
+            finite = fastnn_all_finite32(<const uint32_t *>&x[0, 0], <size_t>(n * x.shape[1]))
+        if not finite:
+            raise ValueError("x holds NaN or infinite values")
+    with nogil:
+        h = &x[0, 0]
+        for i in range(stages):
+            _chain_stage(&table[i, 0], h, <int>n, nt)
+            h = <const float *><size_t>table[i, CH_YADDR]

@@ -218,7 +218,8 @@ def test_choose_picks_winograd_only_where_it_applies():
     assert conv.choose((128, 32, 12, 12), (64, 32, 5, 5), np.float64, 1, 0) == "gemm"
     assert conv.choose((128, 32, 12, 12), (64, 32, 5, 5), np.float32, 2, 0) == "gemm"
     assert conv.choose((128, 32, 12, 12), (64, 32, 3, 3), np.float32, 1, 1) == "gemm"
-    assert conv.choose((1, 32, 12, 12), (64, 32, 5, 5), np.float32, 1, 0) == "gemm"  # tiny
+    assert conv.choose((1, 32, 12, 12), (64, 32, 5, 5), np.float32, 1, 0) == "winograd"
+    assert conv.choose((1, 32, 10, 10), (64, 32, 5, 5), np.float32, 1, 0) == "gemm"  # tiny
     assert conv.choose((128, 2, 12, 12), (64, 2, 5, 5), np.float32, 1, 0) == "gemm"
     with pytest.raises(ValueError, match="winograd"):
         conv.choose((1, 2, 8, 8), (2, 2, 3, 3), np.float32, 1, 0, "winograd")

@@ -18,6 +18,8 @@
            [ 0  1  -1  8  -8  1/8 -1/8   1 ]
 */
 #include "conv_winograd.h"
+
+#include <string.h>
 #include "conv_simd.h"
 
 /* Sizes shared by the passes; all counts of floats are multiples of 16 (64-byte blocks). */
@@ -145,11 +147,11 @@ void fastnn_wino_forward(const fastnn_wino_shape *s, const float *x, const float
     wino_make_plan(s, pool, &p);
 #if CONV_HAVE_AVX2
     if (fastnn_conv_use_avx2()) {
-        wino_avx2_forward(&p, x, w, bias, relu, y, pool, argmax, conv_align(work), nt);
+        wino_avx2_forward(&p, x, w, bias, relu, y, pool, argmax, conv_align(work), nt, NULL);
         return;
     }
 #endif
-    wino_portable_forward(&p, x, w, bias, relu, y, pool, argmax, conv_align(work), nt);
+    wino_portable_forward(&p, x, w, bias, relu, y, pool, argmax, conv_align(work), nt, NULL);
 #else
     (void)s; (void)x; (void)w; (void)bias; (void)relu; (void)y; (void)pool; (void)argmax;
     (void)work; (void)nthreads;
@@ -174,5 +176,52 @@ void fastnn_wino_backward(const fastnn_wino_shape *s, const float *x, const floa
 #else
     (void)s; (void)x; (void)w; (void)y; (void)dy; (void)relu; (void)pool; (void)argmax;
     (void)dx; (void)dw; (void)db; (void)work; (void)nthreads;
+#endif
+}
+
+size_t fastnn_wino_kept_floats(const fastnn_wino_shape *s)
+{
+    wino_plan p;
+    wino_make_plan(s, 0, &p);
+    return CONV_ALIGN_SLACK + p.u_floats;
+}
+
+void fastnn_wino_forward_kept(const fastnn_wino_shape *s, const float *x, const float *w,
+                              const float *bias, int relu, float *y, int pool, int *argmax,
+                              float *work, int nthreads, float *kept, float *w_kept,
+                              int64_t *state)
+{
+#if CONV_HAVE_VECTORS
+    wino_plan p;
+    int nt = conv_threads(nthreads);
+    size_t wsize = sizeof(float) * (size_t)s->co * s->ci * 25;
+    float *U = conv_align(kept);
+    int64_t build = 1;
+    wino_make_plan(s, pool, &p);
+#if CONV_HAVE_AVX2
+    if (fastnn_conv_use_avx2())
+        build = 2;
+#endif
+    if (*state != build || memcmp(w, w_kept, wsize) != 0) {
+        *state = 0;
+#if CONV_HAVE_AVX2
+        if (build == 2)
+            wino_avx2_transform_forward_weights(&p, w, U);
+        else
+#endif
+            wino_portable_transform_forward_weights(&p, w, U);
+        memcpy(w_kept, w, wsize);
+        *state = build;
+    }
+#if CONV_HAVE_AVX2
+    if (build == 2) {
+        wino_avx2_forward(&p, x, w, bias, relu, y, pool, argmax, conv_align(work), nt, U);
+        return;
+    }
+#endif
+    wino_portable_forward(&p, x, w, bias, relu, y, pool, argmax, conv_align(work), nt, U);
+#else
+    (void)s; (void)x; (void)w; (void)bias; (void)relu; (void)y; (void)pool; (void)argmax;
+    (void)work; (void)nthreads; (void)kept; (void)w_kept; (void)state;
 #endif
 }

@@ -20,6 +20,7 @@
 #define FASTNN_CONV_WINOGRAD_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -38,6 +39,17 @@ size_t fastnn_wino_forward_floats(const fastnn_wino_shape *s, int pool, int nthr
 void fastnn_wino_forward(const fastnn_wino_shape *s, const float *x, const float *w,
                          const float *bias, int relu, float *y, int pool, int *argmax,
                          float *work, int nthreads);
+
+/* fastnn_wino_forward, with the transformed weights kept between calls (inference):
+   `kept` (fastnn_wino_kept_floats floats), `w_kept` (Co*Ci*25 floats: the weights they were
+   made from) and *state (0 at first) belong to the caller; the weights are transformed again
+   when w differs from w_kept or another build (ISA) runs. The same bits as
+   fastnn_wino_forward. */
+size_t fastnn_wino_kept_floats(const fastnn_wino_shape *s);
+void fastnn_wino_forward_kept(const fastnn_wino_shape *s, const float *x, const float *w,
+                              const float *bias, int relu, float *y, int pool, int *argmax,
+                              float *work, int nthreads, float *kept, float *w_kept,
+                              int64_t *state);
 
 /* pool == 0: dy is the gradient at the convolution's output, masked with y > 0 when relu (y
    may be NULL otherwise). pool = k > 0: y, dy and argmax are the pooled output, its gradient

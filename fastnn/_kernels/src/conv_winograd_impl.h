@@ -357,6 +357,12 @@ WTARGET static void WN(transform_weights)(const wino_plan *p, const float *w, fl
     }
 }
 
+/* U of the forward pass on the calling thread (no enclosing parallel region). */
+WTARGET static void WN(transform_forward_weights)(const wino_plan *p, const float *w, float *U)
+{
+    WN(transform_weights)(p, w, U, 0);
+}
+
 /* dW = G^T dU G from dU[f][Kp][Cp]. Work-shared. */
 WTARGET static void WN(finish_dw)(const wino_plan *p, const float *dU, float *dw)
 {
@@ -640,10 +646,10 @@ WTARGET static void WN(sample_dinput)(const wino_plan *p, const float *dV, int t
 /* Each thread takes whole chunks of samples: transform, 64 GEMMs, transform back. */
 WTARGET static void WN(forward)(const wino_plan *p, const float *x, const float *w,
                                 const float *bias, int relu, float *y, int pool, int *argmax,
-                                float *work, int nthreads)
+                                float *work, int nthreads, const float *U_ready)
 {
-    float *U = work;
-    float *bias8 = U + p->u_floats;             /* bias, zero-padded to Kp */
+    float *U = U_ready != NULL ? (float *)U_ready : work;   /* U_ready: already transformed */
+    float *bias8 = work + p->u_floats;          /* bias, zero-padded to Kp */
     float *thread_base = bias8 + round16(p->kp);
     int nchunks = (p->s.n + p->chunk - 1) / p->chunk, o;
     for (o = 0; o < p->kp; o++)
@@ -657,7 +663,8 @@ WTARGET static void WN(forward)(const wino_plan *p, const float *x, const float 
         float *M = V + p->v_floats;
         float *pb = M + p->m_floats;
         int chunk;
-        WN(transform_weights)(p, w, U, 0);
+        if (U_ready == NULL)
+            WN(transform_weights)(p, w, U, 0);
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
