@@ -17,7 +17,6 @@ import weakref
 
 import numpy as np
 
-
 # Rows the kept output buffers hold at most; larger inputs are run in slices of this many.
 MAX_ROWS = 1024
 
