@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import numbers
 import sys
-import threading
 import warnings
 from contextlib import contextmanager
 
@@ -58,9 +57,6 @@ ACTIVATIONS = {"identity": None, "logistic": nn.Sigmoid, "tanh": nn.Tanh, "relu"
 SOLVERS = ("sgd", "adam")
 BACKENDS = ("cpu", "numpy", "cuda")
 PADDINGS = ("same", "valid")
-
-# fastnn's random stream is one per process: fits that seed it take turns
-_STREAM_LOCK = threading.RLock()
 
 
 # ---- parameter checks (scikit-learn checks at fit, never in __init__) --------------------------
@@ -138,22 +134,10 @@ def _threads_limited(n):
 
 @contextmanager
 def _seeded_stream(seed):
-    """fastnn's random stream seeded with `seed` inside; the caller's stream is left as it was.
-    Where fastnn has per-thread streams (`_random.using`), the fit gets one of its own, so fits
-    in several threads run side by side; otherwise the process-wide stream is swapped in and
-    out under a lock, and such fits take turns."""
-    using, stream = getattr(_random, "using", None), getattr(_random, "Stream", None)
-    if using is not None and stream is not None:
-        with using(stream.from_seed(seed)):
-            yield
-        return
-    with _STREAM_LOCK:
-        saved = _random.get_state()
-        _random.seed(seed)
-        try:
-            yield
-        finally:
-            _random.set_state(saved)
+    """fastnn's random stream seeded with `seed` inside, for this thread only (`_random.using`):
+    the caller's stream is left as it was, and fits in several threads run side by side."""
+    with _random.using(_random.Stream.from_seed(seed)):
+        yield
 
 
 class _EpochMonitor:

@@ -143,26 +143,14 @@ def _export_dropout(step, g, x):
 
 @register_exporter("LeakyReLU")
 def _export_leaky_relu(step, g, x):
-    slope = _first_attr(step.layer, ("negative_slope", "alpha", "slope"))
-    return g.node("LeakyRelu", [x], step.prefix, alpha=float(slope))
+    return g.node("LeakyRelu", [x], step.prefix, alpha=float(step.layer.negative_slope))
 
 
 @register_exporter("AvgPool2d")
 def _export_avgpool2d(step, g, x):
-    layer = step.layer
-    k = layer.kernel_size
-    k = list(k) if isinstance(k, (tuple, list)) else [k, k]
-    s = getattr(layer, "stride", None) or k
-    s = list(s) if isinstance(s, (tuple, list)) else [s, s]
-    p = getattr(layer, "padding", 0) or 0
+    k, s = step.layer.kernel_size, step.layer.stride
     return g.node(
-        "AveragePool",
-        [x],
-        step.prefix,
-        kernel_shape=k,
-        strides=s,
-        pads=[p, p, p, p],
-        count_include_pad=1,
+        "AveragePool", [x], step.prefix, kernel_shape=[k, k], strides=[s, s], pads=[0, 0, 0, 0]
     )
 
 
@@ -178,13 +166,11 @@ def _export_global_avgpool2d(step, g, x):
 def _batchnorm_stats(step):
     """scale, bias, running mean, running variance and epsilon of a BatchNorm layer."""
     layer, p = step.layer, step.params
-    channels = p["running_mean"].shape[0] if "running_mean" in p else layer.num_features
-    scale = p.get("weight", np.ones(channels, np.float32))
+    channels = layer.num_features
+    scale = p.get("weight", np.ones(channels, np.float32))  # absent when affine=False
     bias = p.get("bias", np.zeros(channels, np.float32))
-    mean = p["running_mean"] if "running_mean" in p else _host(layer.running_mean)
-    var = p["running_var"] if "running_var" in p else _host(layer.running_var)
-    eps = float(_first_attr(layer, ("eps", "epsilon")))
-    return [np.asarray(a, np.float32) for a in (scale, bias, mean, var)], eps
+    arrays = (scale, bias, p["running_mean"], p["running_var"])
+    return [np.asarray(a, np.float32) for a in arrays], float(layer.eps)
 
 
 def _export_batchnorm(step, g, x):
@@ -198,17 +184,6 @@ def _export_batchnorm(step, g, x):
 
 register_exporter("BatchNorm1d")(_export_batchnorm)
 register_exporter("BatchNorm2d")(_export_batchnorm)
-
-
-def _first_attr(obj, names):
-    for name in names:
-        if hasattr(obj, name):
-            return getattr(obj, name)
-    raise AttributeError(f"{type(obj).__name__} has none of {names}")
-
-
-def _host(a):
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
 def _model_input_shape(model, input_shape):
