@@ -496,3 +496,28 @@ def test_fewer_samples_than_threads_same_bits(shape, dtype, algorithm, pool, isa
         for nthreads in (1, 2, 3, 4):
             for part, ref in zip(forward(x[3:3 + n], nthreads), whole):
                 assert part.tobytes() == ref[3:3 + n].tobytes()
+
+
+@pytest.mark.parametrize("pool", [0, 2, 3])
+@pytest.mark.parametrize("shape", [(3, 1, 28, 28, 32, 5, 1, 0), (2, 1, 28, 28, 6, 5, 1, 2),
+                                   (2, 1, 20, 17, 7, 5, 1, 1), (5, 1, 13, 13, 13, 5, 1, 2),
+                                   (2, 1, 32, 32, 8, 5, 1, 0)], ids=str)
+def test_direct_avx512_and_avx2_forward_same_bits(shape, pool, conv_isa):
+    """The AVX-512 forward kernels (flattened rows for pool 0 and 2) compute every output as
+    the AVX2 kernel does: the same chain of FMAs in tap order, then bias and ReLU."""
+    x, w, b, dy = make(shape, np.float32, seed=23)
+    padding = shape[7]
+    results = []
+    for isa in ("avx512", "avx2"):
+        conv_isa(isa)
+        co, ho, wo = dy.shape[1:]
+        if pool:
+            y = np.full((x.shape[0], co, ho // pool, wo // pool), np.nan, np.float32)
+            argmax = np.full(y.shape, -1, np.int32)
+            conv.forward_maxpool(x, w, b, y, argmax, 1, padding, True, pool, algorithm="direct")
+            results.append(y.tobytes() + argmax.tobytes())
+        else:
+            y = np.full(dy.shape, np.nan, np.float32)
+            conv.forward(x, w, b, y, 1, padding, True, algorithm="direct")
+            results.append(y.tobytes())
+    assert results[0] == results[1]

@@ -12,6 +12,9 @@ typedef struct {
     int gcb, tb, nblk, tapsp;   /* backward: channels x taps per register block, blocks,
                                    taps padded to a multiple of tb */
     int fit512;             /* the AVX-512 kernels take this shape (conv_direct_avx512.h) */
+    int wq, nq;             /* AVX-512 forward: input rows wq = W + 2 pad floats apart, the
+                               outputs' rows as nq vectors of 16 over that stride */
+    size_t xq_floats, yq_floats;
     size_t xp_floats, ys_floats, g_floats, wb_floats, bb_floats;
     size_t acc_floats, dbv_floats, toff_floats;
     size_t fwd_thread_floats, bwd_thread_floats;
@@ -43,6 +46,15 @@ static void direct_make_plan(const fastnn_direct_shape *s, direct_plan *p)
     p->bb_floats = conv_round16((size_t)s->co + 12);
     p->ys_floats = conv_round16((size_t)s->co * p->ho * p->wo);
     p->fwd_thread_floats = p->xp_floats;
+    /* the AVX-512 forward's buffers (conv_direct_avx512.h): the padded input with rows wq
+       floats apart, and the outputs of every channel (padded to blocks of 6) at that stride;
+       in the workspace whichever build runs, so that its size does not depend on the ISA */
+    p->wq = s->w + 2 * s->pad;
+    p->nq = (p->ho * p->wq + 63) / 64 * 4;
+    p->xq_floats = conv_round16((size_t)16 * p->nq + (size_t)(s->kh - 1) * p->wq + s->kw + 16);
+    p->yq_floats = conv_round16((size_t)(s->co + 5) / 6 * 6 * 16 * p->nq + 32);
+    if (p->fit512 && p->xq_floats + p->yq_floats > p->fwd_thread_floats)
+        p->fwd_thread_floats = p->xq_floats + p->yq_floats;
     /* 12 accumulators: 4 channels x 3 taps, 3 x 4 or 2 x 6, whichever wastes no channels */
     p->gcb = s->co % 4 == 0 ? 4 : s->co % 3 == 0 ? 3 : s->co % 2 == 0 ? 2 : 4;
     p->tb = 12 / p->gcb;

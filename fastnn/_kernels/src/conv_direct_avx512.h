@@ -107,6 +107,100 @@ D512 static inline void d512_pool2(const __m512 a[2], const __m512 b[2], int r, 
         _mm512_set1_epi32(2 * r * wo), _mm512_add_epi32(even, off)));
 }
 
+/* Forward for pool 0 or 2, along flattened rows: the padded input's rows lie wq = W + 2 pad
+   floats apart, and output (oh, ow) is taken at position oh * wq + ow of a plane with that
+   stride (positions with ow >= wo are computed and dropped), so tap (i, j) of 16 consecutive
+   positions is one load at offset i * wq + j. Blocks of 6 channels x 4 vectors (24
+   accumulators): per tap 4 loads and 6 broadcasts feed 24 FMAs, and ~86% of the lanes are
+   outputs on a 28 x 28 input (the row-pair kernel below: 75%, 12 broadcasts per 24 FMAs).
+   Each output is the same chain of FMAs in tap order, then bias and ReLU: the same bits. */
+D512 static inline __attribute__((always_inline)) void d512_flat_block(
+    const float *xq, int wq, int kh, int kw, const float *wb, int taps, __m512 acc[6][4])
+{
+    int i, j, c, v;
+    WN_UNROLL for (c = 0; c < 6; c++) WN_UNROLL for (v = 0; v < 4; v++)
+        acc[c][v] = _mm512_setzero_ps();
+    for (i = 0; i < kh; i++)
+        for (j = 0; j < kw; j++) {
+            const float *xt = xq + (ptrdiff_t)i * wq + j;
+            __m512 xv[4];
+            WN_UNROLL for (v = 0; v < 4; v++)
+                xv[v] = _mm512_loadu_ps(xt + 16 * v);
+            WN_UNROLL for (c = 0; c < 6; c++) {
+                __m512 a = _mm512_set1_ps(wb[c * taps + i * kw + j]);
+                WN_UNROLL for (v = 0; v < 4; v++)
+                    acc[c][v] = _mm512_fmadd_ps(a, xv[v], acc[c][v]);
+            }
+        }
+}
+
+D512 static void direct512_flat_forward(const direct_plan *p, const float *x, const float *wb,
+                                        const float *bb, int relu, float *y, int pool,
+                                        int *argmax, float *thread_base, int nthreads)
+{
+    size_t plane = (size_t)p->ho * p->wo, sq = (size_t)16 * p->nq;
+    int ph = pool ? p->ho / pool : 0, pw = pool ? p->wo / pool : 0;
+    int taps = p->taps, wq = p->wq;
+    int groups = (p->s.co + 5) / 6;
+    int parts = p->s.n < nthreads ? (nthreads < groups ? nthreads : groups) : 1;
+    int unit, units = p->s.n * parts;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+#endif
+    for (unit = 0; unit < units; unit++) {
+        int n = unit / parts, part = unit % parts;
+        int cb = 6 * (groups * part / parts), ce = 6 * (groups * (part + 1) / parts);
+        float *xq = thread_base + (size_t)conv_thread_num() * p->fwd_thread_floats;
+        float *yq = xq + p->xq_floats;
+        const float *src = x + (size_t)n * p->s.h * p->s.w;
+        int o0, q0, c, v, r;
+        if (ce > p->s.co)
+            ce = p->s.co;
+        memset(xq, 0, sizeof(float) * p->xq_floats);
+        for (r = 0; r < p->s.h; r++)
+            memcpy(xq + (size_t)(r + p->s.pad) * wq + p->s.pad, src + (size_t)r * p->s.w,
+                   sizeof(float) * p->s.w);
+        for (o0 = cb; o0 < ce; o0 += 6) {
+            int nch = p->s.co - o0 < 6 ? p->s.co - o0 : 6;
+            for (q0 = 0; q0 < p->nq; q0 += 4) {
+                __m512 acc[6][4];
+                d512_flat_block(xq + 16 * q0, wq, p->s.kh, p->s.kw, wb + (size_t)o0 * taps,
+                                taps, acc);
+                for (c = 0; c < nch; c++) {
+                    __m512 b = _mm512_set1_ps(bb[o0 + c]);
+                    for (v = 0; v < 4; v++) {
+                        __m512 t = _mm512_add_ps(acc[c][v], b);
+                        if (relu)
+                            t = d512_relu(t);
+                        _mm512_storeu_ps(yq + (size_t)(o0 + c) * sq + 16 * (q0 + v), t);
+                    }
+                }
+            }
+            for (c = o0; c < o0 + nch; c++) {
+                const float *yc = yq + (size_t)c * sq;
+                if (pool == 2) {
+                    size_t at = ((size_t)n * p->s.co + c) * ph * pw;
+                    for (r = 0; r < ph; r++) {
+                        __m512 a[2], b2[2];
+                        const float *top = yc + (size_t)(2 * r) * wq;
+                        a[0] = _mm512_loadu_ps(top);
+                        a[1] = _mm512_loadu_ps(top + 16);
+                        b2[0] = _mm512_loadu_ps(top + wq);
+                        b2[1] = _mm512_loadu_ps(top + wq + 16);
+                        d512_pool2(a, b2, r, p->wo, pw, y + at + (size_t)r * pw,
+                                   argmax + at + (size_t)r * pw);
+                    }
+                } else {
+                    float *yo = y + ((size_t)n * p->s.co + c) * plane;
+                    for (r = 0; r < p->ho; r++)
+                        memcpy(yo + (size_t)r * p->wo, yc + (size_t)r * wq,
+                               sizeof(float) * p->wo);
+                }
+            }
+        }
+    }
+}
+
 /* pool 0 or 2 here; another pool goes through a plane buffer and pool_plane. */
 D512 static void direct512_forward(const direct_plan *p, const float *x, const float *w,
                                    const float *bias, int relu, float *y, int pool,
@@ -122,6 +216,10 @@ D512 static void direct512_forward(const direct_plan *p, const float *x, const f
     memcpy(wb, w, sizeof(float) * (size_t)p->s.co * taps);
     for (o = 0; o < p->s.co; o++)
         bb[o] = bias != NULL ? bias[o] : 0.0f;
+    if (pool == 0 || pool == 2) {
+        direct512_flat_forward(p, x, wb, bb, relu, y, pool, argmax, thread_base, nthreads);
+        return;
+    }
     /* fewer samples than threads (batch-1 inference): each sample's channels are cut into
        parts too, at whole register blocks, so every output is computed as it is otherwise */
     int groups = (p->s.co + 5) / 6;
