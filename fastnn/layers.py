@@ -12,12 +12,17 @@ Parameters are created by `initialize()`, which Sequential calls with the initia
 the activation that follows (He before ReLU, Glorot otherwise); a layer used on its own
 initializes itself on first use.
 """
+from __future__ import annotations
+
 import math
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from . import _random, backends, validation
+from .backends.base import Backend
 
 # Layers and models start on the compiled backend, or on the reference where it is not built
 # (a model is plain arrays until it runs; Trainer(backend="cpu") then says why cpu is missing).
@@ -47,22 +52,23 @@ class Layer:
     """Base class. Subclasses set `param_names` and implement output_shape (and flops); the
     computation lives in the layer's plan step (fastnn.plan)."""
 
-    param_names = ()
+    param_names: tuple[str, ...] = ()
     # saved, untrained arrays (BatchNorm's running statistics), parallel to `buffers`
-    buffer_names = ()
+    buffer_names: tuple[str, ...] = ()
     # set by fastnn.plan: layer -> a one-layer step, for a layer called on its own (layers.py
     # does not import the plan, which imports the layers)
-    _alone = None
+    _alone: Any = None
 
-    def __init__(self):
-        self.params = []
-        self.grads = []
-        self._backend = None
-        self._own_step = None
+    def __init__(self) -> None:
+        self.params: list[Any] = []
+        self.grads: list[Any] = []
+        self.buffers: list[Any] = []  # parallel to buffer_names
+        self._backend: Any = None
+        self._own_step: Any = None
 
     # ---- configuration ------------------------------------------------------------------------
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         """Constructor arguments, JSON-friendly (the architecture saved with a model)."""
         return {}
 
@@ -73,20 +79,21 @@ class Layer:
     # ---- parameters and backend ---------------------------------------------------------------
 
     @property
-    def backend(self):
+    def backend(self) -> Backend:
         """The backend the parameters live on (the default one until they are placed)."""
         if self._backend is None:
             self._backend = default_backend()
         return self._backend
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """{name: shape} of this layer's parameters, computed from the configuration alone."""
         return {}
 
-    def param_count(self):
+    def param_count(self) -> int:
         return sum(math.prod(s) for s in self.param_shapes().values())
 
-    def initialize(self, init="auto", dtype=np.float32, backend=None):
+    def initialize(self, init: str | None = "auto", dtype: Any = np.float32,
+                   backend: Any = None) -> Layer:
         """(Re)create the parameters: biases zero, weights from fastnn's random stream."""
         if backend is not None:
             self._backend = backends.get(backend)
@@ -94,7 +101,7 @@ class Layer:
         self.grads = [None] * len(self.param_names)
         return self
 
-    def set_params(self, arrays, backend=None):
+    def set_params(self, arrays: Sequence[Any], backend: Any = None) -> None:
         """Take these arrays of `backend` (default: the layer's) as the parameters (shapes and
         dtypes already checked)."""
         if backend is not None:
@@ -102,7 +109,13 @@ class Layer:
         self.params = list(arrays)
         self.grads = [None] * len(self.params)
 
-    def to(self, backend, dtype=None):
+    def set_buffers(self, arrays: Sequence[Any], backend: Any = None) -> None:
+        """Take these arrays of `backend` (default: the layer's) as the buffers."""
+        if backend is not None:
+            self._backend = backends.get(backend)
+        self.buffers = list(arrays)
+
+    def to(self, backend: Any, dtype: Any = None) -> Layer:
         """Move the parameters to `backend` (and `dtype`); gradients are dropped."""
         new = backends.get(backend)
         old = self.backend
@@ -119,16 +132,16 @@ class Layer:
 
     # ---- shapes and cost ----------------------------------------------------------------------
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         return tuple(input_shape)
 
-    def flops(self, input_shape):
+    def flops(self, input_shape: Sequence[int]) -> int:
         """Floating-point operations of the forward pass for one sample (a multiply-add is 2)."""
         return 0
 
     # ---- running on its own -------------------------------------------------------------------
 
-    def forward(self, x, training=False):
+    def forward(self, x: Any, training: bool = False) -> Any:
         """This layer alone on a batch of its backend's arrays (in a model, the model's plan
         runs it). In training mode it keeps what backward() needs."""
         if self.param_names and not self.params:
@@ -138,12 +151,12 @@ class Layer:
             step = self._own_step = Layer._alone(self, self.backend)
         return step.forward(x, training)
 
-    def backward(self, dy):
+    def backward(self, dy: Any) -> Any:
         """Gradient of the input for the last training forward(); parameter gradients go to
         `grads`."""
         return self._own_step.backward(dy)
 
-    def __call__(self, x, training=False):
+    def __call__(self, x: Any, training: bool = False) -> Any:
         return self.forward(x, training)
 
 
@@ -152,20 +165,20 @@ class _Parametric(Layer):
 
     param_names = ("weight", "bias")
 
-    def __init__(self, init):
+    def __init__(self, init: str) -> None:
         super().__init__()
         if init not in INITIALIZERS:
             raise ValueError(f"init must be one of {INITIALIZERS}, got {init!r}")
         self.init = init
 
     @property
-    def weight(self):
+    def weight(self) -> Any:
         if not self.params:
             self.initialize()
         return self.params[0]
 
     @property
-    def bias(self):
+    def bias(self) -> Any:
         if not self.params:
             self.initialize()
         return self.params[1]
@@ -173,7 +186,8 @@ class _Parametric(Layer):
     def fans(self):
         raise NotImplementedError
 
-    def initialize(self, init=None, dtype=np.float32, backend=None):
+    def initialize(self, init: str | None = None, dtype: Any = np.float32,
+                   backend: Any = None) -> Layer:
         """He uniform (for ReLU) or Glorot uniform weights, zero bias. `init` None or "auto"
         uses the layer's own setting; "auto" there means Glorot (Sequential passes "he" when
         a ReLU follows)."""
@@ -197,12 +211,12 @@ class _Parametric(Layer):
 class Linear(_Parametric):
     """y = x @ weight.T + bias; weight (out_features, in_features), as in PyTorch."""
 
-    def __init__(self, in_features, out_features, *, init="auto"):
+    def __init__(self, in_features: int, out_features: int, *, init: str = "auto") -> None:
         super().__init__(init)
         self.in_features = _int_arg("in_features", in_features, 1)
         self.out_features = _int_arg("out_features", out_features, 1)
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         cfg = {"in_features": self.in_features, "out_features": self.out_features}
         if self.init != "auto":
             cfg["init"] = self.init
@@ -212,28 +226,28 @@ class Linear(_Parametric):
         extra = f", init={self.init!r}" if self.init != "auto" else ""
         return f"Linear({self.in_features}, {self.out_features}{extra})"
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"weight": (self.out_features, self.in_features), "bias": (self.out_features,)}
 
     def fans(self):
         return self.in_features, self.out_features
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         if tuple(input_shape) != (self.in_features,):
             hint = " (add nn.Flatten() before it)" if len(input_shape) > 1 else ""
             raise ValueError(f"{self!r} expects {self.in_features} features per sample, "
                              f"got input shape {tuple(input_shape)}{hint}")
         return (self.out_features,)
 
-    def flops(self, input_shape):
+    def flops(self, input_shape: Sequence[int]) -> int:
         return 2 * self.in_features * self.out_features + self.out_features
 
 
 class Conv2d(_Parametric):
     """2-D convolution over NCHW input; weight (out_channels, in_channels, kH, kW)."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *,
-                 init="auto"):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+                 stride: int = 1, padding: int | str = 0, *, init: str = "auto") -> None:
         super().__init__(init)
         self.in_channels = _int_arg("in_channels", in_channels, 1)
         self.out_channels = _int_arg("out_channels", out_channels, 1)
@@ -252,7 +266,7 @@ class Conv2d(_Parametric):
             padding = (kh - 1) // 2
         self.padding = _int_arg("padding", padding, 0)
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         kh, kw = self.kernel_size
         cfg = {"in_channels": self.in_channels, "out_channels": self.out_channels,
                "kernel_size": kh if kh == kw else [kh, kw], "stride": self.stride,
@@ -275,7 +289,7 @@ class Conv2d(_Parametric):
             text += f", init={self.init!r}"
         return text + ")"
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"weight": (self.out_channels, self.in_channels, *self.kernel_size),
                 "bias": (self.out_channels,)}
 
@@ -283,7 +297,7 @@ class Conv2d(_Parametric):
         area = self.kernel_size[0] * self.kernel_size[1]
         return self.in_channels * area, self.out_channels * area
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         input_shape = tuple(input_shape)
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
             raise ValueError(f"{self!r} expects input of shape ({self.in_channels}, H, W) per "
@@ -293,7 +307,7 @@ class Conv2d(_Parametric):
         wo = _out_size(w, self.kernel_size[1], self.stride, self.padding, self, "width")
         return (self.out_channels, ho, wo)
 
-    def flops(self, input_shape):
+    def flops(self, input_shape: Sequence[int]) -> int:
         co, ho, wo = self.output_shape(input_shape)
         kh, kw = self.kernel_size
         return (2 * self.in_channels * kh * kw + 1) * co * ho * wo
@@ -303,18 +317,18 @@ class _Pool2d(Layer):
     """A kernel_size x kernel_size window (stride defaults to kernel_size, no padding) over each
     (H, W) plane: the configuration and shapes that max and average pooling share."""
 
-    def __init__(self, kernel_size=2, stride=None):
+    def __init__(self, kernel_size: int = 2, stride: int | None = None) -> None:
         super().__init__()
         self.kernel_size = _int_arg("kernel_size", kernel_size, 1)
         self.stride = self.kernel_size if stride is None else _int_arg("stride", stride, 1)
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         cfg = {"kernel_size": self.kernel_size}
         if self.stride != self.kernel_size:
             cfg["stride"] = self.stride
         return cfg
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         input_shape = tuple(input_shape)
         if len(input_shape) != 3:
             raise ValueError(f"{self!r} expects (C, H, W) per sample, got {input_shape}")
@@ -328,7 +342,7 @@ class MaxPool2d(_Pool2d):
     With stride == kernel_size, right after a Conv2d (and its ReLU), a model runs it inside
     the Conv2d's step where the backend has a fused conv + max-pool kernel."""
 
-    def flops(self, input_shape):
+    def flops(self, input_shape: Sequence[int]) -> int:
         c, ho, wo = self.output_shape(input_shape)
         return c * ho * wo * (self.kernel_size ** 2 - 1)  # comparisons
 
@@ -336,26 +350,26 @@ class MaxPool2d(_Pool2d):
 class Flatten(Layer):
     """(N, ...) -> (N, features): a view, no copy."""
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         return (math.prod(input_shape),)
 
 
 class ReLU(Layer):
     """max(x, 0). Folded into the kernel of a Linear or Conv2d right before it by Sequential."""
 
-    def flops(self, input_shape):
+    def flops(self, input_shape: Sequence[int]) -> int:
         return math.prod(input_shape)
 
 
 class Sigmoid(Layer):
     """1 / (1 + exp(-x)), computed as (1 + tanh(x/2)) / 2, which cannot overflow."""
 
-    def flops(self, input_shape):
+    def flops(self, input_shape: Sequence[int]) -> int:
         return 4 * math.prod(input_shape)
 
 
 class Tanh(Layer):
-    def flops(self, input_shape):
+    def flops(self, input_shape: Sequence[int]) -> int:
         return 2 * math.prod(input_shape)
 
 
@@ -363,18 +377,18 @@ class Dropout(Layer):
     """Zero each input with probability p while training, scaling the rest by 1/(1-p)
     (inverted dropout, so evaluation is the identity). Masks come from fastnn's random stream."""
 
-    def __init__(self, p=0.5):
+    def __init__(self, p: float = 0.5) -> None:
         super().__init__()
         if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
             raise TypeError(f"p must be a number, got {type(p).__name__}")
         if not 0.0 <= p < 1.0:
             raise ValueError(f"p must be in [0, 1), got {p}")
-        self.p = float(p)
+        self.p: float = float(p)
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {"p": self.p}
 
-    def flops(self, input_shape):
+    def flops(self, input_shape: Sequence[int]) -> int:
         return math.prod(input_shape)
 
 

@@ -9,8 +9,13 @@ Linear or Conv2d before it. A layer's "auto" initializer becomes He when the nex
 a ReLU, Glorot otherwise. The first layer with parameters does not compute the gradient of its
 input.
 """
+from __future__ import annotations
+
 import math
+import os
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +24,7 @@ from . import extra_layers as XL
 from . import layers as L
 from . import plan as _plan
 from ._version import __version__
+from .backends.base import Backend
 from .datasets import nonfinite_message, to_float
 from .inference import DensePlan
 
@@ -40,11 +46,11 @@ class ParameterSlot:
         self.name, self.layer, self.index = name, layer, index
 
     @property
-    def value(self):
+    def value(self) -> Any:
         return self.layer.params[self.index]
 
     @property
-    def grad(self):
+    def grad(self) -> Any:
         return self.layer.grads[self.index]
 
     def __repr__(self):
@@ -71,7 +77,13 @@ class Sequential:
     any work; it is set from the data on the first `fit` when not given.
     """
 
-    def __init__(self, *layers, input_shape=None, dtype=np.float32, backend=None, seed=None):
+    layers: list[L.Layer]
+    dtype: np.dtype
+    _backend: Any
+
+    def __init__(self, *layers: L.Layer | Sequence[L.Layer],
+                 input_shape: Sequence[int] | None = None, dtype: Any = np.float32,
+                 backend: Any = None, seed: int | None = None) -> None:
         """`backend` defaults to "cpu" (or "numpy" where the compiled kernels are not built).
         `seed` (an int) draws the initial weights from a random stream of their own, so the
         model is the same whatever other threads draw; None uses fastnn's current stream."""
@@ -118,7 +130,7 @@ class Sequential:
             elif layer.param_names or layer.buffer_names:
                 layer.initialize(dtype=self.dtype, backend=self._backend)
 
-    def reset_parameters(self, seed=None):
+    def reset_parameters(self, seed: int | None = None) -> Sequential:
         """Draw fresh weights from fastnn's current random stream (as at construction), or
         from a stream of their own seeded with `seed`."""
         if seed is None:
@@ -131,10 +143,10 @@ class Sequential:
     # ---- backend, dtype, modes -----------------------------------------------------------------
 
     @property
-    def backend(self):
+    def backend(self) -> Backend:
         return self._backend
 
-    def to(self, backend=None, dtype=None):
+    def to(self, backend: Any = None, dtype: Any = None) -> Sequential:
         """Move the parameters to `backend` ("numpy", "cpu", "cuda") and/or `dtype`; returns self.
         Gradients are dropped; an optimizer re-attaches its state at the next fit."""
         new = self._backend if backend is None else backends.get(backend)
@@ -149,46 +161,46 @@ class Sequential:
         self._compile()
         return self
 
-    def set_reuse(self, flag):
+    def set_reuse(self, flag: bool) -> Sequential:
         """Let training passes write outputs and gradients into arrays kept between steps (the
         Trainer does this during fit). Off (the default) frees them: every forward then returns
         fresh arrays a caller may keep."""
         self.plan.set_reuse(flag)
         return self
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Sequential:
         self.training = bool(mode)
         return self
 
-    def eval(self):
+    def eval(self) -> Sequential:
         return self.train(False)
 
     # ---- parameters ----------------------------------------------------------------------------
 
-    def parameter_slots(self):
+    def parameter_slots(self) -> list[ParameterSlot]:
         """[ParameterSlot] in order: each trained parameter's name and its live value and
         gradient (what an optimizer, a profiler or a checkpoint reads)."""
         return [ParameterSlot(f"{i}.{name}", layer, j)
                 for i, layer in enumerate(self.layers)
                 for j, name in enumerate(layer.param_names)]
 
-    def named_parameters(self):
+    def named_parameters(self) -> dict[str, Any]:
         """{"<layer index>.<name>": backend array}, e.g. "1.weight"."""
         return {slot.name: slot.value for slot in self.parameter_slots()}
 
-    def parameters(self):
+    def parameters(self) -> list[Any]:
         return [slot.value for slot in self.parameter_slots()]
 
-    def gradients(self):
+    def gradients(self) -> list[Any]:
         """Gradients from the last backward pass, parallel to parameters() (None before one)."""
         return [slot.grad for slot in self.parameter_slots()]
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {f"{i}.{name}": tuple(shape)
                 for i, layer in enumerate(self.layers)
                 for name, shape in layer.param_shapes().items()}
 
-    def param_count(self):
+    def param_count(self) -> int:
         return sum(math.prod(s) for s in self.param_shapes().values())
 
     def _buffer_slots(self):
@@ -197,14 +209,14 @@ class Sequential:
         return [(layer, j, f"{i}.{name}") for i, layer in enumerate(self.layers)
                 for j, name in enumerate(layer.buffer_names)]
 
-    def state_dtypes(self):
+    def state_dtypes(self) -> dict[str, np.dtype]:
         """{name: dtype} of state_dict()'s arrays: the model's dtype, float64 for running
         statistics."""
         dtypes = {name: self.dtype for name in self.param_shapes()}
         dtypes.update((name, np.dtype(np.float64)) for _, _, name in self._buffer_slots())
         return dtypes
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         """{name: numpy copy of the parameter}, running statistics included."""
         b = self._backend
         state = {slot.name: np.array(b.to_numpy(slot.value), copy=True)
@@ -214,7 +226,7 @@ class Sequential:
                      for layer, j, name in self._buffer_slots())
         return state
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Any]) -> Sequential:
         """Copy parameters in from {name: array}; names, shapes and dtypes must match exactly."""
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
@@ -250,7 +262,7 @@ class Sequential:
 
     # ---- shapes ----------------------------------------------------------------------------------
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         """Per-sample output shape for a per-sample input shape; ValueError naming the layer
         that does not fit."""
         shape = self._sample_shape(tuple(input_shape))
@@ -284,7 +296,7 @@ class Sequential:
 
     # ---- running ---------------------------------------------------------------------------------
 
-    def forward(self, x, training=None):
+    def forward(self, x: Any, training: bool | None = None) -> Any:
         """Outputs for a batch `x` (a backend array of the model's dtype, shape (N, ...)).
         In training mode the layers keep what backward needs."""
         if training is None:
@@ -293,11 +305,11 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, doutput):
+    def backward(self, doutput: Any) -> None:
         """Gradients of the loss for the last training forward pass, into each layer's grads."""
         self.plan.backward(doutput)
 
-    def prepare_input(self, x, name="x"):
+    def prepare_input(self, x: Any, name: str = "x") -> Any:
         """`x` (uint8 images scaled to [0, 1], or floats) as a checked backend array of the
         model's dtype and per-sample shape, e.g. (N, 28, 28) -> (N, 1, 28, 28) for a CNN.
         A device array of the model's backend (CuPy on cuda) is converted where it is."""
@@ -377,7 +389,7 @@ class Sequential:
                 raise ValueError(nonfinite_message(x)) from None
             raise
 
-    def predict(self, x, batch_size=1024):
+    def predict(self, x: Any, batch_size: int = 1024) -> np.ndarray:
         """Predicted class indices (numpy int64) for uint8 images or float inputs."""
         batch_size = validation.integer("batch_size", batch_size, 1)
         labels = self._plan_predict(x, batch_size, outputs=False)
@@ -386,7 +398,7 @@ class Sequential:
         out = self._outputs(x, batch_size)
         return np.asarray(self._backend.to_numpy(out.argmax(axis=1)), dtype=np.int64)
 
-    def predict_proba(self, x, batch_size=1024):
+    def predict_proba(self, x: Any, batch_size: int = 1024) -> np.ndarray:
         """Softmax of the outputs (numpy, rows sum to 1)."""
         batch_size = validation.integer("batch_size", batch_size, 1)
         out = self._plan_predict(x, batch_size, outputs=True)
@@ -399,7 +411,7 @@ class Sequential:
 
     # ---- description -----------------------------------------------------------------------------
 
-    def describe(self, input_shape=None):
+    def describe(self, input_shape: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """One dict per layer: index, layer, output_shape, params, flops, fused."""
         shape = self._sample_shape(self._guess_input_shape() if input_shape is None
                                    else self._check_shape(input_shape))
@@ -413,7 +425,7 @@ class Sequential:
                          "flops": flops, "fused": i in self.plan.fused})
         return rows
 
-    def summary(self, input_shape=None, file=None):
+    def summary(self, input_shape: Sequence[int] | None = None, file: Any = None) -> None:
         """Print a table: each layer's output shape, parameters and forward FLOPs per sample."""
         rows = self.describe(input_shape)
         table = [("#", "layer", "output shape", "params", "FLOPs")]
@@ -436,7 +448,7 @@ class Sequential:
                      f"forward FLOPs per sample: {total_flops:,}   backend: {self._backend.name}")
         print("\n".join(lines), file=sys.stdout if file is None else file)
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         """The architecture as JSON-friendly data (saved with the weights)."""
         return {"layers": [{"type": type(layer).__name__, **layer.config()}
                            for layer in self.layers],
@@ -444,7 +456,8 @@ class Sequential:
                 "dtype": self.dtype.name}
 
     @classmethod
-    def from_config(cls, config, backend=None, initialize=True):
+    def from_config(cls, config: dict[str, Any], backend: Any = None,
+                    initialize: bool = True) -> Sequential:
         """Rebuild from config(); with initialize=False parameters are left to load_state_dict."""
         if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
             raise ValueError("architecture must be a dict with a 'layers' list")
@@ -478,7 +491,7 @@ class Sequential:
         if initialize:
             self._initialize_all()
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write weights, architecture and fastnn version to a .npz file, atomically."""
         fileformat.write_model(path, self.config(), self.state_dict(), __version__)
 

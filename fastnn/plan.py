@@ -29,6 +29,7 @@ Adding a layer: the layer (configuration, parameters, shapes), its kernels in ea
 a step class here registered in STEPS (the plan rule), which may look at the layers after it to
 fuse them.
 """
+
 import numpy as np
 
 from . import _random
@@ -76,16 +77,22 @@ class Step:
         memo = self._shape_memo.get(id(layer))
         if memo is None or memo[0] != x_shape:
             memo = self._shape_memo[id(layer)] = (
-                x_shape, (x_shape[0], *layer.output_shape(x_shape[1:])))
+                x_shape,
+                (x_shape[0], *layer.output_shape(x_shape[1:])),
+            )
         return memo[1]
 
     def _scratch(self, key, shape, dtype):
         """A kept array of `shape`: the head rows of a larger one for a smaller last batch."""
         buf = self._buffers.get(key)
-        if buf is None or buf.shape[0] < shape[0] or buf.shape[1:] != shape[1:] or \
-                buf.dtype != dtype:
+        if (
+            buf is None
+            or buf.shape[0] < shape[0]
+            or buf.shape[1:] != shape[1:]
+            or buf.dtype != dtype
+        ):
             buf = self._buffers[key] = self.backend.xp.empty(shape, dtype)
-        return buf if buf.shape[0] == shape[0] else buf[:shape[0]]
+        return buf if buf.shape[0] == shape[0] else buf[: shape[0]]
 
     def forward(self, x, training):
         raise NotImplementedError
@@ -173,9 +180,11 @@ class _ParametricStep(_KernelStep):
         """out=(dx or None, dw, db) for a backward pass, or None when not reusing."""
         if not self.reuse_backward:
             return None
-        return (self._scratch("dx", x.shape, x.dtype) if self.need_dx else None,
-                self._scratch("dw", w.shape, w.dtype),
-                self._scratch("db", (w.shape[0],), w.dtype))
+        return (
+            self._scratch("dx", x.shape, x.dtype) if self.need_dx else None,
+            self._scratch("dw", w.shape, w.dtype),
+            self._scratch("db", (w.shape[0],), w.dtype),
+        )
 
     def _set_grads(self, dw, db):
         grads = self.layer.grads
@@ -190,8 +199,9 @@ class LinearStep(_ParametricStep):
     def forward(self, x, training):
         w, b = self._weights()
         out = self._forward_out(training, (x.shape[0], w.shape[0]), x.dtype)
-        y = self.backend.linear_forward(x, w, b, self.relu, check_finite=False, out=out,
-                                        check=out is None)
+        y = self.backend.linear_forward(
+            x, w, b, self.relu, check_finite=False, out=out, check=out is None
+        )
         if training:
             self._x, self._y = x, y
         return y
@@ -202,8 +212,17 @@ class LinearStep(_ParametricStep):
         # with kept buffers dy is a buffer of the step after this one: the ReLU mask may be
         # applied to it in place
         dx, dw, db = self.backend.linear_backward(
-            x, w, self._y, dy, self.relu, check_finite=False, need_dx=self.need_dx, out=out,
-            work=dy if out is not None and self.relu else None, check=out is None)
+            x,
+            w,
+            self._y,
+            dy,
+            self.relu,
+            check_finite=False,
+            need_dx=self.need_dx,
+            out=out,
+            work=dy if out is not None and self.relu else None,
+            check=out is None,
+        )
         self._set_grads(dw, db)
         self._x = self._y = None
         return dx
@@ -219,17 +238,29 @@ class ConvStep(_ParametricStep):
     def build(cls, layers, i, backend, evaluation=False):
         relu, fold, j = cls._parts(layers, i, evaluation)
         pool = layers[j] if j < len(layers) else None
-        if backend.fuses_conv2d_maxpool and type(pool) is L.MaxPool2d and \
-                pool.stride == pool.kernel_size:
-            return ConvPoolStep(layers[i:j + 1], backend, relu, fold), j + 1
+        if (
+            backend.fuses_conv2d_maxpool
+            and type(pool) is L.MaxPool2d
+            and pool.stride == pool.kernel_size
+        ):
+            return ConvPoolStep(layers[i : j + 1], backend, relu, fold), j + 1
         return cls(layers[i:j], backend, relu, fold), j
 
     def forward(self, x, training):
         conv = self.layer
         w, b = self._weights()
         out = self._forward_out(training, self._batch_shape(conv, x.shape), x.dtype)
-        y = self.backend.conv2d_forward(x, w, b, conv.stride, conv.padding, self.relu,
-                                        check_finite=False, out=out, check=out is None)
+        y = self.backend.conv2d_forward(
+            x,
+            w,
+            b,
+            conv.stride,
+            conv.padding,
+            self.relu,
+            check_finite=False,
+            out=out,
+            check=out is None,
+        )
         if training:
             self._x, self._y = x, y
         return y
@@ -239,8 +270,18 @@ class ConvStep(_ParametricStep):
         x, w = self._x, conv.params[0]
         out = self._grad_buffers(x, w)
         dx, dw, db = self.backend.conv2d_backward(
-            x, w, self._y, dy, conv.stride, conv.padding, self.relu, check_finite=False,
-            need_dx=self.need_dx, out=out, check=out is None)
+            x,
+            w,
+            self._y,
+            dy,
+            conv.stride,
+            conv.padding,
+            self.relu,
+            check_finite=False,
+            need_dx=self.need_dx,
+            out=out,
+            check=out is None,
+        )
         self._set_grads(dw, db)
         self._x = self._y = None
         return dx
@@ -255,9 +296,9 @@ class MaxPoolStep(_KernelStep):
         if training and self.reuse_forward:
             shape = self._batch_shape(pool, x.shape)
             out = (self._scratch("y", shape, x.dtype), self._scratch("argmax", shape, np.int32))
-        y, argmax = self.backend.maxpool2d_forward(x, pool.kernel_size, pool.stride,
-                                                   check_finite=False, out=out,
-                                                   check=out is None)
+        y, argmax = self.backend.maxpool2d_forward(
+            x, pool.kernel_size, pool.stride, check_finite=False, out=out, check=out is None
+        )
         if training:
             self._argmax, self._x_shape = argmax, x.shape
         return y
@@ -265,9 +306,16 @@ class MaxPoolStep(_KernelStep):
     def backward(self, dy):
         pool = self.layer
         out = self._backward_out(self._x_shape, dy.dtype)
-        dx = self.backend.maxpool2d_backward(dy, self._argmax, self._x_shape, pool.kernel_size,
-                                             pool.stride, check_finite=False, out=out,
-                                             check=out is None)
+        dx = self.backend.maxpool2d_backward(
+            dy,
+            self._argmax,
+            self._x_shape,
+            pool.kernel_size,
+            pool.stride,
+            check_finite=False,
+            out=out,
+            check=out is None,
+        )
         self._argmax = None
         return dx
 
@@ -303,8 +351,14 @@ class ConvPoolStep(_ParametricStep):
         if fuses is None:
             conv, w = self.layer, self.layer.params[0]
             fuses = self._fuse_memo[key] = self.backend.conv2d_maxpool_fusable(
-                x_shape, w.shape, w.dtype, conv.stride, conv.padding, self.pool.kernel_size,
-                need_dx=self.need_dx and training)
+                x_shape,
+                w.shape,
+                w.dtype,
+                conv.stride,
+                conv.padding,
+                self.pool.kernel_size,
+                need_dx=self.need_dx and training,
+            )
         return fuses
 
     def forward(self, x, training):
@@ -319,11 +373,22 @@ class ConvPoolStep(_ParametricStep):
         out = None
         if training and self.reuse_forward:
             shape = self._batch_shape(self.pool, self._batch_shape(conv, x.shape))
-            out = (self._scratch("pooled", shape, x.dtype),
-                   self._scratch("argmax", shape, np.int32))
+            out = (
+                self._scratch("pooled", shape, x.dtype),
+                self._scratch("argmax", shape, np.int32),
+            )
         y, argmax = self.backend.conv2d_maxpool_forward(
-            x, w, b, conv.stride, conv.padding, self.relu, self.pool.kernel_size,
-            check_finite=False, out=out, check=out is None)
+            x,
+            w,
+            b,
+            conv.stride,
+            conv.padding,
+            self.relu,
+            self.pool.kernel_size,
+            check_finite=False,
+            out=out,
+            check=out is None,
+        )
         if training:
             self._x, self._y, self._argmax = x, y, argmax
         return y
@@ -335,9 +400,20 @@ class ConvPoolStep(_ParametricStep):
         x, w = self._x, conv.params[0]
         out = self._grad_buffers(x, w)
         dx, dw, db = self.backend.conv2d_maxpool_backward(
-            x, w, self._y, self._argmax, dy, conv.stride, conv.padding, self.relu,
-            self.pool.kernel_size, check_finite=False, need_dx=self.need_dx, out=out,
-            check=out is None)
+            x,
+            w,
+            self._y,
+            self._argmax,
+            dy,
+            conv.stride,
+            conv.padding,
+            self.relu,
+            self.pool.kernel_size,
+            check_finite=False,
+            need_dx=self.need_dx,
+            out=out,
+            check=out is None,
+        )
         self._set_grads(dw, db)
         self._x = self._y = self._argmax = None
         return dx
@@ -357,7 +433,7 @@ class BatchNormStep(_KernelStep):
     @classmethod
     def build(cls, layers, i, backend, evaluation=False):
         relu = _fused_relu(layers, i)
-        return cls(layers[i:i + 1 + relu], backend, relu), i + 1 + relu
+        return cls(layers[i : i + 1 + relu], backend, relu), i + 1 + relu
 
     @property
     def name(self):
@@ -371,21 +447,34 @@ class BatchNormStep(_KernelStep):
         constants = self._constants
         if constants is None or constants[0].dtype != dtype:
             b = self.backend
-            constants = self._constants = (b.asarray(np.ones(bn.num_features, dtype)),
-                                           b.asarray(np.zeros(bn.num_features, dtype)))
+            constants = self._constants = (
+                b.asarray(np.ones(bn.num_features, dtype)),
+                b.asarray(np.zeros(bn.num_features, dtype)),
+            )
         return constants
 
     def forward(self, x, training):
         bn = self.layer
         if not bn.buffers:  # a batch norm used on its own initializes itself on first use
-            bn.initialize(dtype=x.dtype if x.dtype in L.FLOAT_DTYPES else np.float32,
-                          backend=self.backend)
+            bn.initialize(
+                dtype=x.dtype if x.dtype in L.FLOAT_DTYPES else np.float32, backend=self.backend
+            )
         weight, bias = self._scale_params(x.dtype)
         out = self._forward_out(training, x.shape, x.dtype)
         y, mean, inv_std = self.backend.batchnorm_forward(
-            x, weight, bias, bn.buffers[0], bn.buffers[1], training=training,
-            momentum=bn.momentum, eps=bn.eps, relu=self.relu, check_finite=False, out=out,
-            check=out is None)
+            x,
+            weight,
+            bias,
+            bn.buffers[0],
+            bn.buffers[1],
+            training=training,
+            momentum=bn.momentum,
+            eps=bn.eps,
+            relu=self.relu,
+            check_finite=False,
+            out=out,
+            check=out is None,
+        )
         if training:
             self._saved = (x, y, mean, inv_std)
         return y
@@ -395,8 +484,16 @@ class BatchNormStep(_KernelStep):
         self._saved = None
         weight, _ = self._scale_params(x.dtype)
         dx, dgamma, dbeta = self.backend.batchnorm_backward(
-            x, y, dy, weight, mean, inv_std, relu=self.relu, need_dx=self.need_dx,
-            check_finite=False)
+            x,
+            y,
+            dy,
+            weight,
+            mean,
+            inv_std,
+            relu=self.relu,
+            need_dx=self.need_dx,
+            check_finite=False,
+        )
         if self.layer.affine:
             grads = self.layer.grads
             grads[0], grads[1] = dgamma, dbeta
@@ -409,8 +506,9 @@ class AvgPoolStep(_KernelStep):
     def forward(self, x, training):
         pool = self.layer
         out = self._forward_out(training, self._batch_shape(pool, x.shape), x.dtype)
-        y = self.backend.avgpool2d_forward(x, pool.kernel_size, pool.stride, check_finite=False,
-                                           out=out, check=out is None)
+        y = self.backend.avgpool2d_forward(
+            x, pool.kernel_size, pool.stride, check_finite=False, out=out, check=out is None
+        )
         if training:
             self._x_shape = x.shape
         return y
@@ -418,8 +516,15 @@ class AvgPoolStep(_KernelStep):
     def backward(self, dy):
         pool = self.layer
         out = self._backward_out(self._x_shape, dy.dtype)
-        return self.backend.avgpool2d_backward(dy, self._x_shape, pool.kernel_size, pool.stride,
-                                               check_finite=False, out=out, check=out is None)
+        return self.backend.avgpool2d_backward(
+            dy,
+            self._x_shape,
+            pool.kernel_size,
+            pool.stride,
+            check_finite=False,
+            out=out,
+            check=out is None,
+        )
 
 
 class GlobalAvgPoolStep(_KernelStep):
@@ -427,16 +532,16 @@ class GlobalAvgPoolStep(_KernelStep):
 
     def forward(self, x, training):
         out = self._forward_out(training, x.shape[:2], x.dtype)
-        y = self.backend.global_avgpool2d_forward(x, check_finite=False, out=out,
-                                                  check=out is None)
+        y = self.backend.global_avgpool2d_forward(x, check_finite=False, out=out, check=out is None)
         if training:
             self._x_shape = x.shape
         return y
 
     def backward(self, dy):
         out = self._backward_out(self._x_shape, dy.dtype)
-        return self.backend.global_avgpool2d_backward(dy, self._x_shape, check_finite=False,
-                                                      out=out, check=out is None)
+        return self.backend.global_avgpool2d_backward(
+            dy, self._x_shape, check_finite=False, out=out, check=out is None
+        )
 
 
 class LeakyReLUStep(_KernelStep):
@@ -444,8 +549,9 @@ class LeakyReLUStep(_KernelStep):
 
     def forward(self, x, training):
         out = self._forward_out(training, x.shape, x.dtype)
-        y = self.backend.leaky_relu_forward(x, self.layer.negative_slope, check_finite=False,
-                                            out=out, check=out is None)
+        y = self.backend.leaky_relu_forward(
+            x, self.layer.negative_slope, check_finite=False, out=out, check=out is None
+        )
         if training:
             self._x = x
         return y
@@ -453,8 +559,9 @@ class LeakyReLUStep(_KernelStep):
     def backward(self, dy):
         x, self._x = self._x, None
         out = self._backward_out(x.shape, dy.dtype)
-        return self.backend.leaky_relu_backward(x, dy, self.layer.negative_slope,
-                                                check_finite=False, out=out, check=out is None)
+        return self.backend.leaky_relu_backward(
+            x, dy, self.layer.negative_slope, check_finite=False, out=out, check=out is None
+        )
 
 
 class FlattenStep(Step):
@@ -473,14 +580,16 @@ class ReLUStep(Step):
     def forward(self, x, training):
         xp = self.backend.xp
         if training:
-            self._y = y = xp.maximum(x, 0, out=self._scratch("y", x.shape, x.dtype)
-                                     if self.reuse else None)
+            self._y = y = xp.maximum(
+                x, 0, out=self._scratch("y", x.shape, x.dtype) if self.reuse else None
+            )
             return y
         return xp.maximum(x, 0)
 
     def backward(self, dy):
-        dx = self.backend.xp.multiply(dy, self._y > 0, out=self._scratch("dx", dy.shape, dy.dtype)
-                                      if self.reuse else None)
+        dx = self.backend.xp.multiply(
+            dy, self._y > 0, out=self._scratch("dx", dy.shape, dy.dtype) if self.reuse else None
+        )
         self._y = None
         return dx
 
@@ -490,8 +599,11 @@ class SigmoidStep(Step):
 
     def forward(self, x, training):
         xp = self.backend.xp
-        y = xp.multiply(x, x.dtype.type(0.5), out=self._scratch("y", x.shape, x.dtype)
-                        if training and self.reuse else None)
+        y = xp.multiply(
+            x,
+            x.dtype.type(0.5),
+            out=self._scratch("y", x.shape, x.dtype) if training and self.reuse else None,
+        )
         xp.tanh(y, out=y)
         y += 1
         y *= 0.5
@@ -502,8 +614,9 @@ class SigmoidStep(Step):
     def backward(self, dy):
         y = self._y
         self._y = None
-        dx = self.backend.xp.subtract(1, y, out=self._scratch("dx", y.shape, y.dtype)
-                                      if self.reuse else None)
+        dx = self.backend.xp.subtract(
+            1, y, out=self._scratch("dx", y.shape, y.dtype) if self.reuse else None
+        )
         dx *= y
         dx *= dy
         return dx
@@ -513,8 +626,9 @@ class TanhStep(Step):
     def forward(self, x, training):
         xp = self.backend.xp
         if training:
-            self._y = y = xp.tanh(x, out=self._scratch("y", x.shape, x.dtype)
-                                  if self.reuse else None)
+            self._y = y = xp.tanh(
+                x, out=self._scratch("y", x.shape, x.dtype) if self.reuse else None
+            )
             return y
         return xp.tanh(x)
 
@@ -558,10 +672,20 @@ class OwnForwardStep(Step):
 
 
 # The plan rules: the step class that runs each layer type (and decides what it fuses).
-STEPS = {L.Linear: LinearStep, L.Conv2d: ConvStep, L.MaxPool2d: MaxPoolStep,
-         L.Flatten: FlattenStep, L.ReLU: ReLUStep, L.Sigmoid: SigmoidStep, L.Tanh: TanhStep,
-         L.Dropout: DropoutStep, XL._BatchNorm: BatchNormStep, XL.AvgPool2d: AvgPoolStep,
-         XL.GlobalAvgPool2d: GlobalAvgPoolStep, XL.LeakyReLU: LeakyReLUStep}
+STEPS = {
+    L.Linear: LinearStep,
+    L.Conv2d: ConvStep,
+    L.MaxPool2d: MaxPoolStep,
+    L.Flatten: FlattenStep,
+    L.ReLU: ReLUStep,
+    L.Sigmoid: SigmoidStep,
+    L.Tanh: TanhStep,
+    L.Dropout: DropoutStep,
+    XL._BatchNorm: BatchNormStep,
+    XL.AvgPool2d: AvgPoolStep,
+    XL.GlobalAvgPool2d: GlobalAvgPoolStep,
+    XL.LeakyReLU: LeakyReLUStep,
+}
 
 
 def step_class(layer):
@@ -572,8 +696,9 @@ def step_class(layer):
     for cls in type(layer).__mro__:
         if cls in STEPS:
             return STEPS[cls]
-    raise TypeError(f"no plan rule runs {type(layer).__name__} layers: give it forward() and "
-                    f"backward() methods")
+    raise TypeError(
+        f"no plan rule runs {type(layer).__name__} layers: give it forward() and backward() methods"
+    )
 
 
 def _build(layers, backend, evaluation):
@@ -597,13 +722,15 @@ class Plan:
         # fused: indices of layers run inside the step of a layer before them
         self.steps, self.fused = _build(layers, backend, evaluation=False)
         eval_steps, _ = _build(layers, backend, evaluation=True)
-        folds = any(isinstance(step, _ParametricStep) and step.fold is not None
-                    for step in eval_steps)
+        folds = any(
+            isinstance(step, _ParametricStep) and step.fold is not None for step in eval_steps
+        )
         # where no batch norm folds, evaluation runs the training steps (it writes nothing on
         # them)
         self.eval_steps = eval_steps if folds else self.steps
-        first = next((k for k, step in enumerate(self.steps) if step.layer.param_names),
-                     len(self.steps))
+        first = next(
+            (k for k, step in enumerate(self.steps) if step.layer.param_names), len(self.steps)
+        )
         for k, step in enumerate(self.steps):
             step.need_dx = k > first
         for step in eval_steps:

@@ -6,19 +6,24 @@ architecture without allocating weights, then reads each parameter checked again
 it implies: a truncated, tampered or foreign file raises ValueError, never a crash or a huge
 allocation. Saving is atomic: a crash leaves either the old file or the new one.
 """
+from __future__ import annotations
+
+import os
+from typing import Any
+
 from . import fileformat
 from ._version import __version__
 from .model import Sequential
 
 
-def save(model, path):
+def save(model: Sequential, path: str | os.PathLike[str]) -> None:
     """Write `model` to `path` (.npz): weights, architecture, fastnn version; atomically."""
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a fastnn Sequential, got {type(model).__name__}")
     model.save(path)
 
 
-def load(path, backend=None):
+def load(path: str | os.PathLike[str], backend: Any = None) -> Sequential:
     """Read a model written by save(); ValueError when the file is not a valid fastnn model."""
     return fileformat.read_file(path, "model file",
                                 lambda archive: _read_model(archive, backend))

@@ -8,6 +8,7 @@ the array module `xp` (numpy or cupy) of the backend that asks.
 Inputs that are merely non-contiguous are copied; arrays a kernel writes into (outputs,
 parameters updated in place) must already be C-contiguous, or the call is refused.
 """
+
 import numbers
 import operator
 
@@ -20,6 +21,7 @@ MAX_ELEMENTS = 2**31 - 1
 
 
 # ---- plain arguments ----------------------------------------------------------------------------
+
 
 def integer(name, value, minimum=None):
     """A Python or NumPy integer (bools refused) >= minimum, returned as int."""
@@ -44,8 +46,9 @@ def integer_pair(name, value, minimum=None):
 def real(name, value, minimum=None, maximum=None, min_inclusive=True, below=None):
     """A finite real number (bools refused) within the bounds, returned as float: >= minimum
     (> with min_inclusive=False), <= maximum, < below."""
-    if isinstance(value, (bool, np.bool_)) or \
-            not isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
     if not np.isfinite(value):
@@ -75,11 +78,11 @@ def float_dtype(dtype, name="dtype"):
 def is_plain(a, dtype):
     """Whether a host array is C-contiguous, aligned and of `dtype`: what a compiled kernel
     may take without a copy or a check (the caller vouches for shapes and overlap)."""
-    return type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous and \
-        a.flags.aligned
+    return type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous and a.flags.aligned
 
 
 # ---- arrays -------------------------------------------------------------------------------------
+
 
 def _dtype_name(dtype):
     dtype = np.dtype(dtype)
@@ -142,7 +145,8 @@ def same_dtype(**arrays):
         if a.dtype != first.dtype:
             raise TypeError(
                 f"{name} is {_dtype_name(a.dtype)} but {first_name} is "
-                f"{_dtype_name(first.dtype)}; mixed dtypes are not supported")
+                f"{_dtype_name(first.dtype)}; mixed dtypes are not supported"
+            )
     return first.dtype
 
 
@@ -177,7 +181,8 @@ def conv_output_size(size, kernel, stride, padding, what="input"):
     if size + 2 * padding < kernel or out < 1:
         raise ValueError(
             f"kernel {kernel} does not fit the {what} of size {size} with padding {padding}"
-            f" (output size would be {out})")
+            f" (output size would be {out})"
+        )
     return out
 
 
@@ -192,20 +197,24 @@ def conv_args(x, w, b, stride, padding, xp=np):
     n, c, h, wd = x.shape
     co, ci, kh, kw = w.shape
     if ci != c:
-        raise ValueError(f"w must have shape ({co}, {c}, kH, kW) for x with {c} channels, "
-                         f"got {tuple(w.shape)}")
+        raise ValueError(
+            f"w must have shape ({co}, {c}, kH, kW) for x with {c} channels, got {tuple(w.shape)}"
+        )
     if kh < 1 or kw < 1 or co < 1:
         raise ValueError(f"w must have a non-empty kernel, got shape {tuple(w.shape)}")
     if b is not None:
         expect_shape("b", b, (co,))
     if n < 1 or c < 1 or h < 1 or wd < 1:  # an empty image is not made valid by padding
-        raise ValueError(f"x must have at least one sample, one channel and one pixel, "
-                         f"got {tuple(x.shape)}")
+        raise ValueError(
+            f"x must have at least one sample, one channel and one pixel, got {tuple(x.shape)}"
+        )
     ho = conv_output_size(h, kh, stride, padding, "height")
     wo = conv_output_size(wd, kw, stride, padding, "width")
     if max(n * co * ho * wo, n * c * (h + 2 * padding) * (wd + 2 * padding)) > MAX_ELEMENTS:
-        raise ValueError(f"padding {padding} with x of shape {tuple(x.shape)} and {co} output "
-                         f"channels makes arrays of more than {MAX_ELEMENTS} elements")
+        raise ValueError(
+            f"padding {padding} with x of shape {tuple(x.shape)} and {co} output "
+            f"channels makes arrays of more than {MAX_ELEMENTS} elements"
+        )
     # a stride past the padded input gives one output per axis whatever its value: keep it small
     stride = min(stride, max(h, wd) + 2 * padding)
     return x, w, b, stride, padding, (n, co, ho, wo)
@@ -247,8 +256,9 @@ def argmax_array(argmax, y_shape, plane, xp=np):
     if argmax.size:
         low, high = int(argmax.min()), int(argmax.max())
         if low < 0 or high >= plane:
-            raise ValueError(f"argmax indices must be in [0, {plane}), found "
-                             f"{low if low < 0 else high}")
+            raise ValueError(
+                f"argmax indices must be in [0, {plane}), found {low if low < 0 else high}"
+            )
     return contiguous(argmax, xp.int32, xp)
 
 
@@ -267,6 +277,7 @@ def smoothed_cross_entropy_args(logits, labels_, smoothing, xp=np):
 
 
 # ---- normalization, activation and augmentation kernels ----------------------------------------
+
 
 def bn_args(x, gamma, beta, xp=np):
     """Check batchnorm's x (N, C) or (N, C, H, W), gamma and beta (C,); returns them."""
@@ -305,8 +316,10 @@ def saved_stats(mean, inv_std, channels, xp=np):
     """`mean` and `inv_std` as batchnorm_forward returned them: float64 (C,)."""
     for name, a in (("mean", mean), ("inv_std", inv_std)):
         if not isinstance(a, xp.ndarray) or a.dtype != np.float64 or a.shape != (channels,):
-            raise TypeError(f"{name} must be a float64 array of shape ({channels},) (as "
-                            f"batchnorm_forward returns it)")
+            raise TypeError(
+                f"{name} must be a float64 array of shape ({channels},) (as "
+                f"batchnorm_forward returns it)"
+            )
     return contiguous(mean, xp=xp), contiguous(inv_std, xp=xp)
 
 

@@ -20,17 +20,18 @@ Keyword arguments every kernel takes:
   not overlapping); a backend may then skip its argument checks and call its kernels directly.
   A backend that cannot tell cheaply whether an array is safe for its kernels checks anyway.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from .. import validation as checks
 
 Array = Any  # an array of the backend's module: numpy.ndarray or cupy.ndarray
-Grads = tuple[Array | None, Array, Array]
+Grads = tuple[Optional[Array], Array, Array]  # (dx or None, dw, db)
 
 
 class Backend:
@@ -51,11 +52,25 @@ class Backend:
     optional: frozenset[str] = frozenset()
 
     # the kernels each backend implements itself
-    KERNELS = ("linear_forward", "linear_backward", "conv2d_forward", "conv2d_backward",
-               "maxpool2d_forward", "maxpool2d_backward", "softmax_cross_entropy", "sgd_step",
-               "adam_step", "batchnorm_forward", "batchnorm_backward", "avgpool2d_forward",
-               "avgpool2d_backward", "global_avgpool2d_forward", "global_avgpool2d_backward",
-               "leaky_relu_forward", "leaky_relu_backward")
+    KERNELS = (
+        "linear_forward",
+        "linear_backward",
+        "conv2d_forward",
+        "conv2d_backward",
+        "maxpool2d_forward",
+        "maxpool2d_backward",
+        "softmax_cross_entropy",
+        "sgd_step",
+        "adam_step",
+        "batchnorm_forward",
+        "batchnorm_backward",
+        "avgpool2d_forward",
+        "avgpool2d_backward",
+        "global_avgpool2d_forward",
+        "global_avgpool2d_backward",
+        "leaky_relu_forward",
+        "leaky_relu_backward",
+    )
     # kernels a backend may lack (see `optional`)
     OPTIONAL_KERNELS = ("smoothed_cross_entropy", "gather_affine")
 
@@ -104,165 +119,343 @@ class Backend:
         if out is None:
             return dx, dw, db
         dx_out, dw_out, db_out = out
-        return (None if dx is None else cls._into(dx_out, dx), cls._into(dw_out, dw),
-                cls._into(db_out, db))
+        return (
+            None if dx is None else cls._into(dx_out, dx),
+            cls._into(dw_out, dw),
+            cls._into(db_out, db),
+        )
 
     # ---- the kernels (each backend writes these) ----------------------------------------------
 
-    def linear_forward(self, x: Array, w: Array, b: Array | None, relu: bool = False, *,
-                       check_finite: bool = True, out: Array | None = None,
-                       check: bool = True) -> Array:
+    def linear_forward(
+        self,
+        x: Array,
+        w: Array,
+        b: Array | None,
+        relu: bool = False,
+        *,
+        check_finite: bool = True,
+        out: Array | None = None,
+        check: bool = True,
+    ) -> Array:
         """y = x @ w.T + b (b may be None), then max(y, 0) if relu. x (N, in), w (out, in)."""
         raise NotImplementedError
 
-    def linear_backward(self, x: Array, w: Array, y: Array, dy: Array, relu: bool = False, *,
-                        check_finite: bool = True, need_dx: bool = True,
-                        out: Grads | None = None, work: Array | None = None,
-                        check: bool = True) -> Grads:
+    def linear_backward(
+        self,
+        x: Array,
+        w: Array,
+        y: Array,
+        dy: Array,
+        relu: bool = False,
+        *,
+        check_finite: bool = True,
+        need_dx: bool = True,
+        out: Grads | None = None,
+        work: Array | None = None,
+        check: bool = True,
+    ) -> Grads:
         """(dx, dw, db) of linear_forward given its output y (the ReLU mask) and dy; dx is
         None when need_dx is False. work: scratch for the masked dy, may be dy itself (then
         overwritten)."""
         raise NotImplementedError
 
-    def conv2d_forward(self, x: Array, w: Array, b: Array | None, stride: int = 1,
-                       padding: int = 0, relu: bool = False, *, check_finite: bool = True,
-                       out: Array | None = None, check: bool = True) -> Array:
+    def conv2d_forward(
+        self,
+        x: Array,
+        w: Array,
+        b: Array | None,
+        stride: int = 1,
+        padding: int = 0,
+        relu: bool = False,
+        *,
+        check_finite: bool = True,
+        out: Array | None = None,
+        check: bool = True,
+    ) -> Array:
         """NCHW convolution: x (N, C, H, W), w (Co, C, kH, kW), zero padding, then ReLU."""
         raise NotImplementedError
 
-    def conv2d_backward(self, x: Array, w: Array, y: Array, dy: Array, stride: int = 1,
-                        padding: int = 0, relu: bool = False, *, check_finite: bool = True,
-                        need_dx: bool = True, out: Grads | None = None,
-                        check: bool = True) -> Grads:
+    def conv2d_backward(
+        self,
+        x: Array,
+        w: Array,
+        y: Array,
+        dy: Array,
+        stride: int = 1,
+        padding: int = 0,
+        relu: bool = False,
+        *,
+        check_finite: bool = True,
+        need_dx: bool = True,
+        out: Grads | None = None,
+        check: bool = True,
+    ) -> Grads:
         """(dx, dw, db) of conv2d_forward; dx is None when need_dx is False."""
         raise NotImplementedError
 
-    def maxpool2d_forward(self, x: Array, kernel: int = 2, stride: int | None = None, *,
-                          check_finite: bool = True, out: tuple[Array, Array] | None = None,
-                          check: bool = True) -> tuple[Array, Array]:
+    def maxpool2d_forward(
+        self,
+        x: Array,
+        kernel: int = 2,
+        stride: int | None = None,
+        *,
+        check_finite: bool = True,
+        out: tuple[Array, Array] | None = None,
+        check: bool = True,
+    ) -> tuple[Array, Array]:
         """(y, argmax): the max of each window and its int32 index in its (H*W) input plane."""
         raise NotImplementedError
 
-    def maxpool2d_backward(self, dy: Array, argmax: Array, x_shape: Sequence[int],
-                           kernel: int = 2, stride: int | None = None, *,
-                           check_finite: bool = True, out: Array | None = None,
-                           check: bool = True) -> Array:
+    def maxpool2d_backward(
+        self,
+        dy: Array,
+        argmax: Array,
+        x_shape: Sequence[int],
+        kernel: int = 2,
+        stride: int | None = None,
+        *,
+        check_finite: bool = True,
+        out: Array | None = None,
+        check: bool = True,
+    ) -> Array:
         """dx of maxpool2d_forward: each dy goes to the input its argmax names."""
         raise NotImplementedError
 
-    def softmax_cross_entropy(self, logits: Array, labels: Array, *, check_finite: bool = True,
-                              out: Array | None = None,
-                              check: bool = True) -> tuple[Any, Array]:
+    def softmax_cross_entropy(
+        self,
+        logits: Array,
+        labels: Array,
+        *,
+        check_finite: bool = True,
+        out: Array | None = None,
+        check: bool = True,
+    ) -> tuple[Any, Array]:
         """(mean loss, dlogits / N); out receives dlogits and may be logits itself."""
         raise NotImplementedError
 
-    def sgd_step(self, param: Array, grad: Array, velocity: Array | None = None, *,
-                 lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
-                 nesterov: bool = False) -> None:
+    def sgd_step(
+        self,
+        param: Array,
+        grad: Array,
+        velocity: Array | None = None,
+        *,
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
         """PyTorch's SGD, in place: g = grad + wd*p; v = momentum*v + g;
         p -= lr*(g + momentum*v if nesterov else v). velocity only with momentum > 0."""
         raise NotImplementedError
 
-    def adam_step(self, param: Array, grad: Array, m: Array, v: Array, *, lr: float,
-                  step: int, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                  weight_decay: float = 0.0) -> None:
+    def adam_step(
+        self,
+        param: Array,
+        grad: Array,
+        m: Array,
+        v: Array,
+        *,
+        lr: float,
+        step: int,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         """PyTorch's Adam (L2 weight decay added to the gradient), in place; step from 1."""
         raise NotImplementedError
 
-    def batchnorm_forward(self, x: Array, gamma: Array, beta: Array, running_mean: Array,
-                          running_var: Array, *, training: bool, momentum: float = 0.1,
-                          eps: float = 1e-5, relu: bool = False, check_finite: bool = True,
-                          out: Array | None = None,
-                          check: bool = True) -> tuple[Array, Array, Array]:
+    def batchnorm_forward(
+        self,
+        x: Array,
+        gamma: Array,
+        beta: Array,
+        running_mean: Array,
+        running_var: Array,
+        *,
+        training: bool,
+        momentum: float = 0.1,
+        eps: float = 1e-5,
+        relu: bool = False,
+        check_finite: bool = True,
+        out: Array | None = None,
+        check: bool = True,
+    ) -> tuple[Array, Array, Array]:
         """y = (x - mean) * inv_std * gamma + beta per channel (axis 1 of (N, C) or
         (N, C, H, W)), then max(y, 0) if relu. training: the batch's statistics, and the running
         ones move towards them in place (PyTorch's momentum; running_var takes the unbiased
         variance); else the running statistics. Returns (y, mean, inv_std) for the backward."""
         raise NotImplementedError
 
-    def batchnorm_backward(self, x: Array, y: Array, dy: Array, gamma: Array, mean: Array,
-                           inv_std: Array, *, relu: bool = False, need_dx: bool = True,
-                           check_finite: bool = True, out: Grads | None = None,
-                           check: bool = True) -> Grads:
+    def batchnorm_backward(
+        self,
+        x: Array,
+        y: Array,
+        dy: Array,
+        gamma: Array,
+        mean: Array,
+        inv_std: Array,
+        *,
+        relu: bool = False,
+        need_dx: bool = True,
+        check_finite: bool = True,
+        out: Grads | None = None,
+        check: bool = True,
+    ) -> Grads:
         """(dx or None, dgamma, dbeta) of a training-mode batchnorm_forward."""
         raise NotImplementedError
 
-    def avgpool2d_forward(self, x: Array, kernel: int = 2, stride: int | None = None, *,
-                          check_finite: bool = True, out: Array | None = None,
-                          check: bool = True) -> Array:
+    def avgpool2d_forward(
+        self,
+        x: Array,
+        kernel: int = 2,
+        stride: int | None = None,
+        *,
+        check_finite: bool = True,
+        out: Array | None = None,
+        check: bool = True,
+    ) -> Array:
         """The mean of each kernel x kernel window (stride defaults to kernel), no padding."""
         raise NotImplementedError
 
-    def avgpool2d_backward(self, dy: Array, x_shape: Sequence[int], kernel: int = 2,
-                           stride: int | None = None, *, check_finite: bool = True,
-                           out: Array | None = None, check: bool = True) -> Array:
+    def avgpool2d_backward(
+        self,
+        dy: Array,
+        x_shape: Sequence[int],
+        kernel: int = 2,
+        stride: int | None = None,
+        *,
+        check_finite: bool = True,
+        out: Array | None = None,
+        check: bool = True,
+    ) -> Array:
         """dx of avgpool2d_forward: each dy shared equally by its window."""
         raise NotImplementedError
 
-    def global_avgpool2d_forward(self, x: Array, *, check_finite: bool = True,
-                                 out: Array | None = None, check: bool = True) -> Array:
+    def global_avgpool2d_forward(
+        self, x: Array, *, check_finite: bool = True, out: Array | None = None, check: bool = True
+    ) -> Array:
         """(N, C, H, W) -> (N, C): the mean of each plane."""
         raise NotImplementedError
 
-    def global_avgpool2d_backward(self, dy: Array, x_shape: Sequence[int], *,
-                                  check_finite: bool = True, out: Array | None = None,
-                                  check: bool = True) -> Array:
+    def global_avgpool2d_backward(
+        self,
+        dy: Array,
+        x_shape: Sequence[int],
+        *,
+        check_finite: bool = True,
+        out: Array | None = None,
+        check: bool = True,
+    ) -> Array:
         """dx of global_avgpool2d_forward."""
         raise NotImplementedError
 
-    def leaky_relu_forward(self, x: Array, slope: float = 0.01, *, check_finite: bool = True,
-                           out: Array | None = None, check: bool = True) -> Array:
+    def leaky_relu_forward(
+        self,
+        x: Array,
+        slope: float = 0.01,
+        *,
+        check_finite: bool = True,
+        out: Array | None = None,
+        check: bool = True,
+    ) -> Array:
         """x where x > 0, else slope * x (any shape)."""
         raise NotImplementedError
 
-    def leaky_relu_backward(self, x: Array, dy: Array, slope: float = 0.01, *,
-                            check_finite: bool = True, out: Array | None = None,
-                            check: bool = True) -> Array:
+    def leaky_relu_backward(
+        self,
+        x: Array,
+        dy: Array,
+        slope: float = 0.01,
+        *,
+        check_finite: bool = True,
+        out: Array | None = None,
+        check: bool = True,
+    ) -> Array:
         """dy where x > 0, else slope * dy."""
         raise NotImplementedError
 
     # ---- optional kernels (where `optional` names them) -------------------------------------
 
     def _lacks(self, kernel: str, use: str) -> ValueError:
-        return ValueError(f"{use} needs a backend with the {kernel} kernel (numpy, cpu); "
-                          f"{self.name!r} has none")
+        return ValueError(
+            f"{use} needs a backend with the {kernel} kernel (numpy, cpu); {self.name!r} has none"
+        )
 
-    def smoothed_cross_entropy(self, logits: Array, labels: Array, smoothing: float = 0.1, *,
-                               check_finite: bool = True, out: Array | None = None,
-                               check: bool = True) -> tuple[Any, Array]:
+    def smoothed_cross_entropy(
+        self,
+        logits: Array,
+        labels: Array,
+        smoothing: float = 0.1,
+        *,
+        check_finite: bool = True,
+        out: Array | None = None,
+        check: bool = True,
+    ) -> tuple[Any, Array]:
         """Mean cross-entropy of softmax(logits) against (1 - smoothing) * onehot + smoothing /
         classes, and its gradient / N."""
         raise self._lacks("smoothed_cross_entropy", "label_smoothing")
 
-    def gather_affine(self, x: Array, index: Array, matrices: np.ndarray,
-                      out: Array | None = None) -> Array:
+    def gather_affine(
+        self, x: Array, index: Array, matrices: np.ndarray, out: Array | None = None
+    ) -> Array:
         """out[b] = x[index[b]] warped by the affine map matrices[b] (the augmented batch)."""
         raise self._lacks("gather_affine", "augment")
 
     # ---- whole-step entry points: generic definitions -------------------------------------------
 
-    def conv2d_maxpool_fusable(self, x_shape: Sequence[int], w_shape: Sequence[int], dtype: Any,
-                               stride: int = 1, padding: int = 0, pool: int = 2, *,
-                               need_dx: bool = True) -> bool:
+    def conv2d_maxpool_fusable(
+        self,
+        x_shape: Sequence[int],
+        w_shape: Sequence[int],
+        dtype: Any,
+        stride: int = 1,
+        padding: int = 0,
+        pool: int = 2,
+        *,
+        need_dx: bool = True,
+    ) -> bool:
         """Whether conv2d_maxpool_backward (need_dx=False: conv2d_maxpool_forward) runs one
         fused kernel for these arguments rather than the two kernels."""
         return False
 
-    def conv2d_maxpool_forward(self, x: Array, w: Array, b: Array | None, stride: int = 1,
-                               padding: int = 0, relu: bool = False, pool: int = 2, *,
-                               check_finite: bool = True,
-                               out: tuple[Array, Array] | None = None,
-                               check: bool = True) -> tuple[Array, Array]:
+    def conv2d_maxpool_forward(
+        self,
+        x: Array,
+        w: Array,
+        b: Array | None,
+        stride: int = 1,
+        padding: int = 0,
+        relu: bool = False,
+        pool: int = 2,
+        *,
+        check_finite: bool = True,
+        out: tuple[Array, Array] | None = None,
+        check: bool = True,
+    ) -> tuple[Array, Array]:
         """maxpool2d_forward(conv2d_forward(x, w, b, stride, padding, relu), pool): (y, argmax),
         argmax indexing each plane of the convolution's output."""
         conv = self.conv2d_forward(x, w, b, stride, padding, relu, check_finite=check_finite)
         return self.maxpool2d_forward(conv, pool, check_finite=False, out=out)
 
-    def conv2d_maxpool_backward(self, x: Array, w: Array, y: Array, argmax: Array, dy: Array,
-                                stride: int = 1, padding: int = 0, relu: bool = False,
-                                pool: int = 2, *, check_finite: bool = True,
-                                need_dx: bool = True, out: Grads | None = None,
-                                check: bool = True) -> Grads:
+    def conv2d_maxpool_backward(
+        self,
+        x: Array,
+        w: Array,
+        y: Array,
+        argmax: Array,
+        dy: Array,
+        stride: int = 1,
+        padding: int = 0,
+        relu: bool = False,
+        pool: int = 2,
+        *,
+        check_finite: bool = True,
+        need_dx: bool = True,
+        out: Grads | None = None,
+        check: bool = True,
+    ) -> Grads:
         """(dx, dw, db) of conv2d_maxpool_forward given its outputs y, argmax and dy at y."""
         xp = self.xp
         x, w, _, stride, padding, conv_shape = checks.conv_args(x, w, None, stride, padding, xp)
@@ -275,42 +468,73 @@ class Backend:
         if check_finite:
             checks.finite("dy", dy, xp)
         argmax = checks.argmax_array(argmax, y_shape, conv_shape[2] * conv_shape[3], xp)
-        return self._conv2d_maxpool_backward_unfused(x, w, y, argmax, dy, stride, padding,
-                                                     relu, pool, conv_shape, out, need_dx)
+        return self._conv2d_maxpool_backward_unfused(
+            x, w, y, argmax, dy, stride, padding, relu, pool, conv_shape, out, need_dx
+        )
 
-    def _conv2d_maxpool_backward_unfused(self, x, w, y, argmax, dy, stride, padding, relu, pool,
-                                         conv_shape, out, need_dx):
+    def _conv2d_maxpool_backward_unfused(
+        self, x, w, y, argmax, dy, stride, padding, relu, pool, conv_shape, out, need_dx
+    ):
         """maxpool2d_backward then conv2d_backward on checked arguments. The ReLU mask is
         y > 0 at each window's maximum, the only place a gradient goes."""
         g = dy * (y > 0) if relu else dy
         dconv = self.maxpool2d_backward(g, argmax, conv_shape, pool, check_finite=False)
         # relu=False: the mask is applied above, so the conv output (never kept) is not read
-        return self.conv2d_backward(x, w, dconv, dconv, stride, padding, False,
-                                    check_finite=False, out=out, need_dx=need_dx)
+        return self.conv2d_backward(
+            x, w, dconv, dconv, stride, padding, False, check_finite=False, out=out, need_dx=need_dx
+        )
 
-    def sgd_step_many(self, params: Sequence[Array], grads: Sequence[Array],
-                      velocities: Sequence[Array | None] | None = None, *, lr: float,
-                      momentum: float = 0.0, weight_decay: float = 0.0,
-                      nesterov: bool = False) -> None:
+    def sgd_step_many(
+        self,
+        params: Sequence[Array],
+        grads: Sequence[Array],
+        velocities: Sequence[Array | None] | None = None,
+        *,
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
         """sgd_step on each (param, grad, velocity) of the lists (an optimizer's whole step)."""
         if velocities is None:
             velocities = [None] * len(params)
         if not len(params) == len(grads) == len(velocities):
             raise ValueError("params, grads and velocities must be lists of the same length")
         for p, g, v in zip(params, grads, velocities):
-            self.sgd_step(p, g, v, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                          nesterov=nesterov)
+            self.sgd_step(
+                p, g, v, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+            )
 
-    def adam_step_many(self, params: Sequence[Array], grads: Sequence[Array],
-                       ms: Sequence[Array], vs: Sequence[Array], *, lr: float, step: int,
-                       beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                       weight_decay: float = 0.0) -> None:
+    def adam_step_many(
+        self,
+        params: Sequence[Array],
+        grads: Sequence[Array],
+        ms: Sequence[Array],
+        vs: Sequence[Array],
+        *,
+        lr: float,
+        step: int,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         """adam_step on each (param, grad, m, v) of the lists."""
         if not len(params) == len(grads) == len(ms) == len(vs):
             raise ValueError("params, grads, ms and vs must be lists of the same length")
         for p, g, m, v in zip(params, grads, ms, vs):
-            self.adam_step(p, g, m, v, lr=lr, step=step, beta1=beta1, beta2=beta2, eps=eps,
-                           weight_decay=weight_decay)
+            self.adam_step(
+                p,
+                g,
+                m,
+                v,
+                lr=lr,
+                step=step,
+                beta1=beta1,
+                beta2=beta2,
+                eps=eps,
+                weight_decay=weight_decay,
+            )
 
     def count_correct(self, outputs: Array, labels: Array) -> Any:
         """How many rows of `outputs` have their argmax at the label: an int on the host, a
@@ -323,7 +547,8 @@ class Backend:
         take = self.xp.take
 
         def gather(index):
-            return take(x, index, axis=0, out=out[:index.shape[0]])
+            return take(x, index, axis=0, out=out[: index.shape[0]])
+
         return gather
 
     def running_metrics(self) -> Any:
@@ -332,18 +557,19 @@ class Backend:
         (loss sum, correct, bad step or 0), close(). Trainer.fit uses it where there is one."""
         return None
 
-    def batch_gatherer(self, x: Array, y: Array, x_out: Array,
-                       y_out: Array) -> Callable[[Array], tuple[Array, Array]]:
+    def batch_gatherer(
+        self, x: Array, y: Array, x_out: Array, y_out: Array
+    ) -> Callable[[Array], tuple[Array, Array]]:
         """gather(index) -> (x_out[:k] = x[index], y_out[:k] = y[index]) for k = len(index): the
         training loop's shuffled batch of inputs and labels (two row gatherers here)."""
         gather_x, gather_y = self.row_gatherer(x, x_out), self.row_gatherer(y, y_out)
 
         def gather(index):
             return gather_x(index), gather_y(index)
+
         return gather
 
-    def dense_chain_forward(self, x: Array, table: np.ndarray,
-                            labels: Array | None) -> None:
+    def dense_chain_forward(self, x: Array, table: np.ndarray, labels: Array | None) -> None:
         """An MLP's inference in one call (see fastnn.inference); only where runs_dense_chain."""
         raise NotImplementedError(f"backend {self.name!r} has no dense chain kernel")
 
@@ -359,8 +585,10 @@ class Backend:
         b = None if b is None else self._float_array("b", b, 1)
         checks.same_dtype(x=x, w=w, b=b)
         if x.shape[1] != w.shape[1]:
-            raise ValueError(f"x has {x.shape[1]} features but w has shape {tuple(w.shape)} "
-                             f"(expected (out_features, {x.shape[1]}))")
+            raise ValueError(
+                f"x has {x.shape[1]} features but w has shape {tuple(w.shape)} "
+                f"(expected (out_features, {x.shape[1]}))"
+            )
         if b is not None:
             checks.expect_shape("b", b, (w.shape[0],))
         return x, w, b
@@ -412,8 +640,9 @@ class Backend:
         return lr, step, beta1, beta2, eps, weight_decay
 
     def _adam_args(self, param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay):
-        lr, step, beta1, beta2, eps, weight_decay = self._adam_hyper(lr, step, beta1, beta2,
-                                                                     eps, weight_decay)
+        lr, step, beta1, beta2, eps, weight_decay = self._adam_hyper(
+            lr, step, beta1, beta2, eps, weight_decay
+        )
         if m is None or v is None:
             raise TypeError("m and v (Adam's moment estimates) must be arrays, got None")
         param, grad = self._step_args(param, grad, m=m, v=v)

@@ -2,6 +2,7 @@
 compiled and CUDA backends write every contract kernel themselves, so none falls back to
 generic code or (as cpu once did by subclassing the NumPy reference) to the reference itself,
 which a cpu-vs-numpy test would then compare with itself."""
+
 import inspect
 
 import pytest
@@ -44,8 +45,9 @@ def test_every_contract_kernel_is_written_by_the_backend_itself(name):
     never in Backend or in a class another backend uses."""
     all_classes = classes()
     cls = all_classes[name]
-    others = {c for other_name, other in all_classes.items() if other_name != name
-              for c in other.__mro__}
+    others = {
+        c for other_name, other in all_classes.items() if other_name != name for c in other.__mro__
+    }
     for kernel in Backend.KERNELS + tuple(sorted(cls.optional)):
         owner = _owner(cls, kernel)
         assert owner is not Backend and owner not in others, f"{name}.{kernel} from {owner}"
@@ -56,8 +58,11 @@ def test_every_kernel_takes_the_contract_keywords(name):
     """A caller (the plan, the losses) passes out=, check=, check_finite=, need_dx= and work=
     the same way to every backend."""
     cls = classes()[name]
-    for kernel in Backend.KERNELS + ("conv2d_maxpool_forward", "conv2d_maxpool_backward") + \
-            tuple(sorted(cls.optional)):
+    for kernel in (
+        Backend.KERNELS
+        + ("conv2d_maxpool_forward", "conv2d_maxpool_backward")
+        + tuple(sorted(cls.optional))
+    ):
         contract = inspect.signature(getattr(Backend, kernel)).parameters
         mine = inspect.signature(getattr(cls, kernel)).parameters
         absent = [p for p in contract if p not in mine]
@@ -66,9 +71,16 @@ def test_every_kernel_takes_the_contract_keywords(name):
 
 def test_cpu_writes_its_fused_and_whole_step_kernels():
     cls = _cpu_class()
-    for name in ("conv2d_maxpool_forward", "conv2d_maxpool_backward", "conv2d_maxpool_fusable",
-                 "sgd_step_many", "adam_step_many", "count_correct", "row_gatherer",
-                 "dense_chain_forward"):
+    for name in (
+        "conv2d_maxpool_forward",
+        "conv2d_maxpool_backward",
+        "conv2d_maxpool_fusable",
+        "sgd_step_many",
+        "adam_step_many",
+        "count_correct",
+        "row_gatherer",
+        "dense_chain_forward",
+    ):
         assert _owner(cls, name) is not Backend, name
     assert cls.fills_out and cls.fuses_conv2d_maxpool and cls.runs_dense_chain
 
