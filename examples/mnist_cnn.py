@@ -8,9 +8,11 @@ images held out for validation.
 `--arch best` is the most accurate recipe: the same two 5x5 convolution blocks, each followed
 by BatchNorm2d, and Linear(1024, 256) + BatchNorm1d + Dropout(0.25); every training batch is
 augmented (RandomAffine: shift up to 8%, rotation up to 10 degrees, scale +-8%); AdamW
-(lr 3e-3, weight decay 0.01) on a one-cycle schedule, label smoothing 0.1, 6 epochs, and all
+(lr 3e-3, weight decay 0.01) on a one-cycle schedule, label smoothing 0.1, 30 epochs, and all
 60,000 training images (no validation split unless --val-split is given; --optimizer, --lr
-and --weight-decay are ignored). Examples:
+and --weight-decay are ignored). 30 epochs because 6 stopped at 99.42-99.51% for seeds 0-2;
+an epoch takes about 6 s of training on 2 quiet cores, so a run is about 3.5 minutes.
+Examples:
 
     python examples/mnist_cnn.py
     python examples/mnist_cnn.py --arch best --seed 1 --json best.json
@@ -22,7 +24,7 @@ import sys
 from fastnn import examples_cli, nn, optim
 from fastnn.augment import RandomAffine
 
-BEST_EPOCHS = 6
+BEST_EPOCHS = 30
 
 
 def build_cnn():
