@@ -4,7 +4,7 @@ bits). The thread count is an argument."""
 from cython cimport floating
 from cython.parallel cimport prange
 
-from fastnn._kernels.runtime cimport resolve_threads
+from fastnn._kernels.runtime cimport threads_for
 
 cdef Py_ssize_t PARALLEL_MIN_SIZE = 65536
 cdef Py_ssize_t CHUNK = 4096
@@ -16,7 +16,7 @@ def leaky_relu_forward(const floating[::1] x, double slope, floating[::1] y, int
     cdef floating a = <floating>slope, v
     if y.shape[0] != n:
         raise ValueError(f"y must have {n} elements, got {y.shape[0]}")
-    cdef int nt = resolve_threads(nthreads) if n >= PARALLEL_MIN_SIZE else 1
+    cdef int nt = threads_for(n, PARALLEL_MIN_SIZE, nthreads)
     with nogil:
         for i in prange(n, schedule="static", chunksize=CHUNK, num_threads=nt):
             v = x[i]
@@ -30,7 +30,7 @@ def leaky_relu_backward(const floating[::1] x, const floating[::1] dy, double sl
     cdef floating a = <floating>slope
     if dy.shape[0] != n or dx.shape[0] != n:
         raise ValueError(f"dy and dx must have {n} elements")
-    cdef int nt = resolve_threads(nthreads) if n >= PARALLEL_MIN_SIZE else 1
+    cdef int nt = threads_for(n, PARALLEL_MIN_SIZE, nthreads)
     with nogil:
         for i in prange(n, schedule="static", chunksize=CHUNK, num_threads=nt):
             dx[i] = dy[i] if x[i] > 0 else dy[i] * a

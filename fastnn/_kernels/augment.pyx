@@ -11,7 +11,7 @@ any thread count. The thread count is an argument.
 from cython cimport floating
 from cython.parallel cimport prange
 
-from fastnn._kernels.runtime cimport resolve_threads
+from fastnn._kernels.runtime cimport threads_for
 from libc.math cimport floor
 from libc.stdint cimport int64_t
 
@@ -42,8 +42,8 @@ def gather_affine(const floating[:, :, ::1] src, const int64_t[::1] index,
     for b in range(batch):
         if index[b] < 0 or index[b] >= rows:
             raise IndexError(f"index {index[b]} is outside [0, {rows})")
-    cdef int nt = resolve_threads(nthreads) \
-        if batch * channels * height * width >= PARALLEL_MIN_PIXELS else 1
+    cdef int nt = threads_for(
+        batch * channels * height * width, PARALLEL_MIN_PIXELS, nthreads)
     with nogil:
         for b in prange(batch, schedule="static", num_threads=nt):
             for c in range(channels):

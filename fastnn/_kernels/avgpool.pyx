@@ -8,13 +8,9 @@ Arrays arrive as (planes, H*W) views of the NCHW arrays. The thread count is an 
 from cython cimport floating
 from cython.parallel cimport prange
 
-from fastnn._kernels.runtime cimport resolve_threads
+from fastnn._kernels.runtime cimport threads_for
 
 cdef Py_ssize_t PARALLEL_MIN_SIZE = 16384
-
-
-cdef inline int _threads_for(Py_ssize_t size, int nthreads) noexcept nogil:
-    return resolve_threads(nthreads) if size >= PARALLEL_MIN_SIZE else 1
 
 
 def _check_sizes(Py_ssize_t planes, Py_ssize_t x_planes, Py_ssize_t x_size, Py_ssize_t height,
@@ -40,7 +36,7 @@ def avgpool_forward(const floating[:, ::1] x, Py_ssize_t height, Py_ssize_t widt
     cdef double total, inv = 1.0 / (kernel * kernel)
     _check_sizes(planes, x.shape[0], x.shape[1], height, width, kernel, stride, y.shape[0],
                  y.shape[1], out_h, out_w)
-    cdef int nt = _threads_for(planes * height * width, nthreads)
+    cdef int nt = threads_for(planes * height * width, PARALLEL_MIN_SIZE, nthreads)
     with nogil:
         for p in prange(planes, schedule="static", num_threads=nt):
             for oh in range(out_h):
@@ -63,7 +59,7 @@ def avgpool_backward(const floating[:, ::1] dy, Py_ssize_t height, Py_ssize_t wi
     cdef double inv = 1.0 / (kernel * kernel)
     _check_sizes(planes, dx.shape[0], dx.shape[1], height, width, kernel, stride, dy.shape[0],
                  dy.shape[1], out_h, out_w)
-    cdef int nt = _threads_for(planes * height * width, nthreads)
+    cdef int nt = threads_for(planes * height * width, PARALLEL_MIN_SIZE, nthreads)
     with nogil:
         for p in prange(planes, schedule="static", num_threads=nt):
             for k in range(height * width):
@@ -85,7 +81,7 @@ def global_avgpool_forward(const floating[:, ::1] x, floating[::1] y, int nthrea
         raise ValueError("x planes must hold at least one value")
     if y.shape[0] != planes:
         raise ValueError(f"y must have shape ({planes},)")
-    cdef int nt = _threads_for(planes * size, nthreads)
+    cdef int nt = threads_for(planes * size, PARALLEL_MIN_SIZE, nthreads)
     with nogil:
         for p in prange(planes, schedule="static", num_threads=nt):
             total = 0.0
@@ -102,7 +98,7 @@ def global_avgpool_backward(const floating[::1] dy, floating[:, ::1] dx, int nth
         raise ValueError("dx planes must hold at least one value")
     if dy.shape[0] != planes:
         raise ValueError(f"dy must have shape ({planes},)")
-    cdef int nt = _threads_for(planes * size, nthreads)
+    cdef int nt = threads_for(planes * size, PARALLEL_MIN_SIZE, nthreads)
     with nogil:
         for p in prange(planes, schedule="static", num_threads=nt):
             g = <floating>(<double>dy[p] / size)

@@ -7,7 +7,7 @@ the loss is the same for every thread count. The thread count is an argument.
 from cython cimport floating
 from cython.parallel cimport prange
 
-from fastnn._kernels.runtime cimport resolve_threads
+from fastnn._kernels.runtime cimport threads_for
 from libc.math cimport exp, log
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
@@ -59,7 +59,7 @@ def smoothed_cross_entropy(const floating[:, ::1] logits, const int64_t[::1] lab
     if row_loss == NULL:
         raise MemoryError()
     scale = 1.0 / n
-    cdef int nt = resolve_threads(nthreads) if n * classes >= PARALLEL_MIN_SIZE else 1
+    cdef int nt = threads_for(n * classes, PARALLEL_MIN_SIZE, nthreads)
     with nogil:
         for i in prange(n, schedule="static", num_threads=nt):
             row_loss[i] = _row(&logits[i, 0], labels[i], classes, smoothing, &dlogits[i, 0],

@@ -13,14 +13,10 @@ runtime.resolve_threads), never read from a global here.
 from cython cimport floating
 from cython.parallel cimport prange
 
-from fastnn._kernels.runtime cimport resolve_threads
+from fastnn._kernels.runtime cimport threads_for
 
 # Below this many elements one thread is faster than waking the others.
 cdef Py_ssize_t PARALLEL_MIN_SIZE = 16384
-
-
-cdef inline int _threads_for(Py_ssize_t size, int nthreads) noexcept nogil:
-    return resolve_threads(nthreads) if size >= PARALLEL_MIN_SIZE else 1
 
 
 cdef inline void _plane_sums(const floating* p, Py_ssize_t s, double shift, double* total,
@@ -115,7 +111,7 @@ def batch_stats(const floating[:, ::1] x, Py_ssize_t channels, double[::1] mean,
     if mean.shape[0] != channels or var.shape[0] != channels:
         raise ValueError(f"mean and var must have shape ({channels},)")
     count = <double>(n * s)
-    cdef int nt = _threads_for(n * channels * s, nthreads)
+    cdef int nt = threads_for(n * channels * s, PARALLEL_MIN_SIZE, nthreads)
     with nogil:
         for c in prange(channels, schedule="static", num_threads=nt):
             shift = x[0, c * s]
@@ -141,7 +137,7 @@ def scale_shift(const floating[:, ::1] x, Py_ssize_t channels, const double[::1]
     _check_layout(y.shape[0], y.shape[1], n, channels, s, "y")
     if scale.shape[0] != channels or shift.shape[0] != channels:
         raise ValueError(f"scale and shift must have shape ({channels},)")
-    cdef int nt = _threads_for(n * channels * s, nthreads)
+    cdef int nt = threads_for(n * channels * s, PARALLEL_MIN_SIZE, nthreads)
     with nogil:
         for plane in prange(n * channels, schedule="static", num_threads=nt):
             i = plane // channels
@@ -183,7 +179,7 @@ def backward(const floating[:, ::1] x, const floating[:, ::1] y, const floating[
         if a_len != channels:
             raise ValueError(f"{name} must have shape ({channels},)")
     count = <double>(n * s)
-    cdef int nt = _threads_for(n * channels * s, nthreads)
+    cdef int nt = threads_for(n * channels * s, PARALLEL_MIN_SIZE, nthreads)
     with nogil:
         # per-channel sums: one thread per channel, fixed order (deterministic)
         for c in prange(channels, schedule="static", num_threads=nt):

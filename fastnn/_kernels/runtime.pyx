@@ -57,6 +57,10 @@ cdef int resolve_threads(int nthreads) noexcept nogil:
     return n if n < MAX_KERNEL_THREADS else MAX_KERNEL_THREADS
 
 
+cdef int threads_for(Py_ssize_t work, Py_ssize_t min_work, int nthreads) noexcept nogil:
+    return resolve_threads(nthreads) if work >= min_work else 1
+
+
 def pool_may_exist():
     """True once a kernel may have run on several OpenMP threads in this process."""
     return bool(_pool_may_exist)

@@ -112,12 +112,16 @@ def _export_conv2d(step, g, x):
     )
 
 
-@register_exporter("MaxPool2d")
-def _export_maxpool2d(step, g, x):
-    k, s = step.layer.kernel_size, step.layer.stride
-    return g.node(
-        "MaxPool", [x], step.prefix, kernel_shape=[k, k], strides=[s, s], pads=[0, 0, 0, 0]
-    )
+def _pool(op_type):
+    def export(step, g, x):
+        k, s = step.layer.kernel_size, step.layer.stride
+        return g.node(op_type, [x], step.prefix, kernel_shape=[k, k], strides=[s, s], pads=[0] * 4)
+
+    return export
+
+
+register_exporter("MaxPool2d")(_pool("MaxPool"))
+register_exporter("AvgPool2d")(_pool("AveragePool"))
 
 
 @register_exporter("Flatten")
@@ -144,14 +148,6 @@ def _export_dropout(step, g, x):
 @register_exporter("LeakyReLU")
 def _export_leaky_relu(step, g, x):
     return g.node("LeakyRelu", [x], step.prefix, alpha=float(step.layer.negative_slope))
-
-
-@register_exporter("AvgPool2d")
-def _export_avgpool2d(step, g, x):
-    k, s = step.layer.kernel_size, step.layer.stride
-    return g.node(
-        "AveragePool", [x], step.prefix, kernel_shape=[k, k], strides=[s, s], pads=[0, 0, 0, 0]
-    )
 
 
 @register_exporter("GlobalAvgPool2d")
