@@ -463,6 +463,8 @@ def test_backend_conv2d_maxpool_bad_arguments():
 @pytest.mark.parametrize("pool", [0, 2, 3])
 @pytest.mark.parametrize("shape, dtype, algorithm", [
     ((5, 1, 28, 28, 32, 5, 1, 0), np.float32, "direct"),   # the AVX-512 kernel's shape
+    ((5, 1, 36, 36, 96, 5, 1, 0), np.float32, "direct"),   # large enough to split a sample
+    ((5, 1, 70, 41, 30, 5, 1, 2), np.float32, "direct"),   # the same, AVX2 kernel
     ((5, 1, 13, 11, 7, 3, 1, 1), np.float32, "direct"),
     ((5, 32, 12, 12, 64, 5, 1, 0), np.float32, "gemm"),
     ((5, 3, 9, 8, 5, 3, 1, 2), np.float64, "gemm"),

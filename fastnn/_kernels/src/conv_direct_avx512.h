@@ -142,10 +142,11 @@ D512 static void direct512_flat_forward(const direct_plan *p, const float *x, co
     int ph = pool ? p->ho / pool : 0, pw = pool ? p->wo / pool : 0;
     int taps = p->taps, wq = p->wq;
     int groups = (p->s.co + 5) / 6;
-    int parts = p->s.n < nthreads ? (nthreads < groups ? nthreads : groups) : 1;
+    int parts = p->s.n < nthreads && (double)p->s.co * p->ho * p->wo * p->taps >= CONV_SPLIT_MACS
+        ? (nthreads < groups ? nthreads : groups) : 1;
     int unit, units = p->s.n * parts;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nthreads)
+#pragma omp parallel for schedule(static) num_threads(conv_team(nthreads, units))
 #endif
     for (unit = 0; unit < units; unit++) {
         int n = unit / parts, part = unit % parts;
@@ -223,10 +224,11 @@ D512 static void direct512_forward(const direct_plan *p, const float *x, const f
     /* fewer samples than threads (batch-1 inference): each sample's channels are cut into
        parts too, at whole register blocks, so every output is computed as it is otherwise */
     int groups = (p->s.co + 5) / 6;
-    int parts = p->s.n < nthreads ? (nthreads < groups ? nthreads : groups) : 1;
+    int parts = p->s.n < nthreads && (double)p->s.co * p->ho * p->wo * p->taps >= CONV_SPLIT_MACS
+        ? (nthreads < groups ? nthreads : groups) : 1;
     int unit, units = p->s.n * parts;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nthreads)
+#pragma omp parallel for schedule(static) num_threads(conv_team(nthreads, units))
 #endif
     for (unit = 0; unit < units; unit++) {
         int n = unit / parts, part = unit % parts;

@@ -214,10 +214,11 @@ WTARGET static void WN(forward)(const direct_plan *p, const float *x, const floa
     /* fewer samples than threads (batch-1 inference): each sample's channels are cut into
        parts too, at whole register blocks, so every output is computed as it is otherwise */
     int groups = (p->s.co + p->cb - 1) / p->cb;
-    int parts = p->s.n < nthreads ? (nthreads < groups ? nthreads : groups) : 1;
+    int parts = p->s.n < nthreads && (double)p->s.co * p->ho * p->wo * p->taps >= CONV_SPLIT_MACS
+        ? (nthreads < groups ? nthreads : groups) : 1;
     int unit, units = p->s.n * parts;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nthreads)
+#pragma omp parallel for schedule(static) num_threads(conv_team(nthreads, units))
 #endif
     for (unit = 0; unit < units; unit++) {
         int n = unit / parts, part = unit % parts;

@@ -52,6 +52,16 @@ static inline int conv_threads(int nthreads) { (void)nthreads; return 1; }
 
 static inline size_t conv_round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
+/* The threads of a parallel loop over `units` equal items: no more than there are items, so
+   that a batch-1 call runs on the calling thread alone instead of waking (and, on a busy
+   machine, waiting for) threads that get nothing to do. */
+static inline int conv_team(int nthreads, int units) { return units < nthreads ? (units > 0 ? units : 1) : nthreads; }
+
+/* A sample's direct convolution is split over the threads (fewer samples than threads) only
+   from this many multiply-adds: below it, waking a thread costs more than it saves
+   (the mnist CNN's first layer, 0.46M, runs on one thread). */
+#define CONV_SPLIT_MACS 2000000.0
+
 /* Workspaces start at the first 64-byte boundary of the caller's buffer: callers add this many
    floats to the size they ask for. */
 #define CONV_ALIGN_SLACK 16

@@ -655,7 +655,7 @@ WTARGET static void WN(forward)(const wino_plan *p, const float *x, const float 
     for (o = 0; o < p->kp; o++)
         bias8[o] = bias != NULL && o < p->s.co ? bias[o] : 0.0f;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nthreads)
+#pragma omp parallel num_threads(U_ready != NULL ? conv_team(nthreads, nchunks) : nthreads)
 #endif
     {
         float *xb = thread_base + (size_t)conv_thread_num() * p->fwd_thread_floats;
