@@ -291,10 +291,7 @@ def train_val_split(x: Any, y: Any, fraction: float, seed: Any) -> Splits:
         raise ValueError("x and y must have a leading sample axis")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
-    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
-        raise TypeError(f"fraction must be a number, got {type(fraction).__name__}")
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must be strictly between 0 and 1, got {fraction!r}")
+    fraction = validation.real("fraction", fraction, 0.0, min_inclusive=False, below=1.0)
     rng = _as_generator(seed, "seed")
     n = x.shape[0]
     n_val = int(round(n * float(fraction)))

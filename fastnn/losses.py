@@ -4,9 +4,7 @@
 backend scalar, not a Python float, so a device backend is not forced to synchronize each step.
 Labels are int64 backend arrays already checked against the number of classes.
 """
-import numbers
-
-import numpy as np
+from .validation import real
 
 
 class Loss:
@@ -35,13 +33,7 @@ class CrossEntropy(Loss):
     name = "cross_entropy"
 
     def __init__(self, label_smoothing=0.0):
-        if isinstance(label_smoothing, (bool, np.bool_)) or \
-                not isinstance(label_smoothing, numbers.Real):
-            raise TypeError(f"label_smoothing must be a number, got "
-                            f"{type(label_smoothing).__name__}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.label_smoothing = float(label_smoothing)
+        self.label_smoothing = real("label_smoothing", label_smoothing, 0.0, below=1.0)
 
     def __repr__(self):
         if self.label_smoothing:

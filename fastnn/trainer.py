@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _exclusive, _random, backends, losses
+from . import _exclusive, _random, backends, losses, validation
 from . import augment as aug
 from . import callbacks as cb
 from . import checkpoint as ckpt
-from . import layers as L
 from .datasets import nonfinite_message, train_val_split, warn_if_unscaled_pixels
 from .model import Sequential, host_array
 from .optim import Optimizer
@@ -84,8 +83,7 @@ class History(dict):
         return f"History({epochs}{state}: {dict.__repr__(self)})"
 
 
-def _int_arg(name, value, minimum):
-    return L._int_arg(name, value, minimum)
+_int_arg = validation.integer
 
 
 class Trainer:

@@ -639,6 +639,51 @@ class Backend:
         weight_decay = checks.real("weight_decay", weight_decay, minimum=0.0)
         return lr, step, beta1, beta2, eps, weight_decay
 
+    def _sgd_groups(self, params, grads, velocities, lr, momentum, weight_decay, nesterov):
+        """sgd_step_many's arguments checked once: None for empty lists, else ((param, grad,
+        velocity) groups, a check of one group, lr, momentum, weight_decay)."""
+        if velocities is None:
+            velocities = [None] * len(params)
+        if not len(params) == len(grads) == len(velocities):
+            raise ValueError("params, grads and velocities must be lists of the same length")
+        if not params:
+            return None
+        lr, momentum, weight_decay = self._sgd_hyper(lr, momentum, weight_decay, nesterov)
+        if not momentum:
+            velocities = [None] * len(params)
+
+        def check_group(p, g, v):
+            if momentum and v is None:
+                raise ValueError("velocity is required when momentum > 0")
+            return (*self._step_args(p, g, velocity=v), v)
+
+        return zip(params, grads, velocities), check_group, lr, momentum, weight_decay
+
+    def _adam_groups(self, params, grads, ms, vs, lr, step, beta1, beta2, eps, weight_decay):
+        """adam_step_many's arguments checked once: None for empty lists, else ((param, grad,
+        m, v) groups, a check of one group, lr, step, beta1, beta2, eps, weight_decay)."""
+        if not len(params) == len(grads) == len(ms) == len(vs):
+            raise ValueError("params, grads, ms and vs must be lists of the same length")
+        if not params:
+            return None
+        hyper = self._adam_hyper(lr, step, beta1, beta2, eps, weight_decay)
+
+        def check_group(p, g, m, v):
+            if m is None or v is None:
+                raise TypeError("m and v (Adam's moment estimates) must be arrays, got None")
+            return (*self._step_args(p, g, m=m, v=v), m, v)
+
+        return (zip(params, grads, ms, vs), check_group, *hyper)
+
+    @staticmethod
+    def _update_running_stats(running_mean, running_var, mean, var, momentum, count):
+        """Batch norm's running statistics, in place, as PyTorch's: each moves `momentum` of
+        the way to the batch's mean and unbiased variance (`count` values per channel)."""
+        running_mean *= 1.0 - momentum
+        running_mean += momentum * mean
+        running_var *= 1.0 - momentum
+        running_var += momentum * var * (count / (count - 1))
+
     def _adam_args(self, param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay):
         lr, step, beta1, beta2, eps, weight_decay = self._adam_hyper(
             lr, step, beta1, beta2, eps, weight_decay

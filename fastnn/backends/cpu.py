@@ -75,6 +75,28 @@ def _distinct(**outputs):
                 raise ValueError(f"{name} must not overlap {other}")
 
 
+def _output_gradient_args(x, y, dy, y_shape, check_finite):
+    """A backward kernel's y (the forward output) and dy checked against the output shape and
+    x's dtype, dy scanned for NaN/infinity when check_finite: (y, dy, dtype)."""
+    y = checks.float_array("y", y, len(y_shape))
+    dy = checks.float_array("dy", dy, len(y_shape))
+    dtype = checks.same_dtype(x=x, y=y, dy=dy)
+    checks.expect_shape("y", y, y_shape)
+    checks.expect_shape("dy", dy, y_shape)
+    if check_finite:
+        _finite("dy", dy)
+    return y, dy, dtype
+
+
+def _gradient_outputs(out, x, w, dtype, need_dx, reads):
+    """(dx or None, dw, db): out=(dx, dw, db)'s arrays checked (any may be None: new ones)."""
+    dx_out, dw_out, db_out = _output_tuple(out, 3)
+    dx = _output("dx", dx_out, x.shape, dtype, reads) if need_dx else None
+    dw = _output("dw", dw_out, w.shape, dtype, reads)
+    db = _output("db", db_out, (w.shape[0],), dtype, reads)
+    return dx, dw, db
+
+
 def _trusted(out, *reads):
     """Whether a check=False call may go straight to the kernel: outputs given, and every
     array read C-contiguous, aligned and of the first one's dtype."""
@@ -125,18 +147,9 @@ class CpuBackend(CpuLayerKernels, Backend):
             return dx if need_dx else None, dw, db
         x, w, _ = self._linear_args(x, w)
         out_shape = (x.shape[0], w.shape[0])
-        y = checks.float_array("y", y, 2)
-        dy = checks.float_array("dy", dy, 2)
-        dtype = checks.same_dtype(x=x, y=y, dy=dy)
-        checks.expect_shape("y", y, out_shape)
-        checks.expect_shape("dy", dy, out_shape)
-        if check_finite:
-            _finite("dy", dy)
-        dx_out, dw_out, db_out = _output_tuple(out, 3)
+        y, dy, dtype = _output_gradient_args(x, y, dy, out_shape, check_finite)
         reads = {"x": x, "w": w, "y": y, "dy": dy}
-        dx = _output("dx", dx_out, x.shape, dtype, reads) if need_dx else None
-        dw = _output("dw", dw_out, w.shape, dtype, reads)
-        db = _output("db", db_out, (w.shape[0],), dtype, reads)
+        dx, dw, db = _gradient_outputs(out, x, w, dtype, need_dx, reads)
         if not relu:
             work = None
         elif work is dy:  # mask in place: each element is read before it is written
@@ -171,18 +184,9 @@ class CpuBackend(CpuLayerKernels, Backend):
         need_dx=False skips dx (returned as None), e.g. for the first
         layer."""
         x, w, _, stride, padding, y_shape = checks.conv_args(x, w, None, stride, padding)
-        y = checks.float_array("y", y, 4)
-        dy = checks.float_array("dy", dy, 4)
-        dtype = checks.same_dtype(x=x, y=y, dy=dy)
-        checks.expect_shape("y", y, y_shape)
-        checks.expect_shape("dy", dy, y_shape)
-        if check_finite:
-            _finite("dy", dy)
-        dx_out, dw_out, db_out = _output_tuple(out, 3)
+        y, dy, dtype = _output_gradient_args(x, y, dy, y_shape, check_finite)
         reads = {"x": x, "w": w, "y": y, "dy": dy}
-        dx = _output("dx", dx_out, x.shape, dtype, reads) if need_dx else None
-        dw = _output("dw", dw_out, w.shape, dtype, reads)
-        db = _output("db", db_out, (w.shape[0],), dtype, reads)
+        dx, dw, db = _gradient_outputs(out, x, w, dtype, need_dx, reads)
         if out is not None:
             _distinct(dx=dx, dw=dw, db=db)
         _conv.backward(x, w, y, dy, dx, dw, db, stride, padding, bool(relu),
@@ -248,13 +252,7 @@ class CpuBackend(CpuLayerKernels, Backend):
             return dx if need_dx else None, dw, db
         x, w, _, stride, padding, conv_shape = checks.conv_args(x, w, None, stride, padding)
         pool, _, y_shape = checks.pool_args(conv_shape, pool, None)
-        y = checks.float_array("y", y, 4)
-        dy = checks.float_array("dy", dy, 4)
-        dtype = checks.same_dtype(x=x, y=y, dy=dy)
-        checks.expect_shape("y", y, y_shape)
-        checks.expect_shape("dy", dy, y_shape)
-        if check_finite:
-            _finite("dy", dy)
+        y, dy, dtype = _output_gradient_args(x, y, dy, y_shape, check_finite)
         if not _conv.fusable(x.shape, w.shape, dtype, stride, padding, pool, need_dx=need_dx):
             argmax = checks.argmax_array(argmax, y_shape, conv_shape[2] * conv_shape[3])
             return self._conv2d_maxpool_backward_unfused(x, w, y, argmax, dy, stride, padding,
@@ -264,11 +262,8 @@ class CpuBackend(CpuLayerKernels, Backend):
                             f"{getattr(argmax, 'dtype', type(argmax).__name__)}")
         checks.expect_shape("argmax", argmax, y_shape)
         argmax = checks.contiguous(argmax, np.int32)  # aligned, too
-        dx_out, dw_out, db_out = _output_tuple(out, 3)
         reads = {"x": x, "w": w, "y": y, "argmax": argmax, "dy": dy}
-        dx = _output("dx", dx_out, x.shape, dtype, reads) if need_dx else None
-        dw = _output("dw", dw_out, w.shape, dtype, reads)
-        db = _output("db", db_out, (w.shape[0],), dtype, reads)
+        dx, dw, db = _gradient_outputs(out, x, w, dtype, need_dx, reads)
         if out is not None:
             _distinct(dx=dx, dw=dw, db=db)
         _conv.backward_maxpool(x, w, y, argmax, dy, dx, dw, db, stride, padding, bool(relu),
@@ -428,40 +423,22 @@ class CpuBackend(CpuLayerKernels, Backend):
                       weight_decay=0.0, nesterov=False):
         """sgd_step for each (param, grad, velocity) of the lists, in one parallel kernel call
         (velocities may be None without momentum): the same results as sgd_step on each."""
-        if velocities is None:
-            velocities = [None] * len(params)
-        if not len(params) == len(grads) == len(velocities):
-            raise ValueError("params, grads and velocities must be lists of the same length")
-        if not params:
+        many = self._sgd_groups(params, grads, velocities, lr, momentum, weight_decay, nesterov)
+        if many is None:
             return
-        lr, momentum, weight_decay = self._sgd_hyper(lr, momentum, weight_decay, nesterov)
-        if not momentum:
-            velocities = [None] * len(params)
-
-        def check_group(p, g, v):
-            if momentum and v is None:
-                raise ValueError("velocity is required when momentum > 0")
-            return self._step_args(p, g, velocity=v) + (v,)
-
-        table, first = self._update_table("sgd", zip(params, grads, velocities), check_group)
+        groups, check_group, lr, momentum, weight_decay = many
+        table, first = self._update_table("sgd", groups, check_group)
         _optim.sgd_step_many(table, first, lr, momentum, weight_decay, bool(nesterov))
 
     def adam_step_many(self, params, grads, ms, vs, *, lr, step, beta1=0.9, beta2=0.999,
                        eps=1e-8, weight_decay=0.0):
         """adam_step for each (param, grad, m, v) of the lists, in one parallel kernel call."""
-        if not len(params) == len(grads) == len(ms) == len(vs):
-            raise ValueError("params, grads, ms and vs must be lists of the same length")
-        if not params:
+        many = self._adam_groups(params, grads, ms, vs, lr, step, beta1, beta2, eps,
+                                 weight_decay)
+        if many is None:
             return
-        lr, step, beta1, beta2, eps, weight_decay = self._adam_hyper(lr, step, beta1, beta2,
-                                                                     eps, weight_decay)
-
-        def check_group(p, g, m, v):
-            if m is None or v is None:
-                raise TypeError("m and v (Adam's moment estimates) must be arrays, got None")
-            return self._step_args(p, g, m=m, v=v) + (m, v)
-
-        table, first = self._update_table("adam", zip(params, grads, ms, vs), check_group)
+        groups, check_group, lr, step, beta1, beta2, eps, weight_decay = many
+        table, first = self._update_table("adam", groups, check_group)
         _optim.adam_step_many(table, first, lr, beta1, beta2, 1 - beta1 ** step,
                               1 - beta2 ** step, eps, weight_decay)
 

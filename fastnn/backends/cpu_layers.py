@@ -66,10 +66,7 @@ class CpuLayerKernels:
             mean = np.empty(channels)
             var = np.empty(channels)
             _norm.batch_stats(_rows(x), channels, mean, var, _threads())
-            running_mean *= 1.0 - momentum
-            running_mean += momentum * mean
-            running_var *= 1.0 - momentum
-            running_var += momentum * var * (count / (count - 1))
+            self._update_running_stats(running_mean, running_var, mean, var, momentum, count)
         else:
             mean = running_mean.copy()
             var = running_var

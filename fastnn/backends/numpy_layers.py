@@ -52,10 +52,7 @@ class NumpyLayerKernels:
                                  f"per channel, got x of shape {tuple(x.shape)}")
             mean = x3.mean(axis=(0, 2), dtype=np.float64)
             var = ((x3 - mean[None, :, None]) ** 2).mean(axis=(0, 2), dtype=np.float64)
-            running_mean *= 1.0 - momentum
-            running_mean += momentum * mean
-            running_var *= 1.0 - momentum
-            running_var += momentum * var * (count / (count - 1))
+            self._update_running_stats(running_mean, running_var, mean, var, momentum, count)
         else:
             mean = running_mean.copy()
             var = running_var

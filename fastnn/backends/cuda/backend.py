@@ -435,23 +435,11 @@ class CudaBackend(CudaLayerKernels, Backend):
     def sgd_step_many(self, params, grads, velocities=None, *, lr, momentum=0.0,
                       weight_decay=0.0, nesterov=False):
         """sgd_step on each (param, grad, velocity) of the lists, in one launch."""
-        if velocities is None:
-            velocities = [None] * len(params)
-        if not len(params) == len(grads) == len(velocities):
-            raise ValueError("params, grads and velocities must be lists of the same length")
-        if not params:
+        many = self._sgd_groups(params, grads, velocities, lr, momentum, weight_decay, nesterov)
+        if many is None:
             return
-        lr, momentum, weight_decay = self._sgd_hyper(lr, momentum, weight_decay, nesterov)
-        if not momentum:
-            velocities = [None] * len(params)
-
-        def check_group(p, g, v):
-            if momentum and v is None:
-                raise ValueError("velocity is required when momentum > 0")
-            return (*self._step_args(p, g, velocity=v), v)
-
-        table, largest = self._update_table(("sgd", bool(momentum)),
-                                            zip(params, grads, velocities), check_group)
+        groups, check_group, lr, momentum, weight_decay = many
+        table, largest = self._update_table(("sgd", bool(momentum)), groups, check_group)
         self.kernels.sgd_update_many(self._many_grid(largest, len(params)), self.threads, table,
                                      lr, momentum, weight_decay, int(nesterov),
                                      self._update_guard())
@@ -459,19 +447,12 @@ class CudaBackend(CudaLayerKernels, Backend):
     def adam_step_many(self, params, grads, ms, vs, *, lr, step, beta1=0.9, beta2=0.999,
                        eps=1e-8, weight_decay=0.0):
         """adam_step on each (param, grad, m, v) of the lists, in one launch."""
-        if not len(params) == len(grads) == len(ms) == len(vs):
-            raise ValueError("params, grads, ms and vs must be lists of the same length")
-        if not params:
+        many = self._adam_groups(params, grads, ms, vs, lr, step, beta1, beta2, eps,
+                                 weight_decay)
+        if many is None:
             return
-        lr, step, beta1, beta2, eps, weight_decay = self._adam_hyper(lr, step, beta1, beta2,
-                                                                     eps, weight_decay)
-
-        def check_group(p, g, m, v):
-            if m is None or v is None:
-                raise TypeError("m and v (Adam's moment estimates) must be arrays, got None")
-            return (*self._step_args(p, g, m=m, v=v), m, v)
-
-        table, largest = self._update_table("adam", zip(params, grads, ms, vs), check_group)
+        groups, check_group, lr, step, beta1, beta2, eps, weight_decay = many
+        table, largest = self._update_table("adam", groups, check_group)
         self.kernels.adam_update_many(self._many_grid(largest, len(params)), self.threads, table,
                                       lr, beta1, beta2, eps, weight_decay, 1.0 - beta1 ** step,
                                       1.0 - beta2 ** step, self._update_guard())
