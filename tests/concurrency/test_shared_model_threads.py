@@ -68,8 +68,8 @@ def test_predict_from_three_threads_matches_serial(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_batchnorm_models_predict_from_threads_like_serially(backend):
-    # evaluation folds each BatchNorm into the layer before it, rewriting shared stand-in
-    # layers on every pass: with identical values, so concurrent passes agree bitwise
+    # evaluation folds each BatchNorm into the layer before it, on every pass, into arrays
+    # local to that pass: concurrent passes share nothing they write and agree bitwise
     from fastnn import Trainer, optim
 
     fastnn.seed(5)
