@@ -1,7 +1,8 @@
 """Run examples/mnist_speedrun.py (fastnn) and benchmarks/speedrun_torch.py (PyTorch, from a
 separate venv) for the given seeds, interleaved, each as a fresh process under `nice`, and
-print one line per run with its accuracy, wall time and the load average at its start, then
-the summary (mean and minimum accuracy, median wall time, the ratio of the medians).
+print one line per run with its accuracy, wall time, CPU time (all threads) and the load average
+at its start, then the summary (mean and minimum accuracy, median wall and CPU time, the ratios
+of the medians). On a busy machine the wall time measures the load; the CPU time much less so.
 
     python benchmarks/speedrun_compare.py --seeds 0-9 --torch-python /work/venv-torch/bin/python \
         --json speedrun.json
@@ -57,23 +58,26 @@ def main():
                  "--threads", str(args.threads)], env)
         results["fastnn"].append(r)
         print(f"fastnn seed {seed}: {100 * r['test_accuracy']:.2f}%  wall {r['wall_s']:.2f} s"
-              f"  load {r['load_at_start']:.1f}", flush=True)
+              f"  CPU {r['cpu_s']:.2f} s  load {r['load_at_start']:.1f}", flush=True)
         if args.torch_python and seed in torch_seeds:
             r = run([*nice, args.torch_python, "benchmarks/speedrun_torch.py", "--seed",
                      str(seed), "--threads", str(args.threads)], env)
             results["torch"].append(r)
             print(f"torch  seed {seed}: {100 * r['test_accuracy']:.2f}%  wall {r['wall_s']:.2f} s"
-                  f"  load {r['load_at_start']:.1f}", flush=True)
+                  f"  CPU {r['cpu_s']:.2f} s  load {r['load_at_start']:.1f}", flush=True)
     for name, runs in results.items():
         if runs:
             accs = [r["test_accuracy"] for r in runs]
             walls = [r["wall_s"] for r in runs]
+            cpus = [r["cpu_s"] for r in runs]
             print(f"{name}: {len(runs)} runs, accuracy mean {100 * statistics.mean(accs):.2f}% "
-                  f"min {100 * min(accs):.2f}%, wall median {statistics.median(walls):.2f} s")
+                  f"min {100 * min(accs):.2f}%, wall median {statistics.median(walls):.2f} s, "
+                  f"CPU median {statistics.median(cpus):.2f} s")
     if results["torch"]:
-        ratio = statistics.median(r["wall_s"] for r in results["torch"]) / \
-            statistics.median(r["wall_s"] for r in results["fastnn"])
-        print(f"PyTorch / fastnn median wall time: {ratio:.1f}x")
+        for key, what in (("wall_s", "wall"), ("cpu_s", "CPU")):
+            ratio = statistics.median(r[key] for r in results["torch"]) / \
+                statistics.median(r[key] for r in results["fastnn"])
+            print(f"PyTorch / fastnn median {what} time: {ratio:.1f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
