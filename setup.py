@@ -11,6 +11,7 @@ What keeps the build short and the wheel small (both measured in the README):
   helper code Cython would otherwise generate, and the compiler compile, once per module.
 - The extensions compile in parallel, one process per core (FASTNN_BUILD_JOBS overrides).
 """
+
 import os
 import shutil
 import subprocess
@@ -29,10 +30,13 @@ SHARED_UTILITY = "fastnn._kernels._cyutility"
 # C sources compiled into a given extension module, beside its .pyx.
 _SRC = os.path.join("fastnn", "_kernels", "src")
 EXTRA_SOURCES = {
-    "fastnn._kernels.gemm": [os.path.join(_SRC, name) for name in (
-        "gemm.c", "gemm_avx512.c", "gemm_avx2.c", "gemm_portable.c", "gemm_chain.c")],
-    "fastnn._kernels.conv": [os.path.join(_SRC, name) for name in (
-        "conv_isa.c", "conv_winograd.c", "conv_direct.c")],
+    "fastnn._kernels.gemm": [
+        os.path.join(_SRC, name)
+        for name in ("gemm.c", "gemm_avx512.c", "gemm_avx2.c", "gemm_portable.c", "gemm_chain.c")
+    ],
+    "fastnn._kernels.conv": [
+        os.path.join(_SRC, name) for name in ("conv_isa.c", "conv_winograd.c", "conv_direct.c")
+    ],
 }
 
 
@@ -60,8 +64,10 @@ def openmp_flags():
             pass
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    print("WARNING: fastnn: the compiler does not support OpenMP; building serial kernels.",
-          file=sys.stderr)
+    print(
+        "WARNING: fastnn: the compiler does not support OpenMP; building serial kernels.",
+        file=sys.stderr,
+    )
     return [], []
 
 
@@ -83,24 +89,37 @@ def extensions():
     base_compile = ["-O0", "-g"] if DEBUG else ["-O3", "-g0"]
     # -fno-math-errno only stops libm calls setting errno (which nothing reads), so sqrt can be
     # vectorised; unlike -ffast-math it keeps IEEE inf/NaN semantics.
-    base_compile += ["-fno-strict-aliasing", "-fno-math-errno", "-Wno-unused-function",
-                     "-Wno-unreachable-code"]
-    exts = [Extension(SHARED_UTILITY, [SHARED_UTILITY.replace(".", os.sep) + ".c"],
-                      extra_compile_args=base_compile)]
+    base_compile += [
+        "-fno-strict-aliasing",
+        "-fno-math-errno",
+        "-Wno-unused-function",
+        "-Wno-unreachable-code",
+    ]
+    exts = [
+        Extension(
+            SHARED_UTILITY,
+            [SHARED_UTILITY.replace(".", os.sep) + ".c"],
+            extra_compile_args=base_compile,
+        )
+    ]
     for pyx in sorted(glob(os.path.join("fastnn", "_kernels", "*.pyx"))):
         module = pyx[:-4].replace(os.sep, ".")
-        exts.append(Extension(
-            module,
-            [pyx, *EXTRA_SOURCES.get(module, [])],
-            include_dirs=[numpy.get_include(), os.path.join("fastnn", "_kernels", "src")],
-            # headers and .pxd files: an edit to one rebuilds the modules (setuptools does not
-            # scan includes itself, so a stale object would otherwise survive it)
-            depends=sorted(glob(os.path.join("fastnn", "_kernels", "src", "*.h"))
-                           + glob(os.path.join("fastnn", "_kernels", "*.pxd"))),
-            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-            extra_compile_args=base_compile + omp_compile,
-            extra_link_args=omp_link,
-        ))
+        exts.append(
+            Extension(
+                module,
+                [pyx, *EXTRA_SOURCES.get(module, [])],
+                include_dirs=[numpy.get_include(), os.path.join("fastnn", "_kernels", "src")],
+                # headers and .pxd files: an edit to one rebuilds the modules (setuptools does not
+                # scan includes itself, so a stale object would otherwise survive it)
+                depends=sorted(
+                    glob(os.path.join("fastnn", "_kernels", "src", "*.h"))
+                    + glob(os.path.join("fastnn", "_kernels", "*.pxd"))
+                ),
+                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+                extra_compile_args=base_compile + omp_compile,
+                extra_link_args=omp_link,
+            )
+        )
     directives = {
         "language_level": 3,
         "boundscheck": DEBUG,
@@ -111,9 +130,13 @@ def extensions():
     }
     # Cython's worker pool is only used where processes fork (spawn would re-run this file)
     nthreads = BUILD_JOBS if sys.platform.startswith("linux") else 0
-    return cythonize(exts, compiler_directives=directives, nthreads=nthreads,
-                     shared_utility_qualified_name=SHARED_UTILITY,
-                     compile_time_env={"FASTNN_OPENMP": bool(omp_compile)})
+    return cythonize(
+        exts,
+        compiler_directives=directives,
+        nthreads=nthreads,
+        shared_utility_qualified_name=SHARED_UTILITY,
+        compile_time_env={"FASTNN_OPENMP": bool(omp_compile)},
+    )
 
 
 # `build_ext -j N` on the command line still wins over this default

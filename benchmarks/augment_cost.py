@@ -4,6 +4,7 @@ plain gather and against a whole training step of `examples/mnist_cnn.py --arch 
 
     python benchmarks/augment_cost.py [--threads 1] [--reps 30]
 """
+
 import argparse
 import os
 import statistics
@@ -42,7 +43,7 @@ def main():
     rng = np.random.default_rng(0)
     times = {"plain gather": [], "gather + RandomAffine": [], "training step": []}
     for _ in range(args.reps):
-        index = rng.permutation(len(xs))[:args.batch].astype(np.int64)
+        index = rng.permutation(len(xs))[: args.batch].astype(np.int64)
         t = time.perf_counter()
         gather(index)
         times["plain gather"].append(time.perf_counter() - t)
@@ -56,9 +57,11 @@ def main():
     for k, v in med.items():
         print(f"{k:24s} {1e3 * v:8.3f} ms")
     extra_cost = med["gather + RandomAffine"] - med["plain gather"]
-    print(f"augmentation adds {1e3 * extra_cost:.3f} ms per step of batch {args.batch}: "
-          f"{100 * extra_cost / med['training step']:.1f}% of a training step "
-          f"({fastnn.get_num_threads()} threads, load {os.getloadavg()[0]:.1f})")
+    print(
+        f"augmentation adds {1e3 * extra_cost:.3f} ms per step of batch {args.batch}: "
+        f"{100 * extra_cost / med['training step']:.1f}% of a training step "
+        f"({fastnn.get_num_threads()} threads, load {os.getloadavg()[0]:.1f})"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Each result's extra_info has the algorithm and its GFLOP/s, counted as the direc
 2*N*Co*Ho*Wo*Ci*kH*kW per pass (backward: dW, plus dX where the layer needs it), so Winograd's
 figures are "effective" rates comparable with GEMM's.
 """
+
 import numpy as np
 import pytest
 
@@ -77,8 +78,9 @@ def test_cpu_backward(benchmark, layer, algorithm):
 def test_numpy_forward(benchmark, layer):
     x, w, b, _, _, padding, _, flops = operands(layer)
     benchmark.group = f"conv forward {layer}"
-    benchmark.pedantic(NumpyBackend().conv2d_forward, (x, w, b, 1, padding, True),
-                       rounds=3, iterations=1)
+    benchmark.pedantic(
+        NumpyBackend().conv2d_forward, (x, w, b, 1, padding, True), rounds=3, iterations=1
+    )
     record(benchmark, flops, algorithm="numpy reference")
 
 
@@ -87,17 +89,20 @@ def test_numpy_backward(benchmark, layer):
     x, w, _, y, dy, padding, need_dx, flops = operands(layer)
     benchmark.group = f"conv backward {layer}"
     # the reference always computes dx
-    benchmark.pedantic(NumpyBackend().conv2d_backward, (x, w, y, dy, 1, padding, True),
-                       rounds=3, iterations=1)
+    benchmark.pedantic(
+        NumpyBackend().conv2d_backward, (x, w, y, dy, 1, padding, True), rounds=3, iterations=1
+    )
     record(benchmark, flops * 2, algorithm="numpy reference")
 
 
 # ---- conv2d + ReLU + 2x2 max-pool: fused kernel against the two kernels -----------------------
 
+
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "conv then pool"])
 @pytest.mark.parametrize("layer", list(LAYERS))
 def test_cpu_forward_maxpool(benchmark, layer, fused):
     from fastnn.backends import get
+
     cpu = get("cpu")
     x, w, b, y, _, padding, _, flops = operands(layer)
     benchmark.group = f"conv+pool forward {layer}"
@@ -106,9 +111,11 @@ def test_cpu_forward_maxpool(benchmark, layer, fused):
         argmax = np.empty(yp.shape, np.int32)
         benchmark(conv.forward_maxpool, x, w, b, yp, argmax, 1, padding, True, 2)
     else:
+
         def two_kernels():
             out = cpu.conv2d_forward(x, w, b, 1, padding, True, check_finite=False, out=y)
             return cpu.maxpool2d_forward(out, 2, check_finite=False)
+
         benchmark(two_kernels)
     record(benchmark, flops, fused=fused)
 
@@ -117,6 +124,7 @@ def test_cpu_forward_maxpool(benchmark, layer, fused):
 @pytest.mark.parametrize("layer", list(LAYERS))
 def test_cpu_backward_maxpool(benchmark, layer, fused):
     from fastnn.backends import get
+
     cpu = get("cpu")
     x, w, b, y, _, padding, need_dx, flops = operands(layer)
     yp, argmax = cpu.conv2d_maxpool_forward(x, w, b, 1, padding, True, 2)
@@ -127,10 +135,21 @@ def test_cpu_backward_maxpool(benchmark, layer, fused):
     if fused:
         benchmark(conv.backward_maxpool, x, w, yp, argmax, dyp, dx, dw, db, 1, padding, True, 2)
     else:
+
         def two_kernels():
-            dconv = cpu.maxpool2d_backward(dyp * (yp > 0), argmax, y.shape, 2,
-                                           check_finite=False)
-            return cpu.conv2d_backward(x, w, dconv, dconv, 1, padding, False,
-                                       check_finite=False, need_dx=need_dx, out=(dx, dw, db))
+            dconv = cpu.maxpool2d_backward(dyp * (yp > 0), argmax, y.shape, 2, check_finite=False)
+            return cpu.conv2d_backward(
+                x,
+                w,
+                dconv,
+                dconv,
+                1,
+                padding,
+                False,
+                check_finite=False,
+                need_dx=need_dx,
+                out=(dx, dw, db),
+            )
+
         benchmark(two_kernels)
     record(benchmark, flops * (2 if need_dx else 1), fused=fused)

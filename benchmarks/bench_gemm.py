@@ -4,6 +4,7 @@ NumPy's matmul (OpenBLAS as configured here), with the bias/ReLU epilogue where 
     pytest benchmarks/bench_gemm.py --benchmark-only --benchmark-group-by=param:shape
 Each result's extra_info has the GFLOP/s and the ISA path that ran.
 """
+
 import os
 
 import numpy as np
@@ -32,8 +33,11 @@ def operands(transa, transb, M, N, K, bias_mode):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((K, M) if transa else (M, K), dtype=np.float32)
     b = rng.standard_normal((N, K) if transb else (K, N), dtype=np.float32)
-    bias = None if bias_mode == 0 else rng.standard_normal(N if bias_mode == 1 else M,
-                                                           dtype=np.float32)
+    bias = (
+        None
+        if bias_mode == 0
+        else rng.standard_normal(N if bias_mode == 1 else M, dtype=np.float32)
+    )
     return a, b, bias
 
 
@@ -42,8 +46,7 @@ def record(benchmark, M, N, K, **info):
     stats = getattr(benchmark, "stats", None)
     if stats is not None and stats.stats.min > 0:
         benchmark.extra_info["gflops_best"] = round(2.0 * M * N * K / stats.stats.min / 1e9, 1)
-        benchmark.extra_info["gflops_median"] = round(
-            2.0 * M * N * K / stats.stats.median / 1e9, 1)
+        benchmark.extra_info["gflops_median"] = round(2.0 * M * N * K / stats.stats.median / 1e9, 1)
 
 
 @pytest.mark.parametrize("threads", ["1", "all"])
@@ -54,8 +57,18 @@ def test_fastnn_gemm(benchmark, shape, threads):
     out = np.empty((M, N), np.float32)
     nthreads = 1 if threads == "1" else 0
     benchmark.group = f"gemm {shape}"
-    benchmark(gemm.matmul, a, b, transa=transa, transb=transb, bias=bias,
-              bias_mode=bias_mode, relu=relu, out=out, nthreads=nthreads)
+    benchmark(
+        gemm.matmul,
+        a,
+        b,
+        transa=transa,
+        transb=transb,
+        bias=bias,
+        bias_mode=bias_mode,
+        relu=relu,
+        out=out,
+        nthreads=nthreads,
+    )
     record(benchmark, M, N, K, isa=gemm.isa(), threads=threads)
 
 

@@ -3,6 +3,7 @@
 One group per kernel and shape ("kernel:<name> <where> <shape>"), so each group reads as
 cpu vs numpy at a glance. The shapes are the layers of the workloads at batch 128.
 """
+
 import numpy as np
 import pytest
 
@@ -111,8 +112,14 @@ def test_layer_kernel(benchmark, record, backend, case, direction):
         if direction == "forward":
             run = lambda: backend.conv2d_forward(a["x"], a["w"], a["b"], padding=pad, relu=relu)  # noqa: E731
         else:
-            run = lambda: backend.conv2d_backward(a["x"], a["w"], a["y"], a["dy"], padding=pad,  # noqa: E731
-                                                  relu=relu)
+            run = lambda: backend.conv2d_backward(
+                a["x"],
+                a["w"],
+                a["y"],
+                a["dy"],
+                padding=pad,  # noqa: E731
+                relu=relu,
+            )
     else:
         kernel = f"maxpool2d_{direction}"
         k = spec[1]
@@ -150,13 +157,18 @@ def test_optimizer_step(benchmark, record, backend, workload, optimizer):
     state2 = [np.zeros_like(p) for p in params]
     count = sum(p.size for p in params)
     if optimizer == "sgd":
+
         def run():
             for p, g, v in zip(params, grads, state1):
                 backend.sgd_step(p, g, v, lr=W.LR, momentum=W.MOMENTUM)
     else:
+
         def run():
             for p, g, m, v in zip(params, grads, state1, state2):
                 backend.adam_step(p, g, m, v, lr=1e-3, step=10)
-    benchmark.group = f"kernel:{optimizer}_step {workload} ({len(params)} tensors, {count:,} params)"
+
+    benchmark.group = (
+        f"kernel:{optimizer}_step {workload} ({len(params)} tensors, {count:,} params)"
+    )
     benchmark(run)
     record(backend=backend.name, parameters=count)

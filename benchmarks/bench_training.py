@@ -7,6 +7,7 @@ PyTorch and ONNX Runtime rows skip where they are not importable; fastnn rows sk
 cpu backend and model API are installed. Every epoch and inference result also goes into the
 summary table the session ends with (conftest.py, summary.py).
 """
+
 import numpy as np
 import pytest
 
@@ -30,6 +31,7 @@ def make_runner(mnist):
         if isinstance(cache[key], runners.Unavailable):
             pytest.skip(str(cache[key]))
         return cache[key]
+
     return make
 
 
@@ -55,8 +57,12 @@ def test_epoch(benchmark, record, make_runner, request, workload, impl):
     rounds = request.config.getoption("--epoch-rounds")
     benchmark.pedantic(epoch, rounds=rounds, iterations=1, warmup_rounds=0)
     n = len(runner.x)
-    record(flops=W.WORKLOADS[workload].train_flops() * n, samples=n, impl=impl,
-           summary=(workload, "epoch"))
+    record(
+        flops=W.WORKLOADS[workload].train_flops() * n,
+        samples=n,
+        impl=impl,
+        summary=(workload, "epoch"),
+    )
 
 
 @pytest.mark.parametrize("impl", runners.INFER_IMPLS)
@@ -68,8 +74,12 @@ def test_infer(benchmark, record, make_runner, workload, batch, impl):
     predict()
     benchmark.group = f"infer:{workload} batch{batch}"
     benchmark(predict)
-    record(flops=W.WORKLOADS[workload].forward_flops() * batch, samples=batch, impl=impl,
-           summary=(workload, f"infer:batch{batch}"))
+    record(
+        flops=W.WORKLOADS[workload].forward_flops() * batch,
+        samples=batch,
+        impl=impl,
+        summary=(workload, f"infer:batch{batch}"),
+    )
 
 
 # LeNet-5's second conv runs Winograd F(4x4, 5x5) on cpu. Where a 5x5x6 window is all zero
@@ -77,12 +87,15 @@ def test_infer(benchmark, record, make_runner, workload, batch, impl):
 # Winograd's transforms leave rounding noise of either sign there; the ReLU mask then lets
 # gradient through at some of those positions. dW is unaffected (x is 0 there), db is not:
 # after five steps it is off by up to 3e-3. Known, left as is; strict, so a fix shows up here.
-_WINOGRAD_MASK = pytest.mark.xfail(strict=True, reason="Winograd noise at exactly-zero "
-                                   "pre-activations flips LeNet-5 conv2's ReLU mask (db)")
+_WINOGRAD_MASK = pytest.mark.xfail(
+    strict=True,
+    reason="Winograd noise at exactly-zero pre-activations flips LeNet-5 conv2's ReLU mask (db)",
+)
 
 
-@pytest.mark.parametrize("workload", [pytest.param(w, marks=_WINOGRAD_MASK) if w == "lenet5"
-                                      else w for w in WORKLOADS])
+@pytest.mark.parametrize(
+    "workload", [pytest.param(w, marks=_WINOGRAD_MASK) if w == "lenet5" else w for w in WORKLOADS]
+)
 def test_implementations_agree(mnist, workload):
     """Not a benchmark: the three implementations start from the same weights, so after a few
     identical steps their weights must agree (float32 rounding aside). Keeps the comparison

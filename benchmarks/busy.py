@@ -13,6 +13,7 @@ table gives the median of the reps, the load average before and after, and wheth
 agree bit for bit. Set OMP_WAIT_POLICY / GOMP_SPINCOUNT in the environment to try other wait
 policies (fastnn only picks one when neither is set).
 """
+
 import argparse
 import multiprocessing
 import os
@@ -42,8 +43,9 @@ def _epoch(workload, x, y, threads, seed=0):
     import fastnn_impl
 
     fastnn.set_num_threads(threads)
-    net = fastnn_impl.Network(workload, workload.initial_params(W.SEED), W.LR, W.MOMENTUM,
-                              seed=seed)
+    net = fastnn_impl.Network(
+        workload, workload.initial_params(W.SEED), W.LR, W.MOMENTUM, seed=seed
+    )
     t0 = time.perf_counter()
     net.epoch(x, y, W.BATCH)
     dt = time.perf_counter() - t0
@@ -53,27 +55,37 @@ def _epoch(workload, x, y, threads, seed=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workloads", default=",".join(W.WORKLOADS))
-    parser.add_argument("--samples", type=int, default=12800,
-                        help="training images per timed fit (default 12800; 60000 = an epoch)")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=12800,
+        help="training images per timed fit (default 12800; 60000 = an epoch)",
+    )
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--burners", type=int, default=machine.cpu_count(),
-                        help="CPU-bound processes to start (default: one per core)")
+    parser.add_argument(
+        "--burners",
+        type=int,
+        default=machine.cpu_count(),
+        help="CPU-bound processes to start (default: one per core)",
+    )
     args = parser.parse_args(argv)
 
     import fastnn
 
     default_threads = fastnn.get_num_threads()
     (x, y), _ = fastnn.datasets.mnist()
-    x = (x.reshape(len(x), -1)[:args.samples] * np.float32(1 / 255)).astype(np.float32)
-    y = y[:args.samples].astype(np.int64)
+    x = (x.reshape(len(x), -1)[: args.samples] * np.float32(1 / 255)).astype(np.float32)
+    y = y[: args.samples].astype(np.int64)
     burners = [multiprocessing.Process(target=_burn, daemon=True) for _ in range(args.burners)]
     for p in burners:
         p.start()
     load0 = os.getloadavg()[0]
     env = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    print(f"fastnn GEMM {machine.gemm_isa()}, {machine.cpu_count()} cores, default "
-          f"{default_threads} threads, {args.burners} burner processes, env {env}, "
-          f"{args.samples} samples per fit, {args.reps} reps")
+    print(
+        f"fastnn GEMM {machine.gemm_isa()}, {machine.cpu_count()} cores, default "
+        f"{default_threads} threads, {args.burners} burner processes, env {env}, "
+        f"{args.samples} samples per fit, {args.reps} reps"
+    )
     rows = []
     try:
         for name in [w.strip() for w in args.workloads.split(",") if w.strip()]:
@@ -87,12 +99,16 @@ def main(argv=None):
                     dt, w = _epoch(workload, xs, y, n)
                     times[n].append(dt)
                     weights[n] = w
-            identical = all(np.array_equal(a, b) for a, b in
-                            zip(weights[default_threads], weights[1]))
+            identical = all(
+                np.array_equal(a, b) for a, b in zip(weights[default_threads], weights[1])
+            )
             t_def, t_one = statistics.median(times[default_threads]), statistics.median(times[1])
             rows.append((name, t_def, t_one, t_def / t_one, identical))
-            print(f"{name:<12} {default_threads} threads {t_def:7.3f} s   1 thread {t_one:7.3f} s"
-                  f"   ratio {t_def / t_one:5.2f}   bitwise identical: {identical}", flush=True)
+            print(
+                f"{name:<12} {default_threads} threads {t_def:7.3f} s   1 thread {t_one:7.3f} s"
+                f"   ratio {t_def / t_one:5.2f}   bitwise identical: {identical}",
+                flush=True,
+            )
     finally:
         for p in burners:
             p.terminate()

@@ -13,6 +13,7 @@ Run it with an interpreter that has torch (e.g. /work/torchvenv/bin/python) for 
 column; without torch the column says so. Install fastnn first (pip install .): the script
 imports the installed package.
 """
+
 import argparse
 import json
 import os
@@ -32,8 +33,12 @@ import workloads as W  # noqa: E402
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 KINDS = ("epoch", "infer:batch1", "infer:batch1000")
-COLUMN_NAMES = {"fastnn": "fastnn", "numpy-scratch": "NumPy from scratch", "pytorch": "PyTorch",
-                "numpy-scratch-unset": "NumPy, OPENBLAS env unset"}
+COLUMN_NAMES = {
+    "fastnn": "fastnn",
+    "numpy-scratch": "NumPy from scratch",
+    "pytorch": "PyTorch",
+    "numpy-scratch-unset": "NumPy, OPENBLAS env unset",
+}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -94,8 +99,11 @@ def measure(rows, impls, runs, x, y, epoch_samples, log):
     for r in range(runs):
         for workload, kind, *_ in rows:
             available = [i for i in impls if (workload, i) in runners_by_key]
-            order = available[r % len(available):] + available[:r % len(available)] \
-                if available else []
+            order = (
+                available[r % len(available) :] + available[: r % len(available)]
+                if available
+                else []
+            )
             for impl in order:
                 runner = runners_by_key[(workload, impl)]
                 if kind == "epoch":
@@ -108,7 +116,9 @@ def measure(rows, impls, runs, x, y, epoch_samples, log):
                     predict()
                     value = batch / time_per_call(predict, budget_s=0.5, max_calls=200)
                 results[(workload, kind)][impl].append(value)
-                log(f"run {r + 1}/{runs} {workload:12s} {kind:16s} {impl:14s} {fmt_value(kind, value)}")
+                log(
+                    f"run {r + 1}/{runs} {workload:12s} {kind:16s} {impl:14s} {fmt_value(kind, value)}"
+                )
     return results
 
 
@@ -120,9 +130,22 @@ def measure_in_subprocess(args, env_changes, impls):
             env.pop(key, None)
         else:
             env[key] = value
-    cmd = [sys.executable, os.path.abspath(__file__), "--json", "-", "--quiet",
-           "--impls", ",".join(impls), "--workloads", ",".join(args.workloads),
-           "--runs", str(args.runs), "--threads", str(args.threads), "--no-peak"]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--json",
+        "-",
+        "--quiet",
+        "--impls",
+        ",".join(impls),
+        "--workloads",
+        ",".join(args.workloads),
+        "--runs",
+        str(args.runs),
+        "--threads",
+        str(args.threads),
+        "--no-peak",
+    ]
     if args.epoch_samples:
         cmd += ["--epoch-samples", str(args.epoch_samples)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -162,10 +185,17 @@ def fmt_target(kind, target):
 
 def row_label(workload, kind):
     wl = W.WORKLOADS[workload]
-    names = {"mlp-512-256": "MLP 784-512-256-10", "mlp-128": "MLP 784-128-10",
-             "cnn": "CNN (32,64 5x5, fc 128)", "lenet5": "LeNet-5"}
-    what = {"epoch": "one epoch", "infer:batch1": "inference, batch 1",
-            "infer:batch1000": "inference, batch 1000"}[kind]
+    names = {
+        "mlp-512-256": "MLP 784-512-256-10",
+        "mlp-128": "MLP 784-128-10",
+        "cnn": "CNN (32,64 5x5, fc 128)",
+        "lenet5": "LeNet-5",
+    }
+    what = {
+        "epoch": "one epoch",
+        "infer:batch1": "inference, batch 1",
+        "infer:batch1000": "inference, batch 1000",
+    }[kind]
     return f"{names.get(workload, wl.name)}, {what}"
 
 
@@ -213,8 +243,10 @@ def build_report(rows, results, columns, peak, markdown):
     out_rows = []
     for workload, kind, _anchor_torch, _anchor_numpy, target in rows:
         cell = results[(workload, kind)]
-        medians = {c: (statistics.median(v) if isinstance(v, list) and v else None)
-                   for c, v in cell.items()}
+        medians = {
+            c: (statistics.median(v) if isinstance(v, list) and v else None)
+            for c, v in cell.items()
+        }
         line = [row_label(workload, kind)]
         for c in columns:
             line.append(fmt_value(kind, medians.get(c)) if medians.get(c) is not None else "n/a")
@@ -222,13 +254,16 @@ def build_report(rows, results, columns, peak, markdown):
         if have_fastnn:
             for c in others:
                 theirs = medians.get(c)
-                line.append(f"{faster_by(kind, mine, theirs):.2f}x faster"
-                            if mine is not None and theirs is not None else "n/a")
+                line.append(
+                    f"{faster_by(kind, mine, theirs):.2f}x faster"
+                    if mine is not None and theirs is not None
+                    else "n/a"
+                )
             line.append(fmt_target(kind, target))
-            cost = None if mine is None else cost_vs_target(kind, mine, target,
-                                                            medians.get("pytorch"))
-            line.append("n/a" if cost is None else
-                        f"{'yes' if cost <= 1 else 'NO'} ({cost:.2f}x)")
+            cost = (
+                None if mine is None else cost_vs_target(kind, mine, target, medians.get("pytorch"))
+            )
+            line.append("n/a" if cost is None else f"{'yes' if cost <= 1 else 'NO'} ({cost:.2f}x)")
             if mine is not None:
                 g = gflops(workload, kind, mine)
                 line.append(f"{fmt_gflops(g)} ({100 * g / peak_value:.0f}%)")
@@ -242,24 +277,32 @@ def build_report(rows, results, columns, peak, markdown):
 
 
 def header_lines(info, peak_info, args, torch_version, load_at_start):
-    isa, value = (machine.best_isa_peak(peak_info, args.threads) if peak_info
-                  else ("unknown", float("nan")))
+    isa, value = (
+        machine.best_isa_peak(peak_info, args.threads) if peak_info else ("unknown", float("nan"))
+    )
     lines = [
         f"machine: {info['cpu']}, {info['cores']} cores; load average {load_at_start[0]:.2f} "
         f"at the start",
         f"FMA peak (measured, fp32, {args.threads} thread(s)): {value:.0f} GFLOP/s with {isa} "
         f"({peak_info.get('source') if peak_info else 'not measured'}; "
-        + ", ".join(f"{k}: {v}" for k, v in (peak_info or {}).items()
-                    if k in ("avx512", "avx2")) + ")",
+        + ", ".join(f"{k}: {v}" for k, v in (peak_info or {}).items() if k in ("avx512", "avx2"))
+        + ")",
         f"fastnn {info['fastnn']}: GEMM path {info['fastnn_gemm_isa']}, "
         f"{info['fastnn_threads']} thread(s); "
         f"NumPy {info['numpy']} BLAS: {info['blas']}; OPENBLAS env: "
-        + ", ".join(f"{k}={v}" for k, v in info["openblas_env"].items() if v is not None or
-                    k in OPENBLAS_VARS),
+        + ", ".join(
+            f"{k}={v}"
+            for k, v in info["openblas_env"].items()
+            if v is not None or k in OPENBLAS_VARS
+        ),
         f"PyTorch: {torch_version or 'not importable here (column skipped)'}",
         f"medians of {args.runs} interleaved runs, {args.threads} thread(s) per column; "
-        f"batch {W.BATCH}, SGD momentum {W.MOMENTUM}, lr {W.LR}" + (f"; epochs timed on {args.epoch_samples} samples and scaled to 60000"
-                        if args.epoch_samples else ""),
+        f"batch {W.BATCH}, SGD momentum {W.MOMENTUM}, lr {W.LR}"
+        + (
+            f"; epochs timed on {args.epoch_samples} samples and scaled to 60000"
+            if args.epoch_samples
+            else ""
+        ),
     ]
     return lines
 
@@ -268,38 +311,68 @@ def header_lines(info, peak_info, args, torch_version, load_at_start):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workloads", default=",".join(W.WORKLOADS),
-                   help=f"comma-separated, from {', '.join(W.WORKLOADS)} (default: all)")
-    p.add_argument("--kinds", default=",".join(KINDS),
-                   help=f"rows to run, from {', '.join(KINDS)} (default: all)")
-    p.add_argument("--impls", default=",".join(runners.IMPLS),
-                   help=f"columns, from {', '.join(runners.IMPLS)} (default: all)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--workloads",
+        default=",".join(W.WORKLOADS),
+        help=f"comma-separated, from {', '.join(W.WORKLOADS)} (default: all)",
+    )
+    p.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help=f"rows to run, from {', '.join(KINDS)} (default: all)",
+    )
+    p.add_argument(
+        "--impls",
+        default=",".join(runners.IMPLS),
+        help=f"columns, from {', '.join(runners.IMPLS)} (default: all)",
+    )
     p.add_argument("--runs", type=int, default=3, help="interleaved runs (default 3)")
-    p.add_argument("--threads", type=int, default=2,
-                   help="threads for every column: fastnn's kernels, NumPy's BLAS, PyTorch "
-                        "(default 2, as in the issue; 1 is steadier on a busy machine)")
-    p.add_argument("--epoch-samples", type=int, default=None,
-                   help="time epochs on the first N samples and scale to 60000 (quick look)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="threads for every column: fastnn's kernels, NumPy's BLAS, PyTorch "
+        "(default 2, as in the issue; 1 is steadier on a busy machine)",
+    )
+    p.add_argument(
+        "--epoch-samples",
+        type=int,
+        default=None,
+        help="time epochs on the first N samples and scale to 60000 (quick look)",
+    )
     p.add_argument("--markdown", action="store_true", help="print Markdown tables")
-    p.add_argument("--json", metavar="PATH", help="also write the raw results as JSON ('-' for "
-                                                  "stdout, which then carries only the JSON)")
-    p.add_argument("--unset-openblas-env", action="store_true",
-                   help="also run the NumPy column in a subprocess with "
-                        + " and ".join(OPENBLAS_VARS) + " unset")
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        help="also write the raw results as JSON ('-' for "
+        "stdout, which then carries only the JSON)",
+    )
+    p.add_argument(
+        "--unset-openblas-env",
+        action="store_true",
+        help="also run the NumPy column in a subprocess with "
+        + " and ".join(OPENBLAS_VARS)
+        + " unset",
+    )
     p.add_argument("--no-peak", action="store_true", help="skip the FMA peak probe")
     p.add_argument("--quiet", action="store_true", help="no per-measurement progress lines")
     args = p.parse_args(argv)
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     args.impls = [i.strip() for i in args.impls.split(",") if i.strip()]
-    for name, chosen, allowed in (("--workloads", args.workloads, W.WORKLOADS),
-                                  ("--kinds", args.kinds, KINDS),
-                                  ("--impls", args.impls, runners.IMPLS)):
+    for name, chosen, allowed in (
+        ("--workloads", args.workloads, W.WORKLOADS),
+        ("--kinds", args.kinds, KINDS),
+        ("--impls", args.impls, runners.IMPLS),
+    ):
         bad = [c for c in chosen if c not in allowed]
         if bad or not chosen:
-            p.error(f"{name}: expected some of {', '.join(allowed)}, got {', '.join(chosen) or 'none'}")
+            p.error(
+                f"{name}: expected some of {', '.join(allowed)}, got {', '.join(chosen) or 'none'}"
+            )
     if args.runs < 1:
         p.error("--runs must be >= 1")
     if args.threads < 1:
@@ -312,7 +385,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     to_stdout_json = args.json == "-"
-    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = (
+        (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    )
     rows = [r for r in rows_for(args.workloads) if r[1] in args.kinds]
     if not rows:
         sys.exit("no rows: the chosen workloads and kinds have no targets in the issue's table")
@@ -331,8 +406,9 @@ def main(argv=None):
     x, y = load_mnist()
     load_at_start = os.getloadavg()
     results = measure(rows, args.impls, args.runs, x, y, args.epoch_samples, log)
-    columns = [c for c in args.impls if any(isinstance(results[(w, k)].get(c), list)
-                                            for w, k, *_ in rows)]
+    columns = [
+        c for c in args.impls if any(isinstance(results[(w, k)].get(c), list) for w, k, *_ in rows)
+    ]
     unset_info = None
     if args.unset_openblas_env and "numpy-scratch" in args.impls:
         log("re-running NumPy from scratch with " + ", ".join(OPENBLAS_VARS) + " unset ...")
@@ -345,9 +421,15 @@ def main(argv=None):
         columns.insert(columns.index("numpy-scratch") + 1, "numpy-scratch-unset")
 
     payload = {
-        "machine": {**info, "fma_peak_gflops": peak_info, "pytorch": torch_version,
-                    "load_average_start": load_at_start, "load_average_end": os.getloadavg()},
-        "runs": args.runs, "epoch_samples": args.epoch_samples,
+        "machine": {
+            **info,
+            "fma_peak_gflops": peak_info,
+            "pytorch": torch_version,
+            "load_average_start": load_at_start,
+            "load_average_end": os.getloadavg(),
+        },
+        "runs": args.runs,
+        "epoch_samples": args.epoch_samples,
         "results": [{"workload": w, "kind": k, "values": results[(w, k)]} for w, k, *_ in rows],
     }
     if unset_info is not None:
@@ -360,13 +442,16 @@ def main(argv=None):
         with open(args.json, "w") as f:
             f.write(text + "\n")
 
-    peak = (machine.best_isa_peak(peak_info, args.threads) if peak_info
-            else ("unknown", float("nan")))
+    peak = (
+        machine.best_isa_peak(peak_info, args.threads) if peak_info else ("unknown", float("nan"))
+    )
     lines = header_lines(info, peak_info, args, torch_version, load_at_start)
     if unset_info is not None:
         lines.append(f"NumPy with {' and '.join(OPENBLAS_VARS)} unset: BLAS {unset_info['blas']}")
-    lines.append(f"load average at the end: {os.getloadavg()[0]:.2f} (other work on these cores "
-                 f"slows 2-thread runs badly; compare columns of one run, not across runs)")
+    lines.append(
+        f"load average at the end: {os.getloadavg()[0]:.2f} (other work on these cores "
+        f"slows 2-thread runs badly; compare columns of one run, not across runs)"
+    )
     prefix = "- " if args.markdown else ""
     print("\n".join(prefix + line for line in lines))
     print()
@@ -378,8 +463,10 @@ def main(argv=None):
 def anchor_table(rows, markdown):
     """The issue's anchors (measured on the reference machine), for reading the table above."""
     headers = ["workload (issue anchors)", "PyTorch CPU", "NumPy from scratch", "fastnn target"]
-    out = [[row_label(w, k), fmt_value(k, t), fmt_value(k, n), fmt_target(k, target)]
-           for w, k, t, n, target in rows]
+    out = [
+        [row_label(w, k), fmt_value(k, t), fmt_value(k, n), fmt_target(k, target)]
+        for w, k, t, n, target in rows
+    ]
     return table(headers, out, markdown)
 
 

@@ -14,6 +14,7 @@ Options:
   --epoch-rounds N   rounds of each one-epoch benchmark (default 1; 3 for the issue's medians)
   --workloads a,b    only these workloads (names in workloads.WORKLOADS)
 """
+
 import os
 import sys
 
@@ -34,13 +35,20 @@ RESULTS = summary.Results()
 
 def pytest_addoption(parser):
     group = parser.getgroup("fastnn benchmarks")
-    group.addoption("--epoch-rounds", type=int, default=1,
-                    help="rounds of each one-epoch benchmark (default 1)")
-    group.addoption("--workloads", default=",".join(W.WORKLOADS),
-                    help="comma-separated workloads to run (default: all)")
-    group.addoption("--sweeps", action="store_true",
-                    help="also run the long sweeps (kernels, GEMM and conv shapes, training "
-                         "steps) and print pytest-benchmark's own tables")
+    group.addoption(
+        "--epoch-rounds", type=int, default=1, help="rounds of each one-epoch benchmark (default 1)"
+    )
+    group.addoption(
+        "--workloads",
+        default=",".join(W.WORKLOADS),
+        help="comma-separated workloads to run (default: all)",
+    )
+    group.addoption(
+        "--sweeps",
+        action="store_true",
+        help="also run the long sweeps (kernels, GEMM and conv shapes, training "
+        "steps) and print pytest-benchmark's own tables",
+    )
 
 
 @pytest.hookimpl(trylast=True)
@@ -69,10 +77,12 @@ def pytest_terminal_summary(terminalreporter, config):
 
     threads = fastnn.get_num_threads()
     isa, peak = machine.best_isa_peak(threads=threads)
-    header = [f"fastnn {fastnn.__version__}: GEMM {machine.gemm_isa()}, {threads} threads; "
-              f"NumPy BLAS {machine.blas_summary()}"[:summary.WIDTH],
-              f"load average {config._fastnn_load_start:.1f} at the start, {_load():.1f} at the "
-              f"end, on {machine.cpu_count()} cores (timings on a busy machine are inflated)"]
+    header = [
+        f"fastnn {fastnn.__version__}: GEMM {machine.gemm_isa()}, {threads} threads; "
+        f"NumPy BLAS {machine.blas_summary()}"[: summary.WIDTH],
+        f"load average {config._fastnn_load_start:.1f} at the start, {_load():.1f} at the "
+        f"end, on {machine.cpu_count()} cores (timings on a busy machine are inflated)",
+    ]
     terminalreporter.write_sep("=", "fastnn benchmark summary")
     for line in summary.table(RESULTS, isa, peak, header):
         terminalreporter.write_line(line)
@@ -88,10 +98,12 @@ def pytest_report_header(config):
         return [f"fastnn is not importable ({exc}): pip install . first"]
     cpu = backends.available()["cpu"]
     info = machine.summary()
-    return [f"fastnn {fastnn.__version__} from {os.path.dirname(fastnn.__file__)}; cpu backend: "
-            f"{'ok' if cpu else cpu.reason}",
-            f"fastnn GEMM ISA: {info['fastnn_gemm_isa']}; NumPy BLAS: {info['blas']}; "
-            f"OPENBLAS env: {info['openblas_env']}"]
+    return [
+        f"fastnn {fastnn.__version__} from {os.path.dirname(fastnn.__file__)}; cpu backend: "
+        f"{'ok' if cpu else cpu.reason}",
+        f"fastnn GEMM ISA: {info['fastnn_gemm_isa']}; NumPy BLAS: {info['blas']}; "
+        f"OPENBLAS env: {info['openblas_env']}",
+    ]
 
 
 def pytest_collect_file(file_path, parent):
@@ -113,8 +125,9 @@ def pytest_collection_modifyitems(config, items):
     chosen = {w.strip() for w in config.getoption("--workloads").split(",") if w.strip()}
     unknown = chosen - set(W.WORKLOADS)
     if unknown:
-        raise pytest.UsageError(f"--workloads: unknown {sorted(unknown)}; "
-                                f"expected some of {sorted(W.WORKLOADS)}")
+        raise pytest.UsageError(
+            f"--workloads: unknown {sorted(unknown)}; expected some of {sorted(W.WORKLOADS)}"
+        )
     sweeps = config.getoption("--sweeps")
     keep, drop = [], []
     for item in items:
@@ -150,6 +163,7 @@ def record(benchmark, paths):
     """record(flops=..., samples=..., summary=(workload, measure)) after a benchmark: stores the
     code paths, and GFLOP/s and samples/s from the median time, in the benchmark's extra_info;
     with `summary`, the median goes into the session's summary table too."""
+
     def _record(flops=None, samples=None, summary=None, **extra):
         benchmark.extra_info.update(paths)
         benchmark.extra_info.update(extra)
@@ -164,6 +178,7 @@ def record(benchmark, paths):
         if summary is not None and median:
             workload, measure = summary
             RESULTS.add(workload, measure, extra.get("impl"), median, flops)
+
     return _record
 
 

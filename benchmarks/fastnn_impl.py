@@ -4,6 +4,7 @@
 step); `epoch` is Trainer.fit itself for one epoch, as a user runs it (shuffling, batching and
 its checks included).
 """
+
 import numpy as np
 
 import fastnn
@@ -36,12 +37,14 @@ class Network:
         names = list(self.model.param_shapes())
         flat = [a for pair in params for a in pair]
         if len(names) != len(flat):
-            raise ValueError(f"{workload.name}: fastnn has {len(names)} parameters, "
-                             f"the workload {len(flat)}")
+            raise ValueError(
+                f"{workload.name}: fastnn has {len(names)} parameters, the workload {len(flat)}"
+            )
         self.model.load_state_dict(dict(zip(names, flat)))
         self.optimizer = optim.SGD(lr=lr, momentum=momentum)
-        self.trainer = fastnn.Trainer(self.model, self.optimizer, loss="cross_entropy",
-                                      backend=backend)
+        self.trainer = fastnn.Trainer(
+            self.model, self.optimizer, loss="cross_entropy", backend=backend
+        )
         self.backend = self.trainer.backend
         self.optimizer.attach(self.model)
 

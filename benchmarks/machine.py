@@ -7,6 +7,7 @@ every core. It is the ceiling a GEMM can approach, so achieved GFLOP/s are repor
 When no C compiler is available the peak falls back to the best large sgemm NumPy reaches, a
 lower bound that says so.
 """
+
 import functools
 import json
 import os
@@ -118,8 +119,9 @@ def fma_peak(iters=20_000_000):
             for isa in ("avx512", "avx2"):
                 peaks[isa] = None
                 for n in sorted({1, threads}):
-                    out = subprocess.run([exe, isa, str(n), str(iters)], capture_output=True,
-                                         text=True).stdout.split()
+                    out = subprocess.run(
+                        [exe, isa, str(n), str(iters)], capture_output=True, text=True
+                    ).stdout.split()
                     if not out or out[0] == "unsupported":
                         break
                     peaks.setdefault(isa, {})
@@ -127,8 +129,12 @@ def fma_peak(iters=20_000_000):
             peaks["source"] = "fma-probe"
             return peaks
     best = best_sgemm_gflops()
-    peaks.update(avx512=None, avx2=None, sgemm={threads: best},
-                 source=f"numpy-sgemm (lower bound; probe unavailable: {why})")
+    peaks.update(
+        avx512=None,
+        avx2=None,
+        sgemm={threads: best},
+        source=f"numpy-sgemm (lower bound; probe unavailable: {why})",
+    )
     return peaks
 
 
@@ -169,17 +175,27 @@ def blas_info():
         from threadpoolctl import threadpool_info
     except ImportError:
         return [{"error": "threadpoolctl is not installed"}]
-    keep = ("user_api", "internal_api", "version", "architecture", "threading_layer",
-            "num_threads", "prefix")
+    keep = (
+        "user_api",
+        "internal_api",
+        "version",
+        "architecture",
+        "threading_layer",
+        "num_threads",
+        "prefix",
+    )
     return [{k: v for k, v in lib.items() if k in keep} for lib in threadpool_info()]
 
 
 def blas_summary(info=None):
     """One line: the BLAS kernel NumPy runs, e.g. "openblas 0.3.30 Haswell x2"."""
     info = blas_info() if info is None else info
-    parts = [f"{lib.get('internal_api')} {lib.get('version') or ''} {lib.get('architecture') or ''}"
-             f" x{lib.get('num_threads')}".replace("  ", " ")
-             for lib in info if lib.get("user_api") == "blas"]
+    parts = [
+        f"{lib.get('internal_api')} {lib.get('version') or ''} {lib.get('architecture') or ''}"
+        f" x{lib.get('num_threads')}".replace("  ", " ")
+        for lib in info
+        if lib.get("user_api") == "blas"
+    ]
     return "; ".join(parts) or "no BLAS found by threadpoolctl"
 
 
@@ -193,8 +209,15 @@ def gemm_isa():
 
 
 def openblas_env():
-    return {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                           "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    return {
+        k: os.environ.get(k)
+        for k in (
+            "OPENBLAS_CORETYPE",
+            "OPENBLAS_L2_SIZE",
+            "OPENBLAS_NUM_THREADS",
+            "OMP_NUM_THREADS",
+        )
+    }
 
 
 def cpu_model():
@@ -206,6 +229,7 @@ def cpu_model():
     except OSError:
         pass
     import platform
+
     return platform.processor() or platform.machine()
 
 

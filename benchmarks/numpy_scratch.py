@@ -5,6 +5,7 @@ without a framework. Matrix products go to NumPy's BLAS; convolutions are im2col
 max-pooling is a reshape; SGD with momentum is PyTorch's (v = m*v + g; p -= lr*v). Nothing here
 is tuned beyond that, on purpose. Layers cache what their backward pass needs.
 """
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -61,9 +62,9 @@ class Conv2d:
         dxp = np.zeros(self.x_shape, dtype=dy.dtype)
         for i in range(k):  # col2im: scatter each kernel tap back onto the input
             for j in range(k):
-                dxp[:, :, i:i + ho, j:j + wo] += dcols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+                dxp[:, :, i : i + ho, j : j + wo] += dcols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
         p = self.pad
-        return dxp[:, :, p:h - p, p:w - p] if p else dxp
+        return dxp[:, :, p : h - p, p : w - p] if p else dxp
 
     def params(self):
         return [(self.W, "dW"), (self.b, "db")]
@@ -153,7 +154,9 @@ class Network:
             else:
                 self.layers.append(Flatten())
         self.lr, self.momentum = lr, momentum
-        self.velocity = {id(p): np.zeros_like(p) for layer in self.layers for p, _ in layer.params()}
+        self.velocity = {
+            id(p): np.zeros_like(p) for layer in self.layers for p, _ in layer.params()
+        }
 
     def forward(self, x):
         for layer in self.layers:

@@ -6,6 +6,7 @@ ONNX Runtime runs with as many intra-op threads as fastnn's kernels use (one int
 sequential execution), and `predict` returns the classes, as fastnn's `predict` does. onnx and
 onnxruntime are never dependencies of fastnn: `available()` says whether both import here.
 """
+
 import numpy as np
 
 try:
@@ -57,8 +58,9 @@ class Network:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(proto.SerializeToString(), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
         self.input_name = self.session.get_inputs()[0].name
 
     @staticmethod

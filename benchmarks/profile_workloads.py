@@ -7,6 +7,7 @@
 The issue asks, for every target missed, for a profile of where the time goes: this prints it
 (one table per workload, medians over --steps steps of batch 128, epoch estimate for 60k).
 """
+
 import argparse
 import os
 import sys
@@ -40,8 +41,15 @@ def main(argv=None):
         model = fastnn_impl.build_model(workload)
         print(f"\n{name}" + ("\n```" if args.markdown else ""))
         images = x.reshape(len(x), *workload.input_shape)
-        fastnn.profile(model, images, y.astype(np.int64), backend=args.backend, batch_size=W.BATCH,
-                       steps=args.steps, optimizer=optim.SGD(lr=W.LR, momentum=W.MOMENTUM))
+        fastnn.profile(
+            model,
+            images,
+            y.astype(np.int64),
+            backend=args.backend,
+            batch_size=W.BATCH,
+            steps=args.steps,
+            optimizer=optim.SGD(lr=W.LR, momentum=W.MOMENTUM),
+        )
         if args.markdown:
             print("```")
 

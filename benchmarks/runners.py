@@ -5,6 +5,7 @@ implementation starts from the same weights (Workload.initial_params) and sees t
 the epoch of NumPy-from-scratch and PyTorch walks the same shuffled batches (fastnn's epoch is
 Trainer.fit, which shuffles with its own seeded generator).
 """
+
 import workloads as W
 
 IMPLS = ("fastnn", "numpy-scratch", "pytorch")
@@ -89,6 +90,7 @@ class Runner:
         def run():
             for b in batches:
                 net.train_step(x[b], y[b])
+
         return run
 
     def infer(self, n):

@@ -5,15 +5,23 @@ row per workload and measure: fastnn, NumPy from scratch, PyTorch and ONNX Runti
 column's time over fastnn's (above 1: fastnn is faster), and fastnn's GFLOP/s against the
 measured FMA peak of the widest ISA at fastnn's thread count.
 """
+
 import math
 
 WIDTH = 100
-COLUMNS = (("fastnn", "fastnn"), ("numpy-scratch", "NumPy"), ("pytorch", "PyTorch"),
-           ("onnxruntime", "ORT"))
+COLUMNS = (
+    ("fastnn", "fastnn"),
+    ("numpy-scratch", "NumPy"),
+    ("pytorch", "PyTorch"),
+    ("onnxruntime", "ORT"),
+)
 # measure -> (label, unit scale): epochs in seconds, batch-1 calls in microseconds, batch-1000
 # calls in milliseconds
-MEASURES = {"epoch": ("epoch s", 1.0), "infer:batch1": ("b1 us", 1e6),
-            "infer:batch1000": ("b1000 ms", 1e3)}
+MEASURES = {
+    "epoch": ("epoch s", 1.0),
+    "infer:batch1": ("b1 us", 1e6),
+    "infer:batch1000": ("b1000 ms", 1e3),
+}
 
 
 class Results:
@@ -44,22 +52,35 @@ def _num(value, scale=1.0):
 def table(results, peak_isa, peak_gflops, header_lines=()):
     """The summary as a list of lines, none wider than WIDTH."""
     order = {m: i for i, m in enumerate(MEASURES)}
-    head = (f"{'workload':<12}{'measure':<9}" + "".join(f"{name:>9}" for _, name in COLUMNS)
-            + "".join(f"{'x' + name:>9}" for _, name in COLUMNS[1:]) + f"{'GFLOP/s':>8}"
-            + f"{'%peak':>6}")
+    head = (
+        f"{'workload':<12}{'measure':<9}"
+        + "".join(f"{name:>9}" for _, name in COLUMNS)
+        + "".join(f"{'x' + name:>9}" for _, name in COLUMNS[1:])
+        + f"{'GFLOP/s':>8}"
+        + f"{'%peak':>6}"
+    )
     lines = list(header_lines)
-    lines += ["x<col>: that column's time / fastnn's (above 1: fastnn is faster); "
-              f"peak: {peak_isa} FMA, {_num(peak_gflops)} GFLOP/s", head, "-" * len(head)]
-    for (workload, measure), row in sorted(results.rows.items(),
-                                           key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
+    lines += [
+        "x<col>: that column's time / fastnn's (above 1: fastnn is faster); "
+        f"peak: {peak_isa} FMA, {_num(peak_gflops)} GFLOP/s",
+        head,
+        "-" * len(head),
+    ]
+    for (workload, measure), row in sorted(
+        results.rows.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))
+    ):
         label, scale = MEASURES.get(measure, (measure, 1.0))
         fast = row.get("fastnn")
         cells = "".join(f"{_num(row.get(impl), scale):>9}" for impl, _ in COLUMNS)
         ratios = "".join(
             f"{_num(row[impl] / fast) if fast and row.get(impl) else '-':>9}"
-            for impl, _ in COLUMNS[1:])
+            for impl, _ in COLUMNS[1:]
+        )
         gflops = row["flops"] / fast / 1e9 if fast and row.get("flops") else None
-        pct = (f"{100 * gflops / peak_gflops:.0f}%" if gflops and peak_gflops
-               and not math.isnan(peak_gflops) else "-")
+        pct = (
+            f"{100 * gflops / peak_gflops:.0f}%"
+            if gflops and peak_gflops and not math.isnan(peak_gflops)
+            else "-"
+        )
         lines.append(f"{workload:<12}{label:<9}{cells}{ratios}{_num(gflops):>8}{pct:>6}")
     return [line[:WIDTH] for line in lines]

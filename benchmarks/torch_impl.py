@@ -3,6 +3,7 @@
 torch is never a dependency of fastnn: `available()` says whether it can be imported here, and
 the benchmarks skip the PyTorch column when it cannot.
 """
+
 import numpy as np
 
 THREADS = 2  # compare.py --threads changes it

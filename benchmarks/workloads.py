@@ -12,6 +12,7 @@ A workload is a list of layer specs, in the order of the network:
 (C_out, C_in, kH, kW)) from a seed, so fastnn, NumPy-from-scratch and PyTorch can all start from
 the very same network, and `flops` counts the work the issue's GFLOP figures are based on.
 """
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +52,9 @@ class Workload:
                 new = (int(np.prod(shape)),)
             elif kind == "linear":
                 if shape != (spec[1],):
-                    raise ValueError(f"{self.name}: linear expects {spec[1]} features, gets {shape}")
+                    raise ValueError(
+                        f"{self.name}: linear expects {spec[1]} features, gets {shape}"
+                    )
                 new = (spec[2],)
             else:  # relu
                 new = shape
@@ -118,18 +121,41 @@ WORKLOADS = {
     for w in (
         _mlp("mlp-512-256", 784, 512, 256, 10),
         _mlp("mlp-128", 784, 128, 10),
-        Workload("cnn", (
-            ("conv", 1, 32, 5, 0), ("relu",), ("pool", 2),
-            ("conv", 32, 64, 5, 0), ("relu",), ("pool", 2),
-            ("flatten",), ("linear", 1024, 128), ("relu",), ("linear", 128, 10),
-        ), (1, 28, 28)),
+        Workload(
+            "cnn",
+            (
+                ("conv", 1, 32, 5, 0),
+                ("relu",),
+                ("pool", 2),
+                ("conv", 32, 64, 5, 0),
+                ("relu",),
+                ("pool", 2),
+                ("flatten",),
+                ("linear", 1024, 128),
+                ("relu",),
+                ("linear", 128, 10),
+            ),
+            (1, 28, 28),
+        ),
         # LeNet-5 with ReLU and max-pooling, as examples/mnist_cnn.py --arch lenet builds it.
-        Workload("lenet5", (
-            ("conv", 1, 6, 5, 2), ("relu",), ("pool", 2),
-            ("conv", 6, 16, 5, 0), ("relu",), ("pool", 2),
-            ("flatten",), ("linear", 400, 120), ("relu",), ("linear", 120, 84), ("relu",),
-            ("linear", 84, 10),
-        ), (1, 28, 28)),
+        Workload(
+            "lenet5",
+            (
+                ("conv", 1, 6, 5, 2),
+                ("relu",),
+                ("pool", 2),
+                ("conv", 6, 16, 5, 0),
+                ("relu",),
+                ("pool", 2),
+                ("flatten",),
+                ("linear", 400, 120),
+                ("relu",),
+                ("linear", 120, 84),
+                ("relu",),
+                ("linear", 84, 10),
+            ),
+            (1, 28, 28),
+        ),
     )
 }
 
@@ -157,4 +183,4 @@ def epoch_batches(n, batch_size=BATCH, seed=SEED):
     """One epoch's shuffled index batches (the last partial batch kept), the same for every
     implementation so they do the same work."""
     order = np.random.default_rng(seed).permutation(n)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]

@@ -8,6 +8,7 @@ validation. Examples:
     python examples/mnist_mlp.py --hidden 128 --epochs 5 --json mlp.json --plot plots/
     python examples/mnist_mlp.py --backend cuda --save mlp.npz
 """
+
 from fastnn import examples_cli, nn
 
 
@@ -23,8 +24,13 @@ def build_mlp(hidden):
 
 def main(argv=None):
     parser = examples_cli.parser(__doc__, epochs=10, sgd_lr=0.1, weight_decay=5e-4)
-    parser.add_argument("--hidden", type=examples_cli.int_list, default=(512, 256),
-                        metavar="SIZES", help="hidden layer sizes (default: 512,256)")
+    parser.add_argument(
+        "--hidden",
+        type=examples_cli.int_list,
+        default=(512, 256),
+        metavar="SIZES",
+        help="hidden layer sizes (default: 512,256)",
+    )
     args = parser.parse_args(argv)
     name = "mlp " + "-".join(map(str, (28 * 28, *args.hidden, 10)))
     return examples_cli.run(args, lambda: build_mlp(args.hidden), name)

@@ -10,6 +10,7 @@ models with separate optimizers train in parallel freely; inference does not cla
 A model is not given a lock attribute (it would stop models from pickling and copying): the
 claims live here, keyed by id(), held only while the objects are alive and in use.
 """
+
 import contextlib
 import threading
 
@@ -31,7 +32,8 @@ def _claim(objects):
                 raise ConcurrentTrainingError(
                     f"this {what} is being trained by another thread; train one model from "
                     f"one thread at a time (separate models, each with its own optimizer, "
-                    f"can train in parallel)")
+                    f"can train in parallel)"
+                )
         for _, obj in objects:
             _claims.setdefault(id(obj), [me, 0])[1] += 1
 

@@ -15,6 +15,7 @@ So fastnn sets GOMP_SPINCOUNT=3000 unless the user has chosen a wait policy or a
 The variable is inherited by child processes; a libgomp already loaded by another library
 before fastnn keeps what it read.
 """
+
 import os
 
 _USER_CHOICE = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")

@@ -17,6 +17,7 @@ Device backends (CuPy) draw dropout masks from their own generator, seeded once 
 current stream the first time it is needed after each reseed, so masks never travel over the
 bus.
 """
+
 import contextlib
 import numbers
 import threading
@@ -101,8 +102,9 @@ def _bit_generator(state):
         raise ValueError("random state must be a dict from fastnn's get_state()")
     name = state["bit_generator"]
     bit_generator_cls = getattr(np.random, str(name), None)
-    if not isinstance(bit_generator_cls, type) or not issubclass(bit_generator_cls,
-                                                               np.random.BitGenerator):
+    if not isinstance(bit_generator_cls, type) or not issubclass(
+        bit_generator_cls, np.random.BitGenerator
+    ):
         raise ValueError(f"unknown bit generator {name!r} in random state")
     bit_generator = bit_generator_cls()
     try:

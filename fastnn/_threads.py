@@ -12,6 +12,7 @@ A child forked before any multi-threaded kernel ran keeps the parent's thread co
 threads per worker process, start the workers with "spawn" or "forkserver", or fork them before
 the parent computes anything.
 """
+
 import operator
 import os
 import warnings
@@ -57,13 +58,17 @@ def set_num_threads(n: int) -> None:
     if _runtime is not None:
         kernel_threads = n
         if _pool_lost_in_fork and n > 1:
-            warnings.warn(f"fastnn runs its kernels on one thread in a forked process (GNU "
-                          f"OpenMP's thread pool does not survive fork), not {n}; start "
-                          f"workers with 'spawn' or 'forkserver' for more", RuntimeWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"fastnn runs its kernels on one thread in a forked process (GNU "
+                f"OpenMP's thread pool does not survive fork), not {n}; start "
+                f"workers with 'spawn' or 'forkserver' for more",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             kernel_threads = 1
         _runtime.set_num_threads(kernel_threads)
     from threadpoolctl import threadpool_limits
+
     if _blas_limiter is not None:
         _blas_limiter.restore_original_limits()
     _blas_limiter = threadpool_limits(limits=n, user_api="blas")

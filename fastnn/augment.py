@@ -7,6 +7,7 @@ from fastnn's random stream (`fastnn.seed`), computed in float64 in Python and a
 fixed order of operations per pixel, so a seeded run is bitwise reproducible at any thread
 count. Evaluation and prediction never augment.
 """
+
 import math
 import numbers
 
@@ -41,13 +42,13 @@ class Augmentation:
         """Augmented copies of the images x (N, C, H, W) or (N, H, W) floats, drawn from
         fastnn's random stream (the same draws fit makes for a batch of N)."""
         from . import backends
+
         b = backends.get(backend) if isinstance(backend, str) else backend
         x = np.asarray(x)
         images = x[:, None] if x.ndim == 3 else x
         if images.ndim != 4:
             raise ValueError(f"x must have shape (N, H, W) or (N, C, H, W), got {x.shape}")
-        m = self.matrices(images.shape[0], images.shape[2], images.shape[3],
-                          _random.generator())
+        m = self.matrices(images.shape[0], images.shape[2], images.shape[3], _random.generator())
         out = b.gather_affine(images, np.arange(images.shape[0]), m)
         return out.reshape(x.shape)
 
@@ -86,5 +87,7 @@ def check(augment):
     """`augment` as an Augmentation, or None."""
     if augment is None or isinstance(augment, Augmentation):
         return augment
-    raise TypeError(f"augment must be a fastnn.augment.Augmentation such as RandomAffine(...), "
-                    f"got {type(augment).__name__}")
+    raise TypeError(
+        f"augment must be a fastnn.augment.Augmentation such as RandomAffine(...), "
+        f"got {type(augment).__name__}"
+    )

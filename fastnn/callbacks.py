@@ -5,6 +5,7 @@ too. `on_batch_end` runs after every step, so it is only called when a callback 
 A callback stops training after the current step with `trainer.stop_training = True`; raising
 KeyboardInterrupt from a hook stops it the same way a Ctrl-C does.
 """
+
 import math
 
 __all__ = ["Callback", "LambdaCallback", "EarlyStopping"]
@@ -61,11 +62,13 @@ class EarlyStopping(Callback):
     `stopped_epoch` the epoch (from 0) after which it stopped training, or None.
     """
 
-    def __init__(self, monitor="val_loss", patience=3, min_delta=0.0, restore_best=True,
-                 verbose=True):
+    def __init__(
+        self, monitor="val_loss", patience=3, min_delta=0.0, restore_best=True, verbose=True
+    ):
         if monitor not in ("loss", "accuracy", "val_loss", "val_accuracy"):
-            raise ValueError(f"monitor must be loss, accuracy, val_loss or val_accuracy, "
-                             f"got {monitor!r}")
+            raise ValueError(
+                f"monitor must be loss, accuracy, val_loss or val_accuracy, got {monitor!r}"
+            )
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be an int >= 0, got {patience!r}")
         self.monitor, self.patience = monitor, patience
@@ -84,8 +87,10 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, trainer, epoch, logs):
         value = logs.get(self.monitor)
         if value is None:
-            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which this fit does not "
-                             f"record (no validation data?)")
+            raise ValueError(
+                f"EarlyStopping monitors {self.monitor!r}, which this fit does not "
+                f"record (no validation data?)"
+            )
         score = self._sign * value
         if score < self._best_score - self.min_delta:
             self._best_score, self.best, self.best_epoch, self.wait = score, value, epoch, 0
@@ -97,14 +102,19 @@ class EarlyStopping(Callback):
             trainer.stop_training = True
             self.stopped_epoch = epoch
             if self.verbose:
-                print(f"early stop after epoch {epoch + 1}: {self.monitor} has not improved "
-                      f"for {self.wait} epoch{'s' if self.wait != 1 else ''} (best "
-                      f"{self.best:.4f} at epoch {self.best_epoch + 1})", flush=True)
+                print(
+                    f"early stop after epoch {epoch + 1}: {self.monitor} has not improved "
+                    f"for {self.wait} epoch{'s' if self.wait != 1 else ''} (best "
+                    f"{self.best:.4f} at epoch {self.best_epoch + 1})",
+                    flush=True,
+                )
 
     def on_train_end(self, trainer, history):
-        if self.restore_best and self._best_state is not None and \
-                self.stopped_epoch is not None:
+        if self.restore_best and self._best_state is not None and self.stopped_epoch is not None:
             trainer.model.load_state_dict(self._best_state)
             if self.verbose:
-                print(f"restored the weights of epoch {self.best_epoch + 1} "
-                      f"({self.monitor} {self.best:.4f})", flush=True)
+                print(
+                    f"restored the weights of epoch {self.best_epoch + 1} "
+                    f"({self.monitor} {self.best:.4f})",
+                    flush=True,
+                )

@@ -19,6 +19,7 @@ a crash leaves the previous complete checkpoint in place, never half of one. Rea
 Not saved: callbacks' own state (EarlyStopping's best weights, ...) and a device backend's dropout
 generator (a resumed CUDA run reseeds it from the restored stream, so its masks differ).
 """
+
 import glob
 import hashlib
 import json
@@ -52,8 +53,15 @@ def _optimizer_identity(optimizer):
         schedule_id = [type(schedule).__name__, schedule.config()]
     else:  # a plain callable: only its name can be compared
         schedule_id = getattr(schedule, "__qualname__", type(schedule).__name__)
-    return json.loads(json.dumps({"type": type(optimizer).__name__,
-                                  "config": optimizer.config(), "schedule": schedule_id}))
+    return json.loads(
+        json.dumps(
+            {
+                "type": type(optimizer).__name__,
+                "config": optimizer.config(),
+                "schedule": schedule_id,
+            }
+        )
+    )
 
 
 def _architecture(model):
@@ -72,7 +80,9 @@ class Session:
         """run: the fit arguments that decide the result (batch_size, shuffle,
         validation_split). Raises ValueError (FileNotFoundError for a missing resume file)
         before changing anything when `resume` cannot continue this fit."""
-        self.path = None if checkpoint is None else os.path.abspath(fileformat.check_path(checkpoint))
+        self.path = (
+            None if checkpoint is None else os.path.abspath(fileformat.check_path(checkpoint))
+        )
         self.run = dict(run, data=_data_digest(x, y))
         self.architecture = _architecture(trainer.model)
         self.optimizer = _optimizer_identity(trainer.optimizer)
@@ -95,23 +105,30 @@ class Session:
         return cls(trainer, checkpoint, resume, x, y, run)
 
     def _check_compatible(self, path, header):
-        differences = [what for what, mine, theirs in (
-            ("the architecture", self.architecture, header["architecture"]),
-            ("the optimizer or its hyperparameters", self.optimizer, header["optimizer"]),
-            ("batch_size, shuffle or validation_split",
-             {k: v for k, v in self.run.items() if k != "data"},
-             {k: v for k, v in header["run"].items() if k != "data"}),
-            ("the training data", self.run["data"], header["run"].get("data")),
-        ) if mine != theirs]
+        differences = [
+            what
+            for what, mine, theirs in (
+                ("the architecture", self.architecture, header["architecture"]),
+                ("the optimizer or its hyperparameters", self.optimizer, header["optimizer"]),
+                (
+                    "batch_size, shuffle or validation_split",
+                    {k: v for k, v in self.run.items() if k != "data"},
+                    {k: v for k, v in header["run"].items() if k != "data"},
+                ),
+                ("the training data", self.run["data"], header["run"].get("data")),
+            )
+            if mine != theirs
+        ]
         if differences:
-            raise ValueError(f"{path}: cannot resume: the checkpoint was written with different "
-                             f"{', '.join(differences)}")
+            raise ValueError(
+                f"{path}: cannot resume: the checkpoint was written with different "
+                f"{', '.join(differences)}"
+            )
 
     def _remove_stale_temporaries(self):
         """Temporary files a killed writer left beside the checkpoint (see fileformat.atomic_write)."""
         directory, name = os.path.split(self.path)
-        for stale in glob.glob(os.path.join(glob.escape(directory),
-                                            f".{glob.escape(name)}.*.tmp")):
+        for stale in glob.glob(os.path.join(glob.escape(directory), f".{glob.escape(name)}.*.tmp")):
             try:
                 os.unlink(stale)
             except OSError:
@@ -127,10 +144,15 @@ class Session:
         header, params, buffers = self.resumed
         model, optimizer = trainer.model, trainer.optimizer
         model.load_state_dict(params)
-        optimizer.load_state_dict({"type": type(optimizer).__name__,
-                                   "config": optimizer.config(),
-                                   "steps": header["optimizer_steps"],
-                                   "lr": header["optimizer_lr"], "state": buffers})
+        optimizer.load_state_dict(
+            {
+                "type": type(optimizer).__name__,
+                "config": optimizer.config(),
+                "steps": header["optimizer_steps"],
+                "lr": header["optimizer_lr"],
+                "state": buffers,
+            }
+        )
         _random.set_state(header["rng"]["after_epoch"])
         return header["epoch"], header["history"]
 
@@ -147,9 +169,14 @@ class Session:
             for key, a in bufs.items():
                 arrays[f"optim.{name}.{key}"] = a
         header = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "fastnn_version": __version__,
-            "epoch": int(epoch), "architecture": self.architecture, "optimizer": self.optimizer,
-            "optimizer_steps": int(state["steps"]), "optimizer_lr": float(state["lr"]),
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "fastnn_version": __version__,
+            "epoch": int(epoch),
+            "architecture": self.architecture,
+            "optimizer": self.optimizer,
+            "optimizer_steps": int(state["steps"]),
+            "optimizer_lr": float(state["lr"]),
             "run": self.run,
             "rng": {"fit_start": self.fit_start_rng, "after_epoch": _random.get_state()},
             "history": {key: [float(v) for v in values] for key, values in history.items()},
@@ -159,6 +186,7 @@ class Session:
 
 
 # ---- reading ---------------------------------------------------------------------------------
+
 
 def read(path):
     """(header, {param name: array}, {param name: {buffer: array}}) from a checkpoint file;
@@ -178,8 +206,10 @@ def _read(archive):
     if header.get("format") != FORMAT:
         raise ValueError("header does not describe a fastnn checkpoint")
     if header.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"checkpoint format version {header.get('format_version')!r} is not "
-                         f"supported (this fastnn reads version {FORMAT_VERSION})")
+        raise ValueError(
+            f"checkpoint format version {header.get('format_version')!r} is not "
+            f"supported (this fastnn reads version {FORMAT_VERSION})"
+        )
     epoch = _expect(header, "epoch", int)
     steps = _expect(header, "optimizer_steps", int)
     if epoch < 0 or steps < 0:
@@ -188,14 +218,15 @@ def _read(archive):
     for key in ("architecture", "optimizer", "run", "rng", "history", "arrays"):
         _expect(header, key, dict)
     rng = header["rng"]
-    if not isinstance(rng.get("fit_start"), dict) or not isinstance(rng.get("after_epoch"),
-                                                                    dict):
+    if not isinstance(rng.get("fit_start"), dict) or not isinstance(rng.get("after_epoch"), dict):
         raise ValueError("header lacks the random stream's states")
     for state in (rng["fit_start"], rng["after_epoch"]):  # ValueError unless restorable
         _random.check_state(state)
     history = header["history"]
-    if not all(isinstance(v, list) and len(v) == epoch and
-               all(isinstance(e, float) for e in v) for v in history.values()):
+    if not all(
+        isinstance(v, list) and len(v) == epoch and all(isinstance(e, float) for e in v)
+        for v in history.values()
+    ):
         raise ValueError(f"history must hold {epoch} numbers per key")
 
     try:
@@ -203,7 +234,7 @@ def _read(archive):
     except (TypeError, KeyError, OverflowError) as exc:
         raise ValueError(f"architecture: {type(exc).__name__}: {exc}") from None
     shapes = {f"param.{name}": shape for name, shape in model.param_shapes().items()}
-    buffer_names = [k[len("optim."):] for k in header["arrays"] if k.startswith("optim.")]
+    buffer_names = [k[len("optim.") :] for k in header["arrays"] if k.startswith("optim.")]
     for name in buffer_names:
         param, _, key = name.rpartition(".")
         if f"param.{param}" not in shapes or not key:
@@ -212,9 +243,13 @@ def _read(archive):
     if set(header["arrays"]) != set(shapes) or archive.files != set(shapes) | {HEADER}:
         raise ValueError("the arrays do not match the architecture's parameters")
     state_dtypes = model.state_dtypes()  # BatchNorm running statistics are float64
-    arrays = fileformat.read_arrays(archive, shapes, header["arrays"], {
-        k: state_dtypes.get(k[len("param."):], model.dtype) for k in shapes})
-    params = {k[len("param."):]: a for k, a in arrays.items() if k.startswith("param.")}
+    arrays = fileformat.read_arrays(
+        archive,
+        shapes,
+        header["arrays"],
+        {k: state_dtypes.get(k[len("param.") :], model.dtype) for k in shapes},
+    )
+    params = {k[len("param.") :]: a for k, a in arrays.items() if k.startswith("param.")}
     buffers = {slot.name: {} for slot in model.parameter_slots()}  # trained parameters only
     for name in buffer_names:
         param, _, key = name.rpartition(".")

@@ -7,6 +7,7 @@ row-major. Files may be raw or gzip-compressed; ``load_idx`` tells them apart by
 Every header is checked before anything is allocated from it, so a corrupt or hostile file gets a
 ValueError naming the file, never a crash or an attempt to allocate gigabytes.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -25,8 +26,15 @@ import numpy as np
 
 from . import validation
 
-__all__ = ["mnist", "load_idx", "load_idx_dir", "train_val_split", "batches", "to_float",
-           "UnscaledPixelsWarning"]
+__all__ = [
+    "mnist",
+    "load_idx",
+    "load_idx_dir",
+    "train_val_split",
+    "batches",
+    "to_float",
+    "UnscaledPixelsWarning",
+]
 
 # IDX type code -> big-endian dtype of the data that follows the header.
 _IDX_DTYPES = {
@@ -136,7 +144,9 @@ def _read_idx_stream(stream, path, file_size, max_bytes, compressed):
         known = ", ".join(f"0x{code:02X}" for code in _IDX_DTYPES)
         raise ValueError(f"{path}: unknown IDX type code 0x{type_code:02X} (expected {known})")
     if not 1 <= ndim <= _MAX_DIMS:
-        raise ValueError(f"{path}: IDX header declares {ndim} dimensions (expected 1 to {_MAX_DIMS})")
+        raise ValueError(
+            f"{path}: IDX header declares {ndim} dimensions (expected 1 to {_MAX_DIMS})"
+        )
     dim_bytes = stream.read(4 * ndim)
     if len(dim_bytes) < 4 * ndim:
         raise ValueError(
@@ -305,8 +315,9 @@ def train_val_split(x: Any, y: Any, fraction: float, seed: Any) -> Splits:
     return (x[train], y[train]), (x[val], y[val])
 
 
-def batches(n: int, batch_size: int, shuffle: bool = True,
-            rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+def batches(
+    n: int, batch_size: int, shuffle: bool = True, rng: np.random.Generator | None = None
+) -> Iterator[np.ndarray]:
     """Return an iterator over index arrays that cover ``range(n)`` once, ``batch_size`` at a time.
 
     The last batch holds the remainder when ``batch_size`` does not divide ``n``. With
@@ -365,8 +376,7 @@ def nonfinite_message(x: Any, name: str = "x", converted: np.ndarray | None = No
     bad = ~np.isfinite(x if converted is None else converted)
     first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), bad.shape))
     count = int(np.count_nonzero(bad))
-    samples = int(np.count_nonzero(bad.reshape(bad.shape[0], -1).any(axis=1))) if bad.ndim \
-        else 1
+    samples = int(np.count_nonzero(bad.reshape(bad.shape[0], -1).any(axis=1))) if bad.ndim else 1
     value = float(x[first])
     where = f"{name}[{', '.join(map(str, first))}]"
     if math.isfinite(value):
@@ -374,10 +384,12 @@ def nonfinite_message(x: Any, name: str = "x", converted: np.ndarray | None = No
     else:
         what = f"{where} is {value}"
     sample = f" (sample {first[0]})" if len(first) > 1 else ""
-    return (f"{name} holds NaN or infinite values: {what}{sample}; {count:,} such "
-            f"value{'s' if count != 1 else ''} in {samples:,} sample{'s' if samples != 1 else ''}. "
-            f"Drop those samples ({name}[np.isfinite({name}).reshape(len({name}), -1)"
-            f".all(axis=1)], and the same labels) or replace the values (np.nan_to_num)")
+    return (
+        f"{name} holds NaN or infinite values: {what}{sample}; {count:,} such "
+        f"value{'s' if count != 1 else ''} in {samples:,} sample{'s' if samples != 1 else ''}. "
+        f"Drop those samples ({name}[np.isfinite({name}).reshape(len({name}), -1)"
+        f".all(axis=1)], and the same labels) or replace the values (np.nan_to_num)"
+    )
 
 
 class UnscaledPixelsWarning(UserWarning):
@@ -399,8 +411,10 @@ def warn_if_unscaled_pixels(x: np.ndarray, name: str = "x", stacklevel: int = 2)
             f"{name} is {x.dtype} with whole values from {low:g} to {high:g}: it looks like "
             f"images in 0-255, which fastnn does not rescale when they are floats (training "
             f"on them diverges or learns little). Pass {name} / 255 (or the uint8 images, "
-            f"which fastnn scales to [0, 1] itself)", UnscaledPixelsWarning,
-            stacklevel=stacklevel + 1)
+            f"which fastnn scales to [0, 1] itself)",
+            UnscaledPixelsWarning,
+            stacklevel=stacklevel + 1,
+        )
 
 
 def _as_generator(seed, name):
@@ -411,4 +425,3 @@ def _as_generator(seed, name):
             raise ValueError(f"{name} must be a non-negative int, got {seed}")
         return np.random.default_rng(int(seed))
     raise TypeError(f"{name} must be a numpy Generator or a non-negative int, got {seed!r}")
-

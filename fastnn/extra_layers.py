@@ -8,6 +8,7 @@ trainable weight and bias; they are saved and loaded with the model (`buffer_nam
 touched by an optimizer. In evaluation a BatchNorm right after a Linear or Conv2d is folded
 into that layer's weights (the plan's evaluation steps), so `predict` runs one kernel for both.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,9 @@ class _BatchNorm(Layer):
     input_ndim = 0  # per-sample dimensions: 1 for BatchNorm1d, 3 for BatchNorm2d
     buffer_names = ("running_mean", "running_var")
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
-                 affine: bool = True) -> None:
+    def __init__(
+        self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True
+    ) -> None:
         super().__init__()
         self.num_features = _int_arg("num_features", num_features, 1)
         self.eps = real("eps", eps, 0.0, min_inclusive=False)
@@ -63,8 +65,9 @@ class _BatchNorm(Layer):
     def buffer_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"running_mean": (self.num_features,), "running_var": (self.num_features,)}
 
-    def initialize(self, init: str | None = None, dtype: Any = np.float32,
-                   backend: Any = None) -> Layer:
+    def initialize(
+        self, init: str | None = None, dtype: Any = np.float32, backend: Any = None
+    ) -> Layer:
         """weight 1, bias 0, running mean 0, running variance 1."""
         super().initialize(backend=backend)
         b = self.backend
@@ -78,8 +81,9 @@ class _BatchNorm(Layer):
         old = self.backend
         super().to(backend, dtype)
         new = self.backend
-        self.buffers = [new.asarray(np.asarray(old.to_numpy(a), dtype=np.float64))
-                        for a in self.buffers]
+        self.buffers = [
+            new.asarray(np.asarray(old.to_numpy(a), dtype=np.float64)) for a in self.buffers
+        ]
         return self
 
     def fold_factors(self) -> tuple[np.ndarray, np.ndarray]:
@@ -98,8 +102,10 @@ class _BatchNorm(Layer):
         input_shape = tuple(input_shape)
         if len(input_shape) != self.input_ndim or input_shape[0] != self.num_features:
             want = "(C,)" if self.input_ndim == 1 else "(C, H, W)"
-            raise ValueError(f"{self!r} expects input of shape {want} with C = "
-                             f"{self.num_features} per sample, got {input_shape}")
+            raise ValueError(
+                f"{self!r} expects input of shape {want} with C = "
+                f"{self.num_features} per sample, got {input_shape}"
+            )
         return input_shape
 
     def flops(self, input_shape: Sequence[int]) -> int:
@@ -123,7 +129,7 @@ class AvgPool2d(_Pool2d):
 
     def flops(self, input_shape: Sequence[int]) -> int:
         c, ho, wo = self.output_shape(input_shape)
-        return c * ho * wo * self.kernel_size ** 2
+        return c * ho * wo * self.kernel_size**2
 
 
 class GlobalAvgPool2d(Layer):
@@ -153,5 +159,6 @@ class LeakyReLU(Layer):
         return math.prod(input_shape)
 
 
-EXTRA_LAYER_TYPES = {cls.__name__: cls for cls in
-                     (BatchNorm1d, BatchNorm2d, AvgPool2d, GlobalAvgPool2d, LeakyReLU)}
+EXTRA_LAYER_TYPES = {
+    cls.__name__: cls for cls in (BatchNorm1d, BatchNorm2d, AvgPool2d, GlobalAvgPool2d, LeakyReLU)
+}

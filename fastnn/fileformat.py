@@ -14,6 +14,7 @@ the target, then the directory fsynced: a crash leaves the old file or the new o
 of one. The new file gets the permissions `open(path, "w")` would give it: an existing file's
 own, otherwise 0o666 less the process umask.
 """
+
 import hashlib
 import io
 import json
@@ -40,11 +41,31 @@ MAX_HEADER_BYTES = 1 << 20
 _NPY_HEADER_SLACK = 4096
 # What reading a damaged zip can raise: a flipped compression method reaches lzma/bz2 or an
 # unsupported method (NotImplementedError), a flipped flag an "encrypted" member (RuntimeError).
-READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error,
-               lzma.LZMAError, struct.error, UnicodeDecodeError, RecursionError,
-               NotImplementedError, RuntimeError, OverflowError)
-_NPY_HEADER_ERRORS = (ValueError, TypeError, KeyError, SyntaxError, tokenize.TokenError,
-                      UnicodeDecodeError, OverflowError, RecursionError)
+READ_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    struct.error,
+    UnicodeDecodeError,
+    RecursionError,
+    NotImplementedError,
+    RuntimeError,
+    OverflowError,
+)
+_NPY_HEADER_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    SyntaxError,
+    tokenize.TokenError,
+    UnicodeDecodeError,
+    OverflowError,
+    RecursionError,
+)
 _UMASK_LOCK = threading.Lock()
 
 
@@ -62,11 +83,14 @@ def digest(a):
 
 def array_entries(arrays):
     """{name: {"shape", "dtype", "sha256"}}: the header's description of `arrays`."""
-    return {name: {"shape": list(a.shape), "dtype": a.dtype.name, "sha256": digest(a)}
-            for name, a in arrays.items()}
+    return {
+        name: {"shape": list(a.shape), "dtype": a.dtype.name, "sha256": digest(a)}
+        for name, a in arrays.items()
+    }
 
 
 # ---- writing ------------------------------------------------------------------------------------
+
 
 def _umask():
     """The process umask, read without changing it where the system allows (Linux); elsewhere
@@ -98,8 +122,7 @@ def atomic_write(path, write):
     path = os.path.abspath(check_path(path))
     directory = os.path.dirname(path)
     mode = _new_file_mode(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                               suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             os.chmod(tmp, mode)
@@ -146,6 +169,7 @@ def write_model(path, architecture, arrays, fastnn_version):
 
 # ---- reading ------------------------------------------------------------------------------------
 
+
 def read_file(path, kind, read):
     """read(archive) on the .npz at `path`; FileNotFoundError "no such <kind>" when there is
     none, ValueError "<path>: not a valid fastnn <kind>: ..." for anything wrong inside."""
@@ -158,8 +182,9 @@ def read_file(path, kind, read):
     except ValueError as exc:
         raise ValueError(f"{path}: not a valid fastnn {kind}: {exc}") from None
     except READ_ERRORS as exc:
-        raise ValueError(f"{path}: not a valid fastnn {kind}: {type(exc).__name__}: "
-                         f"{exc}") from None
+        raise ValueError(
+            f"{path}: not a valid fastnn {kind}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 class Archive:
@@ -180,8 +205,10 @@ class Archive:
             # the file (up to 4 GiB)
             for info in self.zip.infolist():
                 if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                    raise ValueError(f"member {info.filename!r} uses compression method "
-                                     f"{info.compress_type}; only stored and deflated are read")
+                    raise ValueError(
+                        f"member {info.filename!r} uses compression method "
+                        f"{info.compress_type}; only stored and deflated are read"
+                    )
             self.files = {n[:-4] for n in names}
         except BaseException:
             self.zip.close()
@@ -202,8 +229,9 @@ class Archive:
         info = self.zip.getinfo(name + ".npy")
         limit = max_bytes + _NPY_HEADER_SLACK
         if info.file_size > limit:
-            raise ValueError(f"array {name} holds {info.file_size} bytes, expected at most "
-                             f"{max_bytes} of data")
+            raise ValueError(
+                f"array {name} holds {info.file_size} bytes, expected at most {max_bytes} of data"
+            )
         with self.zip.open(info) as f:
             raw = f.read(limit + 1)
         if len(raw) > limit:
@@ -213,12 +241,16 @@ class Archive:
         if version not in ((1, 0), (2, 0)):
             raise ValueError(f"array {name}: .npy format version {version} is not supported")
         try:
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
             found_shape, fortran, found = read_header(fp)
         except _NPY_HEADER_ERRORS as exc:  # numpy tokenizes the header: garbage raises these
-            raise ValueError(f"array {name} has a damaged .npy header ({type(exc).__name__}: "
-                             f"{exc})") from None
+            raise ValueError(
+                f"array {name} has a damaged .npy header ({type(exc).__name__}: {exc})"
+            ) from None
         if found != dtype:
             raise ValueError(f"array {name} has dtype {found}, expected {dtype}")
         found_shape = tuple(found_shape)
@@ -226,11 +258,13 @@ class Archive:
             raise ValueError(f"array {name} has shape {found_shape}, expected {tuple(shape)}")
         if shape is None and len(found_shape) != 1:
             raise ValueError(f"array {name} must be 1-D, got shape {found_shape}")
-        data = raw[fp.tell():]
+        data = raw[fp.tell() :]
         count = math.prod(found_shape)
         if any(d < 0 for d in found_shape) or len(data) != count * dtype.itemsize:
-            raise ValueError(f"array {name} holds {len(data)} bytes of data, expected "
-                             f"{count * dtype.itemsize} for shape {found_shape}")
+            raise ValueError(
+                f"array {name} holds {len(data)} bytes of data, expected "
+                f"{count * dtype.itemsize} for shape {found_shape}"
+            )
         a = np.frombuffer(data, dtype=dtype, count=count)
         if fortran:
             return np.ascontiguousarray(a.reshape(found_shape[::-1]).T)
@@ -258,8 +292,10 @@ def read_model_header(archive, fastnn_version):
     if header.get("format") != MODEL_FORMAT:
         raise ValueError("header does not describe a fastnn model")
     if header.get("format_version") != MODEL_FORMAT_VERSION:
-        raise ValueError(f"format version {header.get('format_version')!r} is not supported "
-                         f"(this fastnn {fastnn_version} reads version {MODEL_FORMAT_VERSION})")
+        raise ValueError(
+            f"format version {header.get('format_version')!r} is not supported "
+            f"(this fastnn {fastnn_version} reads version {MODEL_FORMAT_VERSION})"
+        )
     if not isinstance(header.get("fastnn_version"), str):
         raise ValueError("header lacks the fastnn version")
     params = header.get("params")
@@ -278,10 +314,15 @@ def read_arrays(archive, shapes, entries, dtype):
         if dtypes is not None:
             dtype = np.dtype(dtypes[name])
         info = entries[name]
-        if not isinstance(info, dict) or info.get("shape") != list(shape) or \
-                info.get("dtype") != dtype.name:
-            raise ValueError(f"header entry for {name} ({info!r}) does not match the "
-                             f"architecture: shape {shape}, dtype {dtype.name}")
+        if (
+            not isinstance(info, dict)
+            or info.get("shape") != list(shape)
+            or info.get("dtype") != dtype.name
+        ):
+            raise ValueError(
+                f"header entry for {name} ({info!r}) does not match the "
+                f"architecture: shape {shape}, dtype {dtype.name}"
+            )
         a = archive.read(name, dtype, shape)
         if digest(a) != info.get("sha256"):
             raise ValueError(f"array {name} does not match its SHA-256 (the file was changed)")

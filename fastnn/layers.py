@@ -12,6 +12,7 @@ Parameters are created by `initialize()`, which Sequential calls with the initia
 the activation that follows (He before ReLU, Glorot otherwise); a layer used on its own
 initializes itself on first use.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,9 @@ _pair_arg = validation.integer_pair
 
 def _out_size(size, kernel, stride, padding, layer, axis):
     if size + 2 * padding < kernel:
-        raise ValueError(f"{layer!r}: kernel {kernel} does not fit input {axis} {size} "
-                         f"with padding {padding}")
+        raise ValueError(
+            f"{layer!r}: kernel {kernel} does not fit input {axis} {size} with padding {padding}"
+        )
     return (size + 2 * padding - kernel) // stride + 1
 
 
@@ -92,8 +94,9 @@ class Layer:
     def param_count(self) -> int:
         return sum(math.prod(s) for s in self.param_shapes().values())
 
-    def initialize(self, init: str | None = "auto", dtype: Any = np.float32,
-                   backend: Any = None) -> Layer:
+    def initialize(
+        self, init: str | None = "auto", dtype: Any = np.float32, backend: Any = None
+    ) -> Layer:
         """(Re)create the parameters: biases zero, weights from fastnn's random stream."""
         if backend is not None:
             self._backend = backends.get(backend)
@@ -186,8 +189,9 @@ class _Parametric(Layer):
     def fans(self):
         raise NotImplementedError
 
-    def initialize(self, init: str | None = None, dtype: Any = np.float32,
-                   backend: Any = None) -> Layer:
+    def initialize(
+        self, init: str | None = None, dtype: Any = np.float32, backend: Any = None
+    ) -> Layer:
         """He uniform (for ReLU) or Glorot uniform weights, zero bias. `init` None or "auto"
         uses the layer's own setting; "auto" there means Glorot (Sequential passes "he" when
         a ReLU follows)."""
@@ -235,8 +239,10 @@ class Linear(_Parametric):
     def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         if tuple(input_shape) != (self.in_features,):
             hint = " (add nn.Flatten() before it)" if len(input_shape) > 1 else ""
-            raise ValueError(f"{self!r} expects {self.in_features} features per sample, "
-                             f"got input shape {tuple(input_shape)}{hint}")
+            raise ValueError(
+                f"{self!r} expects {self.in_features} features per sample, "
+                f"got input shape {tuple(input_shape)}{hint}"
+            )
         return (self.out_features,)
 
     def flops(self, input_shape: Sequence[int]) -> int:
@@ -246,8 +252,16 @@ class Linear(_Parametric):
 class Conv2d(_Parametric):
     """2-D convolution over NCHW input; weight (out_channels, in_channels, kH, kW)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
-                 stride: int = 1, padding: int | str = 0, *, init: str = "auto") -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int = 1,
+        padding: int | str = 0,
+        *,
+        init: str = "auto",
+    ) -> None:
         super().__init__(init)
         self.in_channels = _int_arg("in_channels", in_channels, 1)
         self.out_channels = _int_arg("out_channels", out_channels, 1)
@@ -261,16 +275,22 @@ class Conv2d(_Parametric):
             if padding != "same":
                 raise ValueError(f"padding must be an int or 'same', got {padding!r}")
             if kh != kw or kh % 2 == 0 or self.stride != 1:
-                raise ValueError(f"padding='same' needs an odd square kernel and stride 1, "
-                                 f"got kernel_size {self.kernel_size}, stride {self.stride}")
+                raise ValueError(
+                    f"padding='same' needs an odd square kernel and stride 1, "
+                    f"got kernel_size {self.kernel_size}, stride {self.stride}"
+                )
             padding = (kh - 1) // 2
         self.padding = _int_arg("padding", padding, 0)
 
     def config(self) -> dict[str, Any]:
         kh, kw = self.kernel_size
-        cfg = {"in_channels": self.in_channels, "out_channels": self.out_channels,
-               "kernel_size": kh if kh == kw else [kh, kw], "stride": self.stride,
-               "padding": "same" if self.same else self.padding}
+        cfg = {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": kh if kh == kw else [kh, kw],
+            "stride": self.stride,
+            "padding": "same" if self.same else self.padding,
+        }
         if self.init != "auto":
             cfg["init"] = self.init
         return cfg
@@ -290,8 +310,10 @@ class Conv2d(_Parametric):
         return text + ")"
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"weight": (self.out_channels, self.in_channels, *self.kernel_size),
-                "bias": (self.out_channels,)}
+        return {
+            "weight": (self.out_channels, self.in_channels, *self.kernel_size),
+            "bias": (self.out_channels,),
+        }
 
     def fans(self):
         area = self.kernel_size[0] * self.kernel_size[1]
@@ -300,8 +322,10 @@ class Conv2d(_Parametric):
     def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         input_shape = tuple(input_shape)
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
-            raise ValueError(f"{self!r} expects input of shape ({self.in_channels}, H, W) per "
-                             f"sample, got {input_shape}")
+            raise ValueError(
+                f"{self!r} expects input of shape ({self.in_channels}, H, W) per "
+                f"sample, got {input_shape}"
+            )
         _, h, w = input_shape
         ho = _out_size(h, self.kernel_size[0], self.stride, self.padding, self, "height")
         wo = _out_size(w, self.kernel_size[1], self.stride, self.padding, self, "width")
@@ -344,7 +368,7 @@ class MaxPool2d(_Pool2d):
 
     def flops(self, input_shape: Sequence[int]) -> int:
         c, ho, wo = self.output_shape(input_shape)
-        return c * ho * wo * (self.kernel_size ** 2 - 1)  # comparisons
+        return c * ho * wo * (self.kernel_size**2 - 1)  # comparisons
 
 
 class Flatten(Layer):
@@ -392,5 +416,6 @@ class Dropout(Layer):
         return math.prod(input_shape)
 
 
-LAYER_TYPES = {cls.__name__: cls for cls in
-               (Linear, Conv2d, MaxPool2d, Flatten, ReLU, Sigmoid, Tanh, Dropout)}
+LAYER_TYPES = {
+    cls.__name__: cls for cls in (Linear, Conv2d, MaxPool2d, Flatten, ReLU, Sigmoid, Tanh, Dropout)
+}

@@ -4,6 +4,7 @@
 backend scalar, not a Python float, so a device backend is not forced to synchronize each step.
 Labels are int64 backend arrays already checked against the number of classes.
 """
+
 from .validation import real
 
 
@@ -42,8 +43,9 @@ class CrossEntropy(Loss):
 
     def __call__(self, backend, outputs, labels):
         if self.label_smoothing:
-            return backend.smoothed_cross_entropy(outputs, labels, self.label_smoothing,
-                                                  check_finite=False)
+            return backend.smoothed_cross_entropy(
+                outputs, labels, self.label_smoothing, check_finite=False
+            )
         return backend.softmax_cross_entropy(outputs, labels, check_finite=False)
 
     def bind(self, backend):
@@ -52,19 +54,24 @@ class CrossEntropy(Loss):
         smoothing = self.label_smoothing
         if smoothing:
             if "smoothed_cross_entropy" not in backend.optional:
-                raise ValueError(f"label_smoothing needs a backend with the "
-                                 f"smoothed_cross_entropy kernel (numpy, cpu); {backend.name!r} "
-                                 f"has none")
+                raise ValueError(
+                    f"label_smoothing needs a backend with the "
+                    f"smoothed_cross_entropy kernel (numpy, cpu); {backend.name!r} "
+                    f"has none"
+                )
             kernel = backend.smoothed_cross_entropy
             if "smoothed_cross_entropy" in backend.fills_out:
-                return lambda outputs, labels, out: kernel(outputs, labels, smoothing,
-                                                           check_finite=False, out=out)
-            return lambda outputs, labels, out: kernel(outputs, labels, smoothing,
-                                                       check_finite=False)
+                return lambda outputs, labels, out: kernel(
+                    outputs, labels, smoothing, check_finite=False, out=out
+                )
+            return lambda outputs, labels, out: kernel(
+                outputs, labels, smoothing, check_finite=False
+            )
         kernel = backend.softmax_cross_entropy
         if "softmax_cross_entropy" in backend.fills_out:
-            return lambda outputs, labels, out: kernel(outputs, labels, check_finite=False,
-                                                       out=out, check=False)
+            return lambda outputs, labels, out: kernel(
+                outputs, labels, check_finite=False, out=out, check=False
+            )
         return lambda outputs, labels, out: kernel(outputs, labels, check_finite=False)
 
 

@@ -9,6 +9,7 @@ Linear or Conv2d before it. A layer's "auto" initializer becomes He when the nex
 a ReLU, Glorot otherwise. The first layer with parameters does not compute the gradient of its
 input.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,7 @@ from .inference import DensePlan
 
 # Layers that only move, select, average or normalize values: they do not decide the
 # initializer (a Conv2d -> BatchNorm2d -> ReLU gets He's, as Conv2d -> ReLU does).
-_SHAPE_ONLY = (L.Flatten, L.MaxPool2d, L.Dropout, XL._BatchNorm, XL.AvgPool2d,
-               XL.GlobalAvgPool2d)
+_SHAPE_ONLY = (L.Flatten, L.MaxPool2d, L.Dropout, XL._BatchNorm, XL.AvgPool2d, XL.GlobalAvgPool2d)
 # Every layer type a saved architecture may name.
 LAYER_TYPES = {**L.LAYER_TYPES, **XL.EXTRA_LAYER_TYPES}
 
@@ -62,7 +62,7 @@ def _init_for(layers, i):
     own = layers[i].init
     if own != "auto":
         return own
-    for following in layers[i + 1:]:
+    for following in layers[i + 1 :]:
         if isinstance(following, (L.ReLU, XL.LeakyReLU)):
             return "he"
         if not isinstance(following, _SHAPE_ONLY):
@@ -81,9 +81,14 @@ class Sequential:
     dtype: np.dtype
     _backend: Any
 
-    def __init__(self, *layers: L.Layer | Sequence[L.Layer],
-                 input_shape: Sequence[int] | None = None, dtype: Any = np.float32,
-                 backend: Any = None, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        *layers: L.Layer | Sequence[L.Layer],
+        input_shape: Sequence[int] | None = None,
+        dtype: Any = np.float32,
+        backend: Any = None,
+        seed: int | None = None,
+    ) -> None:
         """`backend` defaults to "cpu" (or "numpy" where the compiled kernels are not built).
         `seed` (an int) draws the initial weights from a random stream of their own, so the
         model is the same whatever other threads draw; None uses fastnn's current stream."""
@@ -180,9 +185,11 @@ class Sequential:
     def parameter_slots(self) -> list[ParameterSlot]:
         """[ParameterSlot] in order: each trained parameter's name and its live value and
         gradient (what an optimizer, a profiler or a checkpoint reads)."""
-        return [ParameterSlot(f"{i}.{name}", layer, j)
-                for i, layer in enumerate(self.layers)
-                for j, name in enumerate(layer.param_names)]
+        return [
+            ParameterSlot(f"{i}.{name}", layer, j)
+            for i, layer in enumerate(self.layers)
+            for j, name in enumerate(layer.param_names)
+        ]
 
     def named_parameters(self) -> dict[str, Any]:
         """{"<layer index>.<name>": backend array}, e.g. "1.weight"."""
@@ -196,9 +203,11 @@ class Sequential:
         return [slot.grad for slot in self.parameter_slots()]
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {f"{i}.{name}": tuple(shape)
-                for i, layer in enumerate(self.layers)
-                for name, shape in layer.param_shapes().items()}
+        return {
+            f"{i}.{name}": tuple(shape)
+            for i, layer in enumerate(self.layers)
+            for name, shape in layer.param_shapes().items()
+        }
 
     def param_count(self) -> int:
         return sum(math.prod(s) for s in self.param_shapes().values())
@@ -206,8 +215,11 @@ class Sequential:
     def _buffer_slots(self):
         """(layer, j, "<layer index>.<name>") of the saved, untrained arrays (BatchNorm's
         running statistics, float64)."""
-        return [(layer, j, f"{i}.{name}") for i, layer in enumerate(self.layers)
-                for j, name in enumerate(layer.buffer_names)]
+        return [
+            (layer, j, f"{i}.{name}")
+            for i, layer in enumerate(self.layers)
+            for j, name in enumerate(layer.buffer_names)
+        ]
 
     def state_dtypes(self) -> dict[str, np.dtype]:
         """{name: dtype} of state_dict()'s arrays: the model's dtype, float64 for running
@@ -219,11 +231,14 @@ class Sequential:
     def state_dict(self) -> dict[str, np.ndarray]:
         """{name: numpy copy of the parameter}, running statistics included."""
         b = self._backend
-        state = {slot.name: np.array(b.to_numpy(slot.value), copy=True)
-                 for slot in self.parameter_slots()}
-        state.update((name, np.array(b.to_numpy(layer.buffers[j]), dtype=np.float64,
-                                     copy=True))
-                     for layer, j, name in self._buffer_slots())
+        state = {
+            slot.name: np.array(b.to_numpy(slot.value), copy=True)
+            for slot in self.parameter_slots()
+        }
+        state.update(
+            (name, np.array(b.to_numpy(layer.buffers[j]), dtype=np.float64, copy=True))
+            for layer, j, name in self._buffer_slots()
+        )
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> Sequential:
@@ -234,13 +249,17 @@ class Sequential:
         missing = sorted(set(expected) - set(state))
         extra = sorted(set(state) - set(expected))
         if missing or extra:
-            raise ValueError(f"parameter names do not match the model: missing {missing}, "
-                             f"unexpected {extra}")
+            raise ValueError(
+                f"parameter names do not match the model: missing {missing}, unexpected {extra}"
+            )
         arrays = {}
         buffers = {name for _, _, name in self._buffer_slots()}
         for name, shape in expected.items():
-            value = np.asarray(state[name]) if isinstance(state[name], np.ndarray) else \
-                self._backend.to_numpy(state[name])
+            value = (
+                np.asarray(state[name])
+                if isinstance(state[name], np.ndarray)
+                else self._backend.to_numpy(state[name])
+            )
             if tuple(value.shape) != shape:
                 raise ValueError(f"parameter {name} must have shape {shape}, got {value.shape}")
             if name in buffers:  # running statistics: any float dtype, kept as float64
@@ -253,11 +272,18 @@ class Sequential:
         b = self._backend
         for i, layer in enumerate(self.layers):
             if layer.param_names:
-                layer.set_params([b.asarray(np.array(arrays[f"{i}.{n}"], copy=True))
-                                  for n in layer.param_names], backend=b)
+                layer.set_params(
+                    [b.asarray(np.array(arrays[f"{i}.{n}"], copy=True)) for n in layer.param_names],
+                    backend=b,
+                )
             if layer.buffer_names:
-                layer.set_buffers([b.asarray(np.array(arrays[f"{i}.{n}"], copy=True))
-                                   for n in layer.buffer_names], backend=b)
+                layer.set_buffers(
+                    [
+                        b.asarray(np.array(arrays[f"{i}.{n}"], copy=True))
+                        for n in layer.buffer_names
+                    ],
+                    backend=b,
+                )
         return self
 
     # ---- shapes ----------------------------------------------------------------------------------
@@ -270,13 +296,16 @@ class Sequential:
             try:
                 shape = layer.output_shape(shape)
             except ValueError as exc:
-                raise ValueError(f"input of shape {tuple(input_shape)} does not fit the model "
-                                 f"at layer {i}: {exc}") from None
+                raise ValueError(
+                    f"input of shape {tuple(input_shape)} does not fit the model "
+                    f"at layer {i}: {exc}"
+                ) from None
         return shape
 
     def _first_compute_layer(self):
-        return next((layer for layer in self.layers
-                     if not isinstance(layer, (L.Flatten, L.Dropout))), None)
+        return next(
+            (layer for layer in self.layers if not isinstance(layer, (L.Flatten, L.Dropout))), None
+        )
 
     def _sample_shape(self, shape):
         """(H, W) images become (1, H, W) when the model starts with a one-channel Conv2d."""
@@ -291,8 +320,9 @@ class Sequential:
         first = self._first_compute_layer()
         if isinstance(first, L.Linear):
             return (first.in_features,)
-        raise ValueError("the input shape is unknown: pass input_shape=(C, H, W) to summary() "
-                         "or to Sequential")
+        raise ValueError(
+            "the input shape is unknown: pass input_shape=(C, H, W) to summary() or to Sequential"
+        )
 
     # ---- running ---------------------------------------------------------------------------------
 
@@ -318,8 +348,10 @@ class Sequential:
         if not on_device:
             x = host_array(x)
         if x.ndim < 2:
-            raise ValueError(f"x must have a sample axis and at least one more, got shape "
-                             f"{x.shape}{self._one_sample_hint(x.shape)}")
+            raise ValueError(
+                f"x must have a sample axis and at least one more, got shape "
+                f"{x.shape}{self._one_sample_hint(x.shape)}"
+            )
         shape = x.shape[1:]
         known, sample = self._input_ok  # one read: another thread may replace the pair
         if shape != known:  # validated once per per-sample shape
@@ -341,8 +373,10 @@ class Sequential:
             self.output_shape(self._sample_shape(tuple(shape)))
         except (ValueError, TypeError):
             return ""
-        return (f"; x looks like one sample of shape {tuple(shape)}: add a batch axis, "
-                f"e.g. x[None] or x.reshape(1, {', '.join(map(str, shape))})")
+        return (
+            f"; x looks like one sample of shape {tuple(shape)}: add a batch axis, "
+            f"e.g. x[None] or x.reshape(1, {', '.join(map(str, shape))})"
+        )
 
     def _outputs(self, x, batch_size):
         batch_size = validation.integer("batch_size", batch_size, 1)
@@ -350,7 +384,7 @@ class Sequential:
         n = x.shape[0]
         if n <= batch_size:
             return self.forward(x, False)
-        parts = [self.forward(x[i:i + batch_size], False) for i in range(0, n, batch_size)]
+        parts = [self.forward(x[i : i + batch_size], False) for i in range(0, n, batch_size)]
         return self._backend.xp.concatenate(parts)
 
     def _dense_plan(self):
@@ -363,8 +397,12 @@ class Sequential:
     def _plan_input(self, x):
         """x as the plan takes it: 2-D, C-contiguous, the model's dtype (finiteness is checked
         by the plan's kernel); None when it needs the general path's checks and conversion."""
-        if type(x) is not np.ndarray or x.dtype != self.dtype or x.ndim < 2 or \
-                not (x.flags.c_contiguous and x.flags.aligned):
+        if (
+            type(x) is not np.ndarray
+            or x.dtype != self.dtype
+            or x.ndim < 2
+            or not (x.flags.c_contiguous and x.flags.aligned)
+        ):
             return None
         if x.shape[1:] != self._input_ok[0]:
             return None  # prepare_input validates (and remembers) a new per-sample shape
@@ -382,8 +420,9 @@ class Sequential:
         try:
             if xs.shape[0] <= batch_size:
                 return run(xs)
-            return np.concatenate([run(xs[i:i + batch_size]) for i in range(0, xs.shape[0],
-                                                                             batch_size)])
+            return np.concatenate(
+                [run(xs[i : i + batch_size]) for i in range(0, xs.shape[0], batch_size)]
+            )
         except ValueError:
             if not np.isfinite(xs).all():  # the kernel's message cannot say where
                 raise ValueError(nonfinite_message(x)) from None
@@ -413,16 +452,24 @@ class Sequential:
 
     def describe(self, input_shape: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """One dict per layer: index, layer, output_shape, params, flops, fused."""
-        shape = self._sample_shape(self._guess_input_shape() if input_shape is None
-                                   else self._check_shape(input_shape))
+        shape = self._sample_shape(
+            self._guess_input_shape() if input_shape is None else self._check_shape(input_shape)
+        )
         self.output_shape(shape)  # raises with the layer that does not fit
         rows = []
         for i, layer in enumerate(self.layers):
             flops = layer.flops(shape)
             shape = layer.output_shape(shape)
-            rows.append({"index": i, "layer": repr(layer), "output_shape": shape,
-                         "params": sum(math.prod(s) for s in layer.param_shapes().values()),
-                         "flops": flops, "fused": i in self.plan.fused})
+            rows.append(
+                {
+                    "index": i,
+                    "layer": repr(layer),
+                    "output_shape": shape,
+                    "params": sum(math.prod(s) for s in layer.param_shapes().values()),
+                    "flops": flops,
+                    "fused": i in self.plan.fused,
+                }
+            )
         return rows
 
     def summary(self, input_shape: Sequence[int] | None = None, file: Any = None) -> None:
@@ -431,40 +478,58 @@ class Sequential:
         table = [("#", "layer", "output shape", "params", "FLOPs")]
         for r in rows:
             name = r["layer"] + ("  (fused into previous)" if r["fused"] else "")
-            table.append((str(r["index"]), name, str(r["output_shape"]), f"{r['params']:,}",
-                          f"{r['flops']:,}"))
+            table.append(
+                (
+                    str(r["index"]),
+                    name,
+                    str(r["output_shape"]),
+                    f"{r['params']:,}",
+                    f"{r['flops']:,}",
+                )
+            )
         widths = [max(len(row[c]) for row in table) for c in range(5)]
         lines = []
         for k, row in enumerate(table):
-            lines.append("  ".join(cell.ljust(w) if c < 3 else cell.rjust(w)
-                                   for c, (cell, w) in enumerate(zip(row, widths))).rstrip())
+            lines.append(
+                "  ".join(
+                    cell.ljust(w) if c < 3 else cell.rjust(w)
+                    for c, (cell, w) in enumerate(zip(row, widths))
+                ).rstrip()
+            )
             if k == 0:
                 lines.append("-" * len(lines[0]))
         total_params = sum(r["params"] for r in rows)
         total_flops = sum(r["flops"] for r in rows)
         lines.append("-" * len(lines[0]))
-        lines.append(f"parameters: {total_params:,} ({self.dtype.name}, "
-                     f"{total_params * self.dtype.itemsize / 1e6:.2f} MB)   "
-                     f"forward FLOPs per sample: {total_flops:,}   backend: {self._backend.name}")
+        lines.append(
+            f"parameters: {total_params:,} ({self.dtype.name}, "
+            f"{total_params * self.dtype.itemsize / 1e6:.2f} MB)   "
+            f"forward FLOPs per sample: {total_flops:,}   backend: {self._backend.name}"
+        )
         print("\n".join(lines), file=sys.stdout if file is None else file)
 
     def config(self) -> dict[str, Any]:
         """The architecture as JSON-friendly data (saved with the weights)."""
-        return {"layers": [{"type": type(layer).__name__, **layer.config()}
-                           for layer in self.layers],
-                "input_shape": None if self.input_shape is None else list(self.input_shape),
-                "dtype": self.dtype.name}
+        return {
+            "layers": [{"type": type(layer).__name__, **layer.config()} for layer in self.layers],
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
+            "dtype": self.dtype.name,
+        }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], backend: Any = None,
-                    initialize: bool = True) -> Sequential:
+    def from_config(
+        cls, config: dict[str, Any], backend: Any = None, initialize: bool = True
+    ) -> Sequential:
         """Rebuild from config(); with initialize=False parameters are left to load_state_dict."""
         if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
             raise ValueError("architecture must be a dict with a 'layers' list")
         built = []
         for i, spec in enumerate(config["layers"]):
-            if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) or \
-                    spec["type"] not in LAYER_TYPES:
+            if (
+                not isinstance(spec, dict)
+                or not isinstance(spec.get("type"), str)
+                or spec["type"] not in LAYER_TYPES
+            ):
                 raise ValueError(f"layer {i}: unknown layer description {spec!r}")
             kwargs = {k: v for k, v in spec.items() if k != "type"}
             try:
@@ -473,8 +538,14 @@ class Sequential:
                 raise ValueError(f"layer {i} ({spec['type']}): {exc}") from None
         model = cls.__new__(cls)
         try:
-            Sequential._setup(model, built, config.get("input_shape"),
-                              config.get("dtype", "float32"), backend, initialize)
+            Sequential._setup(
+                model,
+                built,
+                config.get("input_shape"),
+                config.get("dtype", "float32"),
+                backend,
+                initialize,
+            )
         except TypeError as exc:
             raise ValueError(str(exc)) from None
         return model
@@ -521,7 +592,8 @@ def _check_backend_dtype(backend, dtype):
     parameter exists: a model whose dtype says float64 must never hold float32 arrays."""
     if dtype not in backend.dtypes:
         names = ", ".join(np.dtype(d).name for d in backend.dtypes)
-        raise TypeError(f"backend {backend.name!r} computes in {names}, not {dtype.name}: use "
-                        f"dtype={names}, or build (or load) the model on 'cpu' and move it "
-                        f"with .to({backend.name!r}, dtype={names!r})")
-
+        raise TypeError(
+            f"backend {backend.name!r} computes in {names}, not {dtype.name}: use "
+            f"dtype={names}, or build (or load) the model on 'cpu' and move it "
+            f"with .to({backend.name!r}, dtype={names!r})"
+        )

@@ -7,6 +7,7 @@ to a model by the Trainer (or `attach(model)`); its state (momentum, Adam moment
 is kept per parameter name, so `state_dict()` / `load_state_dict()` round-trip through a
 checkpoint and survive the model moving to another backend.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,16 +38,23 @@ class Optimizer:
 
     buffer_names: tuple[str, ...] = ()
 
-    def __init__(self, lr: float, schedule: Schedule | Callable[[float], float] | None = None,
-                 clip_norm: float | None = None) -> None:
+    def __init__(
+        self,
+        lr: float,
+        schedule: Schedule | Callable[[float], float] | None = None,
+        clip_norm: float | None = None,
+    ) -> None:
         self.base_lr = real("lr", lr, 0.0, min_inclusive=False)
         # scale the gradients down to this global L2 norm before each step (None: never)
-        self.clip_norm = None if clip_norm is None else real("clip_norm", clip_norm, 0.0,
-                                                              min_inclusive=False)
+        self.clip_norm = (
+            None if clip_norm is None else real("clip_norm", clip_norm, 0.0, min_inclusive=False)
+        )
         self.lr = self.base_lr
         if schedule is not None and not callable(schedule):
-            raise TypeError(f"schedule must be a fastnn schedule or a callable epoch -> factor, "
-                            f"got {type(schedule).__name__}")
+            raise TypeError(
+                f"schedule must be a fastnn schedule or a callable epoch -> factor, "
+                f"got {type(schedule).__name__}"
+            )
         self.schedule = schedule
         self.steps = 0
         self._model: Any = None
@@ -82,10 +90,11 @@ class Optimizer:
         old = self._backend if self._backend is not None else backend
         host = buf if isinstance(buf, np.ndarray) else old.to_numpy(buf)
         if tuple(host.shape) != tuple(param.shape):
-            raise ValueError(f"optimizer state {name}/{key} has shape {tuple(host.shape)} but the "
-                             f"parameter has shape {tuple(param.shape)}")
-        if backend is old and host is buf and buf.dtype == param.dtype and \
-                type(buf) is type(param):
+            raise ValueError(
+                f"optimizer state {name}/{key} has shape {tuple(host.shape)} but the "
+                f"parameter has shape {tuple(param.shape)}"
+            )
+        if backend is old and host is buf and buf.dtype == param.dtype and type(buf) is type(param):
             return buf
         return backend.asarray(np.ascontiguousarray(host, dtype=param.dtype))
 
@@ -96,8 +105,10 @@ class Optimizer:
 
     def _check_attached(self):
         if self._model is None:
-            raise RuntimeError(f"{type(self).__name__} is not attached to a model; pass it to "
-                               f"fastnn.Trainer or call optimizer.attach(model)")
+            raise RuntimeError(
+                f"{type(self).__name__} is not attached to a model; pass it to "
+                f"fastnn.Trainer or call optimizer.attach(model)"
+            )
 
     def step(self) -> None:
         raise NotImplementedError
@@ -120,13 +131,21 @@ class Optimizer:
 
     def state_dict(self) -> dict[str, Any]:
         """{"type", "config", "steps", "lr", "state": {param name: {buffer: numpy array}}}."""
+
         def host(a):
-            return np.array(a if isinstance(a, np.ndarray) else self._backend.to_numpy(a),
-                            copy=True)
-        return {"type": type(self).__name__, "config": self.config(), "steps": self.steps,
-                "lr": self.lr,
-                "state": {name: {k: host(a) for k, a in bufs.items()}
-                          for name, bufs in self._state.items()}}
+            return np.array(
+                a if isinstance(a, np.ndarray) else self._backend.to_numpy(a), copy=True
+            )
+
+        return {
+            "type": type(self).__name__,
+            "config": self.config(),
+            "steps": self.steps,
+            "lr": self.lr,
+            "state": {
+                name: {k: host(a) for k, a in bufs.items()} for name, bufs in self._state.items()
+            },
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore step count, current lr and buffers from state_dict(); hyperparameters stay as
@@ -154,8 +173,10 @@ class Optimizer:
         if self._model is not None:
             expected = {slot.name for slot in self._model.parameter_slots()}
             if set(restored) != expected:
-                raise ValueError(f"optimizer state names {sorted(restored)} do not match the "
-                                 f"model's parameters {sorted(expected)}")
+                raise ValueError(
+                    f"optimizer state names {sorted(restored)} do not match the "
+                    f"model's parameters {sorted(expected)}"
+                )
         self.steps, self.lr = int(steps), lr
         self._state = restored
         self._backend = None
@@ -173,10 +194,15 @@ class SGD(Optimizer):
     """PyTorch's SGD: g = grad + weight_decay * p; v = momentum * v + g;
     p -= lr * (g + momentum * v if nesterov else v)."""
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0,
-                 schedule: Schedule | Callable[[float], float] | None = None,
-                 clip_norm: float | None = None) -> None:
+    def __init__(
+        self,
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        schedule: Schedule | Callable[[float], float] | None = None,
+        clip_norm: float | None = None,
+    ) -> None:
         super().__init__(lr, schedule, clip_norm)
         self.momentum = real("momentum", momentum, 0.0, below=1.0)
         self.weight_decay = real("weight_decay", weight_decay, 0.0)
@@ -188,8 +214,12 @@ class SGD(Optimizer):
         self.buffer_names = ("velocity",) if self.momentum > 0 else ()
 
     def config(self):
-        return {"lr": self.base_lr, "momentum": self.momentum, "nesterov": self.nesterov,
-                "weight_decay": self.weight_decay}
+        return {
+            "lr": self.base_lr,
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "weight_decay": self.weight_decay,
+        }
 
     def step(self):
         """One update of every parameter from its gradient (skipped while lr is 0)."""
@@ -199,9 +229,14 @@ class SGD(Optimizer):
         if self.lr > 0:  # one call for the whole model
             slots = self._slots
             self._backend.sgd_step_many(
-                [s.value for s in slots], [s.grad for s in slots],
-                self._buffers[0] if self.momentum else None, lr=self.lr,
-                momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov)
+                [s.value for s in slots],
+                [s.grad for s in slots],
+                self._buffers[0] if self.momentum else None,
+                lr=self.lr,
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+                nesterov=self.nesterov,
+            )
         self.steps += 1
 
 
@@ -210,21 +245,32 @@ class Adam(Optimizer):
 
     buffer_names = ("m", "v")
 
-    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0,
-                 schedule: Schedule | Callable[[float], float] | None = None,
-                 clip_norm: float | None = None) -> None:
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        schedule: Schedule | Callable[[float], float] | None = None,
+        clip_norm: float | None = None,
+    ) -> None:
         super().__init__(lr, schedule, clip_norm)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair of numbers, got {betas!r}")
-        self.betas = (real("beta1", betas[0], 0.0, below=1.0),
-                      real("beta2", betas[1], 0.0, below=1.0))
+        self.betas = (
+            real("beta1", betas[0], 0.0, below=1.0),
+            real("beta2", betas[1], 0.0, below=1.0),
+        )
         self.eps = real("eps", eps, 0.0, min_inclusive=False)
         self.weight_decay = real("weight_decay", weight_decay, 0.0)
 
     def config(self):
-        cfg = {"lr": self.base_lr, "betas": list(self.betas), "eps": self.eps,
-               "weight_decay": self.weight_decay}
+        cfg = {
+            "lr": self.base_lr,
+            "betas": list(self.betas),
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+        }
         if self.clip_norm is not None:
             cfg["clip_norm"] = self.clip_norm
         return cfg
@@ -241,9 +287,17 @@ class Adam(Optimizer):
             decay = self._l2_decay()
             slots, (ms, vs) = self._slots, self._buffers
             self._backend.adam_step_many(
-                [s.value for s in slots], [s.grad for s in slots], ms, vs, lr=self.lr,
-                step=self.steps + 1, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
-                weight_decay=decay)
+                [s.value for s in slots],
+                [s.grad for s in slots],
+                ms,
+                vs,
+                lr=self.lr,
+                step=self.steps + 1,
+                beta1=self.betas[0],
+                beta2=self.betas[1],
+                eps=self.eps,
+                weight_decay=decay,
+            )
         self.steps += 1
 
 
@@ -252,8 +306,15 @@ class AdamW(Adam):
     shrinks every parameter by lr * weight_decay of itself, then takes the Adam step on the
     plain gradient, so the decay is not rescaled by Adam's per-parameter step sizes."""
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, schedule=None,
-                 clip_norm=None):
+    def __init__(
+        self,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.01,
+        schedule=None,
+        clip_norm=None,
+    ):
         super().__init__(lr, betas, eps, weight_decay, schedule, clip_norm)
 
     def _l2_decay(self):

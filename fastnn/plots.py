@@ -5,6 +5,7 @@ matplotlib is optional (`pip install matplotlib`); `missing_reason()` says when 
 there. Figures are drawn with matplotlib's object API on the Agg canvas, so nothing here
 touches pyplot's global state or needs a display.
 """
+
 import os
 
 import numpy as np
@@ -30,6 +31,7 @@ def missing_reason():
 def _figure(width, height):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -49,8 +51,9 @@ def digits(images, labels, predicted, count=32, columns=8):
     """The first `count` test digits, titled with the prediction (red when wrong)."""
     count = min(count, len(images))
     fig = _figure(columns * 1.0, -(-count // columns) * 1.15 + 0.3)
-    titles = [f"{p}" if p == t else f"{p} (true {t})"
-              for p, t in zip(predicted[:count], labels[:count])]
+    titles = [
+        f"{p}" if p == t else f"{p} (true {t})" for p, t in zip(predicted[:count], labels[:count])
+    ]
     colors = ["black" if p == t else "red" for p, t in zip(predicted[:count], labels[:count])]
     _image_grid(fig, images[:count], titles, colors, columns)
     fig.suptitle("test digits and predictions (red: wrong)", fontsize=10)
@@ -95,15 +98,24 @@ def confusion(labels, predicted, classes=10):
         for j in range(classes):
             if counts[i, j]:
                 dark = shown[i, j] > 0.6 * shown.max()
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if dark else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(counts[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if dark else "black",
+                )
     ax.set_xticks(range(classes))
     ax.set_yticks(range(classes))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     errors = int(counts.sum() - np.trace(counts))
-    ax.set_title(f"confusion matrix ({errors:,} error{'s' if errors != 1 else ''} in "
-                 f"{int(counts.sum()):,})", fontsize=10)
+    ax.set_title(
+        f"confusion matrix ({errors:,} error{'s' if errors != 1 else ''} in {int(counts.sum()):,})",
+        fontsize=10,
+    )
     return fig
 
 
@@ -117,8 +129,9 @@ def confident_mistakes(images, labels, proba, count=16, columns=8):
     if len(chosen) == 0:
         fig.text(0.5, 0.5, "no mistakes", ha="center", va="center")
         return fig
-    titles = [f"{predicted[k]} {100 * proba[k, predicted[k]]:.0f}%\ntrue {labels[k]}"
-              for k in chosen]
+    titles = [
+        f"{predicted[k]} {100 * proba[k, predicted[k]]:.0f}%\ntrue {labels[k]}" for k in chosen
+    ]
     _image_grid(fig, images[chosen], titles, ["red"] * len(chosen), columns)
     fig.suptitle("most confident mistakes (predicted, confidence, true)", fontsize=10)
     return fig

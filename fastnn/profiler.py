@@ -18,6 +18,7 @@ convolution's (the ReLU and the pool's comparisons are not counted). "step" is
 the median of separate, uninstrumented steps (what Trainer.fit runs); "overhead" is that minus
 the parts, i.e. Python between kernels and the shuffling gather that fit does are not in it.
 """
+
 import math
 import statistics
 import sys
@@ -43,8 +44,9 @@ class Profile:
     (None for layers without arithmetic worth counting), share (of the instrumented step).
     """
 
-    def __init__(self, rows, loss_ms, optimizer_ms, step_ms, batch_size, epoch_size, backend,
-                 steps):
+    def __init__(
+        self, rows, loss_ms, optimizer_ms, step_ms, batch_size, epoch_size, backend, steps
+    ):
         self.rows = rows
         self.loss_ms = loss_ms
         self.optimizer_ms = optimizer_ms
@@ -70,11 +72,19 @@ class Profile:
         return math.ceil(self.epoch_size / self.batch_size) * self.step_ms / 1e3
 
     def to_dict(self):
-        return {"backend": self.backend, "batch_size": self.batch_size, "steps": self.steps,
-                "rows": self.rows, "loss_ms": self.loss_ms, "optimizer_ms": self.optimizer_ms,
-                "parts_ms": self.parts_ms, "step_ms": self.step_ms,
-                "overhead_ms": self.overhead_ms, "epoch_size": self.epoch_size,
-                "epoch_s": self.epoch_s}
+        return {
+            "backend": self.backend,
+            "batch_size": self.batch_size,
+            "steps": self.steps,
+            "rows": self.rows,
+            "loss_ms": self.loss_ms,
+            "optimizer_ms": self.optimizer_ms,
+            "parts_ms": self.parts_ms,
+            "step_ms": self.step_ms,
+            "overhead_ms": self.overhead_ms,
+            "epoch_size": self.epoch_size,
+            "epoch_s": self.epoch_s,
+        }
 
     def __str__(self):
         """The table, at most WIDTH columns (long layer names are cut with '...')."""
@@ -85,29 +95,61 @@ class Profile:
             return "-" if v is None else format(v, spec)
 
         # the table drops the kernel_size keyword: Conv2d(1, 32, 5)+ReLU+MaxPool2d(2)
-        body = [(r["name"].replace("kernel_size=", ""), "x".join(map(str, r["output_shape"])), num(r["forward_ms"], ".3f"),
-                 num(r["forward_gflops"], ".1f"), num(r["backward_ms"], ".3f"),
-                 num(r["backward_gflops"], ".1f"), f"{100 * r['share']:.1f}%")
-                for r in self.rows]
+        body = [
+            (
+                r["name"].replace("kernel_size=", ""),
+                "x".join(map(str, r["output_shape"])),
+                num(r["forward_ms"], ".3f"),
+                num(r["forward_gflops"], ".1f"),
+                num(r["backward_ms"], ".3f"),
+                num(r["backward_gflops"], ".1f"),
+                f"{100 * r['share']:.1f}%",
+            )
+            for r in self.rows
+        ]
         parts = self.parts_ms
-        body.append(("softmax cross-entropy", "", f"{self.loss_ms:.3f}", "-", "", "",
-                     f"{100 * self.loss_ms / parts:.1f}%"))
-        body.append(("optimizer step", "", f"{self.optimizer_ms:.3f}", "-", "", "",
-                     f"{100 * self.optimizer_ms / parts:.1f}%"))
+        body.append(
+            (
+                "softmax cross-entropy",
+                "",
+                f"{self.loss_ms:.3f}",
+                "-",
+                "",
+                "",
+                f"{100 * self.loss_ms / parts:.1f}%",
+            )
+        )
+        body.append(
+            (
+                "optimizer step",
+                "",
+                f"{self.optimizer_ms:.3f}",
+                "-",
+                "",
+                "",
+                f"{100 * self.optimizer_ms / parts:.1f}%",
+            )
+        )
         widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(headers)]
         room = WIDTH - sum(widths[1:]) - 2 * (len(widths) - 1)
         if widths[0] > room:
             widths[0] = max(len(headers[0]), room)
-            body = [(name if len(name) <= room else name[:room - 3] + "...", *rest)
-                    for name, *rest in body]
+            body = [
+                (name if len(name) <= room else name[: room - 3] + "...", *rest)
+                for name, *rest in body
+            ]
         fmt = "  ".join(f"{{:{'<' if i < 2 else '>'}{w}}}" for i, w in enumerate(widths))
-        lines.append(f"fastnn profile: backend {self.backend}, batch {self.batch_size}, "
-                     f"median of {self.steps} steps")
+        lines.append(
+            f"fastnn profile: backend {self.backend}, batch {self.batch_size}, "
+            f"median of {self.steps} steps"
+        )
         lines.append(fmt.format(*headers))
         lines.append("  ".join("-" * w for w in widths))
         lines.extend(fmt.format(*row) for row in body)
-        lines.append(f"parts {parts:.3f} ms; whole step {self.step_ms:.3f} ms "
-                     f"(overhead between kernels {1e3 * self.overhead_ms:+,.0f} us)")
+        lines.append(
+            f"parts {parts:.3f} ms; whole step {self.step_ms:.3f} ms "
+            f"(overhead between kernels {1e3 * self.overhead_ms:+,.0f} us)"
+        )
         lines.append(f"an epoch of {self.epoch_size:,} samples ~ {self.epoch_s:.2f} s")
         return "\n".join(lines)
 
@@ -120,8 +162,21 @@ def _backward_flops(step, forward_flops, backward_runs):
     return forward_flops * (2 if step.need_dx else 1)
 
 
-def profile(model, x, y, *, backend=None, batch_size=128, steps=20, warmup=3, optimizer=None,
-            loss="cross_entropy", epoch_size=None, file=sys.stdout, print_table=True):
+def profile(
+    model,
+    x,
+    y,
+    *,
+    backend=None,
+    batch_size=128,
+    steps=20,
+    warmup=3,
+    optimizer=None,
+    loss="cross_entropy",
+    epoch_size=None,
+    file=sys.stdout,
+    print_table=True,
+):
     """Time one training step of `model` layer by layer; print the table and return a Profile.
 
     x, y: training data as for Trainer.fit (uint8 images or floats; integer labels). Only the
@@ -198,7 +253,7 @@ def _batches(model, b, x, y, batch_size, count):
 
 
 def _instrumented(model, b, loss_fn, optimizer, batches, warmup):
-    run = list(model.plan.steps)        # the layers that execute, fused ones merged
+    run = list(model.plan.steps)  # the layers that execute, fused ones merged
     backward = set(map(id, model.plan.backward_steps))
     sync = b.synchronize
     clock = time.perf_counter
@@ -244,12 +299,16 @@ def _instrumented(model, b, loss_fn, optimizer, batches, warmup):
         fwd_ms = statistics.median(fwd[i]) * 1e3
         bwd_ms = statistics.median(bwd[i]) * 1e3 if bwd[i] else None
         bwd_flops = _backward_flops(step, flops, bool(bwd[i])) if flops else None
-        rows.append({
-            "name": step.name, "output_shape": tuple(out_shape),
-            "forward_ms": fwd_ms, "backward_ms": bwd_ms,
-            "forward_gflops": flops / fwd_ms / 1e6 if flops and fwd_ms > 0 else None,
-            "backward_gflops": bwd_flops / bwd_ms / 1e6 if bwd_flops and bwd_ms else None,
-        })
+        rows.append(
+            {
+                "name": step.name,
+                "output_shape": tuple(out_shape),
+                "forward_ms": fwd_ms,
+                "backward_ms": bwd_ms,
+                "forward_gflops": flops / fwd_ms / 1e6 if flops and fwd_ms > 0 else None,
+                "backward_gflops": bwd_flops / bwd_ms / 1e6 if bwd_flops and bwd_ms else None,
+            }
+        )
         shape = out_shape
     return rows, statistics.median(loss_t) * 1e3, statistics.median(opt_t) * 1e3
 

@@ -3,6 +3,7 @@
 Time is measured in epochs and may be fractional (epoch 2.5 is half way through the third),
 so a schedule can change the rate every step; the trainer evaluates it before each step.
 """
+
 import math
 
 from .validation import integer, real
@@ -89,5 +90,9 @@ class OneCycleLR(Schedule):
         return self._cosine(1.0, low, t)
 
     def config(self):
-        return {"epochs": self.epochs, "pct_start": self.pct_start,
-                "div_factor": self.div_factor, "final_div_factor": self.final_div_factor}
+        return {
+            "epochs": self.epochs,
+            "pct_start": self.pct_start,
+            "div_factor": self.div_factor,
+            "final_div_factor": self.final_div_factor,
+        }

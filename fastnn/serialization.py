@@ -6,6 +6,7 @@ architecture without allocating weights, then reads each parameter checked again
 it implies: a truncated, tampered or foreign file raises ValueError, never a crash or a huge
 allocation. Saving is atomic: a crash leaves either the old file or the new one.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,7 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> None:
 
 def load(path: str | os.PathLike[str], backend: Any = None) -> Sequential:
     """Read a model written by save(); ValueError when the file is not a valid fastnn model."""
-    return fileformat.read_file(path, "model file",
-                                lambda archive: _read_model(archive, backend))
+    return fileformat.read_file(path, "model file", lambda archive: _read_model(archive, backend))
 
 
 def _read_model(archive, backend):
@@ -39,13 +39,15 @@ def _read_model(archive, backend):
         model.output_shape(model.input_shape)  # ValueError when it does not fit the layers
     expected = model.param_shapes()
     if set(params) != set(expected):
-        raise ValueError(f"parameter list {sorted(params)} does not match the architecture's "
-                         f"{sorted(expected)}")
+        raise ValueError(
+            f"parameter list {sorted(params)} does not match the architecture's {sorted(expected)}"
+        )
     members = archive.files
     header = fileformat.MODEL_HEADER
     if members != set(expected) | {header}:
-        raise ValueError(f"arrays {sorted(members - {header})} do not match the architecture's "
-                         f"parameters {sorted(expected)}")
-    model.load_state_dict(fileformat.read_arrays(archive, expected, params,
-                                                 model.state_dtypes()))
+        raise ValueError(
+            f"arrays {sorted(members - {header})} do not match the architecture's "
+            f"parameters {sorted(expected)}"
+        )
+    model.load_state_dict(fileformat.read_arrays(archive, expected, params, model.state_dtypes()))
     return model

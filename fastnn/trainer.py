@@ -7,6 +7,7 @@ so the loop between kernels is a few attribute lookups.
 Ctrl-C during fit finishes the current step, then returns the history marked interrupted,
 with the model as that step left it (a second Ctrl-C stops at once).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -96,14 +97,22 @@ class Trainer:
     trains it raises ConcurrentTrainingError.
     """
 
-    def __init__(self, model: Sequential, optimizer: Optimizer,
-                 loss: str | losses.Loss = "cross_entropy", backend: str | Any = "cpu", *,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Sequential,
+        optimizer: Optimizer,
+        loss: str | losses.Loss = "cross_entropy",
+        backend: str | Any = "cpu",
+        *,
+        seed: int | None = None,
+    ) -> None:
         if not isinstance(model, Sequential):
             raise TypeError(f"model must be a fastnn Sequential, got {type(model).__name__}")
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be a fastnn optimizer (optim.SGD, optim.Adam), "
-                            f"got {type(optimizer).__name__}")
+            raise TypeError(
+                f"optimizer must be a fastnn optimizer (optim.SGD, optim.Adam), "
+                f"got {type(optimizer).__name__}"
+            )
         if not model.param_shapes():
             raise ValueError("the model has no parameters to train")
         # this trainer's own random stream (None: the thread's current one), see _running
@@ -122,8 +131,10 @@ class Trainer:
     def _classes(self, sample_shape, what):
         out = self.model.output_shape(sample_shape)
         if len(out) != 1:
-            raise ValueError(f"the model's output for {what} has shape {out} per sample; "
-                             f"classification needs one score per class (add nn.Flatten())")
+            raise ValueError(
+                f"the model's output for {what} has shape {out} per sample; "
+                f"classification needs one score per class (add nn.Flatten())"
+            )
         return out[0]
 
     def _check_data(self, x, y, xname="x", yname="y"):
@@ -139,26 +150,37 @@ class Trainer:
         if x.ndim < 2 or x.shape[0] < 1:
             raise ValueError(f"{xname} must have shape (N, ...) with N >= 1, got {x.shape}")
         y = y if on_device and isinstance(y, xp.ndarray) else host_array(y)
-        classes = self._classes(self.model._sample_shape(x.shape[1:]), f"{xname} of shape "
-                                                                          f"{x.shape}")
+        classes = self._classes(
+            self.model._sample_shape(x.shape[1:]), f"{xname} of shape {x.shape}"
+        )
         if y.ndim == 2 and y.shape == (x.shape[0], classes) and y.dtype.kind in "iufb":
-            raise ValueError(f"{yname} looks one-hot encoded (shape {y.shape}); pass class "
-                             f"indices of shape ({x.shape[0]},) instead: {yname}.argmax(axis=1)")
+            raise ValueError(
+                f"{yname} looks one-hot encoded (shape {y.shape}); pass class "
+                f"indices of shape ({x.shape[0]},) instead: {yname}.argmax(axis=1)"
+            )
         if y.dtype.kind not in "iu":
             hint = ""
-            if y.dtype.kind == "f" and y.size and isinstance(y, np.ndarray) and \
-                    np.array_equal(y, np.round(y)):
+            if (
+                y.dtype.kind == "f"
+                and y.size
+                and isinstance(y, np.ndarray)
+                and np.array_equal(y, np.round(y))
+            ):
                 hint = f"; these are whole numbers: pass {yname}.astype(np.int64)"
             raise TypeError(f"{yname} must hold integer class labels, got dtype {y.dtype}{hint}")
         if y.shape != (x.shape[0],):
-            raise ValueError(f"{yname} must have shape ({x.shape[0]},) to match {xname} with "
-                             f"{x.shape[0]} samples, got {y.shape}")
+            raise ValueError(
+                f"{yname} must have shape ({x.shape[0]},) to match {xname} with "
+                f"{x.shape[0]} samples, got {y.shape}"
+            )
         if not on_device:
             warn_if_unscaled_pixels(x, xname, stacklevel=3)
         low, high = int(y.min()), int(y.max())
         if low < 0 or high >= classes:
-            raise ValueError(f"{yname} holds label {low if low < 0 else high}, outside "
-                             f"[0, {classes}) for a model with {classes} outputs")
+            raise ValueError(
+                f"{yname} holds label {low if low < 0 else high}, outside "
+                f"[0, {classes}) for a model with {classes} outputs"
+            )
         if on_device:
             return x, xp.asarray(y, dtype=np.int64)
         return x, y.astype(np.int64)
@@ -175,13 +197,24 @@ class Trainer:
 
     # ---- public API ------------------------------------------------------------------------------
 
-    def fit(self, x: ArrayLike, y: ArrayLike, epochs: int = 1, batch_size: int = 128, *,
-            validation_split: float | None = None,
-            validation_data: tuple[ArrayLike, ArrayLike] | None = None, shuffle: bool = True,
-            callbacks: Sequence[Any] | None = None, verbose: int = 1, progress: bool | None = None,
-            checkpoint: str | os.PathLike | None = None,
-            resume: str | os.PathLike | None = None, initial_epoch: int = 0,
-            augment: Any = None) -> History:
+    def fit(
+        self,
+        x: ArrayLike,
+        y: ArrayLike,
+        epochs: int = 1,
+        batch_size: int = 128,
+        *,
+        validation_split: float | None = None,
+        validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+        shuffle: bool = True,
+        callbacks: Sequence[Any] | None = None,
+        verbose: int = 1,
+        progress: bool | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        resume: str | os.PathLike | None = None,
+        initial_epoch: int = 0,
+        augment: Any = None,
+    ) -> History:
         """Train for `epochs` passes over (x, y); returns (and keeps in self.history) a History.
 
         x: uint8 images (scaled to [0, 1] inside) or floats, shape (N, ...) matching the model;
@@ -203,11 +236,15 @@ class Trainer:
         epochs = _int_arg("epochs", epochs, 1)
         initial_epoch = _int_arg("initial_epoch", initial_epoch, 0)
         if initial_epoch >= epochs:
-            raise ValueError(f"initial_epoch ({initial_epoch}) must be less than epochs "
-                             f"({epochs}): epochs is the number to end at, counted from 0")
+            raise ValueError(
+                f"initial_epoch ({initial_epoch}) must be less than epochs "
+                f"({epochs}): epochs is the number to end at, counted from 0"
+            )
         if initial_epoch and (checkpoint is not None or resume is not None):
-            raise ValueError("initial_epoch cannot be combined with checkpoint= or resume= "
-                             "(a checkpointed run resumes at its own epoch)")
+            raise ValueError(
+                "initial_epoch cannot be combined with checkpoint= or resume= "
+                "(a checkpointed run resumes at its own epoch)"
+            )
         batch_size = _int_arg("batch_size", batch_size, 1)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
@@ -215,27 +252,33 @@ class Trainer:
         callbacks = self._check_callbacks(callbacks)
         augment = aug.check(augment)
         if augment is not None and "gather_affine" not in self.backend.optional:
-            raise ValueError(f"augment needs a backend with the gather_affine kernel (cpu, "
-                             f"numpy); {self.backend.name!r} has none")
+            raise ValueError(
+                f"augment needs a backend with the gather_affine kernel (cpu, "
+                f"numpy); {self.backend.name!r} has none"
+            )
         x, y = self._check_data(x, y)
         if validation_split is not None and validation_data is not None:
             raise ValueError("pass validation_split or validation_data, not both")
         if validation_split is not None:
-            if isinstance(validation_split, bool) or not isinstance(validation_split,
-                                                                    (int, float, np.floating)):
+            if isinstance(validation_split, bool) or not isinstance(
+                validation_split, (int, float, np.floating)
+            ):
                 raise TypeError(f"validation_split must be a fraction, got {validation_split!r}")
             n_val = int(round(x.shape[0] * float(validation_split)))
             if not 0.0 < validation_split < 1.0 or not 1 <= n_val < x.shape[0]:
-                raise ValueError(f"validation_split must be in (0, 1) and leave at least one "
-                                 f"sample on each side, got {validation_split} of {x.shape[0]}")
+                raise ValueError(
+                    f"validation_split must be in (0, 1) and leave at least one "
+                    f"sample on each side, got {validation_split} of {x.shape[0]}"
+                )
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (x_val, y_val)")
             x_val, y_val = self._check_data(*validation_data, "x_val", "y_val")
             if x_val.shape[1:] != x.shape[1:]:
-                raise ValueError(f"x_val samples have shape {x_val.shape[1:]} but x samples "
-                                 f"have {x.shape[1:]}")
+                raise ValueError(
+                    f"x_val samples have shape {x_val.shape[1:]} but x samples have {x.shape[1:]}"
+                )
             val = (x_val, y_val)
         if not self.optimizer.base_lr > 0:
             raise ValueError(f"lr must be > 0, got {self.optimizer.base_lr}")
@@ -243,9 +286,18 @@ class Trainer:
             progress = bool(verbose) and sys.stderr.isatty()
 
         with self._running():
-            session = ckpt.Session.start(self, checkpoint, resume, x, y, dict(
-                batch_size=batch_size, shuffle=bool(shuffle),
-                validation_split=None if validation_split is None else float(validation_split)))
+            session = ckpt.Session.start(
+                self,
+                checkpoint,
+                resume,
+                x,
+                y,
+                dict(
+                    batch_size=batch_size,
+                    shuffle=bool(shuffle),
+                    validation_split=None if validation_split is None else float(validation_split),
+                ),
+            )
 
             # ---- preparation: split, convert, move to the backend, bind the optimizer
             given_x = x
@@ -258,20 +310,40 @@ class Trainer:
                 xs = model.prepare_input(x)
                 ys = self.backend.xp.asarray(y)
                 if val is not None:
-                    val = (model.prepare_input(val[0], "x_val" if validation_split is None else "x"),
-                           self.backend.xp.asarray(val[1]))
+                    val = (
+                        model.prepare_input(val[0], "x_val" if validation_split is None else "x"),
+                        self.backend.xp.asarray(val[1]),
+                    )
             except ValueError:
-                if x is not given_x and isinstance(given_x, np.ndarray) and \
-                        not np.isfinite(given_x).all():  # index the caller's x,
+                if (
+                    x is not given_x
+                    and isinstance(given_x, np.ndarray)
+                    and not np.isfinite(given_x).all()
+                ):  # index the caller's x,
                     raise ValueError(nonfinite_message(given_x)) from None  # not the split's
                 raise
             if augment is not None and xs.ndim != 4:
-                raise ValueError(f"augment transforms images: the model's input must be (C, H, W) "
-                                 f"per sample, got {tuple(xs.shape[1:])}")
+                raise ValueError(
+                    f"augment transforms images: the model's input must be (C, H, W) "
+                    f"per sample, got {tuple(xs.shape[1:])}"
+                )
             self.optimizer.attach(model)
             start, done = session.restore(self) if session is not None else (initial_epoch, None)
-            return self._train(xs, ys, val, epochs, batch_size, shuffle, callbacks, verbose,
-                               progress, start, done, session, augment)
+            return self._train(
+                xs,
+                ys,
+                val,
+                epochs,
+                batch_size,
+                shuffle,
+                callbacks,
+                verbose,
+                progress,
+                start,
+                done,
+                session,
+                augment,
+            )
 
     def train_step(self, x: ArrayLike, y: ArrayLike) -> Any:
         """One optimizer step on a batch already in the backend's form -- `x` of the model's
@@ -291,8 +363,11 @@ class Trainer:
 
     def _step(self, x, y):
         model = self.model
-        if self._step_state is None or self._step_state[0] is not model.backend or \
-                not model.plan.reuse:
+        if (
+            self._step_state is None
+            or self._step_state[0] is not model.backend
+            or not model.plan.reuse
+        ):
             model.set_reuse(True)
             self.optimizer.attach(model)
             self._step_state = (model.backend, self.loss.bind(model.backend), None)
@@ -306,14 +381,16 @@ class Trainer:
         self.optimizer.step()
         return loss
 
-    def evaluate(self, x: ArrayLike, y: ArrayLike,
-                 batch_size: int = EVAL_BATCH_SIZE) -> dict[str, float]:
+    def evaluate(
+        self, x: ArrayLike, y: ArrayLike, batch_size: int = EVAL_BATCH_SIZE
+    ) -> dict[str, float]:
         """{"loss": mean loss, "accuracy": fraction correct} on (x, y), in inference mode."""
         batch_size = _int_arg("batch_size", batch_size, 1)
         x, y = self._check_data(x, y)
         model = self.model.to(self.backend)
-        loss, accuracy = self._evaluate(model.prepare_input(x), self.backend.xp.asarray(y),
-                                        batch_size)
+        loss, accuracy = self._evaluate(
+            model.prepare_input(x), self.backend.xp.asarray(y), batch_size
+        )
         return {"loss": loss, "accuracy": accuracy}
 
     def predict(self, x: ArrayLike, batch_size: int = EVAL_BATCH_SIZE) -> Any:
@@ -342,7 +419,7 @@ class Trainer:
         total = 0.0
         correct = 0
         for lo in range(0, n, batch_size):
-            xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
+            xb, yb = x[lo : lo + batch_size], y[lo : lo + batch_size]
             out = model.forward(xb, False)
             total = total + loss_fn.value(b, out, yb) * xb.shape[0]
             correct = correct + (out.argmax(axis=1) == yb).sum()
@@ -353,8 +430,22 @@ class Trainer:
             raise KeyboardInterrupt
         self._interrupt_requested = True
 
-    def _train(self, x, y, val, epochs, batch_size, shuffle, callbacks, verbose, progress,
-               start=0, done_history=None, session=None, augment=None):
+    def _train(
+        self,
+        x,
+        y,
+        val,
+        epochs,
+        batch_size,
+        shuffle,
+        callbacks,
+        verbose,
+        progress,
+        start=0,
+        done_history=None,
+        session=None,
+        augment=None,
+    ):
         model, opt, b = self.model, self.optimizer, self.backend
         xp = b.xp
         on_host = xp is np
@@ -388,8 +479,9 @@ class Trainer:
             gather_affine = b.gather_affine
 
             def gather(index):
-                return gather_affine(x, index, augment.matrices(index.shape[0], height, width,
-                                                                rng), out=x_buf)
+                return gather_affine(
+                    x, index, augment.matrices(index.shape[0], height, width, rng), out=x_buf
+                )
 
         history = History()
         if done_history:  # resumed: the epochs already done
@@ -398,8 +490,10 @@ class Trainer:
         self.stop_training = False
         self._interrupt_requested = False
         previous_handler = None
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
             previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
         bar = None
         epoch, done = start, 0
@@ -409,8 +503,14 @@ class Trainer:
             for epoch in range(start, epochs):
                 self._call(callbacks, "on_epoch_begin", self, epoch)
                 order = xp.asarray(rng.permutation(n)) if shuffle else None
-                bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
-                           leave=False, disable=not progress, file=sys.stderr)
+                bar = tqdm(
+                    total=steps,
+                    desc=f"epoch {epoch + 1}/{epochs}",
+                    unit="step",
+                    leave=False,
+                    disable=not progress,
+                    file=sys.stderr,
+                )
                 loss_sum = 0.0
                 correct = 0
                 done = 0
@@ -426,30 +526,31 @@ class Trainer:
                     if augment is not None:
                         idx = order[lo:hi] if shuffle else in_order[lo:hi]
                         xb = gather(idx)
-                        yb = np.take(y, idx, out=y_buf[:hi - lo], mode="clip")
+                        yb = np.take(y, idx, out=y_buf[: hi - lo], mode="clip")
                     elif shuffle:
                         idx = order[lo:hi]
                         if gather is not None:
                             xb = gather(idx)
-                            yb = np.take(y, idx, out=y_buf[:hi - lo], mode="clip")
+                            yb = np.take(y, idx, out=y_buf[: hi - lo], mode="clip")
                         elif on_host:
-                            xb = np.take(x, idx, axis=0, out=x_buf[:hi - lo], mode="clip")
-                            yb = np.take(y, idx, out=y_buf[:hi - lo], mode="clip")
+                            xb = np.take(x, idx, axis=0, out=x_buf[: hi - lo], mode="clip")
+                            yb = np.take(y, idx, out=y_buf[: hi - lo], mode="clip")
                         elif batch_gather is not None:
                             xb, yb = batch_gather(idx)
                         else:
-                            xb = xp.take(x, idx, axis=0, out=x_buf[:hi - lo])
-                            yb = xp.take(y, idx, out=y_buf[:hi - lo])
+                            xb = xp.take(x, idx, axis=0, out=x_buf[: hi - lo])
+                            yb = xp.take(y, idx, out=y_buf[: hi - lo])
                     else:
                         xb, yb = x[lo:hi], y[lo:hi]
                     out = forward(xb, True)
-                    loss, dout = loss_fn(out, yb, d_buf if hi - lo == rows else d_buf[:hi - lo])
+                    loss, dout = loss_fn(out, yb, d_buf if hi - lo == rows else d_buf[: hi - lo])
                     if on_host:
                         value = float(loss)
                         if not math.isfinite(value):
                             raise NonFiniteLossError(
                                 f"loss became {value} at epoch {epoch + 1}, step {step + 1} "
-                                f"(the model keeps the weights from before this step)")
+                                f"(the model keeps the weights from before this step)"
+                            )
                         loss_sum += value * (hi - lo)
                         correct += int(count_correct(out, yb))
                     elif tracker is not None:
@@ -508,8 +609,11 @@ class Trainer:
             history.interrupted = True
             history.stopped_at = {"epoch": epoch + 1, "step": done}
             if verbose:
-                print(f"interrupted at epoch {epoch + 1}, step {done}: the model keeps the "
-                      f"weights of that step", file=sys.stderr)
+                print(
+                    f"interrupted at epoch {epoch + 1}, step {done}: the model keeps the "
+                    f"weights of that step",
+                    file=sys.stderr,
+                )
         except NonFiniteLossError:
             history.stopped_at = {"epoch": epoch + 1, "step": done}
             raise
@@ -531,17 +635,21 @@ class Trainer:
         naming the step when a loss became non-finite (its update and later ones skipped)."""
         loss_sum, correct, bad_step = tracker.read()
         if bad_step:
-            raise NonFiniteLossError(f"loss became non-finite at epoch {epoch + 1}, step "
-                                     f"{bad_step} (the model keeps the weights from before "
-                                     f"this step)")
+            raise NonFiniteLossError(
+                f"loss became non-finite at epoch {epoch + 1}, step "
+                f"{bad_step} (the model keeps the weights from before "
+                f"this step)"
+            )
         return loss_sum, correct
 
     @staticmethod
     def _check_running_loss(loss_sum, epoch, checked_at, done):
         """Fetch the running loss sum (a sync on a device); error if it became non-finite."""
         if not math.isfinite(float(loss_sum)):
-            raise NonFiniteLossError(f"loss became non-finite at epoch {epoch + 1}, at a step "
-                                     f"from {checked_at + 1} to {done}")
+            raise NonFiniteLossError(
+                f"loss became non-finite at epoch {epoch + 1}, at a step "
+                f"from {checked_at + 1} to {done}"
+            )
 
     @staticmethod
     def _call(callbacks, hook, *args):
@@ -554,16 +662,21 @@ class Trainer:
     def epoch_line(epoch, epochs, logs):
         """The line fit prints after an epoch: at most 100 columns for up to 999 epochs of up
         to a day each, any loss, up to 1e9 samples/s."""
+
         def loss(value):  # a diverging loss in 7 characters
             return f"{value:.4f}" if abs(value) < 100 else f"{value:.1e}"
 
         text = f"epoch {epoch + 1}/{epochs}  loss {loss(logs['loss'])} acc {logs['accuracy']:.4f}"
         if "val_loss" in logs:
-            text += (f"  val_loss {loss(logs['val_loss'])} "
-                     f"val_acc {logs['val_accuracy']:.4f}")
+            text += f"  val_loss {loss(logs['val_loss'])} val_acc {logs['val_accuracy']:.4f}"
         seconds, rate = logs["epoch_time"], logs["samples_per_s"]
-        seconds = f"{seconds:.2f}" if seconds < 100 else \
-            f"{seconds:.1f}" if seconds < 1000 else f"{seconds:,.0f}"
+        seconds = (
+            f"{seconds:.2f}"
+            if seconds < 100
+            else f"{seconds:.1f}"
+            if seconds < 1000
+            else f"{seconds:,.0f}"
+        )
         rate = f"{rate:,.0f}" if rate < 1e6 else f"{rate / 1e6:.3g}M"
         return f"{text}  {seconds} s  {rate} samples/s"
 

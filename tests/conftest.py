@@ -1,6 +1,7 @@
 """Fixtures for the whole suite. Shared helper functions live in tests/support/fastnn_testing
 (on sys.path through pyproject.toml's pytest `pythonpath`), not here: conftest.py is not
 importable under --import-mode=importlib."""
+
 import numpy as np
 import pytest
 

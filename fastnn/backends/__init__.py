@@ -3,6 +3,7 @@
 Backends are imported lazily, so `import fastnn` never imports CuPy, and a backend that cannot
 run here (no compiled kernels, no CuPy, no GPU) says why instead of failing at import.
 """
+
 import importlib
 import threading
 from dataclasses import dataclass

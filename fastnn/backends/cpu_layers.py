@@ -4,6 +4,7 @@ meaning, with the thread count passed to each kernel explicitly. Mixed into CpuB
 Every kernel writes into out= arrays itself; check=False changes nothing here (the checks
 are small beside these passes over the data).
 """
+
 import numpy as np
 
 from .. import validation as checks
@@ -25,8 +26,9 @@ def _threads():
 
 
 def _finite(name, a):
-    if not _runtime.all_finite_bits(a.reshape(-1).view(
-            np.uint32 if a.dtype == np.float32 else np.uint64)):
+    if not _runtime.all_finite_bits(
+        a.reshape(-1).view(np.uint32 if a.dtype == np.float32 else np.uint64)
+    ):
         raise ValueError(f"{name} contains NaN or infinity")
 
 
@@ -48,9 +50,22 @@ def _rows(a, channels=None):
 class CpuLayerKernels:
     """See the module docstring; arguments and results as in NumpyLayerKernels."""
 
-    def batchnorm_forward(self, x, gamma, beta, running_mean, running_var, *, training,
-                          momentum=0.1, eps=1e-5, relu=False, check_finite=True, out=None,
-                          check=True):
+    def batchnorm_forward(
+        self,
+        x,
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        *,
+        training,
+        momentum=0.1,
+        eps=1e-5,
+        relu=False,
+        check_finite=True,
+        out=None,
+        check=True,
+    ):
         x, gamma, beta = bn_args(x, gamma, beta)
         momentum, eps = bn_hyper(momentum, eps)
         channels = x.shape[1]
@@ -61,8 +76,10 @@ class CpuLayerKernels:
         if training:
             count = x.size // channels
             if count < 2:
-                raise ValueError(f"training-mode batch normalization needs more than one value "
-                                 f"per channel, got x of shape {tuple(x.shape)}")
+                raise ValueError(
+                    f"training-mode batch normalization needs more than one value "
+                    f"per channel, got x of shape {tuple(x.shape)}"
+                )
             mean = np.empty(channels)
             var = np.empty(channels)
             _norm.batch_stats(_rows(x), channels, mean, var, _threads())
@@ -76,8 +93,21 @@ class CpuLayerKernels:
         _norm.scale_shift(_rows(x), channels, scale, shift, bool(relu), _rows(y), _threads())
         return y, mean, inv_std
 
-    def batchnorm_backward(self, x, y, dy, gamma, mean, inv_std, *, relu=False, need_dx=True,
-                           check_finite=True, out=None, check=True):
+    def batchnorm_backward(
+        self,
+        x,
+        y,
+        dy,
+        gamma,
+        mean,
+        inv_std,
+        *,
+        relu=False,
+        need_dx=True,
+        check_finite=True,
+        out=None,
+        check=True,
+    ):
         """out=(dx or None, dgamma, dbeta) reuses arrays; dx may be dy itself."""
         x, gamma, _ = bn_args(x, gamma, gamma)
         dy = checks.float_array("dy", dy, x.ndim)
@@ -105,15 +135,27 @@ class CpuLayerKernels:
         dgamma64 = np.empty(channels)
         dbeta64 = np.empty(channels)
         no_dx = np.empty((0, x.size // x.shape[0]), x.dtype)
-        _norm.backward(_rows(x), _rows(y), _rows(dy), channels, gamma.astype(np.float64),
-                       mean, inv_std, bool(relu), _rows(dx) if dx is not None else no_dx,
-                       dgamma64, dbeta64, _threads())
+        _norm.backward(
+            _rows(x),
+            _rows(y),
+            _rows(dy),
+            channels,
+            gamma.astype(np.float64),
+            mean,
+            inv_std,
+            bool(relu),
+            _rows(dx) if dx is not None else no_dx,
+            dgamma64,
+            dbeta64,
+            _threads(),
+        )
         dgamma[...] = dgamma64
         dbeta[...] = dbeta64
         return dx, dgamma, dbeta
 
-    def avgpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True, out=None,
-                          check=True):
+    def avgpool2d_forward(
+        self, x, kernel=2, stride=None, *, check_finite=True, out=None, check=True
+    ):
         x = checks.float_array("x", x, 4)
         kernel, stride, y_shape = checks.pool_args(x.shape, kernel, stride)
         if check_finite:
@@ -121,12 +163,22 @@ class CpuLayerKernels:
         y = _out("out", out, y_shape, x.dtype, {"x": x})
         n, c, h, w = x.shape
         ho, wo = y_shape[2], y_shape[3]
-        _avgpool.avgpool_forward(x.reshape(n * c, h * w), h, w, kernel, stride,
-                                 y.reshape(n * c, ho * wo), ho, wo, _threads())
+        _avgpool.avgpool_forward(
+            x.reshape(n * c, h * w),
+            h,
+            w,
+            kernel,
+            stride,
+            y.reshape(n * c, ho * wo),
+            ho,
+            wo,
+            _threads(),
+        )
         return y
 
-    def avgpool2d_backward(self, dy, x_shape, kernel=2, stride=None, *, check_finite=True,
-                           out=None, check=True):
+    def avgpool2d_backward(
+        self, dy, x_shape, kernel=2, stride=None, *, check_finite=True, out=None, check=True
+    ):
         dy = checks.float_array("dy", dy, 4)
         x_shape = checks.shape_tuple("x_shape", x_shape)
         kernel, stride, y_shape = checks.pool_args(x_shape, kernel, stride)
@@ -135,8 +187,17 @@ class CpuLayerKernels:
             _finite("dy", dy)
         dx = _out("out", out, x_shape, dy.dtype, {"dy": dy})
         n, c, h, w = x_shape
-        _avgpool.avgpool_backward(dy.reshape(n * c, -1), h, w, kernel, stride,
-                                  dx.reshape(n * c, h * w), y_shape[2], y_shape[3], _threads())
+        _avgpool.avgpool_backward(
+            dy.reshape(n * c, -1),
+            h,
+            w,
+            kernel,
+            stride,
+            dx.reshape(n * c, h * w),
+            y_shape[2],
+            y_shape[3],
+            _threads(),
+        )
         return dx
 
     def global_avgpool2d_forward(self, x, *, check_finite=True, out=None, check=True):
@@ -150,8 +211,7 @@ class CpuLayerKernels:
         _avgpool.global_avgpool_forward(x.reshape(n * c, h * w), y.reshape(-1), _threads())
         return y
 
-    def global_avgpool2d_backward(self, dy, x_shape, *, check_finite=True, out=None,
-                                  check=True):
+    def global_avgpool2d_backward(self, dy, x_shape, *, check_finite=True, out=None, check=True):
         dy = checks.float_array("dy", dy, 2)
         x_shape = checks.shape_tuple("x_shape", x_shape)
         checks.expect_shape("dy", dy, x_shape[:2])
@@ -173,8 +233,7 @@ class CpuLayerKernels:
         _activation.leaky_relu_forward(x.reshape(-1), slope, y.reshape(-1), _threads())
         return y
 
-    def leaky_relu_backward(self, x, dy, slope=0.01, *, check_finite=True, out=None,
-                            check=True):
+    def leaky_relu_backward(self, x, dy, slope=0.01, *, check_finite=True, out=None, check=True):
         slope = checks.slope(slope)
         if not isinstance(x, np.ndarray):
             raise TypeError(f"x must be a numpy ndarray, got {type(x).__name__}")
@@ -188,12 +247,14 @@ class CpuLayerKernels:
             dx = checks.writable_array("out", out, x.shape, x.dtype)
         else:
             dx = _out("out", out, x.shape, x.dtype, {"x": x, "dy": dy})
-        _activation.leaky_relu_backward(x.reshape(-1), dy.reshape(-1), slope, dx.reshape(-1),
-                                        _threads())
+        _activation.leaky_relu_backward(
+            x.reshape(-1), dy.reshape(-1), slope, dx.reshape(-1), _threads()
+        )
         return dx
 
-    def smoothed_cross_entropy(self, logits, labels, smoothing=0.1, *, check_finite=True,
-                               out=None, check=True):
+    def smoothed_cross_entropy(
+        self, logits, labels, smoothing=0.1, *, check_finite=True, out=None, check=True
+    ):
         """out= receives dlogits; it may be logits itself."""
         logits, labels, smoothing = checks.smoothed_cross_entropy_args(logits, labels, smoothing)
         if check_finite:
@@ -216,14 +277,23 @@ class CpuLayerKernels:
         n, c, h, w = x.shape
         if out is None:
             out = np.empty((batch, c, h, w), x.dtype)
-        elif not (isinstance(out, np.ndarray) and out.dtype == x.dtype and out.ndim == 4
-                  and out.shape[0] >= batch and out.shape[1:] == x.shape[1:]
-                  and out.flags.c_contiguous and out.flags.writeable):
-            raise ValueError(f"out must be a writeable C-contiguous {x.dtype} array of shape "
-                             f"(>= {batch}, {c}, {h}, {w})")
+        elif not (
+            isinstance(out, np.ndarray)
+            and out.dtype == x.dtype
+            and out.ndim == 4
+            and out.shape[0] >= batch
+            and out.shape[1:] == x.shape[1:]
+            and out.flags.c_contiguous
+            and out.flags.writeable
+        ):
+            raise ValueError(
+                f"out must be a writeable C-contiguous {x.dtype} array of shape "
+                f"(>= {batch}, {c}, {h}, {w})"
+            )
         dst = out[:batch]
         if np.may_share_memory(dst, x):
             raise ValueError("out must not overlap x")
-        _augment.gather_affine(x.reshape(n, c, h * w), index, m, h, w,
-                               dst.reshape(batch, c, h * w), _threads())
+        _augment.gather_affine(
+            x.reshape(n, c, h * w), index, m, h, w, dst.reshape(batch, c, h * w), _threads()
+        )
         return dst

@@ -8,6 +8,7 @@ Conventions (see DESIGN.md): Linear weight (out, in), y = x @ w.T + b. Conv2d NC
 (H*W) plane of its input channel; among equal values the first in row-major window order wins,
 and a NaN wins over numbers (as np.argmax does).
 """
+
 import numpy as np
 
 from .. import validation as checks
@@ -36,8 +37,20 @@ class NumpyBackend(NumpyLayerKernels, Backend):
             y = np.maximum(y, 0)
         return self._into(out, y)
 
-    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True, need_dx=True,
-                        out=None, work=None, check=True):
+    def linear_backward(
+        self,
+        x,
+        w,
+        y,
+        dy,
+        relu=False,
+        *,
+        check_finite=True,
+        need_dx=True,
+        out=None,
+        work=None,
+        check=True,
+    ):
         """Gradients of linear_forward; dx is None when need_dx is False (a model's first layer)."""
         x, w, _ = self._linear_args(x, w)
         out_shape = (x.shape[0], w.shape[0])
@@ -60,10 +73,13 @@ class NumpyBackend(NumpyLayerKernels, Backend):
     @staticmethod
     def _window(xpad, i, j, stride, ho, wo):
         """The input values that kernel tap (i, j) sees, for every output position."""
-        return xpad[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+        return xpad[
+            :, :, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride
+        ]
 
-    def conv2d_forward(self, x, w, b, stride=1, padding=0, relu=False, *, check_finite=True,
-                       out=None, check=True):
+    def conv2d_forward(
+        self, x, w, b, stride=1, padding=0, relu=False, *, check_finite=True, out=None, check=True
+    ):
         x, w, b, stride, padding, (n, co, ho, wo) = checks.conv_args(x, w, b, stride, padding)
         if check_finite:
             checks.finite("x", x)
@@ -72,15 +88,30 @@ class NumpyBackend(NumpyLayerKernels, Backend):
         for i in range(w.shape[2]):
             for j in range(w.shape[3]):
                 # (n, ci, ho, wo) x (co, ci) -> (n, co, ho, wo)
-                y += np.einsum("nchw,oc->nohw", self._window(xpad, i, j, stride, ho, wo), w[:, :, i, j])
+                y += np.einsum(
+                    "nchw,oc->nohw", self._window(xpad, i, j, stride, ho, wo), w[:, :, i, j]
+                )
         if b is not None:
             y += b[None, :, None, None]
         if relu:
             y = np.maximum(y, 0)
         return self._into(out, y)
 
-    def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *, check_finite=True,
-                        need_dx=True, out=None, check=True):
+    def conv2d_backward(
+        self,
+        x,
+        w,
+        y,
+        dy,
+        stride=1,
+        padding=0,
+        relu=False,
+        *,
+        check_finite=True,
+        need_dx=True,
+        out=None,
+        check=True,
+    ):
         """Gradients of conv2d_forward; dx is None when need_dx is False (a model's first layer)."""
         x, w, _, stride, padding, out_shape = checks.conv_args(x, w, None, stride, padding)
         y = checks.float_array("y", y, 4)
@@ -101,16 +132,23 @@ class NumpyBackend(NumpyLayerKernels, Backend):
                 window = self._window(xpad, i, j, stride, ho, wo)
                 dw[:, :, i, j] = np.einsum("nohw,nchw->oc", dy, window)
                 if need_dx:
-                    self._window(dxpad, i, j, stride, ho, wo)[...] += np.einsum("nohw,oc->nchw", dy, w[:, :, i, j])
+                    self._window(dxpad, i, j, stride, ho, wo)[...] += np.einsum(
+                        "nohw,oc->nchw", dy, w[:, :, i, j]
+                    )
         h, wd = x.shape[2], x.shape[3]
-        dx = np.ascontiguousarray(dxpad[:, :, padding:padding + h, padding:padding + wd]) if need_dx else None
+        dx = (
+            np.ascontiguousarray(dxpad[:, :, padding : padding + h, padding : padding + wd])
+            if need_dx
+            else None
+        )
         db = dy.sum(axis=(0, 2, 3))
         return self._grads_into(out, dx, dw, db)
 
     # ---- max-pool -----------------------------------------------------------------------------
 
-    def maxpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True, out=None,
-                          check=True):
+    def maxpool2d_forward(
+        self, x, kernel=2, stride=None, *, check_finite=True, out=None, check=True
+    ):
         x = checks.float_array("x", x, 4)
         kernel, stride, (n, c, ho, wo) = checks.pool_args(x.shape, kernel, stride)
         if check_finite:
@@ -121,7 +159,9 @@ class NumpyBackend(NumpyLayerKernels, Backend):
         for oh in range(ho):
             for ow in range(wo):
                 top, left = oh * stride, ow * stride
-                window = x[:, :, top:top + kernel, left:left + kernel].reshape(n, c, kernel * kernel)
+                window = x[:, :, top : top + kernel, left : left + kernel].reshape(
+                    n, c, kernel * kernel
+                )
                 best = window.argmax(axis=2)  # first maximum in row-major order; NaN wins
                 y[:, :, oh, ow] = np.take_along_axis(window, best[:, :, None], axis=2)[:, :, 0]
                 argmax[:, :, oh, ow] = (top + best // kernel) * width + left + best % kernel
@@ -129,10 +169,12 @@ class NumpyBackend(NumpyLayerKernels, Backend):
             return y, argmax
         return self._into(out[0], y), self._into(out[1], argmax)
 
-    def maxpool2d_backward(self, dy, argmax, x_shape, kernel=2, stride=None, *, check_finite=True,
-                           out=None, check=True):
+    def maxpool2d_backward(
+        self, dy, argmax, x_shape, kernel=2, stride=None, *, check_finite=True, out=None, check=True
+    ):
         dy, argmax, x_shape, kernel, stride, y_shape = self._maxpool_backward_args(
-            dy, argmax, x_shape, kernel, stride)
+            dy, argmax, x_shape, kernel, stride
+        )
         n, c, h, w = x_shape
         if check_finite:
             checks.finite("dy", dy)
@@ -165,12 +207,14 @@ class NumpyBackend(NumpyLayerKernels, Backend):
 
     # ---- optimizer updates (in place) ---------------------------------------------------------
 
-    def sgd_step(self, param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0,
-                 nesterov=False):
+    def sgd_step(
+        self, param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0, nesterov=False
+    ):
         """PyTorch's SGD: g = grad + wd*p; v = momentum*v + g; p -= lr*(g + momentum*v if
         nesterov else v). `velocity` is needed (and updated) only when momentum > 0."""
         param, grad, lr, momentum, weight_decay = self._sgd_args(
-            param, grad, velocity, lr, momentum, weight_decay, nesterov)
+            param, grad, velocity, lr, momentum, weight_decay, nesterov
+        )
         g = grad + weight_decay * param if weight_decay else grad.copy()
         if momentum:
             velocity *= momentum
@@ -178,21 +222,21 @@ class NumpyBackend(NumpyLayerKernels, Backend):
             g = g + momentum * velocity if nesterov else velocity
         param -= param.dtype.type(lr) * g
 
-    def adam_step(self, param, grad, m, v, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8,
-                  weight_decay=0.0):
+    def adam_step(
+        self, param, grad, m, v, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0
+    ):
         """PyTorch's Adam (L2 weight decay added to the gradient); `step` counts from 1."""
         param, grad, lr, step, beta1, beta2, eps, weight_decay = self._adam_args(
-            param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay)
+            param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay
+        )
         g = grad + weight_decay * param if weight_decay else grad
         m *= beta1
         m += (1 - beta1) * g
         v *= beta2
         v += (1 - beta2) * g * g
-        m_hat = m / (1 - beta1 ** step)
-        v_hat = v / (1 - beta2 ** step)
+        m_hat = m / (1 - beta1**step)
+        v_hat = v / (1 - beta2**step)
         param -= (lr * m_hat / (np.sqrt(v_hat) + eps)).astype(param.dtype, copy=False)
-
-
 
 
 def probe():

@@ -12,6 +12,7 @@ Batch statistics, the running statistics and `mean` / `inv_std` handed from the 
 backward pass are float64 arrays of shape (C,) on every backend, whatever the data's dtype:
 they are small, and float64 keeps the variance of float32 data accurate.
 """
+
 import numpy as np
 
 from .. import validation as checks
@@ -30,9 +31,22 @@ class NumpyLayerKernels:
 
     # ---- batch normalization ------------------------------------------------------------------
 
-    def batchnorm_forward(self, x, gamma, beta, running_mean, running_var, *, training,
-                          momentum=0.1, eps=1e-5, relu=False, check_finite=True, out=None,
-                          check=True):
+    def batchnorm_forward(
+        self,
+        x,
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        *,
+        training,
+        momentum=0.1,
+        eps=1e-5,
+        relu=False,
+        check_finite=True,
+        out=None,
+        check=True,
+    ):
         """y = (x - mean) * inv_std * gamma + beta per channel (axis 1), then max(y, 0) when
         relu. training: mean and biased variance of this batch (over N, H, W), and the running
         statistics move towards them in place, as PyTorch's (running_var takes the unbiased
@@ -48,8 +62,10 @@ class NumpyLayerKernels:
         count = x3.shape[0] * x3.shape[2]
         if training:
             if count < 2:
-                raise ValueError(f"training-mode batch normalization needs more than one value "
-                                 f"per channel, got x of shape {tuple(x.shape)}")
+                raise ValueError(
+                    f"training-mode batch normalization needs more than one value "
+                    f"per channel, got x of shape {tuple(x.shape)}"
+                )
             mean = x3.mean(axis=(0, 2), dtype=np.float64)
             var = ((x3 - mean[None, :, None]) ** 2).mean(axis=(0, 2), dtype=np.float64)
             self._update_running_stats(running_mean, running_var, mean, var, momentum, count)
@@ -57,14 +73,28 @@ class NumpyLayerKernels:
             mean = running_mean.copy()
             var = running_var
         inv_std = 1.0 / np.sqrt(var + eps)
-        y = (x3 - mean[None, :, None]) * inv_std[None, :, None] * gamma[None, :, None] \
-            + beta[None, :, None]
+        y = (x3 - mean[None, :, None]) * inv_std[None, :, None] * gamma[None, :, None] + beta[
+            None, :, None
+        ]
         if relu:
             y = np.maximum(y, 0)
         return self._into(out, y.astype(x.dtype).reshape(x.shape)), mean, inv_std
 
-    def batchnorm_backward(self, x, y, dy, gamma, mean, inv_std, *, relu=False, need_dx=True,
-                           check_finite=True, out=None, check=True):
+    def batchnorm_backward(
+        self,
+        x,
+        y,
+        dy,
+        gamma,
+        mean,
+        inv_std,
+        *,
+        relu=False,
+        need_dx=True,
+        check_finite=True,
+        out=None,
+        check=True,
+    ):
         """Gradients of a training-mode batchnorm_forward (batch statistics, which depend on
         x): (dx or None, dgamma, dbeta). y is the forward output (its sign masks dy when
         relu); mean and inv_std are what the forward returned."""
@@ -88,14 +118,16 @@ class NumpyLayerKernels:
         dx = None
         if need_dx:
             dx = (gamma.astype(np.float64) * inv_std)[None, :, None] * (
-                g - dbeta[None, :, None] / count - xhat * dgamma[None, :, None] / count)
+                g - dbeta[None, :, None] / count - xhat * dgamma[None, :, None] / count
+            )
             dx = dx.astype(x.dtype).reshape(x.shape)
         return self._grads_into(out, dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype))
 
     # ---- average pooling ----------------------------------------------------------------------
 
-    def avgpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True, out=None,
-                          check=True):
+    def avgpool2d_forward(
+        self, x, kernel=2, stride=None, *, check_finite=True, out=None, check=True
+    ):
         """Mean over kernel x kernel windows (stride defaults to kernel), no padding."""
         x = checks.float_array("x", x, 4)
         kernel, stride, y_shape = checks.pool_args(x.shape, kernel, stride)
@@ -105,11 +137,17 @@ class NumpyLayerKernels:
         ho, wo = y_shape[2], y_shape[3]
         for i in range(kernel):
             for j in range(kernel):
-                y += x[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+                y += x[
+                    :,
+                    :,
+                    i : i + stride * (ho - 1) + 1 : stride,
+                    j : j + stride * (wo - 1) + 1 : stride,
+                ]
         return self._into(out, (y / (kernel * kernel)).astype(x.dtype))
 
-    def avgpool2d_backward(self, dy, x_shape, kernel=2, stride=None, *, check_finite=True,
-                           out=None, check=True):
+    def avgpool2d_backward(
+        self, dy, x_shape, kernel=2, stride=None, *, check_finite=True, out=None, check=True
+    ):
         dy = checks.float_array("dy", dy, 4)
         x_shape = checks.shape_tuple("x_shape", x_shape)
         kernel, stride, y_shape = checks.pool_args(x_shape, kernel, stride)
@@ -121,8 +159,12 @@ class NumpyLayerKernels:
         share = dy.astype(np.float64) / (kernel * kernel)
         for i in range(kernel):
             for j in range(kernel):
-                dx[:, :, i:i + stride * (ho - 1) + 1:stride,
-                   j:j + stride * (wo - 1) + 1:stride] += share
+                dx[
+                    :,
+                    :,
+                    i : i + stride * (ho - 1) + 1 : stride,
+                    j : j + stride * (wo - 1) + 1 : stride,
+                ] += share
         return self._into(out, dx.astype(dy.dtype))
 
     def global_avgpool2d_forward(self, x, *, check_finite=True, out=None, check=True):
@@ -134,8 +176,7 @@ class NumpyLayerKernels:
             checks.finite("x", x)
         return self._into(out, x.mean(axis=(2, 3), dtype=np.float64).astype(x.dtype))
 
-    def global_avgpool2d_backward(self, dy, x_shape, *, check_finite=True, out=None,
-                                  check=True):
+    def global_avgpool2d_backward(self, dy, x_shape, *, check_finite=True, out=None, check=True):
         dy = checks.float_array("dy", dy, 2)
         x_shape = checks.shape_tuple("x_shape", x_shape)
         checks.expect_shape("dy", dy, x_shape[:2])
@@ -143,26 +184,32 @@ class NumpyLayerKernels:
             checks.finite("dy", dy)
         plane = x_shape[2] * x_shape[3]
         share = (dy.astype(np.float64) / plane).astype(dy.dtype)
-        return self._into(out, np.ascontiguousarray(np.broadcast_to(share[:, :, None, None],
-                                                                   x_shape)))
+        return self._into(
+            out, np.ascontiguousarray(np.broadcast_to(share[:, :, None, None], x_shape))
+        )
 
     # ---- leaky ReLU ---------------------------------------------------------------------------
 
     def leaky_relu_forward(self, x, slope=0.01, *, check_finite=True, out=None, check=True):
         """x where x > 0, else slope * x (any shape)."""
         slope = checks.slope(slope)
-        x = checks.float_array("x", x, np.ndim(x)) if isinstance(x, np.ndarray) else \
-            checks.float_array("x", x, 1)
+        x = (
+            checks.float_array("x", x, np.ndim(x))
+            if isinstance(x, np.ndarray)
+            else checks.float_array("x", x, 1)
+        )
         if check_finite:
             checks.finite("x", x)
         return self._into(out, np.where(x > 0, x, x * x.dtype.type(slope)))
 
-    def leaky_relu_backward(self, x, dy, slope=0.01, *, check_finite=True, out=None,
-                            check=True):
+    def leaky_relu_backward(self, x, dy, slope=0.01, *, check_finite=True, out=None, check=True):
         """dy where x > 0, else slope * dy."""
         slope = checks.slope(slope)
-        x = checks.float_array("x", x, np.ndim(x)) if isinstance(x, np.ndarray) else \
-            checks.float_array("x", x, 1)
+        x = (
+            checks.float_array("x", x, np.ndim(x))
+            if isinstance(x, np.ndarray)
+            else checks.float_array("x", x, 1)
+        )
         dy = checks.float_array("dy", dy, x.ndim)
         checks.expect_shape("dy", dy, x.shape)
         checks.same_dtype(x=x, dy=dy)
@@ -172,8 +219,9 @@ class NumpyLayerKernels:
 
     # ---- label-smoothed cross-entropy ---------------------------------------------------------
 
-    def smoothed_cross_entropy(self, logits, labels, smoothing=0.1, *, check_finite=True,
-                               out=None, check=True):
+    def smoothed_cross_entropy(
+        self, logits, labels, smoothing=0.1, *, check_finite=True, out=None, check=True
+    ):
         """Mean cross-entropy of softmax(logits) against targets (1 - smoothing) * onehot +
         smoothing / classes, and its gradient (already divided by N). smoothing=0 is
         softmax_cross_entropy."""
@@ -214,8 +262,12 @@ class NumpyLayerKernels:
         src = x[index].astype(np.float64)  # (B, C, H, W)
         result = np.zeros((batch, c, h, w))
         rows = np.arange(batch)[:, None, None]
-        for dy_, dx_, weight in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
-                                 (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+        for dy_, dx_, weight in (
+            (0, 0, (1 - fy) * (1 - fx)),
+            (0, 1, (1 - fy) * fx),
+            (1, 0, fy * (1 - fx)),
+            (1, 1, fy * fx),
+        ):
             yy, xx = y0 + dy_, x0 + dx_
             inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
             values = src[rows, :, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]  # (B,H,W,C)

@@ -6,6 +6,7 @@ of every hidden Linear and Conv2d after its activation functions. The copy share
 the model that answers predictions, so any number of threads can inspect at once while the
 model is in use; the model's own fused kernels never show their intermediate outputs anyway.
 """
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -40,17 +41,35 @@ class Inspector:
         self.supported, self.reason = True, ""
         specs = config["layers"]
         first = next((s for s in specs if s["type"] not in ("Flatten",) + _SKIPPED), None)
-        self.channel_axis = (first is not None and first["type"] == "Conv2d"
-                             and first["in_channels"] == 1)
+        self.channel_axis = (
+            first is not None and first["type"] == "Conv2d" and first["in_channels"] == 1
+        )
         for i, spec in enumerate(specs):
             kind = spec["type"]
             if kind == "Linear":
-                self.steps.append((kind, i, (state[f"{i}.weight"].astype(np.float64),
-                                             state[f"{i}.bias"].astype(np.float64))))
+                self.steps.append(
+                    (
+                        kind,
+                        i,
+                        (
+                            state[f"{i}.weight"].astype(np.float64),
+                            state[f"{i}.bias"].astype(np.float64),
+                        ),
+                    )
+                )
             elif kind == "Conv2d":
-                self.steps.append((kind, i, (state[f"{i}.weight"].astype(np.float64),
-                                             state[f"{i}.bias"].astype(np.float64),
-                                             spec.get("stride", 1), spec.get("padding", 0))))
+                self.steps.append(
+                    (
+                        kind,
+                        i,
+                        (
+                            state[f"{i}.weight"].astype(np.float64),
+                            state[f"{i}.bias"].astype(np.float64),
+                            spec.get("stride", 1),
+                            spec.get("padding", 0),
+                        ),
+                    )
+                )
             elif kind == "MaxPool2d":
                 k = spec.get("kernel_size", 2)
                 self.steps.append((kind, i, (k, spec.get("stride", k))))
@@ -92,13 +111,18 @@ class Inspector:
                 if open_group is not None:
                     open_group.append(i)
         # the last group is the output layer: its values are the logits, not a hidden layer
-        return x.reshape(-1), [dict(h, name=" + ".join(self.names[j] for j in h.pop("group")))
-                               for h in hidden]
+        return x.reshape(-1), [
+            dict(h, name=" + ".join(self.names[j] for j in h.pop("group"))) for h in hidden
+        ]
 
 
 def _entry(group, x):
-    return {"group": group, "kind": "conv" if x.ndim == 3 else "dense",
-            "shape": list(x.shape), "values": np.round(x.reshape(-1), 4).tolist()}
+    return {
+        "group": group,
+        "kind": "conv" if x.ndim == 3 else "dense",
+        "shape": list(x.shape),
+        "values": np.round(x.reshape(-1), 4).tolist(),
+    }
 
 
 def _describe(spec):

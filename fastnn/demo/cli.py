@@ -1,4 +1,5 @@
 """`python -m fastnn.demo` / `fastnn-demo`: serve the draw-a-digit page until Ctrl-C."""
+
 import argparse
 import signal
 import sys
@@ -12,17 +13,24 @@ from .training import Cancelled
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="fastnn-demo", description="Draw a digit and watch a fastnn network classify it; "
-        "train your own from the page.")
-    parser.add_argument("--model", metavar="PATH",
-                        help="serve this saved fastnn model (default: an MLP trained on first "
-                             "start and cached)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8000,
-                        help="port to listen on, 0 for any free one (8000)")
-    parser.add_argument("--no-browser", action="store_true",
-                        help="do not open the page in a browser")
+        prog="fastnn-demo",
+        description="Draw a digit and watch a fastnn network classify it; "
+        "train your own from the page.",
+    )
+    parser.add_argument(
+        "--model",
+        metavar="PATH",
+        help="serve this saved fastnn model (default: an MLP trained on first start and cached)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port to listen on, 0 for any free one (8000)"
+    )
+    parser.add_argument(
+        "--no-browser", action="store_true", help="do not open the page in a browser"
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
@@ -37,8 +45,7 @@ def _log(message):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        served = models.load_served(args.model) if args.model else \
-            models.default_served(log=_log)
+        served = models.load_served(args.model) if args.model else models.default_served(log=_log)
     except (OSError, ValueError) as exc:
         _log(f"cannot serve the model: {exc}")
         return 2
@@ -51,10 +58,12 @@ def main(argv=None):
         _log(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
         return 2
     # SIGTERM stops the server the way Ctrl-C does
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) \
-        if threading.current_thread() is threading.main_thread() else None
-    print(f"fastnn demo: serving {served.description} at {server.url} (Ctrl-C to stop)",
-          flush=True)
+    previous = (
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        if threading.current_thread() is threading.main_thread()
+        else None
+    )
+    print(f"fastnn demo: serving {served.description} at {server.url} (Ctrl-C to stop)", flush=True)
     if not args.no_browser:
         threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
     try:

@@ -2,6 +2,7 @@
 trained from the page's panel; the thread-safe wrapper the server predicts through; and
 `train_recipe`, the training run behind both the default model and the panel (training.py runs
 it in the background)."""
+
 import hashlib
 import itertools
 import json
@@ -19,8 +20,16 @@ from .activations import Inspector
 
 # The default network: the 3Blue1Brown-style picture with room to learn (98.2% on the MNIST
 # test set, a few seconds of training on two cores).
-DEFAULT_RECIPE = {"hidden": [256, 128], "activation": "relu", "optimizer": "sgd", "lr": 0.1,
-                  "epochs": 5, "batch_size": 128, "seed": 0, "limit": 60000}
+DEFAULT_RECIPE = {
+    "hidden": [256, 128],
+    "activation": "relu",
+    "optimizer": "sgd",
+    "lr": 0.1,
+    "epochs": 5,
+    "batch_size": 128,
+    "seed": 0,
+    "limit": 60000,
+}
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 OPTIMIZERS = ("sgd", "adam")
 # Bounds of what the panel may ask for: enough to play, not enough to exhaust the machine.
@@ -64,28 +73,41 @@ def check_recipe(params):
         raise TypeError("the training parameters must be a JSON object")
     unknown = sorted(set(params) - set(DEFAULT_RECIPE))
     if unknown:
-        raise ValueError(f"unknown training parameter(s) {unknown}; expected some of "
-                         f"{sorted(DEFAULT_RECIPE)}")
+        raise ValueError(
+            f"unknown training parameter(s) {unknown}; expected some of {sorted(DEFAULT_RECIPE)}"
+        )
     recipe = dict(DEFAULT_RECIPE, **params)
     hidden = recipe["hidden"]
-    if not isinstance(hidden, list) or len(hidden) > MAX_HIDDEN_LAYERS or \
-            not all(_is_int(h) and 1 <= h <= MAX_HIDDEN_UNITS for h in hidden):
-        raise ValueError(f"hidden must be a list of at most {MAX_HIDDEN_LAYERS} layer sizes, "
-                         f"each 1 to {MAX_HIDDEN_UNITS}; got {hidden!r}")
+    if (
+        not isinstance(hidden, list)
+        or len(hidden) > MAX_HIDDEN_LAYERS
+        or not all(_is_int(h) and 1 <= h <= MAX_HIDDEN_UNITS for h in hidden)
+    ):
+        raise ValueError(
+            f"hidden must be a list of at most {MAX_HIDDEN_LAYERS} layer sizes, "
+            f"each 1 to {MAX_HIDDEN_UNITS}; got {hidden!r}"
+        )
     if recipe["activation"] not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, "
-                         f"got {recipe['activation']!r}")
+        raise ValueError(
+            f"activation must be one of {sorted(ACTIVATIONS)}, got {recipe['activation']!r}"
+        )
     if recipe["optimizer"] not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, "
-                         f"got {recipe['optimizer']!r}")
+        raise ValueError(
+            f"optimizer must be one of {list(OPTIMIZERS)}, got {recipe['optimizer']!r}"
+        )
     lr = recipe["lr"]
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= 10:
         raise ValueError(f"lr must be a number in (0, 10], got {lr!r}")
-    for name, low, high in (("epochs", 1, MAX_EPOCHS), ("batch_size", 1, TRAIN_IMAGES),
-                            ("limit", 1, TRAIN_IMAGES), ("seed", 0, 2**32 - 1)):
+    for name, low, high in (
+        ("epochs", 1, MAX_EPOCHS),
+        ("batch_size", 1, TRAIN_IMAGES),
+        ("limit", 1, TRAIN_IMAGES),
+        ("seed", 0, 2**32 - 1),
+    ):
         if not _is_int(recipe[name]) or not low <= recipe[name] <= high:
-            raise ValueError(f"{name} must be an integer from {low} to {high}, "
-                             f"got {recipe[name]!r}")
+            raise ValueError(
+                f"{name} must be an integer from {low} to {high}, got {recipe[name]!r}"
+            )
     recipe["lr"] = float(lr)
     return recipe
 
@@ -109,14 +131,17 @@ def build_optimizer(recipe):
     schedule = optim.CosineLR(recipe["epochs"])
     if recipe["optimizer"] == "adam":
         return optim.Adam(lr=recipe["lr"], schedule=schedule)
-    return optim.SGD(lr=recipe["lr"], momentum=0.9, nesterov=True, weight_decay=5e-4,
-                     schedule=schedule)
+    return optim.SGD(
+        lr=recipe["lr"], momentum=0.9, nesterov=True, weight_decay=5e-4, schedule=schedule
+    )
 
 
 def describe_recipe(recipe):
     sizes = "-".join(str(s) for s in [784, *recipe["hidden"], CLASSES])
-    return (f"MLP {sizes} {recipe['activation']}, {recipe['optimizer']} lr {recipe['lr']:g}, "
-            f"{recipe['epochs']} epochs, batch {recipe['batch_size']}")
+    return (
+        f"MLP {sizes} {recipe['activation']}, {recipe['optimizer']} lr {recipe['lr']:g}, "
+        f"{recipe['epochs']} epochs, batch {recipe['batch_size']}"
+    )
 
 
 class ServedModel:
@@ -136,16 +161,22 @@ class ServedModel:
         self._inspector = Inspector(model.config(), model.state_dict())
 
     def info(self):
-        return {"version": self.version, "description": self.description,
-                "layers": self.layers, "test_accuracy": self.test_accuracy,
-                "activations": self._inspector.supported or self._inspector.reason}
+        return {
+            "version": self.version,
+            "description": self.description,
+            "layers": self.layers,
+            "test_accuracy": self.test_accuracy,
+            "activations": self._inspector.supported or self._inspector.reason,
+        }
 
     def predict(self, image, activations=True):
         """{"label", "probabilities", "activations"} for one (28, 28) float32 image."""
         x = np.ascontiguousarray(image, dtype=self.model.dtype).reshape((1, *self.input_shape))
         probabilities = self.model.predict_proba(x)[0]
-        result = {"label": int(np.argmax(probabilities)),
-                  "probabilities": [float(p) for p in probabilities]}
+        result = {
+            "label": int(np.argmax(probabilities)),
+            "probabilities": [float(p) for p in probabilities],
+        }
         if activations:
             _, hidden = self._inspector.run(image)
             result["activations"] = {"layers": hidden, "kind": _kind(hidden)}
@@ -171,8 +202,10 @@ def model_input_shape(model):
             problems.append(str(exc))
             continue
         if tuple(out) != (CLASSES,):
-            raise ValueError(f"the demo serves digit classifiers: the model must output "
-                             f"{CLASSES} scores per image, this one gives shape {tuple(out)}")
+            raise ValueError(
+                f"the demo serves digit classifiers: the model must output "
+                f"{CLASSES} scores per image, this one gives shape {tuple(out)}"
+            )
         return shape
     raise ValueError(f"the model does not take 28x28 images: {problems[0]}")
 
@@ -214,12 +247,17 @@ def default_served(log=print, recipe=None):
             log(f"ignoring the cached default model ({exc}); training it again")
             model = None
     if model is None:
-        log(f"training the default model ({describe_recipe(recipe)}), once; it is cached in "
-            f"{path.parent}")
+        log(
+            f"training the default model ({describe_recipe(recipe)}), once; it is cached in "
+            f"{path.parent}"
+        )
+
         def progress(event):
             if event["type"] == "epoch":
-                log(f"epoch {event['epoch']}/{recipe['epochs']}: loss {event['loss']:.4f}, "
-                    f"test accuracy {100 * event['val_accuracy']:.2f}%")
+                log(
+                    f"epoch {event['epoch']}/{recipe['epochs']}: loss {event['loss']:.4f}, "
+                    f"test accuracy {100 * event['val_accuracy']:.2f}%"
+                )
 
         model, accuracy = train_recipe(recipe, log=log, emit=progress)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -250,16 +288,22 @@ class _Progress:
         self.loss_sum += float(loss)
         self.count += 1
         if self.count == self.every or step + 1 == self.steps:
-            self.emit({"type": "step", "epoch": epoch + 1, "step": step + 1,
-                       "steps": self.steps, "progress": epoch + (step + 1) / self.steps,
-                       "loss": self.loss_sum / self.count})
+            self.emit(
+                {
+                    "type": "step",
+                    "epoch": epoch + 1,
+                    "step": step + 1,
+                    "steps": self.steps,
+                    "progress": epoch + (step + 1) / self.steps,
+                    "loss": self.loss_sum / self.count,
+                }
+            )
             self.loss_sum, self.count = 0.0, 0
         if self.cancel.is_set():
             trainer.stop_training = True
 
     def on_epoch_end(self, trainer, epoch, logs):
-        self.emit({"type": "epoch", "epoch": epoch + 1,
-                   **{k: float(v) for k, v in logs.items()}})
+        self.emit({"type": "epoch", "epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}})
 
 
 def train_recipe(recipe, log=None, emit=None, cancel=None):
@@ -275,12 +319,20 @@ def train_recipe(recipe, log=None, emit=None, cancel=None):
     model = build_mlp(recipe)
     trainer = Trainer(model, build_optimizer(recipe), backend=model.backend.name)
     started = time.perf_counter()
-    history = trainer.fit(x, y, epochs=recipe["epochs"], batch_size=recipe["batch_size"],
-                          validation_data=(x_test, y_test), verbose=0, callbacks=[progress])
+    history = trainer.fit(
+        x,
+        y,
+        epochs=recipe["epochs"],
+        batch_size=recipe["batch_size"],
+        validation_data=(x_test, y_test),
+        verbose=0,
+        callbacks=[progress],
+    )
     if cancel.is_set() or history.interrupted:
         raise Cancelled
     accuracy = history["val_accuracy"][-1]
     if log is not None:
-        log(f"trained in {time.perf_counter() - started:.1f} s: test accuracy "
-            f"{100 * accuracy:.2f}%")
+        log(
+            f"trained in {time.perf_counter() - started:.1f} s: test accuracy {100 * accuracy:.2f}%"
+        )
     return model, accuracy

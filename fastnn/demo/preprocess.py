@@ -7,6 +7,7 @@ result is placed in a 28x28 field so that its centre of mass is at the centre (p
 scaling is an exact box filter (each output pixel is the area-weighted mean of the input
 pixels it covers), which is the anti-aliasing a pen drawing on a large canvas needs.
 """
+
 import numpy as np
 
 SIZE = 28
@@ -40,7 +41,7 @@ def mnist_style(drawing):
         return out
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
-    crop = a[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    crop = a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     h, w = crop.shape
     scale = BOX / max(h, w)
     new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
@@ -52,5 +53,5 @@ def mnist_style(drawing):
     cx = (small.sum(axis=0) @ np.arange(new_w)) / mass
     top = int(np.clip(round(SIZE // 2 - cy), 0, SIZE - new_h))
     left = int(np.clip(round(SIZE // 2 - cx), 0, SIZE - new_w))
-    out[top:top + new_h, left:left + new_w] = small
+    out[top : top + new_h, left : left + new_w] = small
     return out

@@ -16,6 +16,7 @@ Endpoints:
 
 Every error is a JSON {"error": message} with a 4xx status, and the server keeps serving.
 """
+
 import base64
 import binascii
 import json
@@ -40,9 +41,13 @@ MAX_DRAWING_SIDE = 1024
 # A stream sends a comment this often when idle, which also notices a closed tab.
 HEARTBEAT_S = 10.0
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
-STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                ".css": "text/css; charset=utf-8", ".png": "image/png",
-                ".svg": "image/svg+xml"}
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+}
 
 
 class RequestError(Exception):
@@ -68,14 +73,18 @@ def parse_image(value):
         raise RequestError(400, "image must be a list: 28 rows of 28 numbers, or 784 numbers")
     if len(value) == SIZE and all(isinstance(row, list) for row in value):
         if any(len(row) != SIZE for row in value):
-            raise RequestError(400, f"image must have 28 rows of 28 numbers, got rows of "
-                                    f"{sorted({len(row) for row in value})} numbers")
+            raise RequestError(
+                400,
+                f"image must have 28 rows of 28 numbers, got rows of "
+                f"{sorted({len(row) for row in value})} numbers",
+            )
         flat = [v for row in value for v in row]
     elif len(value) == SIZE * SIZE:
         flat = value
     else:
-        raise RequestError(400, f"image must be 28 rows of 28 numbers or 784 numbers, got a "
-                                f"list of {len(value)}")
+        raise RequestError(
+            400, f"image must be 28 rows of 28 numbers or 784 numbers, got a list of {len(value)}"
+        )
     if not all(type(v) in (int, float) for v in flat):
         bad = next(v for v in flat if type(v) not in (int, float))
         raise RequestError(400, f"image values must be numbers, got {json.dumps(bad)[:40]}")
@@ -95,25 +104,36 @@ def parse_drawing(value):
         width, height, data = value.get("width"), value.get("height"), value.get("data")
         for name, side in (("width", width), ("height", height)):
             if type(side) is not int or not 1 <= side <= MAX_DRAWING_SIDE:
-                raise RequestError(400, f"drawing {name} must be an integer from 1 to "
-                                        f"{MAX_DRAWING_SIDE}, got {json.dumps(side)[:40]}")
+                raise RequestError(
+                    400,
+                    f"drawing {name} must be an integer from 1 to "
+                    f"{MAX_DRAWING_SIDE}, got {json.dumps(side)[:40]}",
+                )
         if not isinstance(data, str):
-            raise RequestError(400, "drawing data must be a base64 string of width * height "
-                                    "bytes")
+            raise RequestError(400, "drawing data must be a base64 string of width * height bytes")
         try:
             raw = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
             raise RequestError(400, "drawing data is not valid base64") from None
         if len(raw) != width * height:
-            raise RequestError(400, f"drawing data must hold width * height = "
-                                    f"{width * height} bytes, got {len(raw)}")
+            raise RequestError(
+                400,
+                f"drawing data must hold width * height = {width * height} bytes, got {len(raw)}",
+            )
         return np.frombuffer(raw, np.uint8).reshape(height, width) / 255.0
     if isinstance(value, list) and value and all(isinstance(row, list) for row in value):
         widths = {len(row) for row in value}
-        if len(widths) != 1 or 0 in widths or len(value) > MAX_DRAWING_SIDE or \
-                max(widths) > MAX_DRAWING_SIDE:
-            raise RequestError(400, f"drawing rows must all have the same length, 1 to "
-                                    f"{MAX_DRAWING_SIDE}, with at most {MAX_DRAWING_SIDE} rows")
+        if (
+            len(widths) != 1
+            or 0 in widths
+            or len(value) > MAX_DRAWING_SIDE
+            or max(widths) > MAX_DRAWING_SIDE
+        ):
+            raise RequestError(
+                400,
+                f"drawing rows must all have the same length, 1 to "
+                f"{MAX_DRAWING_SIDE}, with at most {MAX_DRAWING_SIDE} rows",
+            )
         flat = [v for row in value for v in row]
         if not all(type(v) in (int, float) for v in flat):
             raise RequestError(400, "drawing values must be numbers")
@@ -121,8 +141,7 @@ def parse_drawing(value):
         if not np.isfinite(a).all() or a.min() < 0.0 or a.max() > 1.0:
             raise RequestError(400, "drawing values must be finite numbers in [0, 1]")
         return a
-    raise RequestError(400, "drawing must be {\"width\", \"height\", \"data\"} or a 2-D list "
-                            "of numbers")
+    raise RequestError(400, 'drawing must be {"width", "height", "data"} or a 2-D list of numbers')
 
 
 class DemoServer(ThreadingHTTPServer):
@@ -202,8 +221,9 @@ class DemoHandler(BaseHTTPRequestHandler):
         host = self.headers.get("Host", "")
         name = urlsplit("//" + host).hostname or ""
         if name not in LOOPBACK_NAMES:
-            raise RequestError(403, f"this server answers requests for localhost only, not "
-                                    f"{host[:80]!r}")
+            raise RequestError(
+                403, f"this server answers requests for localhost only, not {host[:80]!r}"
+            )
 
     def _read_json(self):
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -228,8 +248,9 @@ class DemoHandler(BaseHTTPRequestHandler):
                     if not chunk:
                         break
                     remaining -= len(chunk)
-            raise RequestError(413, f"the request body is {length} bytes; the limit is "
-                                    f"{MAX_BODY_BYTES}")
+            raise RequestError(
+                413, f"the request body is {length} bytes; the limit is {MAX_BODY_BYTES}"
+            )
         body = self.rfile.read(length)
         if len(body) != length:
             self.close_connection = True
@@ -248,7 +269,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             handler = routes.get(path)
             if handler is None:
                 if self.command == "GET" and path.startswith("/static/"):
-                    return self._static(path[len("/static/"):])
+                    return self._static(path[len("/static/") :])
                 other = {"GET": self.POST_ROUTES, "POST": self.GET_ROUTES}.get(self.command, {})
                 if path in other:
                     raise RequestError(405, f"{path} does not take {self.command}")
@@ -292,15 +313,18 @@ class DemoHandler(BaseHTTPRequestHandler):
     def _predict(self):
         request = self._read_json()
         if not isinstance(request, dict):
-            raise RequestError(400, "the request must be a JSON object with \"image\" or "
-                                    "\"drawing\"")
+            raise RequestError(400, 'the request must be a JSON object with "image" or "drawing"')
         unknown = sorted(set(request) - {"image", "drawing", "activations"})
         if unknown:
-            raise RequestError(400, f"unknown field(s) {unknown}; expected \"image\" or "
-                                    f"\"drawing\", and optionally \"activations\"")
+            raise RequestError(
+                400,
+                f'unknown field(s) {unknown}; expected "image" or '
+                f'"drawing", and optionally "activations"',
+            )
         if ("image" in request) == ("drawing" in request):
-            raise RequestError(400, "give exactly one of \"image\" (28x28 or 784 numbers in "
-                                    "[0, 1]) and \"drawing\"")
+            raise RequestError(
+                400, 'give exactly one of "image" (28x28 or 784 numbers in [0, 1]) and "drawing"'
+            )
         want_activations = request.get("activations", True)
         if not isinstance(want_activations, bool):
             raise RequestError(400, "activations must be true or false")
@@ -323,8 +347,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             raise RequestError(400, str(exc)) from None
         if not self.server.hub.start(recipe):
             raise RequestError(409, "a training run is already going; cancel it or wait")
-        self._json(202, {"started": True, "run": self.server.hub.state()["run"],
-                         "recipe": recipe})
+        self._json(202, {"started": True, "run": self.server.hub.state()["run"], "recipe": recipe})
 
     def _cancel(self):
         self._read_json()
@@ -348,16 +371,22 @@ class DemoHandler(BaseHTTPRequestHandler):
                 return
             if generation != position[0]:
                 position = (generation, 0)
-            lines = [f"data: {json.dumps(_finite(e), separators=(',', ':'))}\n\n"
-                     for e in events]
+            lines = [f"data: {json.dumps(_finite(e), separators=(',', ':'))}\n\n" for e in events]
             self.wfile.write(("".join(lines) or ": heartbeat\n\n").encode())
             self.wfile.flush()
             position = (generation, position[1] + len(events))
 
-    GET_ROUTES: ClassVar[dict] = {"/": _index, "/index.html": _index, "/api/model": _model,
-                  "/api/train/events": _events}
-    POST_ROUTES: ClassVar[dict] = {"/api/predict": _predict, "/api/train": _train,
-                   "/api/train/cancel": _cancel}
+    GET_ROUTES: ClassVar[dict] = {
+        "/": _index,
+        "/index.html": _index,
+        "/api/model": _model,
+        "/api/train/events": _events,
+    }
+    POST_ROUTES: ClassVar[dict] = {
+        "/api/predict": _predict,
+        "/api/train": _train,
+        "/api/train/cancel": _cancel,
+    }
 
 
 def _finite(value):

@@ -5,6 +5,7 @@ A run builds a new model and trains it; the served model is untouched until the 
 then replaced in one assignment, so predictions never see a half-trained network. Cancel asks
 the trainer to stop after the current step and keeps the model that was being served.
 """
+
 import threading
 
 from . import models
@@ -18,8 +19,8 @@ class TrainingHub:
     def __init__(self, on_model):
         self._on_model = on_model
         self._cond = threading.Condition()
-        self._generation = 0   # increments with every run; streams restart their replay
-        self._events = []      # events of the current (or last) run
+        self._generation = 0  # increments with every run; streams restart their replay
+        self._events = []  # events of the current (or last) run
         self._thread = None
         self._cancel = threading.Event()
         self.closed = False
@@ -38,10 +39,19 @@ class TrainingHub:
             self._events = []
             self._cancel = threading.Event()
             self._thread = threading.Thread(
-                target=self._run, args=(recipe, self._cancel, self._generation),
-                name="fastnn-demo-training", daemon=True)
-            self._emit({"type": "start", "run": self._generation, "recipe": recipe,
-                        "description": models.describe_recipe(recipe)})
+                target=self._run,
+                args=(recipe, self._cancel, self._generation),
+                name="fastnn-demo-training",
+                daemon=True,
+            )
+            self._emit(
+                {
+                    "type": "start",
+                    "run": self._generation,
+                    "recipe": recipe,
+                    "description": models.describe_recipe(recipe),
+                }
+            )
             self._thread.start()
             return True
 
@@ -73,10 +83,12 @@ class TrainingHub:
     def _run(self, recipe, cancel, generation):
         def emit(event):
             self._emit(event, generation)
+
         try:
             model, accuracy = train_recipe(recipe, emit=emit, cancel=cancel)
-            served = models.ServedModel(model, "trained here: " +
-                                        models.describe_recipe(recipe), accuracy)
+            served = models.ServedModel(
+                model, "trained here: " + models.describe_recipe(recipe), accuracy
+            )
             self._on_model(served)
             emit({"type": "done", "test_accuracy": accuracy, "model": served.info()})
         except Cancelled:
@@ -89,13 +101,14 @@ class TrainingHub:
         `timeout` s passed; `position` is (generation, count of events already seen)."""
         generation, seen = position
         with self._cond:
-            self._cond.wait_for(lambda: self.closed or self._generation != generation or
-                                len(self._events) > seen, timeout)
+            self._cond.wait_for(
+                lambda: self.closed or self._generation != generation or len(self._events) > seen,
+                timeout,
+            )
             if self._generation != generation:
                 seen = 0
             return self._generation, self._events[seen:], self.closed
 
     def state(self):
         with self._cond:
-            return {"running": self.running, "run": self._generation,
-                    "events": len(self._events)}
+            return {"running": self.running, "run": self._generation, "events": len(self._events)}

@@ -1,4 +1,5 @@
 """The backend registry: get(), available(), and what a backend that cannot run says."""
+
 import pytest
 
 import fastnn
@@ -31,8 +32,10 @@ def test_get_passes_backend_objects_through():
     assert backends.get(cpu) is cpu
 
 
-@pytest.mark.parametrize("name,error", [("gpu", ValueError), ("CPU", ValueError), ("", ValueError),
-                                        (3, TypeError), (None, TypeError)])
+@pytest.mark.parametrize(
+    "name,error",
+    [("gpu", ValueError), ("CPU", ValueError), ("", ValueError), (3, TypeError), (None, TypeError)],
+)
 def test_get_refuses_unknown_names(name, error):
     with pytest.raises(error, match="backend"):
         backends.get(name)
@@ -56,11 +59,20 @@ def test_cpu_probe_says_how_to_fix_missing_kernels(monkeypatch):
 def test_cpu_kernels_are_compiled():
     # cpu must not silently be the reference: its kernels are extension modules
     from fastnn._kernels import conv, dense, gemm, loss, optim, pool, runtime
+
     for module in (conv, dense, gemm, loss, optim, pool, runtime):
         assert module.__file__.endswith((".so", ".pyd")), module.__file__
-    for kernel in ("linear_forward", "linear_backward", "conv2d_forward", "conv2d_backward",
-                   "maxpool2d_forward", "maxpool2d_backward", "softmax_cross_entropy", "sgd_step",
-                   "adam_step"):
+    for kernel in (
+        "linear_forward",
+        "linear_backward",
+        "conv2d_forward",
+        "conv2d_backward",
+        "maxpool2d_forward",
+        "maxpool2d_backward",
+        "softmax_cross_entropy",
+        "sgd_step",
+        "adam_step",
+    ):
         assert getattr(CpuBackend, kernel) is not getattr(NumpyBackend, kernel), kernel
 
 

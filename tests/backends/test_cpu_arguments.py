@@ -1,5 +1,6 @@
 """Bad arguments raise ValueError/TypeError naming the argument, on cpu and on the reference;
 generated arguments give either the reference's answer or the same documented exception."""
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -68,20 +69,26 @@ def test_strided_inputs_are_copied_not_misread(backend):
     expected = ref.linear_forward(np.ascontiguousarray(x), np.ascontiguousarray(w), B)
     np.testing.assert_allclose(backend.linear_forward(x, w, B), expected, rtol=1e-5)
     xt = arr(3, 4).T  # Fortran-ordered
-    np.testing.assert_allclose(backend.linear_forward(xt, W, B),
-                               ref.linear_forward(np.ascontiguousarray(xt), W, B), rtol=1e-5)
+    np.testing.assert_allclose(
+        backend.linear_forward(xt, W, B),
+        ref.linear_forward(np.ascontiguousarray(xt), W, B),
+        rtol=1e-5,
+    )
     xs = strided(2, 3, 6, 6)
-    for actual, expected in zip(backend.maxpool2d_forward(xs, 2),
-                                ref.maxpool2d_forward(np.ascontiguousarray(xs), 2)):
+    for actual, expected in zip(
+        backend.maxpool2d_forward(xs, 2), ref.maxpool2d_forward(np.ascontiguousarray(xs), 2)
+    ):
         np.testing.assert_array_equal(actual, expected)
     logits, labels = strided(5, 4), np.arange(10)[::2] % 4  # strided labels too
-    for actual, expected in zip(backend.softmax_cross_entropy(logits, labels),
-                                ref.softmax_cross_entropy(np.ascontiguousarray(logits),
-                                                          np.ascontiguousarray(labels))):
+    for actual, expected in zip(
+        backend.softmax_cross_entropy(logits, labels),
+        ref.softmax_cross_entropy(np.ascontiguousarray(logits), np.ascontiguousarray(labels)),
+    ):
         np.testing.assert_allclose(actual, expected, rtol=1e-6)
 
 
 # ---- outputs (cpu's keyword-only out=) ----------------------------------------------------
+
 
 def test_outputs_must_be_contiguous_writeable_right_shape_and_dtype():
     x = arr(2, 3, 6, 6)
@@ -90,7 +97,9 @@ def test_outputs_must_be_contiguous_writeable_right_shape_and_dtype():
     with pytest.raises(TypeError, match="argmax must be int32"):
         cpu.maxpool2d_forward(x, out=(np.empty((2, 3, 3, 3), f32), np.empty((2, 3, 3, 3))))
     with pytest.raises(ValueError, match="y must have shape"):
-        cpu.maxpool2d_forward(x, out=(np.empty((2, 3, 3, 4), f32), np.empty((2, 3, 3, 3), np.int32)))
+        cpu.maxpool2d_forward(
+            x, out=(np.empty((2, 3, 3, 4), f32), np.empty((2, 3, 3, 3), np.int32))
+        )
     read_only = np.empty((2, 3, 3, 3), f32)
     read_only.flags.writeable = False
     with pytest.raises(ValueError, match="y must be writeable"):
@@ -128,9 +137,9 @@ def test_outputs_must_not_overlap_inputs():
 LOGITS = arr(4, 3)
 
 LOSS_CASES = [
-    ((LOGITS, np.array([0, 1, 2, 3])), ValueError, "labels"),          # == classes
-    ((LOGITS, np.array([0, -1, 2, 0])), ValueError, "labels"),         # negative
-    ((LOGITS, np.array([0, 2**62, 2, 0])), ValueError, "labels"),      # huge
+    ((LOGITS, np.array([0, 1, 2, 3])), ValueError, "labels"),  # == classes
+    ((LOGITS, np.array([0, -1, 2, 0])), ValueError, "labels"),  # negative
+    ((LOGITS, np.array([0, 2**62, 2, 0])), ValueError, "labels"),  # huge
     ((LOGITS, np.array([0, 2**63 + 5, 2, 0], np.uint64)), ValueError, "labels"),
     ((LOGITS, np.array([0, 200, 2, 0], np.uint8)), ValueError, "labels"),
     ((LOGITS, np.array([0, -128, 2, 0], np.int8)), ValueError, "labels"),
@@ -158,6 +167,7 @@ def test_loss_kernel_checks_labels_itself():
     """Called directly with bad labels, the compiled kernel refuses instead of reading out of
     bounds."""
     from fastnn._kernels import loss
+
     d = np.empty((4, 3), f32)
     for bad in (3, -1, 2**62):
         with pytest.raises(ValueError, match="labels"):
@@ -173,7 +183,7 @@ POOL_FORWARD_CASES = [
     ((POOL_X, -1), ValueError, "kernel"),
     ((POOL_X, 2, 0), ValueError, "stride"),
     ((POOL_X, 2, -3), ValueError, "stride"),
-    ((POOL_X, 6), ValueError, "kernel"),            # wider than the input (width 5)
+    ((POOL_X, 6), ValueError, "kernel"),  # wider than the input (width 5)
     ((POOL_X, 2.0), TypeError, "kernel"),
     ((POOL_X, True), TypeError, "kernel"),
     ((POOL_X, 2, 1.5), TypeError, "stride"),
@@ -193,7 +203,7 @@ DY = arr(2, 3, 3, 2)
 GOOD_ARGMAX = ref.maxpool2d_forward(POOL_X, 2)[1]
 
 POOL_BACKWARD_CASES = [
-    ((DY, np.full_like(GOOD_ARGMAX, 30), POOL_X.shape), ValueError, "argmax"),   # == H*W
+    ((DY, np.full_like(GOOD_ARGMAX, 30), POOL_X.shape), ValueError, "argmax"),  # == H*W
     ((DY, np.full_like(GOOD_ARGMAX, -1), POOL_X.shape), ValueError, "argmax"),
     ((DY, np.full(DY.shape, 2**40, np.int64), POOL_X.shape), ValueError, "argmax"),
     ((DY, GOOD_ARGMAX.astype(f32), POOL_X.shape), TypeError, "argmax"),
@@ -218,6 +228,7 @@ def test_maxpool_backward_bad_arguments(backend, args, error, name):
 def test_pool_kernel_skips_out_of_range_argmax():
     """Called directly, the compiled backward never writes outside the plane; it reports."""
     from fastnn._kernels import pool
+
     dx = np.zeros((2, 4), f32)
     bad = pool.maxpool_backward(np.ones((2, 2), f32), np.array([[0, 4], [-1, 3]], np.int32), dx)
     assert bad == 2
@@ -231,8 +242,8 @@ CX, CW, CB = arr(2, 3, 7, 7), arr(4, 3, 3, 3), arr(4)
 CONV_CASES = [
     ((CX, CW, CB, 0), ValueError, "stride"),
     ((CX, CW, CB, 1, -1), ValueError, "padding"),
-    ((CX, arr(4, 3, 9, 9), CB), ValueError, "kernel"),       # does not fit 7x7
-    ((CX, arr(4, 2, 3, 3), CB), ValueError, "w"),             # channel mismatch
+    ((CX, arr(4, 3, 9, 9), CB), ValueError, "kernel"),  # does not fit 7x7
+    ((CX, arr(4, 2, 3, 3), CB), ValueError, "w"),  # channel mismatch
     ((CX, CW, arr(3)), ValueError, "b"),
     ((CX, CW.astype(f64), CB), TypeError, "w"),
     ((CX[0], CW, CB), ValueError, "x"),
@@ -260,8 +271,16 @@ SGD_CASES = [
     (dict(param=P.copy(), grad=P, lr="0.1"), TypeError, "lr"),
     (dict(param=P.copy(), grad=P, lr=0.1, momentum=1.5, velocity=P.copy()), ValueError, "momentum"),
     (dict(param=P.copy(), grad=P, lr=0.1, momentum=0.9), ValueError, "velocity"),
-    (dict(param=P.copy(), grad=P, lr=0.1, momentum=0.9, velocity=strided(6, 4)), ValueError, "velocity"),
-    (dict(param=P.copy(), grad=P, lr=0.1, momentum=0.9, velocity=P.astype(f64)), TypeError, "velocity"),
+    (
+        dict(param=P.copy(), grad=P, lr=0.1, momentum=0.9, velocity=strided(6, 4)),
+        ValueError,
+        "velocity",
+    ),
+    (
+        dict(param=P.copy(), grad=P, lr=0.1, momentum=0.9, velocity=P.astype(f64)),
+        TypeError,
+        "velocity",
+    ),
     (dict(param=P.copy(), grad=P, lr=0.1, nesterov=True), ValueError, "nesterov"),
     (dict(param=P.copy(), grad=P, lr=0.1, weight_decay=-1.0), ValueError, "weight_decay"),
 ]
@@ -295,8 +314,9 @@ def test_adam_bad_arguments(backend, override, error, name):
     kwargs = dict(param=P.copy(), grad=P, m=np.zeros_like(P), v=np.zeros_like(P), lr=0.1, step=1)
     kwargs.update(override)
     with pytest.raises(error, match=rf"\b{name}\b"):
-        backend.adam_step(kwargs.pop("param"), kwargs.pop("grad"), kwargs.pop("m"),
-                          kwargs.pop("v"), **kwargs)
+        backend.adam_step(
+            kwargs.pop("param"), kwargs.pop("grad"), kwargs.pop("m"), kwargs.pop("v"), **kwargs
+        )
 
 
 def test_adam_huge_step_is_fine():
@@ -307,6 +327,7 @@ def test_adam_huge_step_is_fine():
 
 
 # ---- generated arguments: the reference's answer or the same exception --------------------
+
 
 def outcome(call):
     try:
@@ -329,70 +350,114 @@ sizes = st.integers(0, 9)
 
 
 @fast
-@given(n=st.integers(0, 3), c=st.integers(0, 3), h=sizes, w=sizes,
-       kernel=st.integers(-1, 6), stride=st.one_of(st.none(), st.integers(-1, 4)),
-       dtype=st.sampled_from([f32, f64]), seed=st.integers(0, 2**16))
+@given(
+    n=st.integers(0, 3),
+    c=st.integers(0, 3),
+    h=sizes,
+    w=sizes,
+    kernel=st.integers(-1, 6),
+    stride=st.one_of(st.none(), st.integers(-1, 4)),
+    dtype=st.sampled_from([f32, f64]),
+    seed=st.integers(0, 2**16),
+)
 def test_generated_maxpool(n, c, h, w, kernel, stride, dtype, seed):
     x = arr(n, c, h, w, dtype=dtype, seed=seed)
-    assert_same_outcome(lambda: cpu.maxpool2d_forward(x, kernel, stride),
-                        lambda: ref.maxpool2d_forward(x, kernel, stride), 1e-12)
+    assert_same_outcome(
+        lambda: cpu.maxpool2d_forward(x, kernel, stride),
+        lambda: ref.maxpool2d_forward(x, kernel, stride),
+        1e-12,
+    )
     try:
         y, argmax = ref.maxpool2d_forward(x, kernel, stride)
     except (ValueError, TypeError):
         return
     dy = arr(*y.shape, dtype=dtype, seed=seed + 1)
-    assert_same_outcome(lambda: cpu.maxpool2d_backward(dy, argmax, x.shape, kernel, stride),
-                        lambda: ref.maxpool2d_backward(dy, argmax, x.shape, kernel, stride), 1e-12)
+    assert_same_outcome(
+        lambda: cpu.maxpool2d_backward(dy, argmax, x.shape, kernel, stride),
+        lambda: ref.maxpool2d_backward(dy, argmax, x.shape, kernel, stride),
+        1e-12,
+    )
 
 
-label_values = st.one_of(st.integers(-3, 12), st.integers(-2**63, 2**63 - 1))
+label_values = st.one_of(st.integers(-3, 12), st.integers(-(2**63), 2**63 - 1))
 
 
 @fast
-@given(n=st.integers(0, 6), classes=st.integers(0, 10),
-       labels=st.lists(label_values, min_size=0, max_size=7),
-       label_dtype=st.sampled_from([np.int8, np.uint8, np.int32, np.int64, np.uint64]),
-       dtype=st.sampled_from([f32, f64]), seed=st.integers(0, 2**16))
+@given(
+    n=st.integers(0, 6),
+    classes=st.integers(0, 10),
+    labels=st.lists(label_values, min_size=0, max_size=7),
+    label_dtype=st.sampled_from([np.int8, np.uint8, np.int32, np.int64, np.uint64]),
+    dtype=st.sampled_from([f32, f64]),
+    seed=st.integers(0, 2**16),
+)
 def test_generated_softmax_cross_entropy(n, classes, labels, label_dtype, dtype, seed):
     info = np.iinfo(label_dtype)
     labels = np.array([v for v in labels if info.min <= v <= info.max], dtype=label_dtype)
     logits = arr(n, classes, dtype=dtype, seed=seed) * 5
-    assert_same_outcome(lambda: cpu.softmax_cross_entropy(logits, labels),
-                        lambda: ref.softmax_cross_entropy(logits, labels),
-                        1e-5 if dtype == f32 else 1e-10)
+    assert_same_outcome(
+        lambda: cpu.softmax_cross_entropy(logits, labels),
+        lambda: ref.softmax_cross_entropy(logits, labels),
+        1e-5 if dtype == f32 else 1e-10,
+    )
 
 
 @fast
-@given(n=st.integers(0, 5), fin=st.integers(0, 6), fout=st.integers(0, 6),
-       w_in=st.integers(0, 6), b_size=st.one_of(st.none(), st.integers(0, 6)),
-       relu=st.booleans(), dtype=st.sampled_from([f32, f64]), seed=st.integers(0, 2**16))
+@given(
+    n=st.integers(0, 5),
+    fin=st.integers(0, 6),
+    fout=st.integers(0, 6),
+    w_in=st.integers(0, 6),
+    b_size=st.one_of(st.none(), st.integers(0, 6)),
+    relu=st.booleans(),
+    dtype=st.sampled_from([f32, f64]),
+    seed=st.integers(0, 2**16),
+)
 def test_generated_linear(n, fin, fout, w_in, b_size, relu, dtype, seed):
     x, w = arr(n, fin, dtype=dtype, seed=seed), arr(fout, w_in, dtype=dtype, seed=seed + 1)
     b = None if b_size is None else arr(b_size, dtype=dtype, seed=seed + 2)
     rtol = 1e-5 if dtype == f32 else 1e-10
-    assert_same_outcome(lambda: cpu.linear_forward(x, w, b, relu=relu),
-                        lambda: ref.linear_forward(x, w, b, relu=relu), rtol)
+    assert_same_outcome(
+        lambda: cpu.linear_forward(x, w, b, relu=relu),
+        lambda: ref.linear_forward(x, w, b, relu=relu),
+        rtol,
+    )
     try:
         y = ref.linear_forward(x, w, b, relu=relu)
     except (ValueError, TypeError):
         return
     dy = arr(*y.shape, dtype=dtype, seed=seed + 3)
-    assert_same_outcome(lambda: cpu.linear_backward(x, w, y, dy, relu=relu),
-                        lambda: ref.linear_backward(x, w, y, dy, relu=relu), rtol)
+    assert_same_outcome(
+        lambda: cpu.linear_backward(x, w, y, dy, relu=relu),
+        lambda: ref.linear_backward(x, w, y, dy, relu=relu),
+        rtol,
+    )
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n=st.integers(0, 2), c=st.integers(0, 2), h=st.integers(0, 7), w=st.integers(0, 7),
-       co=st.integers(0, 3), kernel=st.integers(0, 5), stride=st.integers(-1, 3),
-       padding=st.integers(-1, 2), relu=st.booleans(), dtype=st.sampled_from([f32, f64]),
-       seed=st.integers(0, 2**16))
+@given(
+    n=st.integers(0, 2),
+    c=st.integers(0, 2),
+    h=st.integers(0, 7),
+    w=st.integers(0, 7),
+    co=st.integers(0, 3),
+    kernel=st.integers(0, 5),
+    stride=st.integers(-1, 3),
+    padding=st.integers(-1, 2),
+    relu=st.booleans(),
+    dtype=st.sampled_from([f32, f64]),
+    seed=st.integers(0, 2**16),
+)
 def test_generated_conv2d(n, c, h, w, co, kernel, stride, padding, relu, dtype, seed):
     x = arr(n, c, h, w, dtype=dtype, seed=seed)
     wt = arr(co, c, kernel, kernel, dtype=dtype, seed=seed + 1)
     b = arr(co, dtype=dtype, seed=seed + 2)
     rtol = 1e-5 if dtype == f32 else 1e-10
-    assert_same_outcome(lambda: cpu.conv2d_forward(x, wt, b, stride, padding, relu=relu),
-                        lambda: ref.conv2d_forward(x, wt, b, stride, padding, relu=relu), rtol)
+    assert_same_outcome(
+        lambda: cpu.conv2d_forward(x, wt, b, stride, padding, relu=relu),
+        lambda: ref.conv2d_forward(x, wt, b, stride, padding, relu=relu),
+        rtol,
+    )
     try:
         y = ref.conv2d_forward(x, wt, b, stride, padding, relu=relu)
     except (ValueError, TypeError):
@@ -400,4 +465,6 @@ def test_generated_conv2d(n, c, h, w, co, kernel, stride, padding, relu, dtype, 
     dy = arr(*y.shape, dtype=dtype, seed=seed + 3)
     assert_same_outcome(
         lambda: cpu.conv2d_backward(x, wt, y, dy, stride, padding, relu=relu),
-        lambda: ref.conv2d_backward(x, wt, y, dy, stride, padding, relu=relu), rtol)
+        lambda: ref.conv2d_backward(x, wt, y, dy, stride, padding, relu=relu),
+        rtol,
+    )

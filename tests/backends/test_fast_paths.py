@@ -1,5 +1,6 @@
 """The cpu backend's whole-model entry points (sgd_step_many, adam_step_many, count_correct)
 and the layers' unchecked training passes: the same numbers as the per-array, checked calls."""
+
 import numpy as np
 import pytest
 
@@ -18,8 +19,10 @@ def _arrays(rng, dtype, count):
     return [[rng.standard_normal(shape).astype(dtype) for shape in SIZES] for _ in range(count)]
 
 
-@pytest.mark.parametrize("momentum,nesterov,decay", [(0.0, False, 0.0), (0.9, False, 0.0),
-                                                     (0.9, True, 5e-4), (0.5, False, 1e-2)])
+@pytest.mark.parametrize(
+    "momentum,nesterov,decay",
+    [(0.0, False, 0.0), (0.9, False, 0.0), (0.9, True, 5e-4), (0.5, False, 1e-2)],
+)
 def test_sgd_step_many_equals_sgd_step(dtype, momentum, nesterov, decay):
     rng = np.random.default_rng(0)
     params, grads, vels = _arrays(rng, dtype, 3)
@@ -27,10 +30,24 @@ def test_sgd_step_many_equals_sgd_step(dtype, momentum, nesterov, decay):
     expected_v = [v.copy() for v in vels]
     for _ in range(3):  # the second and third calls take the remembered table
         for p, g, v in zip(expected_p, grads, expected_v):
-            cpu.sgd_step(p, g, v if momentum else None, lr=0.1, momentum=momentum,
-                         weight_decay=decay, nesterov=nesterov)
-        cpu.sgd_step_many(params, grads, vels if momentum else None, lr=0.1,
-                          momentum=momentum, weight_decay=decay, nesterov=nesterov)
+            cpu.sgd_step(
+                p,
+                g,
+                v if momentum else None,
+                lr=0.1,
+                momentum=momentum,
+                weight_decay=decay,
+                nesterov=nesterov,
+            )
+        cpu.sgd_step_many(
+            params,
+            grads,
+            vels if momentum else None,
+            lr=0.1,
+            momentum=momentum,
+            weight_decay=decay,
+            nesterov=nesterov,
+        )
         for a, b in zip(params + vels, expected_p + expected_v):
             np.testing.assert_array_equal(a, b)
 
@@ -72,11 +89,13 @@ def test_many_refuses_bad_arguments():
     with pytest.raises(ValueError, match="overlap"):
         cpu.sgd_step_many([p], [p], lr=0.1)
     with pytest.raises(TypeError, match="one dtype"):
-        cpu.sgd_step_many([np.zeros(2, np.float32), np.zeros(2)],
-                          [np.zeros(2, np.float32), np.zeros(2)], lr=0.1)
+        cpu.sgd_step_many(
+            [np.zeros(2, np.float32), np.zeros(2)], [np.zeros(2, np.float32), np.zeros(2)], lr=0.1
+        )
     with pytest.raises(ValueError, match="velocity"):
-        cpu.sgd_step_many([np.zeros(2, np.float32)], [np.zeros(2, np.float32)], [None],
-                          lr=0.1, momentum=0.9)
+        cpu.sgd_step_many(
+            [np.zeros(2, np.float32)], [np.zeros(2, np.float32)], [None], lr=0.1, momentum=0.9
+        )
     with pytest.raises(ValueError, match="same length"):
         cpu.sgd_step_many([p], [], lr=0.1)
     with pytest.raises(ValueError, match="lr"):
@@ -103,9 +122,13 @@ def test_count_correct_is_numpy_argmax(dtype):
         cpu.count_correct(out, labels[:3])
 
 
-@pytest.mark.parametrize("optimizer", [lambda: optim.SGD(lr=0.05, momentum=0.9, nesterov=True,
-                                                         weight_decay=1e-3),
-                                       lambda: optim.Adam(lr=1e-3)])
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda: optim.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+        lambda: optim.Adam(lr=1e-3),
+    ],
+)
 def test_training_matches_the_reference_backend(optimizer):
     """A fit on cpu (unchecked passes, one optimizer call) against the same fit on numpy."""
     rng = np.random.default_rng(3)
@@ -114,8 +137,9 @@ def test_training_matches_the_reference_backend(optimizer):
     results = []
     for backend in ("cpu", "numpy"):
         fastnn.seed(4)
-        model = nn.Sequential(nn.Linear(29, 31), nn.ReLU(), nn.Linear(31, 17), nn.Tanh(),
-                              nn.Linear(17, 5))
+        model = nn.Sequential(
+            nn.Linear(29, 31), nn.ReLU(), nn.Linear(31, 17), nn.Tanh(), nn.Linear(17, 5)
+        )
         trainer = fastnn.Trainer(model, optimizer(), loss="cross_entropy", backend=backend)
         history = trainer.fit(x, y, epochs=2, batch_size=32, verbose=0)
         results.append((model.state_dict(), history["loss"], history["accuracy"]))
@@ -133,9 +157,13 @@ def test_train_step_with_a_strided_batch_takes_the_checked_path():
     x = np.random.default_rng(6).random((16, 16)).astype(np.float32)
     y = np.arange(16, dtype=np.int64) % 3
     before = model.state_dict()
-    loss = trainer.train_step(x[:, ::2], y)   # not C-contiguous
-    again = fastnn.Trainer(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3)),
-                           optim.SGD(lr=0.1), loss="cross_entropy", backend="cpu")
+    loss = trainer.train_step(x[:, ::2], y)  # not C-contiguous
+    again = fastnn.Trainer(
+        nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3)),
+        optim.SGD(lr=0.1),
+        loss="cross_entropy",
+        backend="cpu",
+    )
     again.model.load_state_dict(before)
     assert float(again.train_step(np.ascontiguousarray(x[:, ::2]), y)) == float(loss)
     for name, value in model.state_dict().items():
@@ -222,8 +250,10 @@ def test_plan_only_for_plain_chains_of_linear_layers():
     np.testing.assert_array_equal(model.predict(x), _general_outputs(model, x).argmax(axis=1))
 
 
-@pytest.mark.parametrize("dtype,shape", [(np.float32, (300, 784)), (np.float64, (50, 1, 5, 7)),
-                                         (np.uint8, (70, 3)), (np.int64, (9,))])
+@pytest.mark.parametrize(
+    "dtype,shape",
+    [(np.float32, (300, 784)), (np.float64, (50, 1, 5, 7)), (np.uint8, (70, 3)), (np.int64, (9,))],
+)
 def test_gather_rows_is_take(dtype, shape):
     rng = np.random.default_rng(12)
     x = (rng.standard_normal(shape) * 100).astype(dtype)
@@ -246,8 +276,9 @@ def test_plan_outputs_bitwise_at_any_thread_count(n):
     """The chain's one parallel region (few rows) slices every layer's outputs over the
     threads: the same bits as the layers' own GEMM calls, at 1, 2 and 3 threads."""
     fastnn.seed(13)
-    model = nn.Sequential(nn.Linear(300, 203), nn.ReLU(), nn.Linear(203, 97), nn.ReLU(),
-                          nn.Linear(97, 10))
+    model = nn.Sequential(
+        nn.Linear(300, 203), nn.ReLU(), nn.Linear(203, 97), nn.ReLU(), nn.Linear(97, 10)
+    )
     x = np.random.default_rng(n).standard_normal((n, 300)).astype(np.float32)
     before = fastnn.get_num_threads()
     try:

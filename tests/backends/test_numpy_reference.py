@@ -1,4 +1,5 @@
 """The reference backend against central finite differences, in float64."""
+
 import numpy as np
 import pytest
 
@@ -22,7 +23,9 @@ def test_linear_gradients(n, fin, fout, relu):
 
 
 @pytest.mark.parametrize("relu", [False, True])
-@pytest.mark.parametrize("stride,padding,k", [(1, 0, 3), (2, 1, 3), (3, 2, 2), (1, 1, 1), (2, 0, 5)])
+@pytest.mark.parametrize(
+    "stride,padding,k", [(1, 0, 3), (2, 1, 3), (3, 2, 2), (1, 1, 1), (2, 0, 5)]
+)
 def test_conv2d_gradients(stride, padding, k, relu):
     rng = np.random.default_rng(stride * 10 + padding + k)
     x = rng.normal(size=(2, 3, 7, 6))
@@ -46,14 +49,18 @@ def test_conv2d_matches_direct_sum():
         for o in range(3):
             for i in range(y.shape[2]):
                 for j in range(y.shape[3]):
-                    expected[n, o, i, j] = (xp[n, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3] * w[o]).sum() + b[o]
+                    expected[n, o, i, j] = (
+                        xp[n, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3] * w[o]
+                    ).sum() + b[o]
     np.testing.assert_allclose(y, expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("kernel,stride", [(2, None), (3, 2), (2, 1), (3, 3)])
 def test_maxpool_gradients(kernel, stride):
     rng = np.random.default_rng(kernel)
-    x = rng.permutation(2 * 3 * 7 * 8).reshape(2, 3, 7, 8).astype(np.float64) * 0.1  # distinct values
+    x = (
+        rng.permutation(2 * 3 * 7 * 8).reshape(2, 3, 7, 8).astype(np.float64) * 0.1
+    )  # distinct values
     y, argmax = ref.maxpool2d_forward(x, kernel, stride)
     coef = rng.normal(size=y.shape)
     loss = lambda: float((ref.maxpool2d_forward(x, kernel, stride)[0] * coef).sum())

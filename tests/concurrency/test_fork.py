@@ -3,6 +3,7 @@ so fastnn runs the child's kernels on one thread (fastnn._threads). The child mu
 evaluate and train with bitwise the parent's results, and multiprocessing's "fork" Pool must
 finish. Each case runs in a fresh interpreter under a timeout, so a hang fails the test instead
 of stalling the run."""
+
 import os
 import signal
 import subprocess
@@ -73,7 +74,9 @@ models = {kind: trained(kind) for kind in ("mlp", "cnn")}
 states = {kind: m.state_dict() for kind, m in models.items()}
 """
 
-_OS_FORK = _SETUP + """
+_OS_FORK = (
+    _SETUP
+    + """
 read_end, write_end = os.pipe()
 pid = os.fork()
 if pid == 0:  # the child: the same work on its copy of the trained models
@@ -101,8 +104,11 @@ for kind, model in models.items():
 print("after_set", child["after_set"])
 print("ok")
 """
+)
 
-_POOL = _SETUP + """
+_POOL = (
+    _SETUP
+    + """
 import multiprocessing
 
 
@@ -129,6 +135,7 @@ if __name__ == "__main__":
         assert same(weights, train_copy(kind)), kind
     print("ok")
 """
+)
 
 # Forked before any kernel ran on several threads: no pool to lose, the count is kept.
 _EARLY_FORK = """
@@ -148,9 +155,14 @@ def run_script(tmp_path, script, *args):
     is often a forked child, which killing the script alone would leave behind)."""
     path = tmp_path / "script.py"
     path.write_text(textwrap.dedent(script))
-    process = subprocess.Popen([sys.executable, str(path), *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, str(path), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = process.communicate(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:

@@ -1,5 +1,6 @@
 """One trained model shared by several threads: predict, predict_proba and evaluate from any
 number of threads give bitwise the results of the same calls made one after another."""
+
 import threading
 
 import numpy as np
@@ -14,8 +15,9 @@ BATCHES = (1, 7, 256, 2000)
 
 def mlp(backend):
     fastnn.seed(3)
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10),
-                         backend=backend)
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10), backend=backend
+    )
 
 
 def images(n, seed):
@@ -73,12 +75,22 @@ def test_batchnorm_models_predict_from_threads_like_serially(backend):
     from fastnn import Trainer, optim
 
     fastnn.seed(5)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Flatten(), nn.Linear(4 * 13 * 13, 16), nn.BatchNorm1d(16),
-                          nn.ReLU(), nn.Linear(16, 10), backend=backend)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 13 * 13, 16),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Linear(16, 10),
+        backend=backend,
+    )
     x = images(64, 9)
     Trainer(model, optim.SGD(lr=0.05), backend=backend, seed=1).fit(
-        x, np.arange(64) % 10, epochs=1, batch_size=16, verbose=0)
+        x, np.arange(64) % 10, epochs=1, batch_size=16, verbose=0
+    )
     inputs = [x[:1], x[:7], x]
     expected = [(model.predict(v), model.predict_proba(v)) for v in inputs]
     wrong = []
@@ -86,8 +98,10 @@ def test_batchnorm_models_predict_from_threads_like_serially(backend):
     def work(i):
         for _ in range(3):
             for k, v in enumerate(inputs):
-                if model.predict(v).tobytes() != expected[k][0].tobytes() or \
-                        model.predict_proba(v).tobytes() != expected[k][1].tobytes():
+                if (
+                    model.predict(v).tobytes() != expected[k][0].tobytes()
+                    or model.predict_proba(v).tobytes() != expected[k][1].tobytes()
+                ):
                     wrong.append(k)
 
     run_threads(work, 3)

@@ -1,6 +1,7 @@
 """Stress: several threads at once, on shared trained models (predict, predict_proba,
 evaluate) and on models of their own (training with their own seeds), with several batch
 sizes; every result must be bitwise the result of the same call made serially."""
+
 import threading
 
 import numpy as np
@@ -26,8 +27,15 @@ def mlp(seed, backend, dropout=0.0):
 
 
 def cnn(seed, backend):
-    return nn.Sequential(nn.Conv2d(1, 4, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(4 * 12 * 12, 10), backend=backend, seed=seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 12 * 12, 10),
+        backend=backend,
+        seed=seed,
+    )
 
 
 def train(build, seed, backend):
@@ -35,10 +43,11 @@ def train(build, seed, backend):
     model = build(seed, backend)
     trainer = Trainer(model, optim.Adam(lr=1e-3), backend=backend, seed=seed)
     trainer.fit(X[:320], Y[:320], epochs=1, batch_size=40, validation_split=0.25, verbose=0)
-    steps = [float(trainer.train_step(model.prepare_input(X[i:i + 16]), Y[i:i + 16]))
-             for i in range(0, 64, 16)]
-    history = {k: v for k, v in trainer.history.items() if k not in ("epoch_time",
-                                                                       "samples_per_s")}
+    steps = [
+        float(trainer.train_step(model.prepare_input(X[i : i + 16]), Y[i : i + 16]))
+        for i in range(0, 64, 16)
+    ]
+    history = {k: v for k, v in trainer.history.items() if k not in ("epoch_time", "samples_per_s")}
     return {"weights": model.state_dict(), "history": history, "steps": steps}
 
 
@@ -46,7 +55,8 @@ def shared_models(backend):
     models = {"mlp": mlp(1, backend), "cnn": cnn(2, backend)}
     for model in models.values():
         Trainer(model, optim.SGD(lr=0.05), backend=backend, seed=3).fit(
-            X, Y, epochs=1, batch_size=100, verbose=0)
+            X, Y, epochs=1, batch_size=100, verbose=0
+        )
     return models
 
 
@@ -62,8 +72,12 @@ def tasks(models, backend):
         out.append((f"{name} predict float", lambda m=model: m.predict(X[:33] / 255.0)))
         out.append((f"{name} evaluate", lambda t=evaluator: t.evaluate(X, Y, batch_size=256)))
     for seed in range(3):
-        out.append((f"train mlp+dropout {seed}",
-                    lambda s=seed: train(lambda s_, b: mlp(s_, b, dropout=0.3), s, backend)))
+        out.append(
+            (
+                f"train mlp+dropout {seed}",
+                lambda s=seed: train(lambda s_, b: mlp(s_, b, dropout=0.3), s, backend),
+            )
+        )
     out.append(("train cnn", lambda: train(cnn, 7, backend)))
     return out
 

@@ -1,6 +1,7 @@
 """Training and threads: one model trains in one thread at a time (another thread's fit or
 train_step is refused at once, the weights untouched); separate models train in parallel; a
 Trainer or Sequential with a seed repeats its run whatever other threads draw."""
+
 import threading
 
 import numpy as np
@@ -17,8 +18,15 @@ Y = rng.integers(0, 10, 200)
 
 
 def mlp(backend="numpy", seed=1):
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Dropout(0.2),
-                         nn.Linear(16, 10), backend=backend, seed=seed)
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 16),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(16, 10),
+        backend=backend,
+        seed=seed,
+    )
 
 
 def same_weights(a, b):
@@ -34,6 +42,7 @@ def in_thread(call):
             call()
         except BaseException as exc:  # noqa: BLE001 - returned to the test
             raised.append(exc)
+
     thread = threading.Thread(target=body)
     thread.start()
     thread.join(60)
@@ -55,8 +64,14 @@ def test_second_thread_training_the_same_model_is_refused(backend):
             refused.append(in_thread(lambda: other.train_step(xb, Y[:8])))
             refused.append(in_thread(lambda: trainer.train_step(xb, Y[:8])))
 
-    trainer.fit(X, Y, epochs=2, batch_size=32, verbose=0,
-                callbacks=callbacks.LambdaCallback(on_batch_end=intrude))
+    trainer.fit(
+        X,
+        Y,
+        epochs=2,
+        batch_size=32,
+        verbose=0,
+        callbacks=callbacks.LambdaCallback(on_batch_end=intrude),
+    )
     assert len(refused) == 3
     for exc in refused:
         assert isinstance(exc, ConcurrentTrainingError), exc
@@ -64,7 +79,8 @@ def test_second_thread_training_the_same_model_is_refused(backend):
     # the refused calls changed nothing: the same run without them
     alone = mlp(backend)
     Trainer(alone, optim.SGD(lr=0.1), backend=backend, seed=5).fit(
-        X, Y, epochs=2, batch_size=32, verbose=0)
+        X, Y, epochs=2, batch_size=32, verbose=0
+    )
     assert same_weights(model.state_dict(), alone.state_dict())
     # and the claim ends with the fit: the other trainer may now train the model
     assert in_thread(lambda: other.fit(X, Y, epochs=1, verbose=0)) is None
@@ -74,19 +90,36 @@ def test_one_optimizer_on_two_models_at_once_is_refused():
     shared = optim.SGD(lr=0.1)
     first, second = Trainer(mlp(), shared), Trainer(mlp(seed=2), shared)
     refused = []
-    first.fit(X, Y, epochs=1, batch_size=100, verbose=0, callbacks=callbacks.LambdaCallback(
-        on_batch_end=lambda *a: refused.append(
-            in_thread(lambda: second.fit(X, Y, epochs=1, verbose=0)))))
-    assert refused and all(isinstance(e, ConcurrentTrainingError) and "optimizer" in str(e)
-                           for e in refused)
+    first.fit(
+        X,
+        Y,
+        epochs=1,
+        batch_size=100,
+        verbose=0,
+        callbacks=callbacks.LambdaCallback(
+            on_batch_end=lambda *a: refused.append(
+                in_thread(lambda: second.fit(X, Y, epochs=1, verbose=0))
+            )
+        ),
+    )
+    assert refused and all(
+        isinstance(e, ConcurrentTrainingError) and "optimizer" in str(e) for e in refused
+    )
 
 
 def test_the_claim_is_released_when_fit_raises():
     model = mlp()
     trainer = Trainer(model, optim.SGD(lr=0.1))
     with pytest.raises(RuntimeError, match="boom"):
-        trainer.fit(X, Y, epochs=1, verbose=0, callbacks=callbacks.LambdaCallback(
-            on_batch_end=lambda *a: (_ for _ in ()).throw(RuntimeError("boom"))))
+        trainer.fit(
+            X,
+            Y,
+            epochs=1,
+            verbose=0,
+            callbacks=callbacks.LambdaCallback(
+                on_batch_end=lambda *a: (_ for _ in ()).throw(RuntimeError("boom"))
+            ),
+        )
     assert in_thread(lambda: trainer.fit(X, Y, epochs=1, verbose=0)) is None
 
 
@@ -94,8 +127,14 @@ def test_the_training_thread_may_call_train_step_from_a_callback():
     model = mlp()
     trainer = Trainer(model, optim.SGD(lr=0.1))
     xb = model.prepare_input(X[:8])
-    trainer.fit(X, Y, epochs=1, batch_size=100, verbose=0, callbacks=callbacks.LambdaCallback(
-        on_epoch_end=lambda *a: trainer.train_step(xb, Y[:8])))
+    trainer.fit(
+        X,
+        Y,
+        epochs=1,
+        batch_size=100,
+        verbose=0,
+        callbacks=callbacks.LambdaCallback(on_epoch_end=lambda *a: trainer.train_step(xb, Y[:8])),
+    )
 
 
 def run(seed, backend="numpy"):
@@ -109,11 +148,17 @@ def run(seed, backend="numpy"):
 def test_seeded_runs_in_parallel_threads_repeat_their_serial_results(backend):
     serial = {seed: run(seed, backend) for seed in range(3)}
     parallel = {}
-    threads = [threading.Thread(target=lambda s=s: parallel.update({s: run(s, backend)}))
-               for s in range(3) for _ in range(2)]  # each seed twice, all at once
+    threads = [
+        threading.Thread(target=lambda s=s: parallel.update({s: run(s, backend)}))
+        for s in range(3)
+        for _ in range(2)
+    ]  # each seed twice, all at once
     fastnn.seed(0)
-    noise = threading.Thread(target=lambda: [fastnn.nn.Dropout(0.5).forward(
-        np.ones((64, 64), np.float32), True) for _ in range(200)])  # the process-wide stream
+    noise = threading.Thread(
+        target=lambda: [
+            fastnn.nn.Dropout(0.5).forward(np.ones((64, 64), np.float32), True) for _ in range(200)
+        ]
+    )  # the process-wide stream
     for t in threads + [noise]:
         t.start()
     for t in threads + [noise]:
@@ -142,8 +187,9 @@ def test_seeded_model_is_independent_of_the_process_stream():
     assert same_weights(a, model.state_dict())
 
 
-@pytest.mark.parametrize("bad, error", [(-1, ValueError), (1.5, TypeError), (True, TypeError),
-                                        ("3", TypeError)])
+@pytest.mark.parametrize(
+    "bad, error", [(-1, ValueError), (1.5, TypeError), (True, TypeError), ("3", TypeError)]
+)
 def test_bad_seeds_are_refused(bad, error):
     with pytest.raises(error, match="seed"):
         Trainer(mlp(), optim.SGD(lr=0.1), seed=bad)
@@ -158,9 +204,17 @@ def test_resuming_a_seeded_trainer_continues_its_own_stream(tmp_path):
     whole = trainer(5)
     whole.fit(X, Y, epochs=2, batch_size=32, validation_split=0.2, verbose=0)
     first = trainer(5)
-    first.fit(X, Y, epochs=1, batch_size=32, validation_split=0.2, verbose=0,
-              checkpoint=tmp_path / "run.ckpt")
+    first.fit(
+        X,
+        Y,
+        epochs=1,
+        batch_size=32,
+        validation_split=0.2,
+        verbose=0,
+        checkpoint=tmp_path / "run.ckpt",
+    )
     resumed = trainer(99)  # the checkpoint's stream state wins over the new seed
-    resumed.fit(X, Y, epochs=2, batch_size=32, validation_split=0.2, verbose=0,
-                resume=tmp_path / "run.ckpt")
+    resumed.fit(
+        X, Y, epochs=2, batch_size=32, validation_split=0.2, verbose=0, resume=tmp_path / "run.ckpt"
+    )
     assert same_weights(whole.model.state_dict(), resumed.model.state_dict())

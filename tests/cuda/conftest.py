@@ -1,6 +1,7 @@
 """Fixtures for the cuda tests: the host harness built once per session, and `fake_cuda`, the
 cuda backend as `fastnn.backends.get("cuda")` gives it, running on the CuPy stand-in
 (fakecupy.py) with its kernels in the harness."""
+
 import importlib.util
 import sys
 from pathlib import Path
@@ -57,8 +58,9 @@ def fake_cuda(fake_cupy, monkeypatch):
     """backends.get("cuda") on the stand-in: the registry's own instance, as user code gets it."""
     from fastnn import backends
 
-    monkeypatch.setattr(backends, "_instances",
-                        {k: v for k, v in backends._instances.items() if k != "cuda"})
+    monkeypatch.setattr(
+        backends, "_instances", {k: v for k, v in backends._instances.items() if k != "cuda"}
+    )
     backend = backends.get("cuda")
     backend.threads, backend.max_blocks = FAKE_THREADS, FAKE_MAX_BLOCKS
     fake_cupy.stats.reset()

@@ -13,6 +13,7 @@ about the things that hide host/device bugs.
 Signatures of the CuPy functions mimicked here match the real ones (tests/cuda/
 test_fakecupy_honest.py compares them where CuPy is installed; no GPU is needed for that).
 """
+
 import collections
 import types
 
@@ -27,8 +28,10 @@ bool_ = np.bool_
 dtype = np.dtype
 newaxis = None
 
-_IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. Please use `.get()` to "
-             "construct a NumPy array explicitly.")
+_IMPLICIT = (
+    "Implicit conversion to a NumPy array is not allowed. Please use `.get()` to "
+    "construct a NumPy array explicitly."
+)
 
 
 class Stats:
@@ -40,23 +43,27 @@ class Stats:
     def reset(self):
         self.launches = 0
         self.syncs = 0
-        self.to_device = 0   # host -> device copies
-        self.to_host = 0     # device -> host copies
-        self.kernels = collections.Counter()   # launches by name (fastnn kernels, CuPy ops)
-        self.allocations = []                  # shapes of the arrays allocated, in order
+        self.to_device = 0  # host -> device copies
+        self.to_host = 0  # device -> host copies
+        self.kernels = collections.Counter()  # launches by name (fastnn kernels, CuPy ops)
+        self.allocations = []  # shapes of the arrays allocated, in order
 
     def launch(self, name):
         self.launches += 1
         self.kernels[name] += 1
 
     def snapshot(self):
-        return {"launches": self.launches, "syncs": self.syncs, "to_device": self.to_device,
-                "to_host": self.to_host}
+        return {
+            "launches": self.launches,
+            "syncs": self.syncs,
+            "to_device": self.to_device,
+            "to_host": self.to_host,
+        }
 
 
 stats = Stats()
 _runner = None  # the host harness library (get_function(name) -> f(grid, block, args))
-_sources = {}   # kernel source text -> family, the only code RawModule accepts
+_sources = {}  # kernel source text -> family, the only code RawModule accepts
 
 
 def install(runner, sources):
@@ -70,6 +77,7 @@ def install(runner, sources):
 
 
 # ---- the array type ---------------------------------------------------------------------------
+
 
 class _Flags:
     """CuPy's flags: no `aligned`, no `writeable` (device memory is always both)."""
@@ -297,8 +305,7 @@ class ndarray:
     # -- arithmetic through the ufuncs below
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         mine = _UFUNCS.get(ufunc.__name__)
-        if method != "__call__" or mine is None or any(
-                isinstance(v, np.ndarray) for v in inputs):
+        if method != "__call__" or mine is None or any(isinstance(v, np.ndarray) for v in inputs):
             return NotImplemented
         return mine(*inputs, **kwargs)
 
@@ -319,17 +326,32 @@ def _binary(name, reflected=False, inplace=False):
         if inplace:
             return ufunc(self, other, out=self)
         return ufunc(other, self) if reflected else ufunc(self, other)
+
     return method
 
 
-for _op, _name in (("add", "add"), ("sub", "subtract"), ("mul", "multiply"),
-                   ("truediv", "true_divide"), ("floordiv", "floor_divide"), ("pow", "power"),
-                   ("mod", "remainder"), ("and", "bitwise_and"), ("or", "bitwise_or")):
+for _op, _name in (
+    ("add", "add"),
+    ("sub", "subtract"),
+    ("mul", "multiply"),
+    ("truediv", "true_divide"),
+    ("floordiv", "floor_divide"),
+    ("pow", "power"),
+    ("mod", "remainder"),
+    ("and", "bitwise_and"),
+    ("or", "bitwise_or"),
+):
     setattr(ndarray, f"__{_op}__", _binary(_name))
     setattr(ndarray, f"__r{_op}__", _binary(_name, reflected=True))
     setattr(ndarray, f"__i{_op}__", _binary(_name, inplace=True))
-for _op, _name in (("lt", "less"), ("le", "less_equal"), ("gt", "greater"),
-                   ("ge", "greater_equal"), ("eq", "equal"), ("ne", "not_equal")):
+for _op, _name in (
+    ("lt", "less"),
+    ("le", "less_equal"),
+    ("gt", "greater"),
+    ("ge", "greater_equal"),
+    ("eq", "equal"),
+    ("ne", "not_equal"),
+):
     setattr(ndarray, f"__{_op}__", _binary(_name))
 ndarray.__hash__ = None
 ndarray.__neg__ = lambda self: _UFUNCS["negative"](self)
@@ -365,17 +387,43 @@ class ufunc:
         return f"<ufunc '{self.name}'>"
 
 
-_UFUNCS = {name: ufunc(name, nin, 1) for name, nin in (
-    ("add", 2), ("subtract", 2), ("multiply", 2), ("true_divide", 2), ("divide", 2),
-    ("floor_divide", 2), ("power", 2), ("remainder", 2), ("maximum", 2), ("minimum", 2),
-    ("less", 2), ("less_equal", 2), ("greater", 2), ("greater_equal", 2), ("equal", 2),
-    ("not_equal", 2), ("bitwise_and", 2), ("bitwise_or", 2), ("logical_and", 2),
-    ("exp", 1), ("log", 1), ("sqrt", 1), ("tanh", 1), ("negative", 1), ("absolute", 1),
-    ("isfinite", 1), ("isnan", 1))}
+_UFUNCS = {
+    name: ufunc(name, nin, 1)
+    for name, nin in (
+        ("add", 2),
+        ("subtract", 2),
+        ("multiply", 2),
+        ("true_divide", 2),
+        ("divide", 2),
+        ("floor_divide", 2),
+        ("power", 2),
+        ("remainder", 2),
+        ("maximum", 2),
+        ("minimum", 2),
+        ("less", 2),
+        ("less_equal", 2),
+        ("greater", 2),
+        ("greater_equal", 2),
+        ("equal", 2),
+        ("not_equal", 2),
+        ("bitwise_and", 2),
+        ("bitwise_or", 2),
+        ("logical_and", 2),
+        ("exp", 1),
+        ("log", 1),
+        ("sqrt", 1),
+        ("tanh", 1),
+        ("negative", 1),
+        ("absolute", 1),
+        ("isfinite", 1),
+        ("isnan", 1),
+    )
+}
 globals().update(_UFUNCS)
 
 
 # ---- creation and copies ----------------------------------------------------------------------
+
 
 def _from_host(a, dtype=None, order=None):
     stats.to_device += 1
@@ -399,8 +447,10 @@ def asarray(a, dtype=None, order=None, *, copy=None, blocking=False):
 
 def ascontiguousarray(a, dtype=None):
     if not isinstance(a, ndarray):  # CuPy's takes device arrays only
-        raise TypeError(f"Argument 'a' has incorrect type (expected cupy._core.core._ndarray_base, "
-                        f"got {type(a).__name__})")
+        raise TypeError(
+            f"Argument 'a' has incorrect type (expected cupy._core.core._ndarray_base, "
+            f"got {type(a).__name__})"
+        )
     if a._a.flags.c_contiguous and (dtype is None or np.dtype(dtype) == a.dtype):
         return a
     stats.launch("cupy.copy")
@@ -444,8 +494,11 @@ def full(shape, fill_value, dtype=None, order="C"):
 
 def arange(start, stop=None, step=1, dtype=None):
     stats.launch("cupy.arange")
-    return _wrap(np.arange(start, stop, step, dtype=dtype) if stop is not None
-                 else np.arange(start, step=step, dtype=dtype))
+    return _wrap(
+        np.arange(start, stop, step, dtype=dtype)
+        if stop is not None
+        else np.arange(start, step=step, dtype=dtype)
+    )
 
 
 def _device_only(name, *arrays):
@@ -454,8 +507,17 @@ def _device_only(name, *arrays):
             raise TypeError(f"{name}: Unsupported type {type(a)}")
 
 
-def matmul(*args, axes=None, axis=None, keepdims=False, casting="same_kind", dtype=None,
-           signature=None, order="K", out=None):
+def matmul(
+    *args,
+    axes=None,
+    axis=None,
+    keepdims=False,
+    casting="same_kind",
+    dtype=None,
+    signature=None,
+    order="K",
+    out=None,
+):
     a, b = args
     _device_only("matmul", a, b)
     stats.launch("cublas.gemm")
@@ -490,8 +552,12 @@ def copyto(dst, src, casting="same_kind", where=None):
     if isinstance(src, np.ndarray):
         raise TypeError(f"Unsupported type {type(src)}")
     stats.launch("cupy.copy")
-    np.copyto(dst._a, _check_operand(src), casting=casting,
-              where=True if where is None else _check_operand(where))
+    np.copyto(
+        dst._a,
+        _check_operand(src),
+        casting=casting,
+        where=True if where is None else _check_operand(where),
+    )
 
 
 def where(condition, x=None, y=None):
@@ -500,6 +566,7 @@ def where(condition, x=None, y=None):
 
 
 # ---- random, CUDA runtime, kernels ------------------------------------------------------------
+
 
 class Generator:
     """cupy.random.Generator: draws on the device (one launch), from a NumPy generator here."""
@@ -572,9 +639,18 @@ class RawKernel:
 class RawModule:
     """Accepts only fastnn's kernel sources (the harness has them compiled)."""
 
-    def __init__(self, code=None, *, path=None, options=(), backend="nvrtc",
-                 translate_cucomplex=False, enable_cooperative_groups=False,
-                 name_expressions=None, jitify=None):
+    def __init__(
+        self,
+        code=None,
+        *,
+        path=None,
+        options=(),
+        backend="nvrtc",
+        translate_cucomplex=False,
+        enable_cooperative_groups=False,
+        name_expressions=None,
+        jitify=None,
+    ):
         if _runner is None:
             raise RuntimeError("fakecupy.install(runner, sources) was not called")
         if code not in _sources:
@@ -584,4 +660,3 @@ class RawModule:
 
     def get_function(self, name):
         return RawKernel(self, name)
-

@@ -10,6 +10,7 @@ epoch depend on the number of steps only (not on the model or the batch size), s
 counted on an epoch of `--epoch-steps` steps (469: MNIST's 60,000 samples at batch size 128)
 of batches of one sample, without validation.
 """
+
 import argparse
 import importlib.util
 import sys
@@ -21,17 +22,40 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 WORKLOADS = {
-    "mlp": lambda nn: nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(),
-                                    nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10)),
-    "cnn": lambda nn: nn.Sequential(nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
-                                    nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2),
-                                    nn.Flatten(), nn.Linear(1024, 128), nn.ReLU(),
-                                    nn.Linear(128, 10)),
-    "lenet5": lambda nn: nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(),
-                                       nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
-                                       nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120),
-                                       nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                                       nn.Linear(84, 10)),
+    "mlp": lambda nn: nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 512),
+        nn.ReLU(),
+        nn.Linear(512, 256),
+        nn.ReLU(),
+        nn.Linear(256, 10),
+    ),
+    "cnn": lambda nn: nn.Sequential(
+        nn.Conv2d(1, 32, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(1024, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    ),
+    "lenet5": lambda nn: nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(400, 120),
+        nn.ReLU(),
+        nn.Linear(120, 84),
+        nn.ReLU(),
+        nn.Linear(84, 10),
+    ),
 }
 OPTIMIZERS = {
     "sgd": lambda optim: optim.SGD(lr=0.01, momentum=0.9),
@@ -47,8 +71,7 @@ def _fit(stats, workload, optimizer, samples, batch_size):
     x = rng.integers(0, 256, size=(samples, 1, 28, 28), dtype=np.uint8)
     y = rng.integers(0, 10, size=samples)
     fastnn.seed(0)
-    trainer = fastnn.Trainer(WORKLOADS[workload](nn), OPTIMIZERS[optimizer](optim),
-                             backend="cuda")
+    trainer = fastnn.Trainer(WORKLOADS[workload](nn), OPTIMIZERS[optimizer](optim), backend="cuda")
     stats.reset()
     trainer.fit(x, y, epochs=1, batch_size=batch_size, verbose=0)
     return stats.snapshot()
@@ -68,6 +91,7 @@ def syncs_per_epoch(stats, workload, optimizer, steps):
 
 def install(build_dir):
     """Build the harness, install the stand-in as `cupy`; returns its stats."""
+
     def load(name, path):
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
@@ -75,8 +99,7 @@ def install(build_dir):
         spec.loader.exec_module(module)
         return module
 
-    host_harness = load("fastnn_tests_host_harness", HERE / "harness" /
-                        "host_harness.py")
+    host_harness = load("fastnn_tests_host_harness", HERE / "harness" / "host_harness.py")
     fakecupy = load("fastnn_tests_fakecupy", HERE / "fakecupy.py")
     from fastnn import backends
     from fastnn.backends.cuda import sources
@@ -95,15 +118,22 @@ def main():
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as build_dir:
         stats = install(build_dir)
-        print(f"{'workload':<8} {'optimizer':<9} {'launches/step':>13} {'syncs/step':>10} "
-              f"{'syncs/epoch':>11}")
+        print(
+            f"{'workload':<8} {'optimizer':<9} {'launches/step':>13} {'syncs/step':>10} "
+            f"{'syncs/epoch':>11}"
+        )
         for workload in WORKLOADS:
             for optimizer in OPTIMIZERS:
                 per_step, step_syncs = launches_per_step(stats, workload, optimizer)
-                epoch = (syncs_per_epoch(stats, workload, optimizer, args.epoch_steps)
-                         if workload == "mlp" else "")
-                print(f"{workload:<8} {optimizer:<9} {per_step:>13g} {step_syncs:>10g} "
-                      f"{epoch:>11}", flush=True)
+                epoch = (
+                    syncs_per_epoch(stats, workload, optimizer, args.epoch_steps)
+                    if workload == "mlp"
+                    else ""
+                )
+                print(
+                    f"{workload:<8} {optimizer:<9} {per_step:>13g} {step_syncs:>10g} {epoch:>11}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Defects 1 and 2 of issue 11, on the CuPy stand-in: device arrays in predict / evaluate /
 fit (no np.asarray on them, no host round trip), and float64 on cuda refused up front."""
+
 import numpy as np
 import pytest
 
@@ -8,8 +9,9 @@ from fastnn import nn, optim
 
 
 def _cnn():
-    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(48, 4))
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(48, 4)
+    )
 
 
 def _data(n=24, seed=0):
@@ -28,6 +30,7 @@ def _host_copies_of(fake_cupy, monkeypatch, size):
         if self.size == size:
             seen.append(self.shape)
         return get(self, *args, **kwargs)
+
     monkeypatch.setattr(fake_cupy.ndarray, "get", recording_get)
     return seen
 
@@ -69,11 +72,9 @@ def test_fit_and_evaluate_keep_device_data_on_the_device(fake_cuda, fake_cupy):
         with pytest.MonkeyPatch.context() as patch:
             copies = _host_copies_of(fake_cupy, patch, x.size)
             fake_cupy.stats.reset()
-            history = trainer.fit(*data, epochs=2, batch_size=8, validation_split=0.25,
-                                  verbose=0)
+            history = trainer.fit(*data, epochs=2, batch_size=8, validation_split=0.25, verbose=0)
             scores = trainer.evaluate(*data)
-            results.append((history, scores, trainer.model.state_dict(),
-                            fake_cupy.stats.to_device))
+            results.append((history, scores, trainer.model.state_dict(), fake_cupy.stats.to_device))
         if on_device:
             assert copies == []
     (h_host, s_host, w_host, up_host), (h_dev, s_dev, w_dev, up_dev) = results
@@ -86,9 +87,13 @@ def test_fit_and_evaluate_keep_device_data_on_the_device(fake_cuda, fake_cupy):
 
 # ---- defect 2: float64 on cuda, refused where it would enter ------------------------------------
 
+
 def test_float64_model_on_cuda_is_refused_up_front(fake_cuda, tmp_path):
-    with pytest.raises(TypeError, match=r"backend 'cuda' computes in float32, not float64.*"
-                                        r"\.to\('cuda', dtype='float32'\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"backend 'cuda' computes in float32, not float64.*"
+        r"\.to\('cuda', dtype='float32'\)",
+    ):
         nn.Sequential(nn.Flatten(), nn.Linear(4, 2), dtype=np.float64, backend="cuda")
     model64 = nn.Sequential(nn.Flatten(), nn.Linear(4, 2), dtype=np.float64, backend="numpy")
     with pytest.raises(TypeError, match="computes in float32, not float64"):
@@ -107,12 +112,14 @@ def test_float32_state_round_trips_on_cuda(fake_cuda, fake_cupy, tmp_path):
     model = _cnn()
     trainer = fastnn.Trainer(model, optim.SGD(lr=0.5, momentum=0.9), backend="cuda")
     stopper = fastnn.callbacks.EarlyStopping(monitor="val_loss", patience=1, restore_best=True)
-    history = trainer.fit(x, y, epochs=4, batch_size=8, validation_split=0.25, verbose=0,
-                          callbacks=[stopper])
+    history = trainer.fit(
+        x, y, epochs=4, batch_size=8, validation_split=0.25, verbose=0, callbacks=[stopper]
+    )
     best = int(np.argmin(history["val_loss"]))
     state = model.state_dict()
-    assert all(isinstance(p, fake_cupy.ndarray) and p.dtype == np.float32
-               for p in model.parameters())
+    assert all(
+        isinstance(p, fake_cupy.ndarray) and p.dtype == np.float32 for p in model.parameters()
+    )
     model.load_state_dict(state)
     path = tmp_path / "m.npz"
     model.save(path)

@@ -27,8 +27,11 @@ def gpu():
 def test_kernel_matches_reference_on_gpu(gpu, case, threads):
     backend = gpu if threads == 256 else cuda.CudaBackend(threads=threads)
     rng = np.random.default_rng(0)
-    problems = [p for label, got, expected in case(backend, NumpyBackend(), rng)
-                if (p := kernel_cases.compare(label, got, expected, rtol=1e-4, atol=1e-5))]
+    problems = [
+        p
+        for label, got, expected in case(backend, NumpyBackend(), rng)
+        if (p := kernel_cases.compare(label, got, expected, rtol=1e-4, atol=1e-5))
+    ]
     assert problems == []
 
 
@@ -62,9 +65,16 @@ def _mlp():
 
 
 def _cnn():
-    return nn.Sequential(nn.Conv2d(1, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(16, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(512, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(512, 10),
+    )
 
 
 def _one_epoch(backend, make_model, data):
@@ -83,8 +93,10 @@ def test_one_epoch_on_gpu_reaches_the_cpu_accuracy(gpu, make_model):
     _one_epoch(gpu, make_model, ((x[:1024, None], y[:1024]), (x_test[:256, None], y_test[:256])))
     acc_cpu, seconds_cpu = _one_epoch("cpu", make_model, data)
     acc_gpu, seconds_gpu = _one_epoch(gpu, make_model, data)  # kernels compiled by the warm-up
-    print(f"\none {make_model.__name__[1:]} epoch on MNIST: cpu {seconds_cpu:.2f} s "
-          f"(test accuracy {acc_cpu:.4f}), cuda {seconds_gpu:.2f} s ({acc_gpu:.4f})")
+    print(
+        f"\none {make_model.__name__[1:]} epoch on MNIST: cpu {seconds_cpu:.2f} s "
+        f"(test accuracy {acc_cpu:.4f}), cuda {seconds_gpu:.2f} s ({acc_gpu:.4f})"
+    )
     assert acc_gpu > 0.9 and abs(acc_gpu - acc_cpu) < 0.01
 
 
@@ -103,8 +115,15 @@ def _torch_epoch(make_model, data):
     for layer in reference.layers:
         kind = type(layer).__name__
         if kind == "Conv2d":
-            modules.append(torch.nn.Conv2d(layer.in_channels, layer.out_channels,
-                                           layer.kernel_size, layer.stride, layer.padding))
+            modules.append(
+                torch.nn.Conv2d(
+                    layer.in_channels,
+                    layer.out_channels,
+                    layer.kernel_size,
+                    layer.stride,
+                    layer.padding,
+                )
+            )
         elif kind == "Linear":
             modules.append(torch.nn.Linear(layer.in_features, layer.out_features))
         elif kind == "MaxPool2d":
@@ -126,7 +145,7 @@ def _torch_epoch(make_model, data):
 
     start = time.perf_counter()
     for lo in range(0, len(x), 128):
-        idx = order[lo:lo + 128]
+        idx = order[lo : lo + 128]
         opt.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(net(xs[idx]), ys[idx]).backward()
         opt.step()
@@ -146,8 +165,12 @@ def test_epoch_times_beside_pytorch_cuda(gpu, make_model):
     _one_epoch(gpu, make_model, ((x[:1024, None], y[:1024]), (x_test[:256, None], y_test[:256])))
     acc, seconds = _one_epoch(gpu, make_model, data)
     torch_result = _torch_epoch(make_model, data)
-    torch_text = ("PyTorch CUDA not importable" if torch_result is None else
-                  f"PyTorch CUDA {torch_result[1]:.2f} s ({torch_result[0]:.4f})")
-    print(f"\n| {make_model.__name__[1:]} | fastnn cuda {seconds:.2f} s ({acc:.4f}) | "
-          f"{torch_text} |")
+    torch_text = (
+        "PyTorch CUDA not importable"
+        if torch_result is None
+        else f"PyTorch CUDA {torch_result[1]:.2f} s ({torch_result[0]:.4f})"
+    )
+    print(
+        f"\n| {make_model.__name__[1:]} | fastnn cuda {seconds:.2f} s ({acc:.4f}) | {torch_text} |"
+    )
     assert acc > 0.9

@@ -2,6 +2,7 @@
 (tests/cuda/harness: g++ builds the same kernel source, one host thread per CUDA thread) and
 compared with the NumPy reference on tiny shapes; then a ThreadSanitizer build of the same,
 and deliberately broken kernels that these checks must catch."""
+
 import os
 import re
 import shutil
@@ -29,8 +30,10 @@ CONFIGS = [(5, 3), (256, 8192)]
 @pytest.fixture(scope="session")
 def builds(tmp_path_factory):
     """The plain and the ThreadSanitizer builds, compiled side by side."""
-    return {"plain": host_harness.Build(tmp_path_factory.mktemp("harness")),
-            "thread": host_harness.Build(tmp_path_factory.mktemp("tsan"), sanitize="thread")}
+    return {
+        "plain": host_harness.Build(tmp_path_factory.mktemp("harness")),
+        "thread": host_harness.Build(tmp_path_factory.mktemp("tsan"), sanitize="thread"),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +58,9 @@ def test_harness_sees_the_signatures_the_launcher_checks(library):
 def test_need_dx_false_skips_only_dx(library):
     backend, ref = host_harness.host_backend(library), NumpyBackend()
     rng = np.random.default_rng(1)
-    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 5, 5), (4, 3, 3, 3), (4,)))
+    x, w, b = (
+        rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 5, 5), (4, 3, 3, 3), (4,))
+    )
     y = ref.conv2d_forward(x, w, b, relu=True)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx, dw, db = backend.conv2d_backward(x, w, y, dy, relu=True, need_dx=False)
@@ -69,19 +74,26 @@ def test_need_dx_false_skips_only_dx(library):
 
 def _tiny_mlp():
     from fastnn import nn
+
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 3))
 
 
 def _tiny_cnn():
     from fastnn import nn
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(64, 3))
+
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 3)
+    )
 
 
-@pytest.mark.parametrize("make_model, make_optimizer", [
-    (_tiny_mlp, lambda optim: optim.Adam(lr=0.01)),
-    (_tiny_cnn, lambda optim: optim.SGD(lr=0.05, momentum=0.9, nesterov=True)),
-], ids=["mlp-adam", "cnn-sgd"])
+@pytest.mark.parametrize(
+    "make_model, make_optimizer",
+    [
+        (_tiny_mlp, lambda optim: optim.Adam(lr=0.01)),
+        (_tiny_cnn, lambda optim: optim.SGD(lr=0.05, momentum=0.9, nesterov=True)),
+    ],
+    ids=["mlp-adam", "cnn-sgd"],
+)
 def test_trainer_on_the_cuda_backend_matches_numpy(library, make_model, make_optimizer):
     """Trainer(backend=cuda)'s device path (no per-step sync, layers through backend.xp) with
     the CUDA backend's code and kernels, against the same fit on the numpy backend."""
@@ -162,25 +174,61 @@ def test_out_of_range_labels_give_nan_not_a_wild_read(library):
     assert np.isnan(loss)
 
 
-@pytest.mark.parametrize("call, error, message", [
-    (lambda b: b.linear_forward(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros(4)),
-     TypeError, "x must be float32"),
-    (lambda b: b.linear_forward(*(np.zeros(s, np.float32) for s in ((2, 3), (4, 2), (4,)))),
-     ValueError, "x has 3 features"),
-    (lambda b: b.conv2d_forward(np.zeros((1, 1, 2, 2), np.float32),
-                                np.zeros((1, 1, 3, 3), np.float32), np.zeros(1, np.float32)),
-     ValueError, "kernel 3 does not fit"),
-    (lambda b: b.maxpool2d_backward(np.zeros((1, 1, 1, 1), np.float32),
-                                    np.array([[[[9]]]], np.int32), (1, 1, 2, 2)),
-     ValueError, r"argmax indices must be in \[0, 4\)"),
-    (lambda b: b.softmax_cross_entropy(np.array([[np.nan, 0]], np.float32), np.array([0])),
-     ValueError, "logits contains NaN"),
-    (lambda b: b.sgd_step(np.zeros(3, np.float32), np.zeros(3, np.float32), lr=0.1,
-                          momentum=0.9), ValueError, "velocity is required"),
-    (lambda b: b.adam_step(np.zeros(3, np.float32), np.zeros(2, np.float32),
-                           np.zeros(3, np.float32), np.zeros(3, np.float32), lr=0.1, step=1),
-     ValueError, r"grad must have shape \(3,\)"),
-])
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (
+            lambda b: b.linear_forward(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros(4)),
+            TypeError,
+            "x must be float32",
+        ),
+        (
+            lambda b: b.linear_forward(*(np.zeros(s, np.float32) for s in ((2, 3), (4, 2), (4,)))),
+            ValueError,
+            "x has 3 features",
+        ),
+        (
+            lambda b: b.conv2d_forward(
+                np.zeros((1, 1, 2, 2), np.float32),
+                np.zeros((1, 1, 3, 3), np.float32),
+                np.zeros(1, np.float32),
+            ),
+            ValueError,
+            "kernel 3 does not fit",
+        ),
+        (
+            lambda b: b.maxpool2d_backward(
+                np.zeros((1, 1, 1, 1), np.float32), np.array([[[[9]]]], np.int32), (1, 1, 2, 2)
+            ),
+            ValueError,
+            r"argmax indices must be in \[0, 4\)",
+        ),
+        (
+            lambda b: b.softmax_cross_entropy(np.array([[np.nan, 0]], np.float32), np.array([0])),
+            ValueError,
+            "logits contains NaN",
+        ),
+        (
+            lambda b: b.sgd_step(
+                np.zeros(3, np.float32), np.zeros(3, np.float32), lr=0.1, momentum=0.9
+            ),
+            ValueError,
+            "velocity is required",
+        ),
+        (
+            lambda b: b.adam_step(
+                np.zeros(3, np.float32),
+                np.zeros(2, np.float32),
+                np.zeros(3, np.float32),
+                np.zeros(3, np.float32),
+                lr=0.1,
+                step=1,
+            ),
+            ValueError,
+            r"grad must have shape \(3,\)",
+        ),
+    ],
+)
 def test_bad_input_is_refused_before_any_kernel_runs(call, error, message):
     def no_kernels(family):
         raise AssertionError(f"a {family} kernel was loaded for bad input")
@@ -195,24 +243,30 @@ def test_bad_input_is_refused_before_any_kernel_runs(call, error, message):
 
 # ---- ThreadSanitizer ---------------------------------------------------------------------------
 
+
 def _tsan_runtime():
     compiler = host_harness.compiler()
     if compiler is None:
         return None
-    path = subprocess.run([compiler, "-print-file-name=libtsan.so"], capture_output=True,
-                          text=True).stdout.strip()
+    path = subprocess.run(
+        [compiler, "-print-file-name=libtsan.so"], capture_output=True, text=True
+    ).stdout.strip()
     return path if os.path.isabs(path) and os.path.exists(path) else None
 
 
 def _run_preloaded(runtime, args):
     # sys.executable, not a `python3` wrapper script: the preloaded runtime must start with
     # the interpreter itself. OpenBLAS threads are not instrumented; keep them out.
-    env = dict(os.environ, LD_PRELOAD=runtime, OPENBLAS_NUM_THREADS="1",
-               TSAN_OPTIONS="halt_on_error=0 exitcode=66",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(HARNESS),
-                                                        os.environ.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    env = dict(
+        os.environ,
+        LD_PRELOAD=runtime,
+        OPENBLAS_NUM_THREADS="1",
+        TSAN_OPTIONS="halt_on_error=0 exitcode=66",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(HARNESS), os.environ.get("PYTHONPATH")])),
+    )
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 @pytest.fixture(scope="session")
@@ -224,8 +278,9 @@ def tsan_runtime():
 
 
 def test_thread_sanitizer_finds_no_race(tsan_runtime, builds):
-    result = _run_preloaded(tsan_runtime, [str(HARNESS / "run_cases.py"),
-                                           str(builds["thread"].result())])
+    result = _run_preloaded(
+        tsan_runtime, [str(HARNESS / "run_cases.py"), str(builds["thread"].result())]
+    )
     output = result.stdout + result.stderr
     assert "ThreadSanitizer" not in output, output[-6000:]
     assert result.returncode == 0, output[-6000:]
@@ -264,16 +319,26 @@ def test_missing_syncthreads_and_divergent_barrier_are_caught(tsan_runtime, tmp_
     shutil.copytree(sources.KERNEL_DIR, broken)
     # 1. block_max without its last __syncthreads: the next reduction overwrites `partial`
     #    while slow threads still read partial[0]. A race that often still gives right answers.
-    _mutate(broken / "common.cuh", "    const float best = partial[0];\n    __syncthreads();",
-            "    const float best = partial[0];")
+    _mutate(
+        broken / "common.cuh",
+        "    const float best = partial[0];\n    __syncthreads();",
+        "    const float best = partial[0];",
+    )
     # 2. bias_grad with one thread returning early: it never reaches the block's barrier.
-    _mutate(broken / "dense.cu", "    const int channel = blockIdx.x;",
-            "    if (threadIdx.x == 1) return;\n    const int channel = blockIdx.x;")
-    library = host_harness.build(tmp_path / "build", sanitize="thread", kernel_dir=broken,
-                                 families=("dense", "loss"))
+    _mutate(
+        broken / "dense.cu",
+        "    const int channel = blockIdx.x;",
+        "    if (threadIdx.x == 1) return;\n    const int channel = blockIdx.x;",
+    )
+    library = host_harness.build(
+        tmp_path / "build", sanitize="thread", kernel_dir=broken, families=("dense", "loss")
+    )
     script = _MUTANT_SCRIPT.format(library=str(library))
     result = _run_preloaded(tsan_runtime, ["-c", script])
     output = result.stdout + result.stderr
-    assert "WARNING: ThreadSanitizer: data race" in output and "fastnn_block_max" in output, output[-4000:]
-    assert re.search(r"bias_grad error: .*a thread (returned|reached __syncthreads)", output), \
+    assert "WARNING: ThreadSanitizer: data race" in output and "fastnn_block_max" in output, output[
+        -4000:
+    ]
+    assert re.search(r"bias_grad error: .*a thread (returned|reached __syncthreads)", output), (
         output[-4000:]
+    )

@@ -1,5 +1,6 @@
 """Defects 4 and 5 of issue 11: conv im2col chunked over the batch with a bounded workspace,
 and a deterministic max-pool backward (a gather, no float atomicAdd)."""
+
 import numpy as np
 import pytest
 
@@ -8,8 +9,9 @@ from fastnn.backends.numpy import NumpyBackend
 
 
 @pytest.mark.parametrize("workspace, chunked", [(1 << 24, False), (700, True), (1, True)])
-def test_conv_runs_in_chunks_of_samples_within_the_workspace(fake_cuda, fake_cupy, workspace,
-                                                            chunked):
+def test_conv_runs_in_chunks_of_samples_within_the_workspace(
+    fake_cuda, fake_cupy, workspace, chunked
+):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 2, 6, 6)).astype(np.float32)
     w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
@@ -28,8 +30,11 @@ def test_conv_runs_in_chunks_of_samples_within_the_workspace(fake_cuda, fake_cup
         np.testing.assert_allclose(got.get(), expected, rtol=2e-5, atol=2e-5)
     taps_positions = 2 * 3 * 3 * 36  # one sample's column matrix
     # the forward pass's (samples, K, P) and the backward pass's flat tap-major workspaces
-    columns = [int(np.prod(s)) for s in fake_cupy.stats.allocations
-               if s[1:] == (18, 36) or (len(s) == 1 and s[0] % taps_positions == 0)]
+    columns = [
+        int(np.prod(s))
+        for s in fake_cupy.stats.allocations
+        if s[1:] == (18, 36) or (len(s) == 1 and s[0] % taps_positions == 0)
+    ]
     assert len(columns) == 2, fake_cupy.stats.allocations
     largest = max(columns)
     if chunked:
@@ -49,8 +54,9 @@ def test_an_evaluate_batch_of_any_size_is_chunked(fake_cuda):
     assert max(hi - lo for lo, hi in chunks) * per_sample <= fake_cuda.workspace_floats
 
 
-@pytest.mark.parametrize("shape, kernel, stride", [((2, 3, 7, 7), 3, 1), ((1, 2, 8, 9), 3, 2),
-                                                   ((2, 2, 6, 6), 2, None)])
+@pytest.mark.parametrize(
+    "shape, kernel, stride", [((2, 3, 7, 7), 3, 1), ((1, 2, 8, 9), 3, 2), ((2, 2, 6, 6), 2, None)]
+)
 def test_maxpool_backward_is_the_reference_bit_for_bit(fake_cuda, shape, kernel, stride):
     # overlapping windows (stride < kernel) send several gradients to one input; with few
     # distinct values many windows share a maximum. The gather adds them in output order, as
@@ -62,8 +68,10 @@ def test_maxpool_backward_is_the_reference_bit_for_bit(fake_cuda, shape, kernel,
     dy = rng.standard_normal(y_ref.shape).astype(np.float32)
     dx_ref = ref.maxpool2d_backward(dy, arg_ref, shape, kernel, stride)
     _, arg = fake_cuda.maxpool2d_forward(fake_cuda.asarray(x), kernel, stride)
-    runs = [fake_cuda.maxpool2d_backward(fake_cuda.asarray(dy), arg, shape, kernel, stride).get()
-            for _ in range(2)]
+    runs = [
+        fake_cuda.maxpool2d_backward(fake_cuda.asarray(dy), arg, shape, kernel, stride).get()
+        for _ in range(2)
+    ]
     assert runs[0].tobytes() == dx_ref.tobytes() == runs[1].tobytes()
 
 

@@ -1,6 +1,7 @@
 """Defect 6 of issue 11: a non-finite loss on cuda stops training with the weights from before
 that step, without a sync per step: the step's metrics kernel sets a device-side flag that the
 optimizer kernels honour, and the host reads it at the loop's existing sync points."""
+
 import numpy as np
 import pytest
 
@@ -11,15 +12,18 @@ from fastnn import nn, optim
 def _fit(x, y, epochs=1, optimizer=None):
     fastnn.seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
-    trainer = fastnn.Trainer(model, optimizer or optim.SGD(lr=0.1, momentum=0.9),
-                             backend="cuda")
+    trainer = fastnn.Trainer(model, optimizer or optim.SGD(lr=0.1, momentum=0.9), backend="cuda")
     return trainer, trainer.fit(x, y, epochs=epochs, batch_size=4, shuffle=False, verbose=0)
 
 
-@pytest.mark.parametrize("make_optimizer", [lambda: optim.SGD(lr=0.1, momentum=0.9),
-                                            lambda: optim.Adam(lr=0.01)], ids=["sgd", "adam"])
-def test_weights_are_those_from_before_the_first_non_finite_step(fake_cuda, fake_cupy,
-                                                                  make_optimizer):
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [lambda: optim.SGD(lr=0.1, momentum=0.9), lambda: optim.Adam(lr=0.01)],
+    ids=["sgd", "adam"],
+)
+def test_weights_are_those_from_before_the_first_non_finite_step(
+    fake_cuda, fake_cupy, make_optimizer
+):
     rng = np.random.default_rng(0)
     x = rng.random((24, 4, 4)).astype(np.float32)
     y = rng.integers(0, 3, size=24)
@@ -30,8 +34,10 @@ def test_weights_are_those_from_before_the_first_non_finite_step(fake_cuda, fake
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
     trainer = fastnn.Trainer(model, make_optimizer(), backend="cuda")
     fake_cupy.stats.reset()
-    with pytest.raises(fastnn.NonFiniteLossError,
-                       match="loss became non-finite at epoch 1, step 3 \\(the model keeps"):
+    with pytest.raises(
+        fastnn.NonFiniteLossError,
+        match="loss became non-finite at epoch 1, step 3 \\(the model keeps",
+    ):
         trainer.fit(x, y, epochs=1, batch_size=4, shuffle=False, verbose=0)
     syncs = fake_cupy.stats.syncs
     after = model.state_dict()

@@ -5,6 +5,7 @@ updates (the backend's running-metrics guard is per thread).
 
 The stand-in's host harness runs one kernel launch at a time (`one_stream`), as one CUDA stream
 executes them in order; fastnn's own state is what these tests exercise."""
+
 import sys
 import threading
 
@@ -34,8 +35,15 @@ def one_stream(fake_cuda, monkeypatch):
 
 
 def mlp(seed):
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Dropout(0.25),
-                         nn.Linear(16, 3), backend="cuda", seed=seed)
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(64, 16),
+        nn.ReLU(),
+        nn.Dropout(0.25),
+        nn.Linear(16, 3),
+        backend="cuda",
+        seed=seed,
+    )
 
 
 def train(seed):
@@ -73,7 +81,8 @@ def run_threads(work, count):
 def test_threads_predicting_and_training_match_serial_results(one_stream):
     shared = mlp(1)
     fastnn.Trainer(shared, optim.SGD(lr=0.1), backend="cuda", seed=2).fit(
-        X, Y, epochs=1, batch_size=16, verbose=0)
+        X, Y, epochs=1, batch_size=16, verbose=0
+    )
     inputs = [X[:1], X[:5], X]
     expected_predictions = [(shared.predict(x), shared.predict_proba(x)) for x in inputs]
     expected_weights = {seed: train(seed) for seed in (3, 4)}
@@ -113,16 +122,29 @@ def test_a_non_finite_loss_in_one_thread_leaves_the_other_threads_model_alone(on
         if i == 0:
             model = mlp(5)
             trainer = fastnn.Trainer(model, optim.Adam(lr=0.01), backend="cuda", seed=5)
-            trainer.fit(X, Y, epochs=1, batch_size=16, validation_split=0.25, verbose=0,
-                        callbacks=callbacks.LambdaCallback(on_batch_end=healthy_pause))
+            trainer.fit(
+                X,
+                Y,
+                epochs=1,
+                batch_size=16,
+                validation_split=0.25,
+                verbose=0,
+                callbacks=callbacks.LambdaCallback(on_batch_end=healthy_pause),
+            )
             results["healthy"] = model.state_dict()
             healthy_done.set()
         else:
             assert healthy_running.wait(60)
             trainer = fastnn.Trainer(mlp(6), optim.SGD(lr=1.0), backend="cuda", seed=6)
             with pytest.raises(fastnn.NonFiniteLossError):
-                trainer.fit(x_bad, Y, epochs=1, batch_size=16, verbose=0,
-                            callbacks=callbacks.LambdaCallback(on_batch_end=bad_pause))
+                trainer.fit(
+                    x_bad,
+                    Y,
+                    epochs=1,
+                    batch_size=16,
+                    verbose=0,
+                    callbacks=callbacks.LambdaCallback(on_batch_end=bad_pause),
+                )
             results["bad"] = "stopped"
 
     run_threads(work, 2)

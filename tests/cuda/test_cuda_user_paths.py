@@ -3,6 +3,7 @@ and a CNN (Adam and SGD, schedules, Dropout, Sigmoid/Tanh, MSE), evaluate, predi
 predict_proba with host and device arrays, checkpoint and resume, save and load,
 model.to("cuda") and back, fastnn.profile and train_step. Tiny shapes: the kernels run on the
 host. Where no random draw differs, the numbers must be the numpy backend's."""
+
 import io
 
 import numpy as np
@@ -20,15 +21,24 @@ def _data(n=48, seed=0):
 
 
 MODELS = {
-    "mlp-sigmoid-tanh": lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Sigmoid(),
-                                              nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3)),
-    "cnn": lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                 nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16, 3)),
+    "mlp-sigmoid-tanh": lambda: nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 16), nn.Sigmoid(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3)
+    ),
+    "cnn": lambda: nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16, 3),
+    ),
 }
 OPTIMIZERS = {
     "adam-cosine": lambda: optim.Adam(lr=0.01, schedule=optim.CosineLR(3, warmup=0.5)),
-    "sgd-nesterov-step": lambda: optim.SGD(lr=0.05, momentum=0.9, nesterov=True,
-                                           weight_decay=1e-4, schedule=optim.StepLR(1, 0.5)),
+    "sgd-nesterov-step": lambda: optim.SGD(
+        lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4, schedule=optim.StepLR(1, 0.5)
+    ),
 }
 
 
@@ -37,8 +47,9 @@ def _fit(backend, make_model, make_optimizer, loss="cross_entropy", epochs=2, **
     fastnn.seed(0)
     model = make_model()
     trainer = fastnn.Trainer(model, make_optimizer(), loss=loss, backend=backend)
-    history = trainer.fit(x, y, epochs=epochs, batch_size=16, validation_split=0.25, verbose=0,
-                          **kwargs)
+    history = trainer.fit(
+        x, y, epochs=epochs, batch_size=16, validation_split=0.25, verbose=0, **kwargs
+    )
     return trainer, history
 
 
@@ -49,8 +60,13 @@ def test_fit_evaluate_predict_match_the_numpy_backend(fake_cuda, fake_cupy, mode
     for backend in ("numpy", "cuda"):
         trainer, history = _fit(backend, MODELS[model], OPTIMIZERS[optimizer])
         x, y = _data(20, seed=1)
-        runs[backend] = (history, trainer.evaluate(x, y), trainer.predict(x),
-                         trainer.model.predict_proba(x), trainer.model.state_dict())
+        runs[backend] = (
+            history,
+            trainer.evaluate(x, y),
+            trainer.predict(x),
+            trainer.model.predict_proba(x),
+            trainer.model.state_dict(),
+        )
     (h_ref, e_ref, p_ref, pp_ref, w_ref), (h, e, p, pp, w) = runs["numpy"], runs["cuda"]
     for key in ("loss", "val_loss", "lr"):
         np.testing.assert_allclose(h[key], h_ref[key], rtol=1e-4, err_msg=key)
@@ -64,8 +80,10 @@ def test_fit_evaluate_predict_match_the_numpy_backend(fake_cuda, fake_cupy, mode
 
 def test_mse_and_dropout_train_on_cuda(fake_cuda, fake_cupy):
     def make():
-        return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Dropout(0.25),
-                             nn.Linear(16, 3))
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Dropout(0.25), nn.Linear(16, 3)
+        )
+
     _, h_ref = _fit("numpy", make, lambda: optim.SGD(lr=0.1), loss="mse", epochs=3)
     trainer, history = _fit("cuda", make, lambda: optim.SGD(lr=0.1), loss="mse", epochs=3)
     assert fake_cupy.stats.kernels["curand.random"] > 0  # masks drawn on the device
@@ -88,10 +106,12 @@ def test_host_and_device_inputs_give_the_same_answers(fake_cuda, fake_cupy):
 def test_checkpoint_and_resume_end_as_the_uninterrupted_run(fake_cuda, fake_cupy, tmp_path):
     path = tmp_path / "run.ckpt"
     _, full = _fit("cuda", MODELS["cnn"], OPTIMIZERS["sgd-nesterov-step"], epochs=3)
-    first, _ = _fit("cuda", MODELS["cnn"], OPTIMIZERS["sgd-nesterov-step"], epochs=2,
-                    checkpoint=path)
-    resumed, history = _fit("cuda", MODELS["cnn"], OPTIMIZERS["sgd-nesterov-step"], epochs=3,
-                            resume=path)
+    first, _ = _fit(
+        "cuda", MODELS["cnn"], OPTIMIZERS["sgd-nesterov-step"], epochs=2, checkpoint=path
+    )
+    resumed, history = _fit(
+        "cuda", MODELS["cnn"], OPTIMIZERS["sgd-nesterov-step"], epochs=3, resume=path
+    )
     assert history["loss"] == full["loss"] and history["val_loss"] == full["val_loss"]
 
 
@@ -116,8 +136,9 @@ def test_profile_and_train_step_on_cuda(fake_cuda, fake_cupy):
     fastnn.seed(0)
     model = MODELS["cnn"]()
     table = io.StringIO()
-    result = fastnn.profile(model, x, y, backend="cuda", batch_size=8, steps=2, warmup=1,
-                            file=table)
+    result = fastnn.profile(
+        model, x, y, backend="cuda", batch_size=8, steps=2, warmup=1, file=table
+    )
     assert "Conv2d" in table.getvalue() and result is not None
     trainer = fastnn.Trainer(model, optim.Adam(lr=0.01), backend="cuda")
     xs, ys = model.prepare_input(x[:8]), fake_cupy.asarray(y[:8])

@@ -1,5 +1,6 @@
 """The CuPy stand-in is only useful while it behaves as CuPy: its signatures match the real
 ones (CuPy installed; no GPU needed for inspect), and it refuses what CuPy refuses."""
+
 import inspect
 import re
 
@@ -7,14 +8,60 @@ import numpy as np
 import pytest
 
 # module-level functions of CuPy the stand-in mimics
-FUNCTIONS = ("array", "asarray", "ascontiguousarray", "asnumpy", "empty", "empty_like", "zeros",
-             "zeros_like", "ones", "full", "arange", "matmul", "concatenate", "take", "copyto",
-             "where")
+FUNCTIONS = (
+    "array",
+    "asarray",
+    "ascontiguousarray",
+    "asnumpy",
+    "empty",
+    "empty_like",
+    "zeros",
+    "zeros_like",
+    "ones",
+    "full",
+    "arange",
+    "matmul",
+    "concatenate",
+    "take",
+    "copyto",
+    "where",
+)
 # ndarray methods (Cython: their signature is the first line of the docstring)
-METHODS = ("get", "reshape", "ravel", "transpose", "view", "copy", "astype", "fill", "sum",
-           "mean", "max", "min", "all", "any", "argmax", "argmin", "item", "tolist")
-UFUNCS = ("add", "subtract", "multiply", "true_divide", "maximum", "minimum", "exp", "log",
-          "sqrt", "tanh", "isfinite", "greater", "equal")
+METHODS = (
+    "get",
+    "reshape",
+    "ravel",
+    "transpose",
+    "view",
+    "copy",
+    "astype",
+    "fill",
+    "sum",
+    "mean",
+    "max",
+    "min",
+    "all",
+    "any",
+    "argmax",
+    "argmin",
+    "item",
+    "tolist",
+)
+UFUNCS = (
+    "add",
+    "subtract",
+    "multiply",
+    "true_divide",
+    "maximum",
+    "minimum",
+    "exp",
+    "log",
+    "sqrt",
+    "tanh",
+    "isfinite",
+    "greater",
+    "equal",
+)
 
 
 def _parameters(signature):
@@ -45,8 +92,9 @@ def cupy():
 
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_functions_have_cupys_signature(cupy, fakecupy_module, name):
-    assert _parameters(inspect.signature(getattr(fakecupy_module, name))) == \
-        _parameters(_signature(getattr(cupy, name))), name
+    assert _parameters(inspect.signature(getattr(fakecupy_module, name))) == _parameters(
+        _signature(getattr(cupy, name))
+    ), name
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -63,10 +111,12 @@ def test_ufuncs_take_as_many_arguments(cupy, fakecupy_module, name):
 
 
 def test_random_stream_and_kernel_classes_match(cupy, fakecupy_module):
-    assert _parameters(inspect.signature(fakecupy_module.random.default_rng)) == \
-        _parameters(inspect.signature(cupy.random.default_rng))
-    assert _parameters(inspect.signature(fakecupy_module.random.Generator.random)) == \
-        _parameters(inspect.signature(cupy.random.Generator.random))
+    assert _parameters(inspect.signature(fakecupy_module.random.default_rng)) == _parameters(
+        inspect.signature(cupy.random.default_rng)
+    )
+    assert _parameters(inspect.signature(fakecupy_module.random.Generator.random)) == _parameters(
+        inspect.signature(cupy.random.Generator.random)
+    )
     raw = _parameters(_signature(cupy.RawModule))
     assert _parameters(inspect.signature(fakecupy_module.RawModule.__init__))[1:] == raw
     assert fakecupy_module.ndarray.__module__ == cupy.ndarray.__module__ == "cupy"
@@ -91,19 +141,27 @@ def test_implicit_host_conversion_is_refused_as_cupy_does(fake_cupy):
 def test_counters_see_syncs_copies_and_launches(fake_cupy):
     stats = fake_cupy.stats
     stats.reset()
-    a = fake_cupy.asarray(np.ones((2, 3), np.float32))       # one copy to the device
-    b = fake_cupy.matmul(a, a.T) * 2                          # two launches
-    value = float(b.sum())                                    # a launch, a sync, a copy back
-    assert value == 24 and stats.snapshot() == {"launches": 3, "syncs": 1, "to_device": 1,
-                                                "to_host": 1}
+    a = fake_cupy.asarray(np.ones((2, 3), np.float32))  # one copy to the device
+    b = fake_cupy.matmul(a, a.T) * 2  # two launches
+    value = float(b.sum())  # a launch, a sync, a copy back
+    assert value == 24 and stats.snapshot() == {
+        "launches": 3,
+        "syncs": 1,
+        "to_device": 1,
+        "to_host": 1,
+    }
     assert stats.kernels["cublas.gemm"] == 1
 
 
 def test_kernels_run_through_the_harness(fake_cuda, fake_cupy):
     x = fake_cuda.asarray(np.array([[-1.0, 2.0]], np.float32))
-    y = fake_cuda.linear_forward(x, fake_cuda.asarray(np.eye(2, dtype=np.float32)),
-                                 fake_cuda.asarray(np.zeros(2, np.float32)), relu=True,
-                                 check_finite=False)
+    y = fake_cuda.linear_forward(
+        x,
+        fake_cuda.asarray(np.eye(2, dtype=np.float32)),
+        fake_cuda.asarray(np.zeros(2, np.float32)),
+        relu=True,
+        check_finite=False,
+    )
     assert isinstance(y, fake_cupy.ndarray) and y.get().tolist() == [[0.0, 2.0]]
     assert fake_cupy.stats.kernels["bias_act"] == 1
     with pytest.raises(ValueError, match="only fastnn's kernel sources"):

@@ -61,7 +61,10 @@ def reference_decode(payload):
         return None
     shape = struct.unpack(f">{ndim}I", payload[4 : 4 + 4 * ndim])
     dtype = np.dtype(TYPE_CODES[payload[2]])
-    if 0 in shape or int(np.prod(shape, dtype=object)) * dtype.itemsize != len(payload) - 4 - 4 * ndim:
+    if (
+        0 in shape
+        or int(np.prod(shape, dtype=object)) * dtype.itemsize != len(payload) - 4 - 4 * ndim
+    ):
         return None
     return np.frombuffer(payload, dtype, offset=4 + 4 * ndim).reshape(shape)
 
@@ -169,7 +172,9 @@ def test_directory_with_mismatched_or_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
         datasets.mnist(tmp_path)
     write(tmp_path, "t10k-labels-idx1-ubyte", idx_bytes(test[1]))
-    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte has shape \(6,\), expected \(7,\)"):
+    with pytest.raises(
+        ValueError, match=r"train-labels-idx1-ubyte has shape \(6,\), expected \(7,\)"
+    ):
         datasets.mnist(tmp_path)
     with pytest.raises(ValueError, match="not a directory"):
         datasets.mnist(tmp_path / "train-images-idx3-ubyte")
@@ -197,7 +202,9 @@ def test_load_idx_every_type_code(tmp_path, code, compress):
             array.flat[0], array.flat[-1] = info.min, info.max
         payload = idx_bytes(array)
         # The reader decides by content, not by name: no .gz suffix on the compressed files.
-        path = write(tmp_path, f"data-{len(shape)}.idx", gzip.compress(payload) if compress else payload)
+        path = write(
+            tmp_path, f"data-{len(shape)}.idx", gzip.compress(payload) if compress else payload
+        )
         got = datasets.load_idx(path)
         assert got.dtype == dtype and got.dtype.isnative
         assert got.shape == shape and got.flags.c_contiguous and got.flags.writeable
@@ -439,7 +446,9 @@ def test_batches_cover_all_indices_and_keep_the_last_partial_batch(n, batch_size
 def test_batches_reshuffle_each_epoch_reproducibly():
     def epochs(seed):
         rng = np.random.default_rng(seed)
-        return [np.concatenate(list(datasets.batches(50, 8, shuffle=True, rng=rng))) for _ in range(3)]
+        return [
+            np.concatenate(list(datasets.batches(50, 8, shuffle=True, rng=rng))) for _ in range(3)
+        ]
 
     first, again = epochs(3), epochs(3)
     for a, b in zip(first, again):

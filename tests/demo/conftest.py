@@ -1,5 +1,6 @@
 """Shared by the demo tests: a private cache directory (XDG_CACHE_HOME) for the whole session,
 the default model trained into it once, and a fresh server per test."""
+
 import json
 import os
 import threading
@@ -68,8 +69,9 @@ def start_server():
 
     def start(served):
         server = DemoServer(served, "127.0.0.1", 0)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                  daemon=True)
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         thread.start()
         running.append((server, thread))
         return Client(server)

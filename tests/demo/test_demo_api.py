@@ -1,5 +1,6 @@
 """The demo's JSON API: predictions on MNIST test images, activations, the 4xx answers (after
 which the server keeps serving), concurrent requests, training runs and their event stream."""
+
 import base64
 import http.client
 import json
@@ -49,16 +50,25 @@ def test_mlp_activations_are_the_hidden_layers(client, default_served, mnist_tes
     assert all(layer["kind"] == "dense" and "ReLU" in layer["name"] for layer in layers)
     assert all(min(layer["values"]) >= 0 and max(layer["values"]) > 0 for layer in layers)
     # the NumPy walk through the weights gives the model's own probabilities
-    np.testing.assert_allclose(_softmax(default_served.logits(image)),
-                               result["probabilities"], atol=1e-4)
+    np.testing.assert_allclose(
+        _softmax(default_served.logits(image)), result["probabilities"], atol=1e-4
+    )
 
 
 @pytest.fixture(scope="module")
 def cnn_path(tmp_path_factory):
     fastnn.seed(3)
-    model = nn.Sequential(nn.Conv2d(1, 4, 5), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(4, 6, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
-                          nn.Flatten(), nn.Dropout(0.2), nn.Linear(6 * 6 * 6, 10))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, padding=1),
+        nn.Tanh(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(6 * 6 * 6, 10),
+    )
     path = tmp_path_factory.mktemp("models") / "cnn.npz"
     model.save(path)
     return path
@@ -73,14 +83,18 @@ def test_cnn_model_shows_feature_maps(start_server, cnn_path, mnist_test):
         assert status == 200, result
         layers = result["activations"]["layers"]
         assert result["activations"]["kind"] == "cnn"
-        assert [(layer["kind"], layer["shape"]) for layer in layers] == \
-            [("conv", [4, 24, 24]), ("conv", [6, 12, 12])]
+        assert [(layer["kind"], layer["shape"]) for layer in layers] == [
+            ("conv", [4, 24, 24]),
+            ("conv", [6, 12, 12]),
+        ]
         assert len(layers[1]["values"]) == 6 * 12 * 12
         assert max(abs(v) for v in layers[1]["values"]) <= 1  # after the Tanh
-        np.testing.assert_allclose(result["probabilities"],
-                                   served.model.predict_proba(image[None])[0], atol=1e-5)
-        np.testing.assert_allclose(_softmax(served.logits(image)), result["probabilities"],
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            result["probabilities"], served.model.predict_proba(image[None])[0], atol=1e-5
+        )
+        np.testing.assert_allclose(
+            _softmax(served.logits(image)), result["probabilities"], atol=1e-4
+        )
 
 
 def test_model_without_hidden_layers_and_784_inputs(start_server, tmp_path, mnist_test):
@@ -108,56 +122,78 @@ def test_drawing_is_preprocessed_and_returned(client, default_served, mnist_test
     x, y = mnist_test
     digit = x[1] / 255.0
     big = np.kron(digit, np.ones((10, 10)))  # the digit drawn 10x larger on a 280x280 canvas
-    payload = {"width": 280, "height": 280,
-               "data": base64.b64encode(np.round(big * 255).astype(np.uint8).tobytes()).decode()}
+    payload = {
+        "width": 280,
+        "height": 280,
+        "data": base64.b64encode(np.round(big * 255).astype(np.uint8).tobytes()).decode(),
+    }
     status, result = client.post("/api/predict", {"drawing": payload})
     assert status == 200, result
     np.testing.assert_allclose(result["input"], mnist_style(big), atol=1e-3)
     assert result["label"] == y[1]
-    status, as_list = client.post("/api/predict", {"drawing": digit.tolist(),
-                                                   "activations": False})
+    status, as_list = client.post("/api/predict", {"drawing": digit.tolist(), "activations": False})
     assert status == 200 and "activations" not in as_list
     assert as_list["label"] == y[1]
 
 
 BAD_PREDICTIONS = [
-    ("not JSON", b"{\"image\": [", 400, "not valid JSON"),
+    ("not JSON", b'{"image": [', 400, "not valid JSON"),
     ("not an object", b"[1, 2, 3]", 400, "JSON object"),
     ("no image", b"{}", 400, "exactly one"),
-    ("image and drawing", json.dumps({"image": [0] * 784, "drawing": [[0]]}).encode(), 400,
-     "exactly one"),
+    (
+        "image and drawing",
+        json.dumps({"image": [0] * 784, "drawing": [[0]]}).encode(),
+        400,
+        "exactly one",
+    ),
     ("unknown field", json.dumps({"image": [0] * 784, "colour": 1}).encode(), 400, "unknown"),
     ("783 numbers", json.dumps({"image": [0] * 783}).encode(), 400, "784 numbers"),
     ("27 rows", json.dumps({"image": [[0] * 28] * 27}).encode(), 400, "784 numbers"),
-    ("ragged rows", json.dumps({"image": [[0] * 28] * 27 + [[0] * 27]}).encode(), 400,
-     "28 rows"),
+    ("ragged rows", json.dumps({"image": [[0] * 28] * 27 + [[0] * 27]}).encode(), 400, "28 rows"),
     ("3-D", json.dumps({"image": [[[0] * 28] * 28]}).encode(), 400, "28 rows"),
     ("strings", json.dumps({"image": ["0.5"] * 784}).encode(), 400, "numbers"),
     ("booleans", json.dumps({"image": [True] * 784}).encode(), 400, "numbers"),
     ("nulls", json.dumps({"image": [None] * 784}).encode(), 400, "numbers"),
-    ("NaN", ("{\"image\": [NaN" + ", 0" * 783 + "]}").encode(), 400, "finite"),
+    ("NaN", ('{"image": [NaN' + ", 0" * 783 + "]}").encode(), 400, "finite"),
     ("above 1", json.dumps({"image": [1.5] + [0] * 783}).encode(), 400, "[0, 1]"),
     ("negative", json.dumps({"image": [-0.1] + [0] * 783}).encode(), 400, "[0, 1]"),
-    ("image a number", b"{\"image\": 7}", 400, "must be a list"),
-    ("activations not bool", json.dumps({"image": [0] * 784, "activations": 1}).encode(), 400,
-     "true or false"),
-    ("deep nesting", b"{\"image\": " + b"[" * 100000 + b"]" * 100000 + b"}", 400, "deeply"),
-    ("bad base64", json.dumps({"drawing": {"width": 2, "height": 2,
-                                           "data": "!!"}}).encode(), 400, "base64"),
-    ("drawing size mismatch", json.dumps({"drawing": {"width": 3, "height": 2,
-                                                      "data": "AAAA"}}).encode(), 400,
-     "6 bytes"),
-    ("drawing too large", json.dumps({"drawing": {"width": 5000, "height": 1,
-                                                  "data": ""}}).encode(), 400, "width"),
+    ("image a number", b'{"image": 7}', 400, "must be a list"),
+    (
+        "activations not bool",
+        json.dumps({"image": [0] * 784, "activations": 1}).encode(),
+        400,
+        "true or false",
+    ),
+    ("deep nesting", b'{"image": ' + b"[" * 100000 + b"]" * 100000 + b"}", 400, "deeply"),
+    (
+        "bad base64",
+        json.dumps({"drawing": {"width": 2, "height": 2, "data": "!!"}}).encode(),
+        400,
+        "base64",
+    ),
+    (
+        "drawing size mismatch",
+        json.dumps({"drawing": {"width": 3, "height": 2, "data": "AAAA"}}).encode(),
+        400,
+        "6 bytes",
+    ),
+    (
+        "drawing too large",
+        json.dumps({"drawing": {"width": 5000, "height": 1, "data": ""}}).encode(),
+        400,
+        "width",
+    ),
     ("drawing ragged", json.dumps({"drawing": [[0, 0], [0]]}).encode(), 400, "same length"),
     ("drawing a string", json.dumps({"drawing": "digit"}).encode(), 400, "drawing must be"),
 ]
 
 
-@pytest.mark.parametrize("body,status,message", [case[1:] for case in BAD_PREDICTIONS],
-                         ids=[case[0] for case in BAD_PREDICTIONS])
-def test_bad_predict_requests_get_a_4xx_and_the_server_keeps_serving(client, body, status,
-                                                                     message):
+@pytest.mark.parametrize(
+    "body,status,message",
+    [case[1:] for case in BAD_PREDICTIONS],
+    ids=[case[0] for case in BAD_PREDICTIONS],
+)
+def test_bad_predict_requests_get_a_4xx_and_the_server_keeps_serving(client, body, status, message):
     got, result = client.post("/api/predict", raw=body)
     assert got == status
     assert message in result["error"]
@@ -166,8 +202,9 @@ def test_bad_predict_requests_get_a_4xx_and_the_server_keeps_serving(client, bod
 
 
 def test_protocol_errors(client):
-    status, result = client.post("/api/predict", {"image": [0] * 784},
-                                 headers={"Content-Type": "text/plain"})
+    status, result = client.post(
+        "/api/predict", {"image": [0] * 784}, headers={"Content-Type": "text/plain"}
+    )
     assert status == 415 and "application/json" in result["error"]
     status, result = client.post("/api/predict", raw=b" " * (2 << 20))
     assert status == 413 and "limit" in result["error"]
@@ -177,11 +214,11 @@ def test_protocol_errors(client):
     assert client.post("/api/model", {})[0] == 405
     # no Content-Length, and a body shorter than the Content-Length says
     host, port = client.server.server_address[:2]
-    for headers, body, expected in (({"Content-Type": "application/json"}, None, 411),
-                                    ({"Content-Type": "application/json",
-                                      "Content-Length": "100"}, b"{}", 400),
-                                    ({"Content-Type": "application/json",
-                                      "Content-Length": "-5"}, b"", 400)):
+    for headers, body, expected in (
+        ({"Content-Type": "application/json"}, None, 411),
+        ({"Content-Type": "application/json", "Content-Length": "100"}, b"{}", 400),
+        ({"Content-Type": "application/json", "Content-Length": "-5"}, b"", 400),
+    ):
         connection = http.client.HTTPConnection(host, port, timeout=60)
         connection.putrequest("POST", "/api/predict")
         for name, value in headers.items():
@@ -200,9 +237,11 @@ def test_protocol_errors(client):
 
 def test_ipv6_loopback(start_server, default_served):
     import socket
+
     if not socket.has_ipv6:
         pytest.skip("no IPv6 on this machine")
     from fastnn.demo.server import DemoServer
+
     try:
         server = DemoServer(default_served, "::1", 0)
     except OSError as exc:
@@ -220,11 +259,19 @@ def test_requests_for_other_host_names_are_refused(client):
 
 def test_page_and_static_files(client):
     import urllib.request
+
     with urllib.request.urlopen(client.url + "/") as response:
         page = response.read().decode()
         assert response.headers["Content-Type"].startswith("text/html")
-    for needed in ('<canvas id="draw"', 'id="prediction"', 'id="clear"', 'id="train"',
-                   'id="curve"', "/static/app.js", "/static/style.css"):
+    for needed in (
+        '<canvas id="draw"',
+        'id="prediction"',
+        'id="clear"',
+        'id="train"',
+        'id="curve"',
+        "/static/app.js",
+        "/static/style.css",
+    ):
         assert needed in page
     for name, kind in (("app.js", "javascript"), ("style.css", "css")):
         with urllib.request.urlopen(f"{client.url}/static/{name}") as response:
@@ -310,8 +357,7 @@ def test_one_run_at_a_time_and_cancel(client, default_served):
     assert _events(client, {"done", "error", "cancelled"})[-1]["type"] == "done"
 
 
-def test_a_failed_run_reports_its_error_and_keeps_the_model(client, default_served,
-                                                           monkeypatch):
+def test_a_failed_run_reports_its_error_and_keeps_the_model(client, default_served, monkeypatch):
     from fastnn.demo import training
 
     def diverge(recipe, log=None, emit=None, cancel=None):
@@ -320,19 +366,35 @@ def test_a_failed_run_reports_its_error_and_keeps_the_model(client, default_serv
     monkeypatch.setattr(training, "train_recipe", diverge)
     assert client.post("/api/train", QUICK)[0] == 202
     events = _events(client, {"done", "error", "cancelled"})
-    assert events[-1] == {"type": "error",
-                          "error": "NonFiniteLossError: loss became nan at epoch 1, step 3"}
+    assert events[-1] == {
+        "type": "error",
+        "error": "NonFiniteLossError: loss became nan at epoch 1, step 3",
+    }
     assert client.get("/api/model")[1]["version"] == default_served.version
 
 
-@pytest.mark.parametrize("params,message", [
-    ({"hidden": [10] * 5}, "hidden"), ({"hidden": [0]}, "hidden"), ({"hidden": "64"}, "hidden"),
-    ({"hidden": [True]}, "hidden"), ({"hidden": [5000]}, "hidden"),
-    ({"activation": "swish"}, "activation"), ({"optimizer": "lbfgs"}, "optimizer"),
-    ({"lr": 0}, "lr"), ({"lr": "0.1"}, "lr"), ({"lr": 11}, "lr"), ({"epochs": 0}, "epochs"),
-    ({"epochs": True}, "epochs"), ({"epochs": 1.5}, "epochs"), ({"batch_size": 0}, "batch_size"),
-    ({"limit": 70000}, "limit"), ({"momentum": 0.9}, "unknown"), ([], "JSON object"),
-])
+@pytest.mark.parametrize(
+    "params,message",
+    [
+        ({"hidden": [10] * 5}, "hidden"),
+        ({"hidden": [0]}, "hidden"),
+        ({"hidden": "64"}, "hidden"),
+        ({"hidden": [True]}, "hidden"),
+        ({"hidden": [5000]}, "hidden"),
+        ({"activation": "swish"}, "activation"),
+        ({"optimizer": "lbfgs"}, "optimizer"),
+        ({"lr": 0}, "lr"),
+        ({"lr": "0.1"}, "lr"),
+        ({"lr": 11}, "lr"),
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": True}, "epochs"),
+        ({"epochs": 1.5}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"limit": 70000}, "limit"),
+        ({"momentum": 0.9}, "unknown"),
+        ([], "JSON object"),
+    ],
+)
 def test_bad_training_parameters(client, params, message):
     status, result = client.post("/api/train", params)
     assert status == 400 and message in result["error"]

@@ -8,6 +8,7 @@ otherwise).
 In CI (.ci/run sets FASTNN_CI=1, and installs the browser when absent) a missing browser
 fails this test; elsewhere it is skipped with the reason.
 """
+
 import json
 import os
 import shutil
@@ -41,8 +42,14 @@ def _browser_or_reason():
     chromium = _find(("chromium", "chromium-browser", "google-chrome"), "/usr/bin/chromium")
     driver = _find(("chromedriver",), "/usr/bin/chromedriver")
     if chromium is None or driver is None:
-        return None, None, ("Chromium and its driver are not installed (Debian: apt-get install "
-                            "chromium chromium-driver)")
+        return (
+            None,
+            None,
+            (
+                "Chromium and its driver are not installed (Debian: apt-get install "
+                "chromium chromium-driver)"
+            ),
+        )
     return chromium, driver, None
 
 
@@ -58,8 +65,14 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--disable-gpu", "--window-size=1500,1150", "--hide-scrollbars"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1500,1150",
+        "--hide-scrollbars",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.set_script_timeout(120)
@@ -90,8 +103,10 @@ def _trace(driver, canvas, digit, touch=False):
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
     from selenium.webdriver.common.actions.pointer_input import PointerInput
 
-    pointer = PointerInput(interaction.POINTER_TOUCH if touch else interaction.POINTER_MOUSE,
-                           "finger" if touch else "mouse")
+    pointer = PointerInput(
+        interaction.POINTER_TOUCH if touch else interaction.POINTER_MOUSE,
+        "finger" if touch else "mouse",
+    )
     actions = ActionBuilder(driver, mouse=pointer, duration=0)
     half = canvas.size["width"] / 2
     scale = canvas.size["width"] / (28 * SCALE)  # CSS pixels per canvas pixel
@@ -115,7 +130,8 @@ def _wait(driver, condition, timeout=120, what=""):
     from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
-        lambda d: condition(d), message=what)
+        lambda d: condition(d), message=what
+    )
 
 
 def _fill(driver, **fields):
@@ -130,13 +146,15 @@ def _artifact(env, tmp_path, name):
     return path if path else str(tmp_path / name)
 
 
-def test_page_in_headless_chromium(browser, start_server, default_served, mnist_test,
-                                   tmp_path):
+def test_page_in_headless_chromium(browser, start_server, default_served, mnist_test, tmp_path):
     driver = browser
     client = start_server(default_served)
     driver.get(client.url + "/")
-    _wait(driver, lambda d: d.find_element("id", "model-info").get_attribute("data-version"),
-          what="the page shows the served model")
+    _wait(
+        driver,
+        lambda d: d.find_element("id", "model-info").get_attribute("data-version"),
+        what="the page shows the served model",
+    )
     canvas = driver.find_element("id", "draw")
     x, y = mnist_test
 
@@ -150,12 +168,19 @@ def test_page_in_headless_chromium(browser, start_server, default_served, mnist_
         seen.append((int(y[k]), shown))
         correct += shown == str(y[k])
     assert correct >= 9, f"(label, shown) pairs: {seen}"
-    bars = [float(driver.find_element("css selector", f"#bar-{d} .fill").value_of_css_property(
-        "width").rstrip("px")) for d in range(10)]
+    bars = [
+        float(
+            driver.find_element("css selector", f"#bar-{d} .fill")
+            .value_of_css_property("width")
+            .rstrip("px")
+        )
+        for d in range(10)
+    ]
     assert int(np.argmax(bars)) == int(seen[-1][1])
     preview = driver.execute_script(
         "return Array.from(document.getElementById('input').getContext('2d')"
-        ".getImageData(0, 0, 28, 28).data.filter((v, i) => i % 4 === 0));")
+        ".getImageData(0, 0, 28, 28).data.filter((v, i) => i % 4 === 0));"
+    )
     assert 50 < sum(v > 0 for v in preview) < 500  # the 28x28 input is shown
     assert len(driver.find_elements("css selector", "#activations canvas.dense")) == 2
 
@@ -165,46 +190,70 @@ def test_page_in_headless_chromium(browser, start_server, default_served, mnist_
         (async () => { for (let i = 0; i < 200; i++) {
             times.push((await window.fastnnDemo.predictDrawing()).ms); } done(times); })();""")
     while_drawing = driver.execute_script("return window.fastnnDemo.state.latencies;")
-    report = {"digits_correct": correct, "digits": DIGITS, "pairs": seen,
-              "predict_ms_median": statistics.median(times),
-              "predict_ms_p99": float(np.percentile(times, 99)),
-              "predict_ms_while_drawing_median": statistics.median(while_drawing),
-              "predict_ms_while_drawing_p99": float(np.percentile(while_drawing, 99)),
-              "requests_while_drawing": len(while_drawing)}
+    report = {
+        "digits_correct": correct,
+        "digits": DIGITS,
+        "pairs": seen,
+        "predict_ms_median": statistics.median(times),
+        "predict_ms_p99": float(np.percentile(times, 99)),
+        "predict_ms_while_drawing_median": statistics.median(while_drawing),
+        "predict_ms_while_drawing_p99": float(np.percentile(while_drawing, 99)),
+        "requests_while_drawing": len(while_drawing),
+    }
 
     # a long run from the panel, cancelled: the served model stays
     version = driver.find_element("id", "model-info").get_attribute("data-version")
     curve = driver.find_element("id", "curve")
     _fill(driver, hidden="32", epochs="50", limit="60000", **{"batch-size": "16"})
     driver.find_element("id", "train").click()
-    _wait(driver, lambda d: int(curve.get_attribute("data-points")) > 0,
-          what="the long run reports steps")
+    _wait(
+        driver,
+        lambda d: int(curve.get_attribute("data-points")) > 0,
+        what="the long run reports steps",
+    )
     assert driver.find_element("id", "train").get_attribute("disabled")
     driver.find_element("id", "cancel").click()
-    _wait(driver, lambda d: "cancelled" in d.find_element("id", "train-status").text,
-          what="the run is cancelled")
+    _wait(
+        driver,
+        lambda d: "cancelled" in d.find_element("id", "train-status").text,
+        what="the run is cancelled",
+    )
     assert driver.find_element("id", "model-info").get_attribute("data-version") == version
     assert not driver.find_element("id", "train").get_attribute("disabled")
 
     # a short training run from the panel
-    _fill(driver, hidden="128,64", epochs="2", limit="20000", lr="0.1",
-          **{"batch-size": "128"})
+    _fill(driver, hidden="128,64", epochs="2", limit="20000", lr="0.1", **{"batch-size": "128"})
     driver.find_element("id", "train").click()
-    _wait(driver, lambda d: int(curve.get_attribute("data-points")) > 0,
-          what="the loss curve gets points while training")
-    _wait(driver, lambda d: "done" in d.find_element("id", "train-status").text
-          or "fail" in d.find_element("id", "train-status").text, what="the run finishes")
+    _wait(
+        driver,
+        lambda d: int(curve.get_attribute("data-points")) > 0,
+        what="the loss curve gets points while training",
+    )
+    _wait(
+        driver,
+        lambda d: (
+            "done" in d.find_element("id", "train-status").text
+            or "fail" in d.find_element("id", "train-status").text
+        ),
+        what="the run finishes",
+    )
     assert "done" in driver.find_element("id", "train-status").text
     steps = -(-20000 // 128)
     every = max(1, steps // STEP_EVENTS_PER_EPOCH)
     assert int(curve.get_attribute("data-points")) == 2 * -(-steps // every)
     assert curve.get_attribute("data-epochs") == "2"
-    _wait(driver, lambda d: d.find_element("id", "model-info").get_attribute("data-version")
-          != version, what="the page switches to the new model")
+    _wait(
+        driver,
+        lambda d: d.find_element("id", "model-info").get_attribute("data-version") != version,
+        what="the page switches to the new model",
+    )
     assert "784-128-64-10" in driver.find_element("id", "model-info").text
     assert _settled_prediction(driver) in "0123456789"
-    _wait(driver, lambda d: "64" in d.find_elements("css selector", "#activations figcaption")[-1]
-          .text, what="the new model's hidden layers are drawn")
+    _wait(
+        driver,
+        lambda d: "64" in d.find_elements("css selector", "#activations figcaption")[-1].text,
+        what="the new model's hidden layers are drawn",
+    )
 
     # more tabs than the browser's six connections to one server: each replays the finished
     # run and predicts on its own (a hidden tab lets go of its event stream)
@@ -212,8 +261,12 @@ def test_page_in_headless_chromium(browser, start_server, default_served, mnist_
     for tab in range(7):
         driver.switch_to.new_window("tab")
         driver.get(client.url + "/")
-        _wait(driver, lambda d: d.find_element("id", "curve").get_attribute("data-epochs")
-              == "2", timeout=30, what=f"tab {tab + 2} replays the run")
+        _wait(
+            driver,
+            lambda d: d.find_element("id", "curve").get_attribute("data-epochs") == "2",
+            timeout=30,
+            what=f"tab {tab + 2} replays the run",
+        )
     _trace(driver, driver.find_element("id", "draw"), x[0])
     assert _settled_prediction(driver) == str(y[0])
     for handle in driver.window_handles:

@@ -1,5 +1,6 @@
 """`python -m fastnn.demo`: the default model cached under XDG_CACHE_HOME, the URL printed,
 Ctrl-C stops it cleanly; --model; errors as one line and status 2."""
+
 import json
 import os
 import shutil
@@ -16,9 +17,13 @@ from fastnn.demo import models
 
 
 def _start(args, env):
-    return subprocess.Popen([sys.executable, "-m", "fastnn.demo", "--no-browser", "--port", "0",
-                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fastnn.demo", "--no-browser", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
 
 
 def _url(process):
@@ -58,8 +63,11 @@ def test_cli_serves_a_saved_model(tmp_path):
     process = _start(["--model", str(model_path)], dict(os.environ))
     try:
         url = _url(process)
-        request = urllib.request.Request(url + "api/predict", json.dumps(
-            {"image": [0.5] * 784}).encode(), {"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            url + "api/predict",
+            json.dumps({"image": [0.5] * 784}).encode(),
+            {"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             assert 0 <= json.loads(response.read())["label"] <= 9
         process.send_signal(signal.SIGTERM)
@@ -69,21 +77,30 @@ def test_cli_serves_a_saved_model(tmp_path):
     assert process.returncode == 0
 
 
-@pytest.mark.skipif(not os.environ.get("FASTNN_CI"), reason="the console script exists once "
-                    "the package is installed (CI installs it)")
+@pytest.mark.skipif(
+    not os.environ.get("FASTNN_CI"),
+    reason="the console script exists once the package is installed (CI installs it)",
+)
 def test_console_script_is_installed():
     script = shutil.which("fastnn-demo")
     assert script, "pip install should have put fastnn-demo on PATH"
-    process = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60,
-                             check=False)
+    process = subprocess.run(
+        [script, "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert process.returncode == 0 and "--no-browser" in process.stdout
 
 
-@pytest.mark.parametrize("args,message", [(["--model", "no-such-file.npz"], "no such"),
-                                          (["--port", "70000"], "--port")])
+@pytest.mark.parametrize(
+    "args,message", [(["--model", "no-such-file.npz"], "no such"), (["--port", "70000"], "--port")]
+)
 def test_cli_errors(args, message, tmp_path):
-    process = subprocess.run([sys.executable, "-m", "fastnn.demo", "--no-browser", *args],
-                             capture_output=True, text=True, timeout=60, check=False)
+    process = subprocess.run(
+        [sys.executable, "-m", "fastnn.demo", "--no-browser", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert process.returncode == 2
     assert message in process.stderr and "Traceback" not in process.stderr
 

@@ -1,5 +1,6 @@
 """MNIST-style preprocessing of drawings: bounding box into 20x20 keeping the aspect ratio,
 anti-aliased, centre of mass at the centre of the 28x28 field."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -44,11 +45,16 @@ def test_anti_aliasing_keeps_the_ink():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 120), st.integers(1, 120), st.integers(0, 60), st.integers(0, 60),
-       st.floats(0.05, 1.0))
+@given(
+    st.integers(1, 120),
+    st.integers(1, 120),
+    st.integers(0, 60),
+    st.integers(0, 60),
+    st.floats(0.05, 1.0),
+)
 def test_any_blob_fits_the_box_centred(h, w, top, left, ink):
     drawing = np.zeros((200, 200))
-    drawing[top:top + h, left:left + w] = ink
+    drawing[top : top + h, left : left + w] = ink
     out = mnist_style(drawing)
     box_h, box_w = _ink_box(out)
     assert max(box_h, box_w) == 20 or max(h, w) < 20 and max(box_h, box_w) <= 20
@@ -75,8 +81,9 @@ def test_box_filter_averages():
         assert np.allclose(m.sum(axis=0), n_out / n_in)  # every input counts the same
 
 
-@pytest.mark.parametrize("bad,error", [(np.zeros(5), "2-D"), (np.zeros((0, 4)), "2-D"),
-                                       (np.full((4, 4), np.nan), "NaN")])
+@pytest.mark.parametrize(
+    "bad,error", [(np.zeros(5), "2-D"), (np.zeros((0, 4)), "2-D"), (np.full((4, 4), np.nan), "NaN")]
+)
 def test_bad_drawings(bad, error):
     with pytest.raises(ValueError, match=error):
         mnist_style(bad)

@@ -1,6 +1,7 @@
 """The example scripts, run as a user runs them: subprocesses of this interpreter, from a temp
 directory so that `import fastnn` finds the installed package, on a few hundred images
 (--limit) for one or two epochs."""
+
 import argparse
 import importlib.util
 import json
@@ -30,12 +31,15 @@ def run(script, *args, cwd, block_matplotlib=False, timeout=300):
     if block_matplotlib:
         # the script as `python script ...` would run it, with `import matplotlib` failing
         # (PYTHONPATH stands in for the script's directory that `python script` puts first)
-        code = ("import runpy, sys; sys.modules['matplotlib'] = None; "
-                f"sys.argv = {argv!r}; runpy.run_path({str(script)!r}, run_name='__main__')")
+        code = (
+            "import runpy, sys; sys.modules['matplotlib'] = None; "
+            f"sys.argv = {argv!r}; runpy.run_path({str(script)!r}, run_name='__main__')"
+        )
         cmd = [sys.executable, "-c", code]
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(script.parent),
-                                                          env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(script.parent), env.get("PYTHONPATH")])
+        )
     else:
         cmd, env = [sys.executable, *argv], None
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -58,8 +62,24 @@ def load_script(path):
 
 
 def test_mlp_short_run_reports_saves_and_writes_json(tmp_path):
-    out = ok(run(MLP, "--limit", 2000, "--epochs", 2, "--hidden", "128,64", "--threads", 1,
-                 "--json", "r.json", "--save", "m.npz", cwd=tmp_path))
+    out = ok(
+        run(
+            MLP,
+            "--limit",
+            2000,
+            "--epochs",
+            2,
+            "--hidden",
+            "128,64",
+            "--threads",
+            1,
+            "--json",
+            "r.json",
+            "--save",
+            "m.npz",
+            cwd=tmp_path,
+        )
+    )
     lines = epoch_lines(out)
     assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
     for line in lines:
@@ -85,11 +105,29 @@ def test_mlp_short_run_reports_saves_and_writes_json(tmp_path):
     assert accuracy == pytest.approx(result["test_accuracy"], abs=1e-12)
 
 
-@pytest.mark.parametrize("arch, model", [("cnn", "cnn 32c5-p2-64c5-p2-128-10"),
-                                         ("lenet", "lenet5 6c5p2-p2-16c5-p2-120-84-10")])
+@pytest.mark.parametrize(
+    "arch, model",
+    [("cnn", "cnn 32c5-p2-64c5-p2-128-10"), ("lenet", "lenet5 6c5p2-p2-16c5-p2-120-84-10")],
+)
 def test_cnn_one_short_epoch(tmp_path, arch, model):
-    out = ok(run(CNN, "--arch", arch, "--limit", 300, "--epochs", 1, "--batch-size", 50,
-                 "--val-split", 0, "--json", "r.json", cwd=tmp_path))
+    out = ok(
+        run(
+            CNN,
+            "--arch",
+            arch,
+            "--limit",
+            300,
+            "--epochs",
+            1,
+            "--batch-size",
+            50,
+            "--val-split",
+            0,
+            "--json",
+            "r.json",
+            cwd=tmp_path,
+        )
+    )
     lines = epoch_lines(out)
     assert len(lines) == 1 and lines[0].startswith("epoch 1/1") and "val_acc" not in lines[0]
     result = json.loads((tmp_path / "r.json").read_text())
@@ -100,8 +138,9 @@ def test_cnn_one_short_epoch(tmp_path, arch, model):
 
 @pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed")
 def test_plot_writes_the_four_pngs(tmp_path):
-    out = ok(run(MLP, "--limit", 500, "--epochs", 1, "--hidden", 32, "--plot", "figs",
-                 cwd=tmp_path))
+    out = ok(
+        run(MLP, "--limit", 500, "--epochs", 1, "--hidden", 32, "--plot", "figs", cwd=tmp_path)
+    )
     written = sorted(p.name for p in (tmp_path / "figs").iterdir())
     assert written == sorted(f"mlp_{name}.png" for name in plots.PLOT_NAMES)
     for name in written:
@@ -111,18 +150,31 @@ def test_plot_writes_the_four_pngs(tmp_path):
 
 
 def test_plot_without_matplotlib_says_so_in_one_line(tmp_path):
-    result = run(MLP, "--limit", 300, "--epochs", 1, "--hidden", 16, "--plot", "figs",
-                 cwd=tmp_path, block_matplotlib=True)
+    result = run(
+        MLP,
+        "--limit",
+        300,
+        "--epochs",
+        1,
+        "--hidden",
+        16,
+        "--plot",
+        "figs",
+        cwd=tmp_path,
+        block_matplotlib=True,
+    )
     out = ok(result)
-    mentions = [line for line in out.splitlines() + result.stderr.splitlines()
-                if "matplotlib" in line]
+    mentions = [
+        line for line in out.splitlines() + result.stderr.splitlines() if "matplotlib" in line
+    ]
     assert len(mentions) == 1 and "pip install" in mentions[0]
     assert "test accuracy" in out  # the run itself goes on
     assert not (tmp_path / "figs").exists() or not any((tmp_path / "figs").iterdir())
 
 
-@pytest.mark.skipif(bool(fastnn.backends.available()["cuda"]),
-                    reason="a usable CUDA device is present")
+@pytest.mark.skipif(
+    bool(fastnn.backends.available()["cuda"]), reason="a usable CUDA device is present"
+)
 @pytest.mark.parametrize("script", [MLP, CNN], ids=["mlp", "cnn"])
 def test_cuda_unavailable_exits_2_with_one_line(tmp_path, script):
     result = run(script, "--backend", "cuda", cwd=tmp_path)
@@ -136,8 +188,21 @@ def test_cuda_unavailable_exits_2_with_one_line(tmp_path, script):
 
 
 def test_profile_flag(tmp_path):
-    out = ok(run(MLP, "--limit", 600, "--epochs", 1, "--hidden", 32, "--batch-size", 25,
-                 "--profile", cwd=tmp_path))
+    out = ok(
+        run(
+            MLP,
+            "--limit",
+            600,
+            "--epochs",
+            1,
+            "--hidden",
+            32,
+            "--batch-size",
+            25,
+            "--profile",
+            cwd=tmp_path,
+        )
+    )
     if importlib.util.find_spec("fastnn.profiler") is None:
         assert "--profile: this build of fastnn has no profiler" in out
     else:
@@ -145,23 +210,26 @@ def test_profile_flag(tmp_path):
     assert len(epoch_lines(out)) == 1
 
 
-@pytest.mark.parametrize("script, args, complaint", [
-    (MLP, ["--epochs", "0"], "--epochs"),
-    (MLP, ["--batch-size", "-3"], "--batch-size"),
-    (MLP, ["--lr", "nan"], "--lr"),
-    (MLP, ["--lr", "-0.1"], "--lr"),
-    (MLP, ["--backend", "tpu"], "--backend"),
-    (MLP, ["--optimizer", "rmsprop"], "--optimizer"),
-    (MLP, ["--hidden", "512,,256"], "--hidden"),
-    (MLP, ["--hidden", "0"], "--hidden"),
-    (MLP, ["--val-split", "1"], "--val-split"),
-    (MLP, ["--weight-decay", "-1"], "--weight-decay"),
-    (MLP, ["--threads", "two"], "--threads"),
-    (MLP, ["--bogus"], "unrecognized arguments"),
-    (CNN, ["--arch", "vgg"], "--arch"),
-    (CNN, ["--hidden", "64"], "unrecognized arguments"),
-    (CNN, ["--limit", "0"], "--limit"),
-])
+@pytest.mark.parametrize(
+    "script, args, complaint",
+    [
+        (MLP, ["--epochs", "0"], "--epochs"),
+        (MLP, ["--batch-size", "-3"], "--batch-size"),
+        (MLP, ["--lr", "nan"], "--lr"),
+        (MLP, ["--lr", "-0.1"], "--lr"),
+        (MLP, ["--backend", "tpu"], "--backend"),
+        (MLP, ["--optimizer", "rmsprop"], "--optimizer"),
+        (MLP, ["--hidden", "512,,256"], "--hidden"),
+        (MLP, ["--hidden", "0"], "--hidden"),
+        (MLP, ["--val-split", "1"], "--val-split"),
+        (MLP, ["--weight-decay", "-1"], "--weight-decay"),
+        (MLP, ["--threads", "two"], "--threads"),
+        (MLP, ["--bogus"], "unrecognized arguments"),
+        (CNN, ["--arch", "vgg"], "--arch"),
+        (CNN, ["--hidden", "64"], "unrecognized arguments"),
+        (CNN, ["--limit", "0"], "--limit"),
+    ],
+)
 def test_bad_flags_are_usage_errors(capsys, script, args, complaint):
     module = load_script(script)
     with pytest.raises(SystemExit) as exit_info:

@@ -1,5 +1,6 @@
 """Checkpoints and resume: fit(checkpoint=PATH) after every epoch, fit(resume=PATH) continues
 to bitwise the weights of an uninterrupted run, even after SIGKILL mid-epoch or mid-write."""
+
 import json
 import os
 import signal
@@ -21,21 +22,33 @@ def data(n=240, seed=0):
 
 
 def mlp():
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 24), nn.ReLU(), nn.Dropout(0.2),
-                         nn.Linear(24, 10))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 24), nn.ReLU(), nn.Dropout(0.2), nn.Linear(24, 10)
+    )
 
 
 def cnn():
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Dropout(0.1), nn.Linear(4 * 4 * 4, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.1),
+        nn.Linear(4 * 4 * 4, 10),
+    )
 
 
 SETUPS = {
-    "mlp-adam-cosine": (mlp, lambda: optim.Adam(lr=5e-3, weight_decay=1e-4,
-                                                schedule=optim.CosineLR(5))),
-    "cnn-sgd-nesterov-step": (cnn, lambda: optim.SGD(lr=0.05, momentum=0.9, nesterov=True,
-                                                     weight_decay=1e-4,
-                                                     schedule=optim.StepLR(2, 0.5))),
+    "mlp-adam-cosine": (
+        mlp,
+        lambda: optim.Adam(lr=5e-3, weight_decay=1e-4, schedule=optim.CosineLR(5)),
+    ),
+    "cnn-sgd-nesterov-step": (
+        cnn,
+        lambda: optim.SGD(
+            lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4, schedule=optim.StepLR(2, 0.5)
+        ),
+    ),
     "mlp-sgd-plain": (mlp, lambda: optim.SGD(lr=0.1)),
 }
 FIT = dict(batch_size=32, validation_split=0.2, verbose=0)
@@ -106,15 +119,18 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path):
     assert history["loss"] == done["loss"] and trainer.optimizer.steps == 12
 
 
-@pytest.mark.parametrize("change, match", [
-    (dict(batch_size=16), "batch_size"),
-    (dict(shuffle=False), "batch_size, shuffle"),
-    (dict(validation_split=0.25), "validation_split"),
-    (dict(data_seed=1), "training data"),
-    (dict(model=cnn), "architecture"),
-    (dict(opt=lambda: optim.Adam(lr=1e-3)), "optimizer"),
-    (dict(opt=lambda: optim.Adam(lr=5e-3, weight_decay=1e-4)), "optimizer"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(batch_size=16), "batch_size"),
+        (dict(shuffle=False), "batch_size, shuffle"),
+        (dict(validation_split=0.25), "validation_split"),
+        (dict(data_seed=1), "training data"),
+        (dict(model=cnn), "architecture"),
+        (dict(opt=lambda: optim.Adam(lr=1e-3)), "optimizer"),
+        (dict(opt=lambda: optim.Adam(lr=5e-3, weight_decay=1e-4)), "optimizer"),
+    ],
+)
 def test_resume_refuses_a_different_run(tmp_path, change, match):
     path = tmp_path / "run.ckpt"
     run("mlp-adam-cosine", "cpu", 1, checkpoint=path)
@@ -124,8 +140,9 @@ def test_resume_refuses_a_different_run(tmp_path, change, match):
     weights = model.state_dict()
     trainer = fastnn.Trainer(model, change.get("opt", SETUPS["mlp-adam-cosine"][1])())
     fit = dict(FIT, epochs=2)
-    fit.update({k: v for k, v in change.items() if k in ("batch_size", "shuffle",
-                                                         "validation_split")})
+    fit.update(
+        {k: v for k, v in change.items() if k in ("batch_size", "shuffle", "validation_split")}
+    )
     rng_state = _random.get_state()
     with pytest.raises(ValueError, match=match):
         trainer.fit(*data(seed=change.get("data_seed", 0)), **fit, resume=path, checkpoint=path)
@@ -173,6 +190,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         def fail(f):
             f.write(b"half a checkpoint")
             raise OSError("disk full")
+
         atomic_write(path, fail)
 
     monkeypatch.setattr(fileformat, "atomic_write", half_then_fail)
@@ -257,8 +275,13 @@ def script(tmp_path_factory):
 
 def start(script, ckpt, out, **env):
     environment = dict(os.environ, OMP_NUM_THREADS="1", **env)
-    return subprocess.Popen([sys.executable, str(script), str(ckpt), str(out)], env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(ckpt), str(out)],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(process, timeout=120):
@@ -293,8 +316,7 @@ def test_sigkill_mid_epoch_then_resume(script, uninterrupted, tmp_path):
     assert result(out) == uninterrupted
 
 
-def test_sigkill_mid_write_keeps_the_last_checkpoint_then_resume(script, uninterrupted,
-                                                                   tmp_path):
+def test_sigkill_mid_write_keeps_the_last_checkpoint_then_resume(script, uninterrupted, tmp_path):
     ckpt, out, marker = tmp_path / "run.ckpt", tmp_path / "out.npz", tmp_path / "paused"
     process = start(script, ckpt, out, PAUSE_WRITE=f"4:{marker}")
     deadline = time.monotonic() + 120

@@ -1,5 +1,6 @@
 """Files fastnn writes atomically (model.save, checkpoints, the examples' --json) get the
 permissions open(path, "w") would give them, not mkstemp's owner-only 0o600."""
+
 import os
 import stat
 import sys

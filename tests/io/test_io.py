@@ -1,5 +1,6 @@
 """Saving and loading models: identical predictions, atomic writes, and ValueError for any
 truncated, tampered or foreign file."""
+
 import io
 import json
 import os
@@ -13,10 +14,20 @@ from fastnn import nn
 
 
 def cnn(dtype=np.float32):
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(4, 6, 3, stride=2), nn.Tanh(), nn.Flatten(), nn.Dropout(0.2),
-                         nn.Linear(6 * 2 * 2, 16), nn.Sigmoid(), nn.Linear(16, 10),
-                         input_shape=(1, 10, 10), dtype=dtype)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, stride=2),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(6 * 2 * 2, 16),
+        nn.Sigmoid(),
+        nn.Linear(16, 10),
+        input_shape=(1, 10, 10),
+        dtype=dtype,
+    )
 
 
 @pytest.fixture
@@ -105,6 +116,7 @@ def flip_weight(path):
             a.flat[0] += 1.0
             return npy_bytes(a)
         return data
+
     rewrite(path, t)
 
 
@@ -113,35 +125,47 @@ CORRUPTIONS = {
     "truncated_tail": lambda p: p.write_bytes(p.read_bytes()[:-10]),
     "empty": lambda p: p.write_bytes(b""),
     "text": lambda p: p.write_text("not a model\n"),
-    "bit_flip": lambda p: p.write_bytes(bytes(b ^ 0x40 if i == len(p.read_bytes()) // 2 else b
-                                              for i, b in enumerate(p.read_bytes()))),
+    "bit_flip": lambda p: p.write_bytes(
+        bytes(
+            b ^ 0x40 if i == len(p.read_bytes()) // 2 else b for i, b in enumerate(p.read_bytes())
+        )
+    ),
     "plain_npy": lambda p: p.write_bytes(npy_bytes(np.zeros(3))),
     "foreign_npz": lambda p: (p.unlink(), np.savez(open(p, "wb"), a=np.zeros(3))),
-    "pickled_member": lambda p: rewrite(p, lambda n, d: npy_bytes(np.array([{}], object))
-                                        if n == "0.bias.npy" else d),
+    "pickled_member": lambda p: rewrite(
+        p, lambda n, d: npy_bytes(np.array([{}], object)) if n == "0.bias.npy" else d
+    ),
     "tampered_weight": flip_weight,
     "missing_array": lambda p: rewrite(p, lambda n, d: None if n == "7.bias.npy" else d),
     "extra_array": lambda p: rewrite(p, lambda n, d: d) or _add_member(p, "extra.npy"),
-    "wrong_shape": lambda p: rewrite(p, lambda n, d: npy_bytes(np.zeros((5,), np.float32))
-                                     if n == "0.bias.npy" else d),
-    "wrong_dtype": lambda p: rewrite(p, lambda n, d: npy_bytes(np.zeros(4, np.float64))
-                                     if n == "0.bias.npy" else d),
-    "header_garbage": lambda p: rewrite(p, lambda n, d: npy_bytes(np.frombuffer(b"{nope", np.uint8))
-                                        if n == "__fastnn__.npy" else d),
+    "wrong_shape": lambda p: rewrite(
+        p, lambda n, d: npy_bytes(np.zeros((5,), np.float32)) if n == "0.bias.npy" else d
+    ),
+    "wrong_dtype": lambda p: rewrite(
+        p, lambda n, d: npy_bytes(np.zeros(4, np.float64)) if n == "0.bias.npy" else d
+    ),
+    "header_garbage": lambda p: rewrite(
+        p, lambda n, d: npy_bytes(np.frombuffer(b"{nope", np.uint8)) if n == "__fastnn__.npy" else d
+    ),
     "header_foreign_format": lambda p: with_header(p, lambda h: h.update(format="other")),
     "header_future_version": lambda p: with_header(p, lambda h: h.update(format_version=99)),
     "unknown_layer": lambda p: with_header(
-        p, lambda h: h["architecture"]["layers"][2].update(type="Evil")),
+        p, lambda h: h["architecture"]["layers"][2].update(type="Evil")
+    ),
     "layer_bad_value": lambda p: with_header(
-        p, lambda h: h["architecture"]["layers"][0].update(out_channels="4")),
+        p, lambda h: h["architecture"]["layers"][0].update(out_channels="4")
+    ),
     "huge_layer": lambda p: with_header(
-        p, lambda h: h["architecture"]["layers"][7].update(in_features=2**40)),
+        p, lambda h: h["architecture"]["layers"][7].update(in_features=2**40)
+    ),
     "architecture_mismatch": lambda p: with_header(
-        p, lambda h: h["architecture"]["layers"][9].update(out_features=11)),
+        p, lambda h: h["architecture"]["layers"][9].update(out_features=11)
+    ),
     "dtype_mismatch": lambda p: with_header(p, lambda h: h["architecture"].update(dtype="float64")),
     "bad_dtype": lambda p: with_header(p, lambda h: h["architecture"].update(dtype="int8")),
     "digest_mismatch": lambda p: with_header(
-        p, lambda h: h["params"]["0.weight"].update(sha256="0" * 64)),
+        p, lambda h: h["params"]["0.weight"].update(sha256="0" * 64)
+    ),
 }
 
 

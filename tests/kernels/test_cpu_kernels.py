@@ -1,4 +1,5 @@
 """Every cpu kernel against the NumPy reference, on many shapes, float32 and float64."""
+
 import numpy as np
 import pytest
 
@@ -17,20 +18,34 @@ def normal(rng, shape, dtype, scale=1.0):
 
 # ---- linear -------------------------------------------------------------------------------
 
-LINEAR_SHAPES = [(1, 1, 1), (1, 784, 10), (5, 1, 13), (13, 17, 19), (64, 31, 1), (2, 3, 97),
-                 (128, 100, 37), (31, 257, 129), (7, 64, 64)]
+LINEAR_SHAPES = [
+    (1, 1, 1),
+    (1, 784, 10),
+    (5, 1, 13),
+    (13, 17, 19),
+    (64, 31, 1),
+    (2, 3, 97),
+    (128, 100, 37),
+    (31, 257, 129),
+    (7, 64, 64),
+]
 
 
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("n,fin,fout", LINEAR_SHAPES)
 def test_linear(n, fin, fout, relu, dtype):
     rng = np.random.default_rng(n * 1000 + fin + fout)
-    x, w, b = normal(rng, (n, fin), dtype), normal(rng, (fout, fin), dtype), normal(rng, fout, dtype)
+    x, w, b = (
+        normal(rng, (n, fin), dtype),
+        normal(rng, (fout, fin), dtype),
+        normal(rng, fout, dtype),
+    )
     y = cpu.linear_forward(x, w, b, relu=relu)
     assert_matches(y, ref.linear_forward(x, w, b, relu=relu))
     dy = normal(rng, y.shape, dtype)
-    assert_matches(cpu.linear_backward(x, w, y, dy, relu=relu),
-                   ref.linear_backward(x, w, y, dy, relu=relu))
+    assert_matches(
+        cpu.linear_backward(x, w, y, dy, relu=relu), ref.linear_backward(x, w, y, dy, relu=relu)
+    )
 
 
 def test_linear_without_bias_and_with_outputs(dtype):
@@ -59,10 +74,15 @@ def test_linear_backward_can_skip_dx():
 
 # ---- conv2d (the kernels' own tests are in test_cpu_conv.py; here: the wrapper's outputs) ---
 
+
 @pytest.mark.parametrize("relu", [False, True])
 def test_conv2d_outputs_are_overwritten_and_dx_can_be_skipped(relu, dtype):
     rng = np.random.default_rng(12)
-    x, w, b = normal(rng, (2, 3, 9, 8), dtype), normal(rng, (4, 3, 3, 3), dtype), normal(rng, 4, dtype)
+    x, w, b = (
+        normal(rng, (2, 3, 9, 8), dtype),
+        normal(rng, (4, 3, 3, 3), dtype),
+        normal(rng, 4, dtype),
+    )
     y = np.full((2, 4, 5, 4), np.nan, dtype)
     assert cpu.conv2d_forward(x, w, b, 2, 1, relu=relu, out=y) is y
     assert_matches(y, ref.conv2d_forward(x, w, b, 2, 1, relu=relu))
@@ -91,13 +111,26 @@ def test_maxpool(kernel, stride, dtype):
         y, argmax = cpu.maxpool2d_forward(x, kernel, stride)
         assert_matches((y, argmax), ref.maxpool2d_forward(x, kernel, stride))
         dy = normal(rng, y.shape, dtype)
-        assert_matches(cpu.maxpool2d_backward(dy, argmax, x.shape, kernel, stride),
-                       ref.maxpool2d_backward(dy, argmax, x.shape, kernel, stride))
+        assert_matches(
+            cpu.maxpool2d_backward(dy, argmax, x.shape, kernel, stride),
+            ref.maxpool2d_backward(dy, argmax, x.shape, kernel, stride),
+        )
 
 
 def test_maxpool_nan_and_infinity_follow_the_reference(dtype):
-    x = np.array([[[[1, np.nan, 2, np.nan], [np.inf, 0, -np.inf, -np.inf],
-                    [-np.inf, -np.inf, 3, 3], [-np.inf, -np.inf, 3, np.inf]]]], dtype)
+    x = np.array(
+        [
+            [
+                [
+                    [1, np.nan, 2, np.nan],
+                    [np.inf, 0, -np.inf, -np.inf],
+                    [-np.inf, -np.inf, 3, 3],
+                    [-np.inf, -np.inf, 3, np.inf],
+                ]
+            ]
+        ],
+        dtype,
+    )
     for kernel, stride in [(2, 2), (2, 1), (3, 1)]:
         y, argmax = cpu.maxpool2d_forward(x, kernel, stride, check_finite=False)
         y_ref, argmax_ref = ref.maxpool2d_forward(x, kernel, stride, check_finite=False)
@@ -128,6 +161,7 @@ def test_maxpool_outputs_are_reused():
 
 # ---- softmax cross-entropy ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("n,classes", [(1, 1), (1, 10), (2, 2), (37, 11), (128, 10), (300, 97)])
 def test_softmax_cross_entropy(n, classes, dtype):
     rng = np.random.default_rng(n + classes)
@@ -151,14 +185,18 @@ def test_softmax_cross_entropy_extreme_logits(dtype):
     assert_matches(d, d_ref)
 
 
-@pytest.mark.parametrize("label_dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32,
-                                         np.uint32, np.int64, np.uint64, np.intp])
+@pytest.mark.parametrize(
+    "label_dtype",
+    [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64, np.intp],
+)
 def test_softmax_cross_entropy_labels_of_every_integer_dtype(label_dtype):
     rng = np.random.default_rng(1)
     logits = normal(rng, (20, 7), np.float32)
     labels = rng.integers(0, 7, 20).astype(label_dtype)
-    assert_matches(cpu.softmax_cross_entropy(logits, labels),
-                   ref.softmax_cross_entropy(logits, labels.astype(np.int64)))
+    assert_matches(
+        cpu.softmax_cross_entropy(logits, labels),
+        ref.softmax_cross_entropy(logits, labels.astype(np.int64)),
+    )
 
 
 def test_softmax_cross_entropy_in_place_gradient():
@@ -192,9 +230,16 @@ OPTIM_SHAPES = [(1,), (7,), (8193,), (300, 301), (2, 3, 4, 5)]
 
 
 @pytest.mark.parametrize("shape", OPTIM_SHAPES)
-@pytest.mark.parametrize("momentum,nesterov,weight_decay",
-                         [(0.0, False, 0.0), (0.0, False, 0.01), (0.9, False, 0.0),
-                          (0.9, True, 0.001), (0.999, False, 0.0)])
+@pytest.mark.parametrize(
+    "momentum,nesterov,weight_decay",
+    [
+        (0.0, False, 0.0),
+        (0.0, False, 0.01),
+        (0.9, False, 0.0),
+        (0.9, True, 0.001),
+        (0.999, False, 0.0),
+    ],
+)
 def test_sgd_step(shape, momentum, nesterov, weight_decay, dtype):
     rng = np.random.default_rng(len(shape))
     param, velocity = normal(rng, shape, dtype), normal(rng, shape, dtype)
@@ -226,8 +271,9 @@ def test_adam_step(shape, weight_decay, dtype):
     param_ref, m_ref, v_ref = param.copy(), m.copy(), v.copy()
     for step in range(1, 4):
         grad = normal(rng, shape, dtype)
-        kwargs = dict(lr=1e-3, step=step, beta1=0.8, beta2=0.99, eps=1e-7,
-                      weight_decay=weight_decay)
+        kwargs = dict(
+            lr=1e-3, step=step, beta1=0.8, beta2=0.99, eps=1e-7, weight_decay=weight_decay
+        )
         cpu.adam_step(param, grad, m, v, **kwargs)
         ref.adam_step(param_ref, grad, m_ref, v_ref, **kwargs)
     for actual, expected in ((param, param_ref), (m, m_ref), (v, v_ref)):
@@ -246,6 +292,7 @@ def test_optimizers_accept_strided_gradients():
 
 # ---- threads ------------------------------------------------------------------------------
 
+
 def test_thread_count_round_trips():
     before = fastnn.get_num_threads()
     try:
@@ -259,8 +306,10 @@ def test_thread_count_round_trips():
     assert fastnn.get_num_threads() == before
 
 
-@pytest.mark.parametrize("bad,error", [(0, ValueError), (-2, ValueError), (1.5, TypeError),
-                                       (True, TypeError), ("2", TypeError)])
+@pytest.mark.parametrize(
+    "bad,error",
+    [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError), ("2", TypeError)],
+)
 def test_set_num_threads_refuses_bad_counts(bad, error):
     with pytest.raises(error, match="n must"):
         fastnn.set_num_threads(bad)

@@ -1,6 +1,7 @@
 """Every compiled kernel takes its thread count as an argument (`nthreads`, 0: fastnn's count)
 and gives the same bits at any count; the optimizers' many-array kernels take their float type
 from the first parameter, which must be the table's first row."""
+
 import numpy as np
 import pytest
 
@@ -33,8 +34,7 @@ def run_kernels(dtype, nthreads):
     y = np.empty((300, 150), dtype)
     dense.linear_forward(x, w, b, True, y, nthreads)
     dy = normal(y.shape, dtype, 4)
-    dx, dw, db, work = (np.empty_like(x), np.empty_like(w), np.empty_like(b),
-                        np.empty_like(y))
+    dx, dw, db, work = (np.empty_like(x), np.empty_like(w), np.empty_like(b), np.empty_like(y))
     dense.linear_backward(x, w, y, dy, True, dx, dw, db, work, nthreads)
     out += [y, dx, dw, db]
     planes = normal((64 * 8, 16 * 16), dtype, 5)
@@ -46,13 +46,28 @@ def run_kernels(dtype, nthreads):
     logits, dlogits = normal((4000, 10), dtype, 6), np.empty((4000, 10), dtype)
     labels = np.random.default_rng(7).integers(0, 10, 4000)
     out += [np.array(loss.softmax_cross_entropy(logits, labels, dlogits, nthreads)), dlogits]
-    cx, cw, cb = normal((16, 3, 12, 12), dtype, 8), normal((8, 3, 3, 3), dtype, 9), \
-        normal(8, dtype, 10)
+    cx, cw, cb = (
+        normal((16, 3, 12, 12), dtype, 8),
+        normal((8, 3, 3, 3), dtype, 9),
+        normal(8, dtype, 10),
+    )
     cy = np.empty((16, 8, 10, 10), dtype)
     conv.forward(cx, cw, cb, cy, 1, 0, True, algorithm="gemm", nthreads=nthreads)
     cdx, cdw, cdb = np.empty_like(cx), np.empty_like(cw), np.empty_like(cb)
-    conv.backward(cx, cw, cy, normal(cy.shape, dtype, 11), cdx, cdw, cdb, 1, 0, True,
-                  algorithm="gemm", nthreads=nthreads)
+    conv.backward(
+        cx,
+        cw,
+        cy,
+        normal(cy.shape, dtype, 11),
+        cdx,
+        cdw,
+        cdb,
+        1,
+        0,
+        True,
+        algorithm="gemm",
+        nthreads=nthreads,
+    )
     out += [cy, cdx, cdw, cdb]
     out.append(gemm.matmul(x, w, transb=True, nthreads=nthreads))
     params = [normal(100_000, dtype, 12), normal(10, dtype, 13)]
@@ -65,8 +80,20 @@ def run_kernels(dtype, nthreads):
     optim.adam_step_many(table, params[0], 1e-3, 0.9, 0.999, 0.1, 0.001, 1e-8, 0.0, nthreads)
     single = normal(100_000, dtype, 15)
     optim.sgd_step(single, grads[0], None, 0.1, 0.0, 0.0, False, nthreads)
-    optim.adam_step(single, grads[0], np.zeros_like(single), np.zeros_like(single), 1e-3, 0.9,
-                    0.999, 0.1, 0.001, 1e-8, 0.0, nthreads)
+    optim.adam_step(
+        single,
+        grads[0],
+        np.zeros_like(single),
+        np.zeros_like(single),
+        1e-3,
+        0.9,
+        0.999,
+        0.1,
+        0.001,
+        1e-8,
+        0.0,
+        nthreads,
+    )
     out += params + velocity + m + v + [single]
     rows = normal((2000, 64), dtype, 16)
     gathered = np.empty_like(rows)
@@ -86,8 +113,20 @@ def run_layer_kernels(dtype, nthreads):
     y = np.empty_like(x)
     norm.scale_shift(x, c, scale, shift, True, y, nthreads)
     dx, dgamma, dbeta = np.empty_like(x), np.empty(c), np.empty(c)
-    norm.backward(x, y, normal(x.shape, dtype, 23), c, scale, mean, 1 / np.sqrt(var + 1e-5),
-                  True, dx, dgamma, dbeta, nthreads)
+    norm.backward(
+        x,
+        y,
+        normal(x.shape, dtype, 23),
+        c,
+        scale,
+        mean,
+        1 / np.sqrt(var + 1e-5),
+        True,
+        dx,
+        dgamma,
+        dbeta,
+        nthreads,
+    )
     out = [mean, var, y, dx, dgamma, dbeta]
     planes = x.reshape(n * c, h * w)
     pooled = np.empty((n * c, 36), dtype)
@@ -110,8 +149,7 @@ def run_layer_kernels(dtype, nthreads):
     images = normal((64, 1, 28 * 28), dtype, 26)
     index = np.random.default_rng(27).permutation(64).astype(np.int64)
     angles = np.random.default_rng(28).uniform(-0.2, 0.2, 64)
-    matrices = np.stack([[np.cos(a), -np.sin(a), 1.0, np.sin(a), np.cos(a), -0.5]
-                         for a in angles])
+    matrices = np.stack([[np.cos(a), -np.sin(a), 1.0, np.sin(a), np.cos(a), -0.5] for a in angles])
     warped = np.empty_like(images)
     augment.gather_affine(images, index, matrices, 28, 28, warped, nthreads)
     return out + [warped]
@@ -161,7 +199,8 @@ def test_layer_kernels_on_several_threads_mark_the_openmp_pool_for_fork(tmp_path
         "norm.batch_stats(x, 16, np.empty(16), np.empty(16), 0)\n"
         "print(runtime.pool_may_exist())\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=120, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"

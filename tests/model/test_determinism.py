@@ -2,6 +2,7 @@
 seeded training run gives bitwise the same weights every time (cpu: at any thread count;
 numpy: at a fixed thread count, since OpenBLAS's float32 GEMM rounds differently per thread
 split). Findings per kernel are in docs/reliability.md."""
+
 import functools
 import hashlib
 import json
@@ -21,8 +22,9 @@ from fastnn._threads import openmp_enabled
 cpu = backends.get("cpu")
 THREADS = (1, 2, 3)
 
-needs_openmp = pytest.mark.skipif(not openmp_enabled(),
-                                  reason="kernels built without OpenMP: always one thread")
+needs_openmp = pytest.mark.skipif(
+    not openmp_enabled(), reason="kernels built without OpenMP: always one thread"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -52,8 +54,9 @@ def assert_same_at_every_thread_count(call):
         results[t] = flat(call())
     for t in THREADS[1:]:
         for i, (a, b) in enumerate(zip(results[THREADS[0]], results[t])):
-            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), \
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (
                 f"output {i} differs between 1 and {t} threads"
+            )
 
 
 @needs_openmp
@@ -80,6 +83,7 @@ def test_linear(dtype, relu):
 @pytest.mark.parametrize("trans", [(False, False), (True, False), (False, True)])
 def test_gemm(dtype, shape, trans):
     from fastnn._kernels import gemm
+
     m, k, n = shape
     a, b = arrays(dtype, (k, m) if trans[0] else (m, k), (n, k) if trans[1] else (k, n))
     assert_same_at_every_thread_count(lambda: gemm.matmul(a, b, *trans))
@@ -102,7 +106,8 @@ def test_conv2d_backend(dtype, case):
     (dy,) = arrays(dtype, y.shape, seed=1)
     assert_same_at_every_thread_count(lambda: cpu.conv2d_forward(x, w, b, stride, padding, True))
     assert_same_at_every_thread_count(
-        lambda: cpu.conv2d_backward(x, w, y, dy, stride, padding, True))
+        lambda: cpu.conv2d_backward(x, w, y, dy, stride, padding, True)
+    )
 
 
 @needs_openmp
@@ -111,6 +116,7 @@ def test_conv2d_kernel_algorithms(dtype, case):
     """Every algorithm of the compiled conv module that takes these arguments, called directly
     (the backend may not route every shape to each)."""
     from fastnn._kernels import conv
+
     x_shape, w_shape, stride, padding = case
     x, w, b = arrays(dtype, x_shape, w_shape, w_shape[:1])
     ran = 0
@@ -145,18 +151,23 @@ def test_conv2d_kernel_algorithms(dtype, case):
 
 
 @needs_openmp
-@pytest.mark.parametrize("case", [((16, 1, 28, 28), (6, 1, 5, 5), 0),
-                                  ((16, 6, 12, 12), (16, 6, 5, 5), 2)])
+@pytest.mark.parametrize(
+    "case", [((16, 1, 28, 28), (6, 1, 5, 5), 0), ((16, 6, 12, 12), (16, 6, 5, 5), 2)]
+)
 def test_fused_conv2d_maxpool(case):
     x_shape, w_shape, padding = case
     x, w, b = arrays(np.float32, x_shape, w_shape, w_shape[:1])
     y, argmax = cpu.conv2d_maxpool_forward(x, w, b, 1, padding, True, 2)
     (dy,) = arrays(np.float32, y.shape, seed=1)
     assert_same_at_every_thread_count(
-        lambda: cpu.conv2d_maxpool_forward(x, w, b, 1, padding, True, 2))
+        lambda: cpu.conv2d_maxpool_forward(x, w, b, 1, padding, True, 2)
+    )
     need_dx = x_shape[1] > 1  # the one-channel (first layer) kernel computes no dx
-    assert_same_at_every_thread_count(lambda: cpu.conv2d_maxpool_backward(
-        x, w, y, argmax, dy, 1, padding, True, 2, need_dx=need_dx))
+    assert_same_at_every_thread_count(
+        lambda: cpu.conv2d_maxpool_backward(
+            x, w, y, argmax, dy, 1, padding, True, 2, need_dx=need_dx
+        )
+    )
 
 
 @needs_openmp
@@ -167,7 +178,8 @@ def test_maxpool(dtype):
         (dy,) = arrays(dtype, y.shape, seed=1)
         assert_same_at_every_thread_count(lambda: cpu.maxpool2d_forward(x, kernel, stride))
         assert_same_at_every_thread_count(
-            lambda: cpu.maxpool2d_backward(dy, argmax, x.shape, kernel, stride))
+            lambda: cpu.maxpool2d_backward(dy, argmax, x.shape, kernel, stride)
+        )
 
 
 @needs_openmp
@@ -199,19 +211,29 @@ def test_optimizer_steps(dtype):
 
 # ---- training runs ----------------------------------------------------------------------------
 
+
 def mlp():
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 96), nn.ReLU(), nn.Dropout(0.2),
-                         nn.Linear(96, 10))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 96), nn.ReLU(), nn.Dropout(0.2), nn.Linear(96, 10)
+    )
 
 
 def cnn():
-    return nn.Sequential(nn.Conv2d(1, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(8, 8, 3, stride=2), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(8 * 6 * 6, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 6 * 6, 10),
+    )
 
 
-MODELS = {"mlp": (mlp, lambda: optim.SGD(lr=0.05, momentum=0.9, nesterov=True)),
-          "cnn": (cnn, lambda: optim.Adam(lr=2e-3, weight_decay=1e-4))}
+MODELS = {
+    "mlp": (mlp, lambda: optim.SGD(lr=0.05, momentum=0.9, nesterov=True)),
+    "cnn": (cnn, lambda: optim.Adam(lr=2e-3, weight_decay=1e-4)),
+}
 
 
 def data(n=256):
@@ -225,7 +247,8 @@ def train(kind, backend, seed=3):
     model = make_model()
     x, y = data()
     history = fastnn.Trainer(model, make_opt(), backend=backend).fit(
-        x, y, epochs=2, batch_size=64, validation_split=0.25, verbose=0)
+        x, y, epochs=2, batch_size=64, validation_split=0.25, verbose=0
+    )
     return model.state_dict(), history
 
 
@@ -242,9 +265,10 @@ def assert_same_run(a, b):
 def test_same_seed_same_threads_gives_bitwise_identical_weights(kind, backend):
     first = train(kind, backend)
     assert_same_run(first, train(kind, backend))
-    assert not np.array_equal(first[0]["1.weight" if kind == "mlp" else "0.weight"],
-                              train(kind, backend, seed=4)[0]["1.weight" if kind == "mlp"
-                                                              else "0.weight"])
+    assert not np.array_equal(
+        first[0]["1.weight" if kind == "mlp" else "0.weight"],
+        train(kind, backend, seed=4)[0]["1.weight" if kind == "mlp" else "0.weight"],
+    )
 
 
 @needs_openmp
@@ -259,12 +283,14 @@ def test_cpu_training_does_not_depend_on_the_thread_count(kind):
 
 # ---- thread control ---------------------------------------------------------------------------
 
+
 def test_set_num_threads_sets_openmp_and_blas_together():
     for t in (1, 2):
         fastnn.set_num_threads(t)
         assert fastnn.get_num_threads() == (t if openmp_enabled() else 1)
-        blas = [p["num_threads"] for p in threadpoolctl.threadpool_info()
-                if p["user_api"] == "blas"]
+        blas = [
+            p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"
+        ]
         assert blas and all(n == t for n in blas)
     for bad in (0, -1, 1025, 2**31, 2**70):  # never an OverflowError or a crash later
         with pytest.raises(ValueError, match=r"n must be in \[1, 1024\]"):
@@ -287,13 +313,21 @@ print(json.dumps({{"threads": fastnn.get_num_threads(), "blas": blas, "digest": 
 
 
 def run_child(omp_threads):
-    env = {k: v for k, v in os.environ.items()
-           if not k.endswith("_NUM_THREADS") and k != "OMP_THREAD_LIMIT"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith("_NUM_THREADS") and k != "OMP_THREAD_LIMIT"
+    }
     env["OMP_NUM_THREADS"] = str(omp_threads)
     code = _CHILD.format(path=os.path.abspath(__file__))
-    result = subprocess.run([sys.executable, "-c", code], env=fastnn_testing.child_env(env),
-                            capture_output=True, text=True, timeout=120,
-                            cwd=os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=fastnn_testing.child_env(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -305,5 +339,9 @@ def test_omp_num_threads_is_the_default_and_does_not_change_results():
     # OpenBLAS, too, takes its default from OMP_NUM_THREADS (when OPENBLAS_NUM_THREADS is unset)
     assert one["blas"] == [1] * len(one["blas"]) and two["blas"] == [2] * len(two["blas"])
     assert one["digest"] == two["digest"]
-    assert one["digest"] == hashlib.sha256(b"".join(
-        w.tobytes() for _, w in sorted(train("cnn", "cpu")[0].items()))).hexdigest()
+    assert (
+        one["digest"]
+        == hashlib.sha256(
+            b"".join(w.tobytes() for _, w in sorted(train("cnn", "cpu")[0].items()))
+        ).hexdigest()
+    )

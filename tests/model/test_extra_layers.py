@@ -2,6 +2,7 @@
 model: gradients by finite differences (numpy, float64), cpu against numpy, evaluation with
 the batch norms folded into the layer before them, saving and loading the running
 statistics, bad arguments."""
+
 import numpy as np
 import pytest
 
@@ -14,11 +15,21 @@ BACKENDS = ["numpy"] + (["cpu"] if HAS_CPU else [])
 
 def small_cnn():
     return nn.Sequential(
-        nn.Conv2d(1, 3, 3, padding="same"), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.2), nn.LeakyReLU(0.1),
+        nn.Conv2d(1, 3, 3, padding="same"),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4, momentum=0.2),
+        nn.LeakyReLU(0.1),
         nn.AvgPool2d(2, stride=1),
-        nn.Conv2d(4, 5, 1), nn.GlobalAvgPool2d(),
-        nn.Linear(5, 6), nn.BatchNorm1d(6, eps=1e-3), nn.ReLU(), nn.Linear(6, 3))
+        nn.Conv2d(4, 5, 1),
+        nn.GlobalAvgPool2d(),
+        nn.Linear(5, 6),
+        nn.BatchNorm1d(6, eps=1e-3),
+        nn.ReLU(),
+        nn.Linear(6, 3),
+    )
 
 
 def data(n=6, seed=0):
@@ -49,8 +60,7 @@ def test_model_gradients_match_finite_differences():
             flat[k] = old - eps
             down = float(model.backend.softmax_cross_entropy(model.forward(x, True), y)[0])
             flat[k] = old
-            assert grad.reshape(-1)[k] == pytest.approx((up - down) / (2 * eps), rel=1e-4,
-                                                        abs=1e-7)
+            assert grad.reshape(-1)[k] == pytest.approx((up - down) / (2 * eps), rel=1e-4, abs=1e-7)
 
 
 @pytest.mark.skipif(not HAS_CPU, reason="compiled kernels not built")
@@ -119,11 +129,18 @@ def test_save_and_load_keep_running_statistics(tmp_path):
 def test_trainer_fits_batchnorm_model_and_checkpoints(tmp_path):
     (x, y), _ = fastnn.datasets.mnist()
     fastnn.seed(8)
-    model = nn.Sequential(nn.Conv2d(1, 4, 5), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Flatten(), nn.Linear(576, 10))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 5),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(576, 10),
+    )
     trainer = fastnn.Trainer(model, fastnn.optim.AdamW(lr=0.01), backend=BACKENDS[-1])
-    history = trainer.fit(x[:600], y[:600], epochs=2, batch_size=50, verbose=0,
-                          checkpoint=tmp_path / "ck.npz")
+    history = trainer.fit(
+        x[:600], y[:600], epochs=2, batch_size=50, verbose=0, checkpoint=tmp_path / "ck.npz"
+    )
     assert history["loss"][1] < history["loss"][0]
     assert trainer.evaluate(x[:600], y[:600])["accuracy"] > 0.5
 
@@ -155,10 +172,15 @@ def test_padding_same_and_bad_arguments():
 
 def test_batchnorm_without_affine_has_no_trainable_parameters():
     fastnn.seed(9)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.BatchNorm1d(3, affine=False),
-                          nn.Linear(3, 2))
-    assert [slot.name for slot in model.parameter_slots()] == ["1.weight", "1.bias", "3.weight",
-                                                              "3.bias"]
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(4, 3), nn.BatchNorm1d(3, affine=False), nn.Linear(3, 2)
+    )
+    assert [slot.name for slot in model.parameter_slots()] == [
+        "1.weight",
+        "1.bias",
+        "3.weight",
+        "3.bias",
+    ]
     x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
     out = model.forward(model.prepare_input(x), True)
     model.backward(np.ones_like(out))

@@ -1,4 +1,5 @@
 """Memory: 2,000 training steps keep the process's resident memory flat after warm-up."""
+
 import json
 import os
 import subprocess
@@ -11,8 +12,9 @@ import fastnn
 import fastnn_testing
 from fastnn import callbacks, nn, optim
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="reads resident memory from /proc/self/statm")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads resident memory from /proc/self/statm"
+)
 
 STEPS = 2000
 BATCH = 16
@@ -55,27 +57,43 @@ def growth_after_warmup(make_model, backend, shape, leak_per_epoch=0):
 
 
 def mlp():
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.1),
-                         nn.Linear(32, 10))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 10)
+    )
 
 
 def cnn():
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(4, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 2 * 2, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 8, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 2 * 2, 10),
+    )
 
 
 def measure_in_a_fresh_process():
     """Growth after warm-up of each run, measured in a new interpreter: a long test session's
     heap holds freed, still resident memory that a leak could fill unseen."""
     tests = os.path.dirname(os.path.abspath(__file__))
-    code = (f"import json, fastnn, fastnn_testing; fastnn.set_num_threads(1); "
-            f"t = fastnn_testing.import_path({__file__!r}); print(json.dumps({{"
-            f"'mlp-cpu': t.growth_after_warmup(t.mlp, 'cpu', (8, 8)), "
-            f"'mlp-numpy': t.growth_after_warmup(t.mlp, 'numpy', (8, 8)), "
-            f"'cnn-cpu': t.growth_after_warmup(t.cnn, 'cpu', (8, 8)), "
-            f"'leaking-control': t.growth_after_warmup(t.mlp, 'cpu', (8, 8), 64 * 2**10)}}))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=fastnn_testing.child_env(), timeout=600, cwd=tests)
+    code = (
+        f"import json, fastnn, fastnn_testing; fastnn.set_num_threads(1); "
+        f"t = fastnn_testing.import_path({__file__!r}); print(json.dumps({{"
+        f"'mlp-cpu': t.growth_after_warmup(t.mlp, 'cpu', (8, 8)), "
+        f"'mlp-numpy': t.growth_after_warmup(t.mlp, 'numpy', (8, 8)), "
+        f"'cnn-cpu': t.growth_after_warmup(t.cnn, 'cpu', (8, 8)), "
+        f"'leaking-control': t.growth_after_warmup(t.mlp, 'cpu', (8, 8), 64 * 2**10)}}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=fastnn_testing.child_env(),
+        timeout=600,
+        cwd=tests,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 

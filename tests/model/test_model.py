@@ -1,4 +1,5 @@
 """Sequential building (fusion, initializers, shapes, summary), layers, optimizers, schedules."""
+
 import io
 import math
 
@@ -10,8 +11,17 @@ from fastnn import nn, optim
 
 
 def test_public_names():
-    for name in ("Linear", "Conv2d", "MaxPool2d", "Flatten", "ReLU", "Sigmoid", "Tanh", "Dropout",
-                 "Sequential"):
+    for name in (
+        "Linear",
+        "Conv2d",
+        "MaxPool2d",
+        "Flatten",
+        "ReLU",
+        "Sigmoid",
+        "Tanh",
+        "Dropout",
+        "Sequential",
+    ):
         assert hasattr(nn, name)
     for name in ("SGD", "Adam", "StepLR", "CosineLR"):
         assert hasattr(optim, name)
@@ -21,20 +31,41 @@ def test_public_names():
 
 def test_linear_relu_and_conv_relu_are_fused():
     # numpy: no fused conv + max-pool kernel (cpu's is tested in test_model_fusion.py)
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3), nn.Sigmoid(),
-                          backend="numpy")
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8, 4),
+        nn.ReLU(),
+        nn.Linear(4, 3),
+        nn.Sigmoid(),
+        backend="numpy",
+    )
     conv, _, pool, relu2, flat, lin1, _, lin2, _ = model.layers
     steps = {step.layer: step for step in model.plan.steps}
     assert steps[conv].relu and steps[lin1].relu and not steps[lin2].relu
     assert list(steps) == [conv, pool, relu2, flat, lin1, lin2, model.layers[8]]
-    assert [r["fused"] for r in model.describe((1, 6, 6))] == \
-        [False, True, False, False, False, False, True, False, False]
+    assert [r["fused"] for r in model.describe((1, 6, 6))] == [
+        False,
+        True,
+        False,
+        False,
+        False,
+        False,
+        True,
+        False,
+        False,
+    ]
     # the first layer with parameters does not need its input gradient; later ones do
     assert not steps[conv].need_dx and steps[lin1].need_dx and steps[lin2].need_dx
     # the plan is the model's: the user's layers hold configuration and parameters only
-    assert not any(hasattr(layer, name) for layer in model.layers
-                   for name in ("relu", "pool", "need_dx", "reuse", "folded"))
+    assert not any(
+        hasattr(layer, name)
+        for layer in model.layers
+        for name in ("relu", "pool", "need_dx", "reuse", "folded")
+    )
 
 
 def test_fused_forward_equals_unfused():
@@ -48,10 +79,18 @@ def test_fused_forward_equals_unfused():
 
 def test_initializers_he_before_relu_glorot_otherwise():
     fastnn.seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(400, 300), nn.ReLU(), nn.Linear(300, 200),
-                          nn.Tanh(), nn.Linear(200, 100), nn.Dropout(), nn.Sigmoid(),
-                          nn.Linear(100, 10),
-                          backend="numpy")
+    model = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(400, 300),
+        nn.ReLU(),
+        nn.Linear(300, 200),
+        nn.Tanh(),
+        nn.Linear(200, 100),
+        nn.Dropout(),
+        nn.Sigmoid(),
+        nn.Linear(100, 10),
+        backend="numpy",
+    )
     w1, w2, w3, w4 = (model.layers[i].weight for i in (1, 3, 5, 8))
     # uniform(-a, a) has std a / sqrt(3)
     np.testing.assert_allclose(w1.std(), math.sqrt(6 / 400) / math.sqrt(3), rtol=0.02)
@@ -64,18 +103,32 @@ def test_initializers_he_before_relu_glorot_otherwise():
 
 def test_conv_pool_relu_gets_he_and_explicit_init_wins():
     fastnn.seed(0)
-    model = nn.Sequential(nn.Conv2d(8, 64, 3), nn.MaxPool2d(2), nn.ReLU(),
-                          nn.Conv2d(64, 64, 3, init="glorot"), nn.ReLU(), backend="numpy")
+    model = nn.Sequential(
+        nn.Conv2d(8, 64, 3),
+        nn.MaxPool2d(2),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, init="glorot"),
+        nn.ReLU(),
+        backend="numpy",
+    )
     np.testing.assert_allclose(model[0].weight.std(), math.sqrt(6 / 72) / math.sqrt(3), rtol=0.03)
-    np.testing.assert_allclose(model[3].weight.std(), math.sqrt(6 / (2 * 576)) / math.sqrt(3),
-                               rtol=0.03)
+    np.testing.assert_allclose(
+        model[3].weight.std(), math.sqrt(6 / (2 * 576)) / math.sqrt(3), rtol=0.03
+    )
 
 
 def test_same_seed_same_weights_float32_and_float64():
     def build(dtype):
         fastnn.seed(123)
-        return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2),
-                             dtype=dtype, backend="numpy")
+        return nn.Sequential(
+            nn.Conv2d(1, 3, 3),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(12, 2),
+            dtype=dtype,
+            backend="numpy",
+        )
+
     a, b, c = build(np.float32), build(np.float32), build(np.float64)
     for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters()):
         assert pa.tobytes() == pb.tobytes()
@@ -87,13 +140,32 @@ def test_same_seed_same_weights_float32_and_float64():
 
 
 def test_summary_shapes_params_and_flops():
-    model = nn.Sequential(nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(1024, 128), nn.ReLU(), nn.Linear(128, 10), backend="numpy")
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(1024, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+        backend="numpy",
+    )
     rows = model.describe((28, 28))  # (H, W) is taken as one channel
     assert [r["output_shape"] for r in rows] == [
-        (32, 24, 24), (32, 24, 24), (32, 12, 12), (64, 8, 8), (64, 8, 8), (64, 4, 4), (1024,),
-        (128,), (128,), (10,)]
+        (32, 24, 24),
+        (32, 24, 24),
+        (32, 12, 12),
+        (64, 8, 8),
+        (64, 8, 8),
+        (64, 4, 4),
+        (1024,),
+        (128,),
+        (128,),
+        (10,),
+    ]
     assert [r["params"] for r in rows] == [832, 0, 0, 51264, 0, 0, 0, 131200, 0, 1290]
     assert rows[0]["flops"] == (2 * 25 + 1) * 32 * 24 * 24
     assert rows[7]["flops"] == 2 * 1024 * 128 + 128
@@ -115,8 +187,9 @@ def test_mlp_summary_infers_input_from_first_linear():
 
 def test_predict_accepts_uint8_images_for_cnn():
     fastnn.seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3),
-                          backend="numpy")
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3), backend="numpy"
+    )
     x = np.random.default_rng(0).integers(0, 256, (5, 6, 6), dtype=np.uint8)
     proba = model.predict_proba(x)
     assert proba.shape == (5, 3) and np.allclose(proba.sum(axis=1), 1)
@@ -154,19 +227,22 @@ def test_dropout_train_and_eval():
         nn.Dropout(1.0)
 
 
-@pytest.mark.parametrize("make, error", [
-    (lambda: nn.Linear(0, 3), ValueError),
-    (lambda: nn.Linear(3.0, 3), TypeError),
-    (lambda: nn.Conv2d(1, 2, 0), ValueError),
-    (lambda: nn.Conv2d(1, 2, 3, padding=-1), ValueError),
-    (lambda: nn.Conv2d(1, 2, (3, 3, 3)), ValueError),
-    (lambda: nn.MaxPool2d(0), ValueError),
-    (lambda: nn.Linear(2, 2, init="orthogonal"), ValueError),
-    (lambda: nn.Sequential(), ValueError),
-    (lambda: nn.Sequential(nn.Linear(2, 2), "relu"), TypeError),
-    (lambda: (lambda r: nn.Sequential(r, r))(nn.ReLU()), ValueError),
-    (lambda: nn.Sequential(nn.Linear(2, 2), dtype="float16"), TypeError),
-])
+@pytest.mark.parametrize(
+    "make, error",
+    [
+        (lambda: nn.Linear(0, 3), ValueError),
+        (lambda: nn.Linear(3.0, 3), TypeError),
+        (lambda: nn.Conv2d(1, 2, 0), ValueError),
+        (lambda: nn.Conv2d(1, 2, 3, padding=-1), ValueError),
+        (lambda: nn.Conv2d(1, 2, (3, 3, 3)), ValueError),
+        (lambda: nn.MaxPool2d(0), ValueError),
+        (lambda: nn.Linear(2, 2, init="orthogonal"), ValueError),
+        (lambda: nn.Sequential(), ValueError),
+        (lambda: nn.Sequential(nn.Linear(2, 2), "relu"), TypeError),
+        (lambda: (lambda r: nn.Sequential(r, r))(nn.ReLU()), ValueError),
+        (lambda: nn.Sequential(nn.Linear(2, 2), dtype="float16"), TypeError),
+    ],
+)
 def test_bad_layer_arguments(make, error):
     with pytest.raises(error):
         make()

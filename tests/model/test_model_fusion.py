@@ -1,5 +1,6 @@
 """Sequential runs Conv2d (+ ReLU) + MaxPool2d as one fused kernel on cpu: the same bits as the
 layers run one by one, in every mode, shape and dtype, with nothing allocated per step."""
+
 import io
 import tracemalloc
 
@@ -17,6 +18,7 @@ from fastnn.backends.cpu import CpuBackend  # noqa: E402
 class Unfused(CpuBackend):
     """The cpu backend declaring no fused conv + max-pool: the plan then runs the layers one
     by one, through the same cpu kernels."""
+
     fuses_conv2d_maxpool = False
 
 
@@ -36,36 +38,73 @@ def fused_steps(model):
 
 def lenet(**kw):
     return nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10), **kw)
+        nn.Conv2d(1, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(400, 120),
+        nn.ReLU(),
+        nn.Linear(120, 84),
+        nn.ReLU(),
+        nn.Linear(84, 10),
+        **kw,
+    )
 
 
 def cnn(**kw):
     return nn.Sequential(
-        nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(1024, 128), nn.ReLU(), nn.Linear(128, 10), **kw)
+        nn.Conv2d(1, 32, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(1024, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+        **kw,
+    )
 
 
 def odd(**kw):
     """Pools that floor (odd conv outputs), a conv pooled without ReLU, pool 3, a stride-2 conv
     (no fused kernel takes it) and a pool with stride != kernel (never fused)."""
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3), nn.MaxPool2d(2),                       # 13x15 -> 11x13 -> 5x6
-        nn.Conv2d(4, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3),  # 5x6 -> 1x2
-        nn.Flatten(), nn.Linear(16, 3), **kw)
+        nn.Conv2d(1, 4, 3),
+        nn.MaxPool2d(2),  # 13x15 -> 11x13 -> 5x6
+        nn.Conv2d(4, 8, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(3),  # 5x6 -> 1x2
+        nn.Flatten(),
+        nn.Linear(16, 3),
+        **kw,
+    )
 
 
 def strided(**kw):
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.MaxPool2d(2),  # 15x15 -> 7x7 -> 3x3
-        nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, stride=1),
-        nn.Flatten(), nn.Linear(6 * 2 * 2, 3), **kw)
+        nn.Conv2d(1, 4, 3, stride=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 15x15 -> 7x7 -> 3x3
+        nn.Conv2d(4, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2, stride=1),
+        nn.Flatten(),
+        nn.Linear(6 * 2 * 2, 3),
+        **kw,
+    )
 
 
-MODELS = {"lenet5": (lenet, (28, 28)), "cnn": (cnn, (28, 28)), "odd": (odd, (13, 15)),
-          "strided": (strided, (15, 15))}
+MODELS = {
+    "lenet5": (lenet, (28, 28)),
+    "cnn": (cnn, (28, 28)),
+    "odd": (odd, (13, 15)),
+    "strided": (strided, (15, 15)),
+}
 
 
 def pair(make, dtype=np.float32):
@@ -109,8 +148,10 @@ def test_same_bits_as_layer_by_layer(arch, n, reuse):
         assert_same(out_f, out_p)
         for gf, gp in zip(grads_f, grads_p):
             assert_same(gf, gp)
-        assert_same(fused.forward(fused.prepare_input(x), False),
-                    plain.forward(plain.prepare_input(x), False))
+        assert_same(
+            fused.forward(fused.prepare_input(x), False),
+            plain.forward(plain.prepare_input(x), False),
+        )
 
 
 @pytest.mark.parametrize("arch", ["lenet5", "cnn"])
@@ -167,8 +208,20 @@ def test_numpy_backend_and_moving_between_backends():
 
 def test_summary_shows_the_pool_fused():
     model = lenet()
-    assert [r["fused"] for r in model.describe((28, 28))] == \
-        [False, True, True, False, True, True, False, False, True, False, True, False]
+    assert [r["fused"] for r in model.describe((28, 28))] == [
+        False,
+        True,
+        True,
+        False,
+        True,
+        True,
+        False,
+        False,
+        True,
+        False,
+        True,
+        False,
+    ]
     out = io.StringIO()
     model.summary((28, 28), file=out)
     assert "MaxPool2d(kernel_size=2)  (fused into previous)  (6, 14, 14)" in out.getvalue()
@@ -217,9 +270,11 @@ def test_profile_shows_one_row_per_fused_conv():
     x, y = batch((28, 28), 32)
     report = fastnn.profile(model, x, y, batch_size=16, steps=1, warmup=1, print_table=False)
     names = [r["name"] for r in report.rows]
-    assert names[:3] == ["Conv2d(1, 6, kernel_size=5, padding=2)+ReLU+MaxPool2d(kernel_size=2)",
-                         "Conv2d(6, 16, kernel_size=5)+ReLU+MaxPool2d(kernel_size=2)",
-                         "Flatten()"]
+    assert names[:3] == [
+        "Conv2d(1, 6, kernel_size=5, padding=2)+ReLU+MaxPool2d(kernel_size=2)",
+        "Conv2d(6, 16, kernel_size=5)+ReLU+MaxPool2d(kernel_size=2)",
+        "Flatten()",
+    ]
     assert [r["output_shape"] for r in report.rows[:3]] == [(6, 14, 14), (16, 5, 5), (400,)]
     conv1 = report.rows[0]
     # the convolution's FLOPs, as for a fused ReLU: (2 * 25 + 1) per output, 16 samples

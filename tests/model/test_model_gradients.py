@@ -3,6 +3,7 @@
 Covers every layer type, fused and unfused ReLU, both losses and Dropout (with its mask held
 fixed by reseeding before every forward pass, and as the identity in eval mode).
 """
+
 import numpy as np
 import pytest
 
@@ -15,21 +16,36 @@ EPS = 1e-6
 
 def small_cnn():
     return nn.Sequential(
-        nn.Conv2d(2, 3, 3, stride=1, padding=1), nn.ReLU(),        # fused
+        nn.Conv2d(2, 3, 3, stride=1, padding=1),
+        nn.ReLU(),  # fused
         nn.MaxPool2d(2),
-        nn.Conv2d(3, 4, 2, stride=2, padding=1), nn.Tanh(),
+        nn.Conv2d(3, 4, 2, stride=2, padding=1),
+        nn.Tanh(),
         nn.Flatten(),
         nn.Dropout(0.3),
-        nn.Linear(16, 6), nn.Sigmoid(),
-        nn.Linear(6, 5), nn.ReLU(),                                # fused
+        nn.Linear(16, 6),
+        nn.Sigmoid(),
+        nn.Linear(6, 5),
+        nn.ReLU(),  # fused
         nn.Linear(5, 4),
-        dtype=np.float64, backend="numpy")
+        dtype=np.float64,
+        backend="numpy",
+    )
 
 
 def small_mlp():
-    return nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.Tanh(), nn.Dropout(0.25),
-                         nn.ReLU(), nn.Linear(7, 5), nn.Sigmoid(), nn.Linear(5, 3),
-                         dtype=np.float64, backend="numpy")
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(12, 7),
+        nn.Tanh(),
+        nn.Dropout(0.25),
+        nn.ReLU(),
+        nn.Linear(7, 5),
+        nn.Sigmoid(),
+        nn.Linear(5, 3),
+        dtype=np.float64,
+        backend="numpy",
+    )
 
 
 def loss_and_grads(model, loss, x, y, training, mask_seed):
@@ -78,9 +94,17 @@ def test_gradients_in_eval_mode_match_a_model_without_dropout():
     fastnn.seed(5)
     model = small_mlp()
     fastnn.seed(5)
-    plain = nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.Tanh(), nn.ReLU(),
-                          nn.Linear(7, 5), nn.Sigmoid(), nn.Linear(5, 3),
-                          dtype=np.float64, backend="numpy")
+    plain = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(12, 7),
+        nn.Tanh(),
+        nn.ReLU(),
+        nn.Linear(7, 5),
+        nn.Sigmoid(),
+        nn.Linear(5, 3),
+        dtype=np.float64,
+        backend="numpy",
+    )
     for a, b in zip(model.parameters(), plain.parameters()):
         np.testing.assert_array_equal(a, b)
     x = np.random.default_rng(2).normal(size=(4, 12))

@@ -4,6 +4,7 @@ made inside functions (a function-level import hides a cycle from Python, not fr
 Edges come from every `import` statement anywhere in a module's source, resolved to fastnn
 modules; importing a package's own __init__ implicitly (as Python does for a submodule) is not
 counted, or every module would depend on fastnn/__init__.py."""
+
 import ast
 import pathlib
 
@@ -30,7 +31,7 @@ def _resolve(module, is_package, node):
     base = module.split(".")
     if not is_package:
         base = base[:-1]
-    base = base[:len(base) - (node.level - 1)]
+    base = base[: len(base) - (node.level - 1)]
     return ".".join(base + ([node.module] if node.module else []))
 
 
@@ -47,8 +48,10 @@ def import_graph():
             elif isinstance(node, ast.ImportFrom):
                 source = _resolve(name, is_package, node)
                 # `from pkg import sub` imports the submodule; `from mod import name` the module
-                targets = [f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules
-                           else source for alias in node.names]
+                targets = [
+                    f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules else source
+                    for alias in node.names
+                ]
             else:
                 continue
             edges.update(t for t in targets if t in modules and t != name)

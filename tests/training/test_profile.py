@@ -1,6 +1,7 @@
 """fastnn.profile: the structure of its report (layers, fused rows, shapes, FLOP rates), that it
 leaves the model and the optimizer as they were, and its argument checks. Timings are not
 asserted: speed lives in benchmarks/."""
+
 import io
 
 import numpy as np
@@ -25,15 +26,17 @@ def mlp():
 
 def cnn():
     fastnn.seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(4 * 12 * 12, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 12 * 12, 10)
+    )
 
 
 def test_mlp_rows_follow_the_executed_layers(backend):
     x, y = data()
     out = io.StringIO()
-    report = fastnn.profile(mlp(), x, y, backend=backend, batch_size=16, steps=2, warmup=1,
-                            file=out)
+    report = fastnn.profile(
+        mlp(), x, y, backend=backend, batch_size=16, steps=2, warmup=1, file=out
+    )
     assert isinstance(report, Profile)
     names = [r["name"] for r in report.rows]
     # the ReLU is fused into the Linear before it: one row, one kernel
@@ -50,27 +53,39 @@ def test_mlp_rows_follow_the_executed_layers(backend):
     assert report.epoch_s == pytest.approx(4 * report.step_ms / 1e3)  # 64 samples, batch 16
     text = out.getvalue()
     assert text == str(report) + "\n"
-    for expected in ["fwd ms", "bwd ms", "GFLOP/s", "Linear(784, 32)+ReLU",
-                     "softmax cross-entropy", "optimizer step", f"backend {backend.name}",
-                     "batch 16"]:
+    for expected in [
+        "fwd ms",
+        "bwd ms",
+        "GFLOP/s",
+        "Linear(784, 32)+ReLU",
+        "softmax cross-entropy",
+        "optimizer step",
+        f"backend {backend.name}",
+        "batch 16",
+    ]:
         assert expected in text
 
 
 def test_cnn_rows_and_shapes(backend):
     x, y = data()
-    report = fastnn.profile(cnn(), x, y, backend=backend, batch_size=8, steps=1, warmup=0,
-                            print_table=False)
+    report = fastnn.profile(
+        cnn(), x, y, backend=backend, batch_size=8, steps=1, warmup=0, print_table=False
+    )
     if backend.name == "cpu":  # the max-pool runs inside the conv's kernel: one row
         assert [r["name"] for r in report.rows] == [
-            "Conv2d(1, 4, kernel_size=5)+ReLU+MaxPool2d(kernel_size=2)", "Flatten()",
-            "Linear(576, 10)"]
+            "Conv2d(1, 4, kernel_size=5)+ReLU+MaxPool2d(kernel_size=2)",
+            "Flatten()",
+            "Linear(576, 10)",
+        ]
         assert [r["output_shape"] for r in report.rows] == [(4, 12, 12), (576,), (10,)]
     else:
         assert [r["name"] for r in report.rows] == [
-            "Conv2d(1, 4, kernel_size=5)+ReLU", "MaxPool2d(kernel_size=2)", "Flatten()",
-            "Linear(576, 10)"]
-        assert [r["output_shape"] for r in report.rows] == [(4, 24, 24), (4, 12, 12), (576,),
-                                                            (10,)]
+            "Conv2d(1, 4, kernel_size=5)+ReLU",
+            "MaxPool2d(kernel_size=2)",
+            "Flatten()",
+            "Linear(576, 10)",
+        ]
+        assert [r["output_shape"] for r in report.rows] == [(4, 24, 24), (4, 12, 12), (576,), (10,)]
         pool = report.rows[1]
         assert pool["forward_gflops"] is None and pool["backward_ms"] > 0
     conv = report.rows[0]
@@ -96,17 +111,21 @@ def test_model_and_optimizer_are_left_as_they_were():
     assert np.isfinite(history["loss"][0])
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"steps": 0}, ValueError),
-    ({"batch_size": 0}, ValueError),
-    ({"warmup": -1}, ValueError),
-    ({"steps": 1.5}, TypeError),
-    ({"optimizer": "sgd"}, TypeError),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"steps": 0}, ValueError),
+        ({"batch_size": 0}, ValueError),
+        ({"warmup": -1}, ValueError),
+        ({"steps": 1.5}, TypeError),
+        ({"optimizer": "sgd"}, TypeError),
+    ],
+)
 def test_bad_arguments(kwargs, error):
     x, y = data(16)
-    with pytest.raises(error, match=next(iter(kwargs)) if next(iter(kwargs)) != "optimizer"
-                       else "optimizer"):
+    with pytest.raises(
+        error, match=next(iter(kwargs)) if next(iter(kwargs)) != "optimizer" else "optimizer"
+    ):
         fastnn.profile(mlp(), x, y, print_table=False, **kwargs)
 
 

@@ -1,5 +1,6 @@
 """examples/mnist_cnn.py --arch best and examples/mnist_speedrun.py run end to end on a few
 images and write their JSON (the accuracy goals are measured by full runs, not here)."""
+
 import json
 import os
 import subprocess
@@ -9,20 +10,39 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-pytestmark = pytest.mark.skipif(not (EXAMPLES / "mnist_speedrun.py").exists(),
-                                reason="examples/ is not beside tests/")
+pytestmark = pytest.mark.skipif(
+    not (EXAMPLES / "mnist_speedrun.py").exists(), reason="examples/ is not beside tests/"
+)
 
 
 def run(script, *args, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    return subprocess.run([sys.executable, str(EXAMPLES / script), *map(str, args)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env=env,
+        check=False,
+    )
 
 
 def test_cnn_best_short_run(tmp_path):
-    result = run("mnist_cnn.py", "--arch", "best", "--limit", 300, "--epochs", 1,
-                 "--batch-size", 50, "--json", tmp_path / "r.json", tmp_path=tmp_path)
+    result = run(
+        "mnist_cnn.py",
+        "--arch",
+        "best",
+        "--limit",
+        300,
+        "--epochs",
+        1,
+        "--batch-size",
+        50,
+        "--json",
+        tmp_path / "r.json",
+        tmp_path=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "BatchNorm2d(32)" in result.stdout and "RandomAffine" in result.stdout
     report = json.loads((tmp_path / "r.json").read_text())
@@ -31,8 +51,16 @@ def test_cnn_best_short_run(tmp_path):
 
 
 def test_speedrun_short_run_reports_wall_time(tmp_path):
-    result = run("mnist_speedrun.py", "--limit", 512, "--seed", 1, "--json",
-                 tmp_path / "s.json", tmp_path=tmp_path)
+    result = run(
+        "mnist_speedrun.py",
+        "--limit",
+        512,
+        "--seed",
+        1,
+        "--json",
+        tmp_path / "s.json",
+        tmp_path=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "s.json").read_text())
     assert report["seed"] == 1 and report["wall_s"] > 0

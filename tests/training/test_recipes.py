@@ -1,6 +1,7 @@
 """Training recipes: OneCycleLR, AdamW, gradient clipping, label smoothing in the loss, and
 augmentation in the batch gather (RandomAffine): values against their definitions, bad
 arguments, and bitwise reproducible seeded runs."""
+
 import numpy as np
 import pytest
 
@@ -29,8 +30,7 @@ def test_one_cycle_matches_pytorch_shape():
 
 def tiny_model():
     fastnn.seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3),
-                         backend=BACKEND)
+    return nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3), backend=BACKEND)
 
 
 def test_adamw_decays_decoupled_from_the_gradient():
@@ -80,9 +80,12 @@ def test_label_smoothing_loss_in_training():
     for smoothing in (0.0, 0.2):
         model = tiny_model()
         model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10), backend=BACKEND)
-        trainer = fastnn.Trainer(model, optim.SGD(lr=0.1),
-                                 loss=nn.CrossEntropy(label_smoothing=smoothing),
-                                 backend=BACKEND)
+        trainer = fastnn.Trainer(
+            model,
+            optim.SGD(lr=0.1),
+            loss=nn.CrossEntropy(label_smoothing=smoothing),
+            backend=BACKEND,
+        )
         history = trainer.fit(x[:500], y[:500], epochs=2, batch_size=50, verbose=0)
         losses.append(history["loss"][-1])
     assert losses[1] > losses[0]  # a smoothed target cannot be fitted to zero loss
@@ -101,14 +104,24 @@ def test_random_affine_matrices_and_arguments():
     with pytest.raises(TypeError, match="rotate"):
         RandomAffine(rotate="10")
     with pytest.raises(TypeError, match="augment"):
-        fastnn.Trainer(tiny_model(), optim.SGD()).fit(np.zeros((4, 6)), np.zeros(4, int),
-                                                       augment="flip")
+        fastnn.Trainer(tiny_model(), optim.SGD()).fit(
+            np.zeros((4, 6)), np.zeros(4, int), augment="flip"
+        )
 
 
 def cnn():
-    return nn.Sequential(nn.Conv2d(1, 4, 5), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(576, 16), nn.BatchNorm1d(16), nn.ReLU(),
-                         nn.Linear(16, 10), backend=BACKEND)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 5),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(576, 16),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Linear(16, 10),
+        backend=BACKEND,
+    )
 
 
 def fit_once(augment, threads=None, epochs=1):
@@ -125,8 +138,10 @@ def fit_once(augment, threads=None, epochs=1):
 def test_augmented_fit_is_bitwise_reproducible_at_any_thread_count():
     before = fastnn.get_num_threads()
     try:
-        runs = [fit_once(RandomAffine(shift=0.1, rotate=15, scale=0.1), threads)
-                for threads in (1, 2, 1)]
+        runs = [
+            fit_once(RandomAffine(shift=0.1, rotate=15, scale=0.1), threads)
+            for threads in (1, 2, 1)
+        ]
     finally:
         fastnn.set_num_threads(before)
     for key in runs[0]:
@@ -141,7 +156,10 @@ def test_augmented_fit_is_bitwise_reproducible_at_any_thread_count():
 
 def test_augment_needs_images():
     (x, y), _ = fastnn.datasets.mnist()
-    trainer = fastnn.Trainer(nn.Sequential(nn.Flatten(), nn.Linear(784, 10), backend=BACKEND),
-                             optim.SGD(), backend=BACKEND)
+    trainer = fastnn.Trainer(
+        nn.Sequential(nn.Flatten(), nn.Linear(784, 10), backend=BACKEND),
+        optim.SGD(),
+        backend=BACKEND,
+    )
     with pytest.raises(ValueError, match="augment transforms images"):
         trainer.fit(x[:10], y[:10], augment=RandomAffine(shift=0.1), verbose=0)

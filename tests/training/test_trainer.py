@@ -1,4 +1,5 @@
 """Trainer: learning on an MNIST subset, determinism, interruption, non-finite loss, bad input."""
+
 import os
 import signal
 
@@ -46,10 +47,16 @@ def test_mlp_learns_mnist_subset(backend, mnist_subset):
 def test_small_cnn_learns_with_adam_and_cosine(backend, mnist_subset):
     (x, y), (xt, yt) = mnist_subset
     fastnn.seed(1)
-    model = nn.Sequential(nn.Conv2d(1, 8, 5, stride=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(8 * 6 * 6, 10))
-    trainer = fastnn.Trainer(model, optim.Adam(lr=5e-3, schedule=optim.CosineLR(2)),
-                             backend=backend)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 5, stride=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 6 * 6, 10),
+    )
+    trainer = fastnn.Trainer(
+        model, optim.Adam(lr=5e-3, schedule=optim.CosineLR(2)), backend=backend
+    )
     history = trainer.fit(x[:3000], y[:3000], epochs=2, batch_size=64, verbose=0)
     assert history["lr"][0] < 5e-3 and history["lr"][1] < history["lr"][0]
     assert trainer.evaluate(xt, yt)["accuracy"] >= 0.85
@@ -62,8 +69,9 @@ def test_same_seed_gives_bitwise_identical_training(mnist_subset):
         fastnn.seed(42)
         model = mlp(hidden=32, dropout=0.2)
         trainer = fastnn.Trainer(model, optim.SGD(lr=0.05, momentum=0.9, nesterov=True))
-        history = trainer.fit(x[:1000], y[:1000], epochs=2, batch_size=50,
-                              validation_split=0.2, verbose=0)
+        history = trainer.fit(
+            x[:1000], y[:1000], epochs=2, batch_size=50, validation_split=0.2, verbose=0
+        )
         return model.state_dict(), history
 
     (w1, h1), (w2, h2) = run(), run()
@@ -81,7 +89,8 @@ def test_uint8_and_scaled_floats_train_identically(mnist_subset):
         fastnn.seed(0)
         model = mlp(hidden=16)
         fastnn.Trainer(model, optim.SGD(lr=0.1)).fit(
-            data, y[:500], epochs=1, batch_size=100, verbose=0)
+            data, y[:500], epochs=1, batch_size=100, verbose=0
+        )
         weights.append(model.state_dict())
     for name in weights[0]:
         np.testing.assert_array_equal(weights[0][name], weights[1][name])
@@ -108,8 +117,14 @@ def test_keyboard_interrupt_from_callback_keeps_model_and_history(mnist_subset):
         raise KeyboardInterrupt
 
     # 1000 samples, batch 100: 10 steps per epoch; stop at step 5 of epoch 2
-    history = trainer.fit(x[:1000], y[:1000], epochs=3, batch_size=100,
-                          callbacks=[StopAfter(15, interrupt)], verbose=0)
+    history = trainer.fit(
+        x[:1000],
+        y[:1000],
+        epochs=3,
+        batch_size=100,
+        callbacks=[StopAfter(15, interrupt)],
+        verbose=0,
+    )
     assert history.interrupted and history.stopped_at == {"epoch": 2, "step": 5}
     assert len(history["loss"]) == 1 and trainer.history is history
     after = model.state_dict()
@@ -130,8 +145,9 @@ def test_sigint_stops_after_the_current_step(mnist_subset):
     model = mlp(hidden=16)
     trainer = fastnn.Trainer(model, optim.SGD(lr=0.05))
     sigint = StopAfter(3, lambda: os.kill(os.getpid(), signal.SIGINT))
-    history = trainer.fit(x[:1000], y[:1000], epochs=2, batch_size=100, callbacks=[sigint],
-                          verbose=0)
+    history = trainer.fit(
+        x[:1000], y[:1000], epochs=2, batch_size=100, callbacks=[sigint], verbose=0
+    )
     assert history.interrupted and history.stopped_at == {"epoch": 1, "step": 3}
     assert trainer.optimizer.steps == 3
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -182,24 +198,34 @@ def small_setup():
     return trainer, x, y
 
 
-@pytest.mark.parametrize("change, error, match", [
-    (dict(batch_size=0), ValueError, "batch_size"),
-    (dict(batch_size=2.5), TypeError, "batch_size"),
-    (dict(epochs=0), ValueError, "epochs"),
-    (dict(y=np.arange(19) % 3), ValueError, "match x"),
-    (dict(y=np.arange(20)), ValueError, "outside"),
-    (dict(y=-(np.arange(20) % 3)), ValueError, "outside"),
-    (dict(y=np.zeros(20)), TypeError, "integer"),
-    (dict(x=np.zeros((20, 5, 5), np.uint8)), ValueError, "shape"),
-    (dict(x=np.zeros((20, 16), np.int32)), TypeError, "uint8"),
-    (dict(x=np.full((20, 16), np.nan, np.float32)), ValueError, "NaN"),
-    (dict(validation_split=1.0), ValueError, "validation_split"),
-    (dict(validation_split=0.01), ValueError, "validation_split"),
-    (dict(validation_split=0.2, validation_data=(np.zeros((2, 16)), np.zeros(2, int))),
-     ValueError, "not both"),
-    (dict(validation_data=(np.zeros((2, 17), np.float32), np.zeros(2, int))), ValueError, "shape"),
-    (dict(callbacks=[object()]), TypeError, "callback"),
-])
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (dict(batch_size=0), ValueError, "batch_size"),
+        (dict(batch_size=2.5), TypeError, "batch_size"),
+        (dict(epochs=0), ValueError, "epochs"),
+        (dict(y=np.arange(19) % 3), ValueError, "match x"),
+        (dict(y=np.arange(20)), ValueError, "outside"),
+        (dict(y=-(np.arange(20) % 3)), ValueError, "outside"),
+        (dict(y=np.zeros(20)), TypeError, "integer"),
+        (dict(x=np.zeros((20, 5, 5), np.uint8)), ValueError, "shape"),
+        (dict(x=np.zeros((20, 16), np.int32)), TypeError, "uint8"),
+        (dict(x=np.full((20, 16), np.nan, np.float32)), ValueError, "NaN"),
+        (dict(validation_split=1.0), ValueError, "validation_split"),
+        (dict(validation_split=0.01), ValueError, "validation_split"),
+        (
+            dict(validation_split=0.2, validation_data=(np.zeros((2, 16)), np.zeros(2, int))),
+            ValueError,
+            "not both",
+        ),
+        (
+            dict(validation_data=(np.zeros((2, 17), np.float32), np.zeros(2, int))),
+            ValueError,
+            "shape",
+        ),
+        (dict(callbacks=[object()]), TypeError, "callback"),
+    ],
+)
 def test_bad_arguments_fail_before_any_work(small_setup, change, error, match):
     trainer, x, y = small_setup
     before = trainer.model.state_dict()
@@ -212,22 +238,31 @@ def test_bad_arguments_fail_before_any_work(small_setup, change, error, match):
         np.testing.assert_array_equal(value, before[name])
 
 
-@pytest.mark.parametrize("make, error", [
-    (lambda: optim.SGD(lr=0), ValueError),
-    (lambda: optim.SGD(lr=-0.1), ValueError),
-    (lambda: optim.SGD(lr=float("nan")), ValueError),
-    (lambda: optim.SGD(lr=0.1, momentum=1.0), ValueError),
-    (lambda: optim.SGD(lr=0.1, nesterov=True), ValueError),
-    (lambda: optim.Adam(lr=0.0), ValueError),
-    (lambda: optim.Adam(betas=(0.9, 1.0)), ValueError),
-    (lambda: optim.SGD(lr="0.1"), TypeError),
-    (lambda: fastnn.Trainer(nn.Sequential(nn.Flatten()), optim.SGD(lr=0.1)), ValueError),
-    (lambda: fastnn.Trainer(nn.Sequential(nn.Linear(2, 2)), optim.SGD(lr=0.1), loss="hinge"),
-     ValueError),
-    (lambda: fastnn.Trainer(nn.Sequential(nn.Linear(2, 2)), "sgd"), TypeError),
-    (lambda: fastnn.Trainer(nn.Sequential(nn.Linear(2, 2)), optim.SGD(lr=0.1), backend="tpu"),
-     ValueError),
-])
+@pytest.mark.parametrize(
+    "make, error",
+    [
+        (lambda: optim.SGD(lr=0), ValueError),
+        (lambda: optim.SGD(lr=-0.1), ValueError),
+        (lambda: optim.SGD(lr=float("nan")), ValueError),
+        (lambda: optim.SGD(lr=0.1, momentum=1.0), ValueError),
+        (lambda: optim.SGD(lr=0.1, nesterov=True), ValueError),
+        (lambda: optim.Adam(lr=0.0), ValueError),
+        (lambda: optim.Adam(betas=(0.9, 1.0)), ValueError),
+        (lambda: optim.SGD(lr="0.1"), TypeError),
+        (lambda: fastnn.Trainer(nn.Sequential(nn.Flatten()), optim.SGD(lr=0.1)), ValueError),
+        (
+            lambda: fastnn.Trainer(nn.Sequential(nn.Linear(2, 2)), optim.SGD(lr=0.1), loss="hinge"),
+            ValueError,
+        ),
+        (lambda: fastnn.Trainer(nn.Sequential(nn.Linear(2, 2)), "sgd"), TypeError),
+        (
+            lambda: fastnn.Trainer(
+                nn.Sequential(nn.Linear(2, 2)), optim.SGD(lr=0.1), backend="tpu"
+            ),
+            ValueError,
+        ),
+    ],
+)
 def test_bad_constructor_arguments(make, error):
     with pytest.raises(error):
         make()
@@ -253,8 +288,9 @@ def test_early_stopping_restores_best_weights():
     model = nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 2))
     trainer = fastnn.Trainer(model, optim.SGD(lr=0.5, momentum=0.9))
     stop = callbacks.EarlyStopping(patience=1)
-    history = trainer.fit(x, y, epochs=50, batch_size=10, validation_split=0.3,
-                          callbacks=[stop], verbose=0)
+    history = trainer.fit(
+        x, y, epochs=50, batch_size=10, validation_split=0.3, callbacks=[stop], verbose=0
+    )
     assert history.epochs < 50
     best = int(np.argmin(history["val_loss"]))
     assert stop.best_epoch == best
@@ -269,17 +305,30 @@ def test_fit_with_reused_buffers_equals_a_plain_loop(backend, loss):
 
     def build():
         fastnn.seed(0)
-        return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.ReLU(),
-                             nn.Conv2d(3, 4, 2), nn.Tanh(), nn.Flatten(), nn.Dropout(0.1),
-                             nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 8), nn.Sigmoid(),
-                             nn.Linear(8, 5), backend=backend)
+        return nn.Sequential(
+            nn.Conv2d(1, 3, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.ReLU(),
+            nn.Conv2d(3, 4, 2),
+            nn.Tanh(),
+            nn.Flatten(),
+            nn.Dropout(0.1),
+            nn.Linear(16, 12),
+            nn.ReLU(),
+            nn.Linear(12, 8),
+            nn.Sigmoid(),
+            nn.Linear(8, 5),
+            backend=backend,
+        )
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (50, 8, 8), dtype=np.uint8)
     y = rng.integers(0, 5, 50)
     model = build()
     fastnn.Trainer(model, optim.SGD(lr=0.1, momentum=0.9), loss=loss, backend=backend).fit(
-        x, y, epochs=2, batch_size=16, shuffle=False, verbose=0)
+        x, y, epochs=2, batch_size=16, shuffle=False, verbose=0
+    )
     assert not any(step._buffers for step in model.plan.steps)  # freed after fit
 
     plain = build()
@@ -288,8 +337,8 @@ def test_fit_with_reused_buffers_equals_a_plain_loop(backend, loss):
     xs = plain.prepare_input(x)
     for _ in range(2):
         for lo in range(0, 50, 16):
-            out = plain.forward(xs[lo:lo + 16], True)
-            _, dout = loss_fn(plain.backend, out, y[lo:lo + 16].astype(np.int64))
+            out = plain.forward(xs[lo : lo + 16], True)
+            _, dout = loss_fn(plain.backend, out, y[lo : lo + 16].astype(np.int64))
             plain.backward(dout)
             opt.step()
     for (name, a), b in zip(model.state_dict().items(), plain.state_dict().values()):
@@ -300,7 +349,7 @@ def test_fit_with_reused_buffers_equals_a_plain_loop(backend, loss):
     labels = y.astype(np.int64)
     for _ in range(2):
         for lo in range(0, 50, 16):
-            trainer.train_step(xs[lo:lo + 16], labels[lo:lo + 16])
+            trainer.train_step(xs[lo : lo + 16], labels[lo : lo + 16])
     for (name, a), b in zip(stepped.state_dict().items(), plain.state_dict().values()):
         assert a.tobytes() == b.tobytes(), name
 
@@ -334,8 +383,9 @@ def test_device_path_matches_host_path(mnist_subset):
         fastnn.seed(0)
         model = mlp(hidden=16)
         trainer = fastnn.Trainer(model, optim.SGD(lr=0.05, momentum=0.9), backend=backend)
-        history = trainer.fit(x[:600], y[:600], epochs=2, batch_size=50, validation_split=0.1,
-                              verbose=0)
+        history = trainer.fit(
+            x[:600], y[:600], epochs=2, batch_size=50, validation_split=0.1, verbose=0
+        )
         results.append((model.state_dict(), history))
     (w1, h1), (w2, h2) = results
     for name in w1:
@@ -351,8 +401,9 @@ def test_device_path_reports_non_finite_loss_within_a_step_range():
     x = np.random.default_rng(0).random((400, 4)).astype(np.float32)
     y = np.arange(400) % 3
     fastnn.seed(0)
-    trainer = fastnn.Trainer(nn.Sequential(nn.Linear(4, 3)), optim.SGD(lr=0.1),
-                             backend=device_like_backend())
+    trainer = fastnn.Trainer(
+        nn.Sequential(nn.Linear(4, 3)), optim.SGD(lr=0.1), backend=device_like_backend()
+    )
 
     class Poison(callbacks.Callback):
         def on_batch_end(self, trainer, epoch, step, loss):
@@ -369,8 +420,7 @@ def test_verbose_prints_one_line_per_epoch_and_progress_bar_runs(capsys):
     y = np.arange(64) % 2
     fastnn.seed(0)
     trainer = fastnn.Trainer(nn.Sequential(nn.Linear(4, 2)), optim.SGD(lr=0.1))
-    trainer.fit(x, y, epochs=2, batch_size=16, validation_data=(x, y), verbose=1,
-                progress=False)
+    trainer.fit(x, y, epochs=2, batch_size=16, validation_data=(x, y), verbose=1, progress=False)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[1].startswith("epoch 2/2  loss ")
     assert "val_acc" in lines[1] and "samples/s" in lines[1]

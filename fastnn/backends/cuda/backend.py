@@ -21,6 +21,7 @@ device table of addresses, stay the same from step to step.
 The backend is written against `self.xp` and a table of checked kernels, so the tests run this
 same code with xp=numpy and the .cu kernels compiled for the CPU (tests/cuda/harness).
 """
+
 import threading
 
 import numpy as np
@@ -80,8 +81,9 @@ class CudaBackend(CudaLayerKernels, Backend):
                 kind = np.asarray(a).dtype
             dtype = _F32 if np.dtype(kind).kind == "f" else kind
         elif np.dtype(dtype).kind == "f" and np.dtype(dtype) != _F32:
-            raise TypeError(f"the cuda backend computes in float32 only, not "
-                            f"{np.dtype(dtype).name}")
+            raise TypeError(
+                f"the cuda backend computes in float32 only, not {np.dtype(dtype).name}"
+            )
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
 
     def to_numpy(self, a):
@@ -102,8 +104,10 @@ class CudaBackend(CudaLayerKernels, Backend):
     def _f32(self, name, a, ndim):
         a = checks.float_array(name, a, ndim, self.xp)
         if a.dtype != _F32:
-            raise TypeError(f"{name} must be float32 (the cuda backend has no float64 kernels), "
-                            f"got {a.dtype.name}")
+            raise TypeError(
+                f"{name} must be float32 (the cuda backend has no float64 kernels), "
+                f"got {a.dtype.name}"
+            )
         return a
 
     _float_array = _f32  # Backend._linear_args checks through it
@@ -123,8 +127,9 @@ class CudaBackend(CudaLayerKernels, Backend):
 
     def _bias_act(self, y, b, channels, inner, relu):
         if b is not None:
-            self.kernels.bias_act(self._grid(y.size), self.threads, y, b, y.size, channels,
-                                  inner, int(relu))
+            self.kernels.bias_act(
+                self._grid(y.size), self.threads, y, b, y.size, channels, inner, int(relu)
+            )
         elif relu:
             self.kernels.relu_inplace(self._grid(y.size), self.threads, y, y.size)
 
@@ -134,8 +139,10 @@ class CudaBackend(CudaLayerKernels, Backend):
             return (None,) * len(shapes)
         if not isinstance(out, (tuple, list)) or len(out) != len(shapes):
             raise TypeError(f"out must be a tuple of {len(shapes)} arrays (or None), got {out!r}")
-        return tuple(None if a is None else checks.writable_array(name, a, shape, _F32, self.xp)
-                     for name, a, shape in zip(("dx", "dw", "db"), out, shapes))
+        return tuple(
+            None if a is None else checks.writable_array(name, a, shape, _F32, self.xp)
+            for name, a, shape in zip(("dx", "dw", "db"), out, shapes)
+        )
 
     def _bias_grad(self, y, dy, outer, channels, inner, relu, db=None, transposed=False):
         """(dz, db): dz = dy * (y > 0) if relu else dy, db its sum per channel. transposed:
@@ -148,11 +155,23 @@ class CudaBackend(CudaLayerKernels, Backend):
         if inner == 1 and not transposed:  # Linear: coalesced rows, see bias_grad_rows
             width = min(32, channels, self.threads)
             block = (width, max(1, min(self.threads // width, outer)))
-            self.kernels.bias_grad_rows(-(-channels // width), block, dy, y, dz, db, outer,
-                                        channels, int(relu))
+            self.kernels.bias_grad_rows(
+                -(-channels // width), block, dy, y, dz, db, outer, channels, int(relu)
+            )
         else:
-            self.kernels.bias_grad(channels, self._reduce_threads(outer * inner), dy, y, dz, db,
-                                   outer, channels, inner, int(relu), int(transposed))
+            self.kernels.bias_grad(
+                channels,
+                self._reduce_threads(outer * inner),
+                dy,
+                y,
+                dz,
+                db,
+                outer,
+                channels,
+                inner,
+                int(relu),
+                int(transposed),
+            )
         return dz, db
 
     # ---- linear -------------------------------------------------------------------------------
@@ -165,8 +184,20 @@ class CudaBackend(CudaLayerKernels, Backend):
         self._bias_act(y, b, w.shape[0], 1, relu)
         return self._into(out, y)
 
-    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True, need_dx=True,
-                        out=None, work=None, check=True):
+    def linear_backward(
+        self,
+        x,
+        w,
+        y,
+        dy,
+        relu=False,
+        *,
+        check_finite=True,
+        need_dx=True,
+        out=None,
+        work=None,
+        check=True,
+    ):
         """(dx, dw, db) as the reference; need_dx=False skips dx (returned as None), e.g.
         for the first layer. out=(dx, dw, db) receives them (any may be None): a layer's kept
         gradient arrays, so the optimizer's address table stays valid between steps."""
@@ -203,8 +234,23 @@ class CudaBackend(CudaLayerKernels, Backend):
         _, c, h, wd = x.shape
         _, _, kh, kw = w_shape
         ho, wo = out_hw
-        self.kernels.im2col(self._grid(out.size), self.threads, x, out, out.size, c, h, wd,
-                            kh, kw, stride, padding, ho, wo, int(tap_major))
+        self.kernels.im2col(
+            self._grid(out.size),
+            self.threads,
+            x,
+            out,
+            out.size,
+            c,
+            h,
+            wd,
+            kh,
+            kw,
+            stride,
+            padding,
+            ho,
+            wo,
+            int(tap_major),
+        )
         return out
 
     def _col_workspace(self, chunks, w_shape, out_hw):
@@ -212,8 +258,9 @@ class CudaBackend(CudaLayerKernels, Backend):
         taps = w_shape[1] * w_shape[2] * w_shape[3]
         return self.xp.empty((rows, taps, out_hw[0] * out_hw[1]), dtype=_F32)
 
-    def conv2d_forward(self, x, w, b, stride=1, padding=0, relu=False, *, check_finite=True,
-                       out=None, check=True):
+    def conv2d_forward(
+        self, x, w, b, stride=1, padding=0, relu=False, *, check_finite=True, out=None, check=True
+    ):
         x, w, b, stride, padding, (n, co, ho, wo) = self._conv_args(x, w, b, stride, padding)
         if check_finite:
             self._finite("x", x)
@@ -226,13 +273,26 @@ class CudaBackend(CudaLayerKernels, Backend):
         else:
             y = self.xp.empty((n, co, ho * wo), dtype=_F32)
             for lo, hi in chunks:
-                part = self._im2col(x[lo:hi], w.shape, stride, padding, (ho, wo), col[:hi - lo])
+                part = self._im2col(x[lo:hi], w.shape, stride, padding, (ho, wo), col[: hi - lo])
                 self.xp.matmul(w2, part, out=y[lo:hi])
         self._bias_act(y, b, co, ho * wo, relu)
         return self._into(out, y.reshape(n, co, ho, wo))
 
-    def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *, check_finite=True,
-                        need_dx=True, out=None, check=True):
+    def conv2d_backward(
+        self,
+        x,
+        w,
+        y,
+        dy,
+        stride=1,
+        padding=0,
+        relu=False,
+        *,
+        check_finite=True,
+        need_dx=True,
+        out=None,
+        check=True,
+    ):
         """(dx, dw, db) as the reference; need_dx=False skips dx (returned as None);
         out=(dx, dw, db) receives them, as linear_backward."""
         x, w, _, stride, padding, out_shape = self._conv_args(x, w, None, stride, padding)
@@ -253,15 +313,17 @@ class CudaBackend(CudaLayerKernels, Backend):
         chunks = self._chunks(n, taps * positions)
         workspace = self.xp.empty(taps * (chunks[0][1] - chunks[0][0]) * positions, dtype=_F32)
         dw = self.xp.empty((co, taps), dtype=_F32) if dw_out is None else dw_out.reshape(co, -1)
-        dx = (self.xp.empty(x.shape, dtype=_F32) if dx_out is None else dx_out) if need_dx \
-            else None
+        dx = (self.xp.empty(x.shape, dtype=_F32) if dx_out is None else dx_out) if need_dx else None
         _, c, h, wd = x.shape
         _, _, kh, kw = w.shape
         for lo, hi in chunks:
-            col = workspace[:taps * (hi - lo) * positions].reshape(taps, -1)
+            col = workspace[: taps * (hi - lo) * positions].reshape(taps, -1)
             self._im2col(x[lo:hi], w.shape, stride, padding, (ho, wo), col, tap_major=True)
-            dz_part = dz.reshape(co, -1) if len(chunks) == 1 else \
-                self.xp.ascontiguousarray(dz[:, lo:hi]).reshape(co, -1)
+            dz_part = (
+                dz.reshape(co, -1)
+                if len(chunks) == 1
+                else self.xp.ascontiguousarray(dz[:, lo:hi]).reshape(co, -1)
+            )
             if lo == 0:
                 self.xp.matmul(dz_part, col.T, out=dw)
             else:
@@ -269,14 +331,30 @@ class CudaBackend(CudaLayerKernels, Backend):
             if need_dx:
                 dcol = self.xp.matmul(w2.T, dz_part)  # (K, samples*P), tap-major
                 target = dx[lo:hi]
-                self.kernels.col2im(self._grid(target.size), self.threads, dcol, target,
-                                    target.size, c, h, wd, kh, kw, stride, padding, ho, wo, 1)
+                self.kernels.col2im(
+                    self._grid(target.size),
+                    self.threads,
+                    dcol,
+                    target,
+                    target.size,
+                    c,
+                    h,
+                    wd,
+                    kh,
+                    kw,
+                    stride,
+                    padding,
+                    ho,
+                    wo,
+                    1,
+                )
         return dx, (dw.reshape(w.shape) if dw_out is None else dw_out), db
 
     # ---- max-pool -----------------------------------------------------------------------------
 
-    def maxpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True, out=None,
-                          check=True):
+    def maxpool2d_forward(
+        self, x, kernel=2, stride=None, *, check_finite=True, out=None, check=True
+    ):
         x = self._f32("x", x, 4)
         kernel, stride, y_shape = checks.pool_args(x.shape, kernel, stride)
         if check_finite:
@@ -284,14 +362,27 @@ class CudaBackend(CudaLayerKernels, Backend):
         n, c, ho, wo = y_shape
         y = self.xp.empty(y_shape, dtype=_F32)
         argmax = self.xp.empty(y_shape, dtype=np.int32)
-        self.kernels.maxpool_forward(self._grid(y.size), self.threads, x, y, argmax, y.size,
-                                     x.shape[2], x.shape[3], ho, wo, kernel, stride)
+        self.kernels.maxpool_forward(
+            self._grid(y.size),
+            self.threads,
+            x,
+            y,
+            argmax,
+            y.size,
+            x.shape[2],
+            x.shape[3],
+            ho,
+            wo,
+            kernel,
+            stride,
+        )
         if out is None:
             return y, argmax
         return self._into(out[0], y), self._into(out[1], argmax)
 
-    def maxpool2d_backward(self, dy, argmax, x_shape, kernel=2, stride=None, *,
-                           check_finite=True, out=None, check=True):
+    def maxpool2d_backward(
+        self, dy, argmax, x_shape, kernel=2, stride=None, *, check_finite=True, out=None, check=True
+    ):
         dy = self._f32("dy", dy, 4)
         x_shape = checks.shape_tuple("x_shape", x_shape)
         kernel, stride, y_shape = checks.pool_args(x_shape, kernel, stride)
@@ -303,8 +394,20 @@ class CudaBackend(CudaLayerKernels, Backend):
         else:
             argmax = self._int_array("argmax", argmax, y_shape, np.int32)
         dx = self.xp.empty(x_shape, dtype=_F32)
-        self.kernels.maxpool_backward(self._grid(dx.size), self.threads, dy, argmax, dx,
-                                      dx.size, h, w, y_shape[2], y_shape[3], kernel, stride)
+        self.kernels.maxpool_backward(
+            self._grid(dx.size),
+            self.threads,
+            dy,
+            argmax,
+            dx,
+            dx.size,
+            h,
+            w,
+            y_shape[2],
+            y_shape[3],
+            kernel,
+            stride,
+        )
         return self._into(out, dx)
 
     def _int_array(self, name, a, shape, dtype):
@@ -325,8 +428,9 @@ class CudaBackend(CudaLayerKernels, Backend):
         logits = self._f32("logits", logits, 2)
         n, classes = logits.shape
         if n < 1 or classes < 1:
-            raise ValueError(f"logits must have at least one row and one class, "
-                             f"got {tuple(logits.shape)}")
+            raise ValueError(
+                f"logits must have at least one row and one class, got {tuple(logits.shape)}"
+            )
         if not isinstance(labels, self.xp.ndarray):  # host labels: checked for free, copied
             labels = self.xp.asarray(checks.labels("labels", labels, n, classes))
         elif check_finite:
@@ -338,12 +442,14 @@ class CudaBackend(CudaLayerKernels, Backend):
         dlogits = self.xp.empty_like(logits)
         if classes <= self.row_softmax_classes:  # one launch, the mean included
             loss = self.xp.empty((), dtype=_F32)
-            self.kernels.softmax_xent_rows(1, self._reduce_threads(n), logits, labels, dlogits,
-                                           loss, n, classes)
+            self.kernels.softmax_xent_rows(
+                1, self._reduce_threads(n), logits, labels, dlogits, loss, n, classes
+            )
             return loss, dlogits
         row_loss = self.xp.empty(n, dtype=_F32)
-        self.kernels.softmax_xent(n, self._reduce_threads(classes), logits, labels, dlogits,
-                                  row_loss, n, classes)
+        self.kernels.softmax_xent(
+            n, self._reduce_threads(classes), logits, labels, dlogits, row_loss, n, classes
+        )
         return row_loss.mean(), self._into(out, dlogits)
 
     # ---- optimizer updates (in place) ---------------------------------------------------------
@@ -360,25 +466,52 @@ class CudaBackend(CudaLayerKernels, Backend):
                 checks.writable_array(name, a, param.shape, param.dtype, self.xp)
         return param, grad
 
-    def sgd_step(self, param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0,
-                 nesterov=False):
+    def sgd_step(
+        self, param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0, nesterov=False
+    ):
         """PyTorch's SGD, in place (see NumpyBackend.sgd_step)."""
         param, grad, lr, momentum, weight_decay = self._sgd_args(
-            param, grad, velocity, lr, momentum, weight_decay, nesterov)
+            param, grad, velocity, lr, momentum, weight_decay, nesterov
+        )
         # without momentum the kernel never touches `velocity`; param stands in for it
-        self.kernels.sgd_update(self._grid(param.size), self.threads, param, grad,
-                                velocity if momentum else param, param.size, lr, momentum,
-                                weight_decay, int(nesterov), self._update_guard())
+        self.kernels.sgd_update(
+            self._grid(param.size),
+            self.threads,
+            param,
+            grad,
+            velocity if momentum else param,
+            param.size,
+            lr,
+            momentum,
+            weight_decay,
+            int(nesterov),
+            self._update_guard(),
+        )
 
-    def adam_step(self, param, grad, m, v, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8,
-                  weight_decay=0.0):
+    def adam_step(
+        self, param, grad, m, v, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0
+    ):
         """PyTorch's Adam, in place (see NumpyBackend.adam_step)."""
         param, grad, lr, step, beta1, beta2, eps, weight_decay = self._adam_args(
-            param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay)
-        self.kernels.adam_update(self._grid(param.size), self.threads, param, grad, m, v,
-                                 param.size, lr, beta1, beta2, eps, weight_decay,
-                                 1.0 - beta1 ** step, 1.0 - beta2 ** step,
-                                 self._update_guard())
+            param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay
+        )
+        self.kernels.adam_update(
+            self._grid(param.size),
+            self.threads,
+            param,
+            grad,
+            m,
+            v,
+            param.size,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            1.0 - beta1**step,
+            1.0 - beta2**step,
+            self._update_guard(),
+        )
 
     # ---- the training loop's batch gather (an extension of the kernel contract) ---------------
 
@@ -398,9 +531,20 @@ class CudaBackend(CudaLayerKernels, Backend):
         def gather(index):
             rows = index.shape[0]
             xb, yb = x_out[:rows], y_out[:rows]
-            kernel(self._grid(rows * row_size), self.threads, x, y, index, xb, yb,
-                   rows * row_size, row_size, samples)
+            kernel(
+                self._grid(rows * row_size),
+                self.threads,
+                x,
+                y,
+                index,
+                xb,
+                yb,
+                rows * row_size,
+                row_size,
+                samples,
+            )
             return xb, yb
+
         return gather
 
     # ---- every parameter in one launch (an extension of the kernel contract) -------------------
@@ -416,8 +560,11 @@ class CudaBackend(CudaLayerKernels, Backend):
         gradients): a step then uploads and checks nothing. The cache keeps the arrays alive."""
         groups = tuple(tuple(g) for g in groups)
         cached = self._tables.get(kind)
-        if cached is not None and len(cached[0]) == len(groups) and all(
-                a is b for old, new in zip(cached[0], groups) for a, b in zip(old, new)):
+        if (
+            cached is not None
+            and len(cached[0]) == len(groups)
+            and all(a is b for old, new in zip(cached[0], groups) for a, b in zip(old, new))
+        ):
             return cached[1:]
         checked = tuple(tuple(check_group(*g)) for g in groups)
         rows = [[0 if a is None else self._address(a) for a in g] + [g[0].size] for g in checked]
@@ -432,30 +579,48 @@ class CudaBackend(CudaLayerKernels, Backend):
             raise ValueError(f"at most 65535 parameters per update, got {count}")
         return (self._grid(largest), count)
 
-    def sgd_step_many(self, params, grads, velocities=None, *, lr, momentum=0.0,
-                      weight_decay=0.0, nesterov=False):
+    def sgd_step_many(
+        self, params, grads, velocities=None, *, lr, momentum=0.0, weight_decay=0.0, nesterov=False
+    ):
         """sgd_step on each (param, grad, velocity) of the lists, in one launch."""
         many = self._sgd_groups(params, grads, velocities, lr, momentum, weight_decay, nesterov)
         if many is None:
             return
         groups, check_group, lr, momentum, weight_decay = many
         table, largest = self._update_table(("sgd", bool(momentum)), groups, check_group)
-        self.kernels.sgd_update_many(self._many_grid(largest, len(params)), self.threads, table,
-                                     lr, momentum, weight_decay, int(nesterov),
-                                     self._update_guard())
+        self.kernels.sgd_update_many(
+            self._many_grid(largest, len(params)),
+            self.threads,
+            table,
+            lr,
+            momentum,
+            weight_decay,
+            int(nesterov),
+            self._update_guard(),
+        )
 
-    def adam_step_many(self, params, grads, ms, vs, *, lr, step, beta1=0.9, beta2=0.999,
-                       eps=1e-8, weight_decay=0.0):
+    def adam_step_many(
+        self, params, grads, ms, vs, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0
+    ):
         """adam_step on each (param, grad, m, v) of the lists, in one launch."""
-        many = self._adam_groups(params, grads, ms, vs, lr, step, beta1, beta2, eps,
-                                 weight_decay)
+        many = self._adam_groups(params, grads, ms, vs, lr, step, beta1, beta2, eps, weight_decay)
         if many is None:
             return
         groups, check_group, lr, step, beta1, beta2, eps, weight_decay = many
         table, largest = self._update_table("adam", groups, check_group)
-        self.kernels.adam_update_many(self._many_grid(largest, len(params)), self.threads, table,
-                                      lr, beta1, beta2, eps, weight_decay, 1.0 - beta1 ** step,
-                                      1.0 - beta2 ** step, self._update_guard())
+        self.kernels.adam_update_many(
+            self._many_grid(largest, len(params)),
+            self.threads,
+            table,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            1.0 - beta1**step,
+            1.0 - beta2**step,
+            self._update_guard(),
+        )
 
     # ---- the training loop's running numbers (an extension of the kernel contract) ------------
 
@@ -504,8 +669,17 @@ class RunningMetrics:
         b = self.backend
         outputs = b.xp.ascontiguousarray(outputs)
         rows, classes = outputs.shape
-        b.kernels.step_metrics(1, b._reduce_threads(rows), b.xp.ascontiguousarray(loss), outputs,
-                               labels, self.values, rows, classes, step)
+        b.kernels.step_metrics(
+            1,
+            b._reduce_threads(rows),
+            b.xp.ascontiguousarray(loss),
+            outputs,
+            labels,
+            self.values,
+            rows,
+            classes,
+            step,
+        )
 
     def read(self):
         """(loss sum, correct rows, first non-finite step or 0): one sync."""

@@ -4,6 +4,7 @@ A family's module is compiled on first use of one of its kernels, once per proce
 that is a `cupy.RawModule` (NVRTC, cached on disk by CuPy); the tests pass a loader that
 builds the same sources for the CPU instead (tests/cuda/harness).
 """
+
 import threading
 
 from . import launch, sources

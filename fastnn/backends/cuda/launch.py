@@ -5,6 +5,7 @@ a Python int (passed as 64 bits where the kernel reads 32) all run and give garb
 So every launch goes through `Kernel`, which knows the kernel's C signature (parsed from the .cu
 source) and checks each argument against it before the launch.
 """
+
 import operator
 import re
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ _MAX_GRID = (2**31 - 1, 65535, 65535)
 
 _KERNEL = re.compile(
     r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\(\s*(\w+)\s*\)\s+)?'
-    r"(\w+)\s*\(([^)]*)\)")
+    r"(\w+)\s*\(([^)]*)\)"
+)
 _DEFINE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+(\w+)[ \t]+(\d+)[ \t]*$", re.MULTILINE)
 _COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
 _PARAM = re.compile(r"^(const\s+)?(float|int|long\s+long)\s*(\*)?\s*(?:__restrict__\s+)?(\w+)$")
@@ -60,8 +62,10 @@ def parse_signatures(source):
             text = " ".join(raw.split())
             match = _PARAM.match(text)
             if match is None:
-                raise ValueError(f"kernel {name}: cannot parse parameter {text!r} (see the "
-                                 f"signature rules in kernels/common.cuh)")
+                raise ValueError(
+                    f"kernel {name}: cannot parse parameter {text!r} (see the "
+                    f"signature rules in kernels/common.cuh)"
+                )
             const, ctype, star, pname = match.groups()
             ctype = " ".join(ctype.split())
             params.append(Param(pname, _C_TYPES[ctype], bool(star), bool(const and star)))
@@ -81,6 +85,7 @@ def parse_signatures(source):
 class ArraySpace:
     """Where a kernel's arrays must live: their type, and the device each is on versus the
     device the kernel is launched on (both None on the host)."""
+
     array_type: type
     device_of: object = lambda a: None
     current_device: object = lambda: None
@@ -131,11 +136,15 @@ class Kernel:
         block = _dims(f"{sig.name}: block", block, (MAX_BLOCK_THREADS, MAX_BLOCK_THREADS, 64))
         threads = block[0] * block[1] * block[2]
         if threads > sig.max_threads:
-            raise ValueError(f"{sig.name}: block of {threads} threads exceeds its launch bound "
-                             f"of {sig.max_threads}")
+            raise ValueError(
+                f"{sig.name}: block of {threads} threads exceeds its launch bound "
+                f"of {sig.max_threads}"
+            )
         if len(args) != len(sig.params):
-            raise TypeError(f"{sig.name} takes {len(sig.params)} arguments "
-                            f"({', '.join(p.name for p in sig.params)}), got {len(args)}")
+            raise TypeError(
+                f"{sig.name} takes {len(sig.params)} arguments "
+                f"({', '.join(p.name for p in sig.params)}), got {len(args)}"
+            )
         device = self.space.current_device()
         converted = tuple(self._argument(p, a, device) for p, a in zip(sig.params, args))
         return grid, block, converted
@@ -145,30 +154,38 @@ class Kernel:
         if param.pointer:
             kind = self.space.array_type
             if not isinstance(value, kind):
-                raise TypeError(f"{where} must be a {kind.__module__}.{kind.__name__} "
-                                f"({param.ctype}), got {type(value).__name__}")
+                raise TypeError(
+                    f"{where} must be a {kind.__module__}.{kind.__name__} "
+                    f"({param.ctype}), got {type(value).__name__}"
+                )
             if value.dtype != param.dtype:
-                raise TypeError(f"{where} must be {param.dtype.name} ({param.ctype}), "
-                                f"got {value.dtype.name}")
+                raise TypeError(
+                    f"{where} must be {param.dtype.name} ({param.ctype}), got {value.dtype.name}"
+                )
             if not value.flags.c_contiguous:
                 raise ValueError(f"{where} must be C-contiguous")
             if self.space.device_of(value) != device:
-                raise ValueError(f"{where} is on device {self.space.device_of(value)} but the "
-                                 f"kernel runs on device {device}")
+                raise ValueError(
+                    f"{where} is on device {self.space.device_of(value)} but the "
+                    f"kernel runs on device {device}"
+                )
             return value
         if param.dtype.kind == "f":
             if isinstance(value, (bool, np.bool_)) or not isinstance(
-                    value, (int, float, np.integer, np.floating)):
-                raise TypeError(f"{where} must be a real number ({param.ctype}), "
-                                f"got {type(value).__name__}")
+                value, (int, float, np.integer, np.floating)
+            ):
+                raise TypeError(
+                    f"{where} must be a real number ({param.ctype}), got {type(value).__name__}"
+                )
             return param.dtype.type(value)
         if isinstance(value, (bool, np.bool_)):
             value = int(value)  # flags are ints in C
         try:
             value = operator.index(value)
         except TypeError:
-            raise TypeError(f"{where} must be an integer ({param.ctype}), "
-                            f"got {type(value).__name__}") from None
+            raise TypeError(
+                f"{where} must be an integer ({param.ctype}), got {type(value).__name__}"
+            ) from None
         info = np.iinfo(param.dtype)
         if not info.min <= value <= info.max:
             raise ValueError(f"{where} = {value} does not fit in {param.ctype}")

@@ -4,6 +4,7 @@ Each op family is one .cu file. Before compiling, `#include "x.cuh"` lines are r
 header's text, so the source handed to NVRTC is self-contained: CuPy's kernel cache is keyed by
 the source text, and a changed header must change that key.
 """
+
 import re
 from functools import cache
 from pathlib import Path
@@ -40,7 +41,9 @@ def source(family):
         seen.add(name)
         header = KERNEL_DIR / name
         if not header.is_file():
-            raise FileNotFoundError(f"{path(family).name} includes {name}, not found in {KERNEL_DIR}")
+            raise FileNotFoundError(
+                f"{path(family).name} includes {name}, not found in {KERNEL_DIR}"
+            )
         return _INCLUDE.sub(expand, header.read_text())
 
     return _INCLUDE.sub(expand, path(family).read_text())

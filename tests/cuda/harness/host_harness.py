@@ -6,6 +6,7 @@ Every array argument is copied into a buffer with poisoned guard zones on both s
 launch the guards must be intact (no out-of-bounds write) and the copy goes back. Arrays the
 backend allocates come from `PoisonedNumpy.empty`, so reading memory no kernel wrote gives NaN.
 """
+
 import ctypes
 import os
 import shutil
@@ -36,18 +37,34 @@ class Build:
         kernel_dir = Path(kernel_dir or sources.KERNEL_DIR)
         names = [name for name, (family, _) in kernels.signatures().items() if family in families]
         (out_dir / "kernel_list.inc").write_text(
-            "".join(f'#include "{family}.cu"\n' for family in families))
+            "".join(f'#include "{family}.cu"\n' for family in families)
+        )
         (out_dir / "kernel_entries.inc").write_text(
-            "".join(f"FASTNN_ENTRY({name}),\n" for name in names))
+            "".join(f"FASTNN_ENTRY({name}),\n" for name in names)
+        )
         self.library = out_dir / f"libfastnn_harness{'_' + sanitize if sanitize else ''}.so"
-        self.command = [compiler(), "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread",
-                        "-Wall", "-Wextra", "-Werror",
-                        f"-I{HERE}", f"-I{kernel_dir}", f"-I{out_dir}",
-                        str(HERE / "harness.cpp"), "-o", str(self.library)]
+        self.command = [
+            compiler(),
+            "-std=c++20",
+            "-O1",
+            "-fPIC",
+            "-shared",
+            "-pthread",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            f"-I{HERE}",
+            f"-I{kernel_dir}",
+            f"-I{out_dir}",
+            str(HERE / "harness.cpp"),
+            "-o",
+            str(self.library),
+        ]
         if sanitize:  # line tables make the race reports point at kernel source lines
             self.command += [f"-fsanitize={sanitize}", "-g1", "-fno-omit-frame-pointer"]
-        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(
+            self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
 
     def result(self):
         output, _ = self.process.communicate()
@@ -69,6 +86,7 @@ def poison(dtype):
 
 class PoisonedNumpy:
     """NumPy, except that `empty` and `empty_like` return arrays full of poison (NaN for floats)."""
+
     __name__ = "numpy"
 
     def __getattr__(self, name):
@@ -85,10 +103,19 @@ class HostLibrary:
     def __init__(self, path):
         self.path = Path(path)
         self.lib = ctypes.CDLL(str(path))
-        self.lib.fastnn_harness_signature.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+        self.lib.fastnn_harness_signature.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_int,
+        ]
         self.lib.fastnn_harness_launch.argtypes = [
-            ctypes.c_char_p, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
-            ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_int]
+            ctypes.c_char_p,
+            ctypes.POINTER(ctypes.c_uint),
+            ctypes.POINTER(ctypes.c_uint),
+            ctypes.POINTER(ctypes.c_void_p),
+            ctypes.c_char_p,
+            ctypes.c_int,
+        ]
 
     def signature(self, name):
         """The kernel's parameter types as g++ sees them, e.g. ('float*', 'const float*', 'int')."""
@@ -124,7 +151,7 @@ class HostFunction:
                 key = a.__array_interface__["data"][0]
                 if key not in guarded:
                     padded = np.full(a.size + 2 * GUARD, poison(a.dtype), dtype=a.dtype)
-                    padded[GUARD:GUARD + a.size] = a.ravel()
+                    padded[GUARD : GUARD + a.size] = a.ravel()
                     guarded[key] = (a, padded)
                 padded = guarded[key][1]
                 value = ctypes.c_void_p(padded.ctypes.data + GUARD * a.itemsize)
@@ -135,20 +162,31 @@ class HostFunction:
             elif isinstance(a, np.int64):
                 value = ctypes.c_int64(a)
             else:
-                raise TypeError(f"{self.name}: argument {i} has unsupported type {type(a).__name__}")
+                raise TypeError(
+                    f"{self.name}: argument {i} has unsupported type {type(a).__name__}"
+                )
             keep.append(value)
             pointers[i] = ctypes.addressof(value)
         message = ctypes.create_string_buffer(1024)
         status = self.library.lib.fastnn_harness_launch(
-            self.name.encode(), grid3, block3, pointers, message, len(message))
+            self.name.encode(), grid3, block3, pointers, message, len(message)
+        )
         if status != 0:
             raise RuntimeError(f"{self.name}: {message.value.decode()}")
         for original, padded in guarded.values():
-            for side, zone in (("before", padded[:GUARD]), ("after", padded[GUARD + original.size:])):
-                if zone.tobytes() != np.full(GUARD, poison(original.dtype), original.dtype).tobytes():
-                    raise AssertionError(f"{self.name} wrote out of bounds {side} an argument "
-                                         f"of shape {original.shape}")
-            original.reshape(-1)[...] = padded[GUARD:GUARD + original.size]
+            for side, zone in (
+                ("before", padded[:GUARD]),
+                ("after", padded[GUARD + original.size :]),
+            ):
+                if (
+                    zone.tobytes()
+                    != np.full(GUARD, poison(original.dtype), original.dtype).tobytes()
+                ):
+                    raise AssertionError(
+                        f"{self.name} wrote out of bounds {side} an argument "
+                        f"of shape {original.shape}"
+                    )
+            original.reshape(-1)[...] = padded[GUARD : GUARD + original.size]
 
 
 def host_backend(library, threads=256, max_blocks=8192):

@@ -4,6 +4,7 @@ Each case takes (backend, reference, rng) and returns [(label, got, expected), .
 arrays. The same list serves the host harness tests, the ThreadSanitizer run (run_cases.py)
 and the GPU tests, so the three check the same things.
 """
+
 import numpy as np
 
 F32 = np.float32
@@ -29,8 +30,10 @@ def linear(relu, n=5, fin=7, fout=3, bias=True):
         y = backend.linear_forward(*dev[:3], relu)
         out = _pairs(backend, ["y"], y, y_ref)
         got = backend.linear_backward(dev[0], dev[1], y, dev[3], relu)
-        return out + _pairs(backend, ["dx", "dw", "db"], got,
-                            ref.linear_backward(x, w, y_ref, dy, relu))
+        return out + _pairs(
+            backend, ["dx", "dw", "db"], got, ref.linear_backward(x, w, y_ref, dy, relu)
+        )
+
     case.__name__ = f"linear(relu={relu}, {n}x{fin}->{fout}{'' if bias else ', no bias'})"
     return case
 
@@ -45,10 +48,17 @@ def conv2d(x_shape, w_shape, stride, padding, relu, bias=True):
         y = backend.conv2d_forward(*dev[:3], stride, padding, relu)
         out = _pairs(backend, ["y"], y, y_ref)
         got = backend.conv2d_backward(dev[0], dev[1], y, dev[3], stride, padding, relu)
-        return out + _pairs(backend, ["dx", "dw", "db"], got,
-                            ref.conv2d_backward(x, w, y_ref, dy, stride, padding, relu))
-    case.__name__ = (f"conv2d(x={x_shape}, w={w_shape}, stride={stride}, pad={padding}, "
-                     f"relu={relu}{'' if bias else ', no bias'})")
+        return out + _pairs(
+            backend,
+            ["dx", "dw", "db"],
+            got,
+            ref.conv2d_backward(x, w, y_ref, dy, stride, padding, relu),
+        )
+
+    case.__name__ = (
+        f"conv2d(x={x_shape}, w={w_shape}, stride={stride}, pad={padding}, "
+        f"relu={relu}{'' if bias else ', no bias'})"
+    )
     return case
 
 
@@ -65,10 +75,14 @@ def maxpool(x_shape, kernel, stride=None, ties=False, nan=False):
         y, arg = backend.maxpool2d_forward(backend.asarray(x), kernel, stride, check_finite=False)
         out = _pairs(backend, ["y", "argmax"], (y, arg), (y_ref, arg_ref))
         dx = backend.maxpool2d_backward(backend.asarray(dy), arg, x_shape, kernel, stride)
-        return out + _pairs(backend, ["dx"], dx,
-                            ref.maxpool2d_backward(dy, arg_ref, x_shape, kernel, stride))
-    case.__name__ = (f"maxpool(x={x_shape}, kernel={kernel}, stride={stride}"
-                     f"{', ties' if ties else ''}{', NaN' if nan else ''})")
+        return out + _pairs(
+            backend, ["dx"], dx, ref.maxpool2d_backward(dy, arg_ref, x_shape, kernel, stride)
+        )
+
+    case.__name__ = (
+        f"maxpool(x={x_shape}, kernel={kernel}, stride={stride}"
+        f"{', ties' if ties else ''}{', NaN' if nan else ''})"
+    )
     return case
 
 
@@ -79,6 +93,7 @@ def softmax_xent(n, classes, scale=1.0):
         loss_ref, d_ref = ref.softmax_cross_entropy(logits, labels)
         loss, d = backend.softmax_cross_entropy(backend.asarray(logits), labels)
         return _pairs(backend, ["loss", "dlogits"], (loss, d), (loss_ref, d_ref))
+
     case.__name__ = f"softmax_cross_entropy({n}x{classes}, scale={scale})"
     return case
 
@@ -93,6 +108,7 @@ def sgd(momentum, weight_decay, nesterov, steps=3, shape=(4, 9)):
             ref.sgd_step(p, g, v if momentum else None, **kw)
             backend.sgd_step(dp, backend.asarray(g), dv if momentum else None, **kw)
         return _pairs(backend, ["param", "velocity"], (dp, dv), (p, v))
+
     case.__name__ = f"sgd(momentum={momentum}, weight_decay={weight_decay}, nesterov={nesterov})"
     return case
 
@@ -107,12 +123,14 @@ def adam(weight_decay, steps=3, shape=(37,)):
             ref.adam_step(p, g, m, v, **kw)
             backend.adam_step(dev[0], backend.asarray(g), dev[1], dev[2], **kw)
         return _pairs(backend, ["param", "m", "v"], tuple(dev), (p, m, v))
+
     case.__name__ = f"adam(weight_decay={weight_decay})"
     return case
 
 
 def step_many(kind, momentum=0.9, steps=3, shapes=((4, 9), (7,), (1,), (3, 2, 2))):
     """sgd_step_many / adam_step_many over parameters of several sizes (one launch each step)."""
+
     def case(backend, ref, rng):
         params = [_normal(rng, *s) for s in shapes]
         states = [[np.zeros(s, F32) for s in shapes] for _ in range(1 if kind == "sgd" else 2)]
@@ -133,13 +151,14 @@ def step_many(kind, momentum=0.9, steps=3, shapes=((4, 9), (7,), (1,), (3, 2, 2)
                 backend.adam_step_many(dev_params, grads, *dev_states, **kw)
         names = [f"param{i}" for i in range(len(shapes))]
         return _pairs(backend, names, tuple(dev_params), tuple(params))
-    case.__name__ = f"{kind}_step_many(momentum={momentum})" if kind == "sgd" else \
-        "adam_step_many"
+
+    case.__name__ = f"{kind}_step_many(momentum={momentum})" if kind == "sgd" else "adam_step_many"
     return case
 
 
 def gather(samples=9, sample_shape=(2, 5), rows=6):
     """The training loop's batch gather (batch_gatherer): rows of x and their labels."""
+
     def case(backend, ref, rng):
         x = _normal(rng, samples, *sample_shape)
         y = rng.integers(0, 10, size=samples)
@@ -149,26 +168,45 @@ def gather(samples=9, sample_shape=(2, 5), rows=6):
         y_out = backend.asarray(np.zeros(rows + 2, np.int64))
         xb, yb = backend.batch_gatherer(dev_x, dev_y, x_out, y_out)(backend.asarray(index))
         return _pairs(backend, ["xb", "yb"], (xb, yb), (x[index], y[index]))
+
     case.__name__ = f"gather(samples={samples}, rows={rows})"
     return case
 
 
 CASES = [
-    linear(False), linear(True), linear(True, n=1, fin=3, fout=300),
-    linear(True, bias=False), linear(False, bias=False), linear(True, n=300, fin=5, fout=37),
+    linear(False),
+    linear(True),
+    linear(True, n=1, fin=3, fout=300),
+    linear(True, bias=False),
+    linear(False, bias=False),
+    linear(True, n=300, fin=5, fout=37),
     conv2d((2, 3, 6, 5), (4, 3, 3, 2), 1, 1, True),
     conv2d((2, 2, 7, 7), (3, 2, 3, 3), 2, 0, False),
     conv2d((1, 3, 4, 4), (2, 3, 1, 1), 1, 0, True),
     conv2d((2, 1, 5, 6), (2, 1, 5, 5), 3, 2, True),
     conv2d((1, 2, 5, 5), (3, 2, 3, 3), 1, 0, True, bias=False),
-    maxpool((2, 3, 6, 6), 2), maxpool((2, 2, 7, 7), 3, 2), maxpool((1, 2, 5, 8), 2, 1),
-    maxpool((2, 3, 6, 6), 2, ties=True), maxpool((2, 2, 6, 6), 3, 1, nan=True),
-    softmax_xent(5, 7), softmax_xent(3, 300), softmax_xent(4, 10, scale=1000.0),
-    softmax_xent(1, 1), softmax_xent(300, 10), softmax_xent(3, 40),
-    sgd(0.0, 0.0, False), sgd(0.9, 0.0, False), sgd(0.9, 1e-2, True), sgd(0.0, 1e-2, False),
-    adam(0.0), adam(1e-2),
-    step_many("sgd"), step_many("sgd", momentum=0.0), step_many("adam"),
-    gather(), gather(samples=3, sample_shape=(1, 1, 4), rows=3),
+    maxpool((2, 3, 6, 6), 2),
+    maxpool((2, 2, 7, 7), 3, 2),
+    maxpool((1, 2, 5, 8), 2, 1),
+    maxpool((2, 3, 6, 6), 2, ties=True),
+    maxpool((2, 2, 6, 6), 3, 1, nan=True),
+    softmax_xent(5, 7),
+    softmax_xent(3, 300),
+    softmax_xent(4, 10, scale=1000.0),
+    softmax_xent(1, 1),
+    softmax_xent(300, 10),
+    softmax_xent(3, 40),
+    sgd(0.0, 0.0, False),
+    sgd(0.9, 0.0, False),
+    sgd(0.9, 1e-2, True),
+    sgd(0.0, 1e-2, False),
+    adam(0.0),
+    adam(1e-2),
+    step_many("sgd"),
+    step_many("sgd", momentum=0.0),
+    step_many("adam"),
+    gather(),
+    gather(samples=3, sample_shape=(1, 1, 4), rows=3),
 ]
 
 
@@ -181,8 +219,10 @@ def compare(label, got, expected, rtol=2e-5, atol=2e-6):
         return f"{label}: dtype {got.dtype}, expected {expected.dtype}"
     if not np.allclose(got, expected, rtol=rtol, atol=atol, equal_nan=True):
         diff = np.abs(got.astype(np.float64) - expected)
-        return (f"{label}: differs by up to {np.nanmax(diff):.3g} "
-                f"(max |expected| {np.nanmax(np.abs(expected)):.3g})")
+        return (
+            f"{label}: differs by up to {np.nanmax(diff):.3g} "
+            f"(max |expected| {np.nanmax(np.abs(expected)):.3g})"
+        )
     return None
 
 

@@ -5,6 +5,7 @@ used on a machine without one.) The library is the one CuPy would load: found by
 cuda-pathfinder (a CuPy dependency) from the nvidia-cuda-nvrtc wheel, else from CUDA_PATH or
 /usr/local/cuda.
 """
+
 import ctypes
 import glob
 import os
@@ -32,10 +33,18 @@ class Nvrtc:
         lib = self.lib = ctypes.CDLL(path)
         lib.nvrtcGetErrorString.restype = ctypes.c_char_p
         lib.nvrtcCreateProgram.argtypes = [
-            ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int,
-            ctypes.c_void_p, ctypes.c_void_p]
-        lib.nvrtcCompileProgram.argtypes = [ctypes.c_void_p, ctypes.c_int,
-                                            ctypes.POINTER(ctypes.c_char_p)]
+            ctypes.POINTER(ctypes.c_void_p),
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
+        lib.nvrtcCompileProgram.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_char_p),
+        ]
         lib.nvrtcGetProgramLogSize.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)]
         lib.nvrtcGetProgramLog.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         lib.nvrtcGetCUBINSize.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)]
@@ -53,12 +62,16 @@ class Nvrtc:
     def compile(self, source, name, options):
         """Compile to a cubin; returns (cubin size in bytes or 0 on failure, compiler log)."""
         program = ctypes.c_void_p()
-        self._check(self.lib.nvrtcCreateProgram(ctypes.byref(program), source.encode(),
-                                                name.encode(), 0, None, None))
+        self._check(
+            self.lib.nvrtcCreateProgram(
+                ctypes.byref(program), source.encode(), name.encode(), 0, None, None
+            )
+        )
         try:
             encoded = [o.encode() for o in options]
             status = self.lib.nvrtcCompileProgram(
-                program, len(encoded), (ctypes.c_char_p * len(encoded))(*encoded))
+                program, len(encoded), (ctypes.c_char_p * len(encoded))(*encoded)
+            )
             size = ctypes.c_size_t()
             self._check(self.lib.nvrtcGetProgramLogSize(program, ctypes.byref(size)))
             log = ctypes.create_string_buffer(size.value)

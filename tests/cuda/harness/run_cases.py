@@ -1,6 +1,7 @@
 """Run every case in kernel_cases.py through the host harness library given as argv[1] (used for the
 ThreadSanitizer build, which must run in its own process with libtsan preloaded).
 Prints one line per failing case; exits 1 if any failed."""
+
 import sys
 
 # run as a script: its own directory is sys.path[0]

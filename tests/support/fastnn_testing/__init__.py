@@ -5,6 +5,7 @@ puts tests/support on sys.path (pytest runs with --import-mode=importlib, so tes
 import each other or conftest.py). A child interpreter started by a test gets the same path from
 `child_env()`.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,14 @@ def relative_error(actual: Any, expected: Any, floor: float | None = None) -> fl
     return float(diff) / scale
 
 
-def assert_matches(actual: Any, expected: Any, dtype: Any = None, *, rtol: float | None = None,
-                   floor: float | None = None) -> None:
+def assert_matches(
+    actual: Any,
+    expected: Any,
+    dtype: Any = None,
+    *,
+    rtol: float | None = None,
+    floor: float | None = None,
+) -> None:
     """`actual` equals `expected` up to rounding: the same shape; the dtype `dtype` (the
     precision under test; `expected` may then be a float64 reference) or, without `dtype`, the
     expected array's dtype; and a maximum error relative to the largest expected magnitude (at
@@ -52,7 +59,11 @@ def assert_matches(actual: Any, expected: Any, dtype: Any = None, *, rtol: float
     actual, expected = np.asarray(actual), np.asarray(expected)
     dtype = expected.dtype if dtype is None else np.dtype(dtype)
     assert actual.shape == expected.shape and actual.dtype == dtype, (
-        actual.shape, actual.dtype, expected.shape, expected.dtype)
+        actual.shape,
+        actual.dtype,
+        expected.shape,
+        expected.dtype,
+    )
     if expected.dtype.kind in "iub":
         np.testing.assert_array_equal(actual, expected)
         return
