@@ -12,6 +12,7 @@ their own buffers, and a thread's later calls reuse its buffers, so a batch-1 ca
 allocates nothing but its result. A thread's buffers go when the thread ends or the plan is
 replaced (new parameters, another dtype).
 """
+import math
 import threading
 import weakref
 
@@ -151,7 +152,7 @@ class ConvPlan:
             linears.append((step.layer, step.relu))
         if not linears or any(len(layer.params) != 2 for layer, *_ in convs + linears):
             return None
-        return cls(model, convs, linears, conv_kernels, dense_kernels, runtime.get_num_threads)
+        return cls(model, convs, linears, conv_kernels, dense_kernels, runtime.threads_now)
 
     def current(self, model):
         """Whether this plan still describes `model` (same layers, same parameter arrays)."""
@@ -174,7 +175,7 @@ class ConvPlan:
         model = self._model()
         sample_shape = None if model is None else model._input_ok[1]
         if sample_shape is None or len(sample_shape) != 3 or \
-                int(np.prod(sample_shape)) != x.shape[1]:
+                math.prod(sample_shape) != x.shape[1]:
             raise ValueError(f"x must have samples of {sample_shape}, got {x.shape[1]} values")
         n = x.shape[0]
         workspace = self._workspace(n, tuple(sample_shape))

@@ -10,6 +10,8 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from cython.parallel cimport prange
 
+import os
+
 cdef extern from *:
     """
     #ifdef _OPENMP
@@ -31,6 +33,93 @@ cdef extern from *:
 cdef int _num_threads = min(max(1, fastnn_omp_max_threads()), 1024)
 
 
+# ---- a busy machine: one thread while other processes want the cores -------------------------
+# Every parallel region ends at a barrier; with other runnable processes on the cores, one of
+# fastnn's threads is often descheduled and the others wait for it (an MLP-128 epoch at load 5
+# on 2 cores: 1.15 s on 2 threads, 0.51 s on 1). With fastnn's default count (neither
+# set_num_threads nor OMP_NUM_THREADS chose one), kernels run on one thread while the
+# machine's run queue, less fastnn's own running threads, holds as many tasks as there are
+# cores beyond the ones fastnn would leave free; looked at every BUSY_CHECK_MS. Results do
+# not change: every kernel gives the same bits at any thread count.
+cdef extern from *:
+    """
+    #include <dirent.h>
+    #include <stdio.h>
+    #include <stdlib.h>
+    #include <string.h>
+    #include <time.h>
+    #include <unistd.h>
+    static long long fastnn_monotonic_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    }
+    static int fastnn_online_cpus(void) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        return n > 0 ? (int)n : 1;
+    }
+    /* Runnable tasks on the machine (4th field of /proc/loadavg) less this process's own
+       runnable threads (/proc/self/task/N/stat state R), or -1 where Linux's /proc is not. */
+    static int fastnn_other_runnable(void) {
+        FILE *f = fopen("/proc/loadavg", "r");
+        double a, b, c;
+        int running = -1, total, own = 0;
+        DIR *dir;
+        struct dirent *e;
+        char path[64], buf[256];
+        if (f == NULL)
+            return -1;
+        if (fscanf(f, "%lf %lf %lf %d/%d", &a, &b, &c, &running, &total) != 5)
+            running = -1;
+        fclose(f);
+        if (running < 0 || (dir = opendir("/proc/self/task")) == NULL)
+            return -1;
+        while ((e = readdir(dir)) != NULL) {
+            FILE *t;
+            char *close_paren;
+            if (e->d_name[0] == '.')
+                continue;
+            snprintf(path, sizeof path, "/proc/self/task/%.20s/stat", e->d_name);
+            if ((t = fopen(path, "r")) == NULL)
+                continue;
+            if (fgets(buf, sizeof buf, t) != NULL && (close_paren = strrchr(buf, ')')) != NULL
+                && close_paren[1] == ' ' && close_paren[2] == 'R')
+                own++;
+            fclose(t);
+        }
+        closedir(dir);
+        return running > own ? running - own : 0;
+    }
+    """
+    long long fastnn_monotonic_ms() noexcept nogil
+    int fastnn_online_cpus() noexcept nogil
+    int fastnn_other_runnable() noexcept nogil
+
+cdef enum:
+    BUSY_CHECK_MS = 100
+
+# off once a count is chosen explicitly (set_num_threads, OMP_NUM_THREADS)
+cdef bint _adaptive = not os.environ.get("OMP_NUM_THREADS")
+cdef long long _next_check_ms = 0
+cdef bint _busy = False
+cdef int _online_cpus = fastnn_online_cpus()
+
+
+cdef int _effective_threads() noexcept nogil:
+    """_num_threads, or 1 while the machine is busy (fastnn's default count only)."""
+    global _next_check_ms, _busy
+    cdef long long now
+    cdef int others
+    if not _adaptive or _num_threads <= 1:
+        return _num_threads
+    now = fastnn_monotonic_ms()
+    if now >= _next_check_ms:  # racing threads may both look: the same answer, no harm
+        _next_check_ms = now + BUSY_CHECK_MS
+        others = fastnn_other_runnable()
+        _busy = others >= 0 and others + _num_threads > _online_cpus
+    return 1 if _busy else _num_threads
+
+
 # Scratch buffers of the conv kernels are sized per thread: a bound keeps them finite.
 cdef enum:
     MAX_KERNEL_THREADS = 256
@@ -44,14 +133,15 @@ cdef bint _pool_may_exist = False
 
 cdef int num_threads() noexcept nogil:
     global _pool_may_exist
-    if _num_threads > 1:
+    cdef int n = _effective_threads()
+    if n > 1:
         _pool_may_exist = True
-    return _num_threads
+    return n
 
 
 cdef int resolve_threads(int nthreads) noexcept nogil:
     global _pool_may_exist
-    cdef int n = nthreads if nthreads > 0 else _num_threads
+    cdef int n = nthreads if nthreads > 0 else _effective_threads()
     if n > 1:
         _pool_may_exist = True
     return n if n < MAX_KERNEL_THREADS else MAX_KERNEL_THREADS
@@ -72,19 +162,36 @@ def openmp_enabled():
 
 
 def get_num_threads():
-    """Threads the kernels use (always 1 in a build without OpenMP); the backends ask this
-    before each conv and GEMM call, so it counts as handing the count out."""
+    """Threads the kernels use (always 1 in a build without OpenMP)."""
+    global _pool_may_exist
+    if _num_threads > 1:
+        _pool_may_exist = True
+    return _num_threads
+
+
+def threads_now():
+    """Threads a kernel called now with nthreads=0 runs: get_num_threads(), or 1 while the
+    machine is busy with other processes and the count is fastnn's default."""
     return num_threads()
 
 
-def set_num_threads(int n):
-    """Use `n` threads (>= 1) in every kernel; a build without OpenMP stays at 1."""
-    global _num_threads
+def adaptive():
+    """Whether the count is fastnn's default, which drops to one thread on a busy machine."""
+    return bool(_adaptive)
+
+
+def set_num_threads(int n, bint explicit=True):
+    """Use `n` threads (>= 1) in every kernel; a build without OpenMP stays at 1. An explicit
+    count holds whatever the load; explicit=False makes `n` the default count again, which
+    drops to one thread on a busy machine."""
+    global _num_threads, _adaptive, _next_check_ms
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if not fastnn_openmp_enabled():
         n = 1
     _num_threads = n
+    _adaptive = not explicit
+    _next_check_ms = 0
     fastnn_omp_set_threads(n)
 
 

@@ -174,7 +174,7 @@ class CpuBackend(CpuLayerKernels, Backend):
             _finite("x", x)
         y = _output("out", out, y_shape, x.dtype, {"x": x, "w": w, "b": b})
         _conv.forward(x, w, b, y, stride, padding, bool(relu),
-                      nthreads=_runtime.get_num_threads(), workspace=workspace)
+                      nthreads=_runtime.threads_now(), workspace=workspace)
         return y
 
     def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *,
@@ -190,7 +190,7 @@ class CpuBackend(CpuLayerKernels, Backend):
         if out is not None:
             _distinct(dx=dx, dw=dw, db=db)
         _conv.backward(x, w, y, dy, dx, dw, db, stride, padding, bool(relu),
-                       nthreads=_runtime.get_num_threads(), workspace=workspace)
+                       nthreads=_runtime.threads_now(), workspace=workspace)
         return dx, dw, db
 
     # ---- conv2d + ReLU + max-pool, fused (an extension of the kernel contract) -----------------
@@ -216,7 +216,7 @@ class CpuBackend(CpuLayerKernels, Backend):
         check=False: only where conv2d_maxpool_fusable said so for these shapes."""
         if not check and _trusted(out, x, w):
             _conv.forward_maxpool(x, w, b, out[0], out[1], stride, padding, bool(relu), pool,
-                                  nthreads=_runtime.get_num_threads())
+                                  nthreads=_runtime.threads_now())
             return out
         x, w, b, stride, padding, conv_shape = checks.conv_args(x, w, b, stride, padding)
         pool, _, y_shape = checks.pool_args(conv_shape, pool, None)
@@ -232,7 +232,7 @@ class CpuBackend(CpuLayerKernels, Backend):
         if out is not None:
             _distinct(y=y, argmax=argmax)
         _conv.forward_maxpool(x, w, b, y, argmax, stride, padding, bool(relu), pool,
-                              nthreads=_runtime.get_num_threads())
+                              nthreads=_runtime.threads_now())
         return y, argmax
 
     def conv2d_maxpool_backward(self, x, w, y, argmax, dy, stride=1, padding=0, relu=False,
@@ -248,7 +248,7 @@ class CpuBackend(CpuLayerKernels, Backend):
             dx, dw, db = out
             _conv.backward_maxpool(x, w, y, argmax, dy, dx if need_dx else None, dw, db, stride,
                                    padding, bool(relu), pool,
-                                   nthreads=_runtime.get_num_threads())
+                                   nthreads=_runtime.threads_now())
             return dx if need_dx else None, dw, db
         x, w, _, stride, padding, conv_shape = checks.conv_args(x, w, None, stride, padding)
         pool, _, y_shape = checks.pool_args(conv_shape, pool, None)
@@ -267,7 +267,7 @@ class CpuBackend(CpuLayerKernels, Backend):
         if out is not None:
             _distinct(dx=dx, dw=dw, db=db)
         _conv.backward_maxpool(x, w, y, argmax, dy, dx, dw, db, stride, padding, bool(relu),
-                               pool, nthreads=_runtime.get_num_threads())
+                               pool, nthreads=_runtime.threads_now())
         return dx, dw, db
 
     # ---- max-pool -----------------------------------------------------------------------------
