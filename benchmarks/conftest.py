@@ -77,8 +77,14 @@ def pytest_terminal_summary(terminalreporter, config):
 
     threads = fastnn.get_num_threads()
     isa, peak = machine.best_isa_peak(threads=threads)
+    try:  # fastnn's default count runs one thread while other processes want the cores
+        from fastnn._kernels import runtime
+
+        adaptive = " (1 while busy)" if runtime.adaptive() and threads > 1 else ""
+    except ImportError:
+        adaptive = ""
     header = [
-        f"fastnn {fastnn.__version__}: GEMM {machine.gemm_isa()}, {threads} threads; "
+        f"fastnn {fastnn.__version__}: GEMM {machine.gemm_isa()}, {threads} threads{adaptive}; "
         f"NumPy BLAS {machine.blas_summary()}"[: summary.WIDTH],
         f"load average {config._fastnn_load_start:.1f} at the start, {_load():.1f} at the "
         f"end, on {machine.cpu_count()} cores (timings on a busy machine are inflated)",
