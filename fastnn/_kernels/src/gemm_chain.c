@@ -22,12 +22,6 @@
 /* Layers with fewer weights than this run on one thread: splitting them costs more than the
    streaming it saves. */
 #define GK_CHAIN_SPLIT_WEIGHTS 16384
-/* A whole chain with fewer weights than this (4 MB: it streams from the L3 cache) runs on the
-   calling thread alone, without a parallel region: waking the other threads (they sleep
-   between calls once their short spin is over) and one barrier per layer cost more than
-   the split saves. The 784-512-256-10 MLP at batch 1 (535k weights, Zen 5): ~10 us on one
-   thread, ~26 us on two. */
-#define GK_CHAIN_SERIAL_WEIGHTS (1L << 20)
 
 /* Layer i of the table: its weights, bias (or NULL), output and sizes. */
 typedef struct {
@@ -83,13 +77,13 @@ void fastnn_sgemm_chain(int M, int layers, const float *x, const int64_t *table,
     nt = nthreads > 0 ? nthreads : omp_get_max_threads();
     if (nt < 1)
         nt = 1;
-    if (nt > 1) {
-        long weights = 0;
+    if (nt > 1) { /* no layer worth splitting: no parallel region (nor its barriers) */
+        int split = 0;
         for (i = 0; i < layers; i++) {
             gk_layer l = gk_chain_layer(table, i);
-            weights += (long)l.fin * l.fout;
+            split |= (long)l.fin * l.fout >= GK_CHAIN_SPLIT_WEIGHTS;
         }
-        if (weights < GK_CHAIN_SERIAL_WEIGHTS)
+        if (!split)
             nt = 1;
     }
 #else
