@@ -222,12 +222,12 @@ class _ConvWorkspace:
             out = (co, ho // pool, wo // pool) if pool else (co, ho, wo)
             self.stages.append((shape, (co, ho, wo), out))
             shape = out
-        size = max(int(np.prod(out)) for _, _, out in self.stages)
-        conv_size = max(int(np.prod(conv_out)) for _, conv_out, _ in self.stages)
         self.outputs = [np.empty((rows, *out), np.float32) for _, _, out in self.stages]
-        self.argmax = np.empty(rows * size, np.int32)
-        self.conv_out = np.empty(rows * conv_size, np.float32)
-        self.work = np.empty(1, np.float32)
+        # scratch, grown to what the tables made so far need: the kernels' workspace, the
+        # argmax the fused max-pools write (never read), a convolution's output before a
+        # max-pool that does not fuse
+        self.scratch = {"work": np.empty(1, np.float32), "argmax": np.empty(1, np.int32),
+                        "conv_out": np.empty(1, np.float32)}
         self.flat = self.outputs[-1].reshape(rows, -1)
         self.buffers = [np.empty((rows, fout), np.float32) for _, fout, _ in plan.shapes]
         self.table = np.array(
@@ -247,7 +247,8 @@ class _ConvWorkspace:
         if table is not None:
             return table
         conv, plan = self.plan._conv, self.plan
-        rows, sizes = [], []
+        rows = []
+        need = {"work": 1, "argmax": 1, "conv_out": 1}
         for (shape, (co, ho, wo), _), config, (w, b), y in zip(
                 self.stages, plan.conv_config, plan.params, self.outputs):
             ci, _, (kh, kw), stride, padding, relu, pool = config
@@ -255,9 +256,13 @@ class _ConvWorkspace:
             algorithm = conv.choose(x_shape, w.shape, np.float32, stride, padding)
             fused = bool(pool) and bool(conv.fusable(x_shape, w.shape, np.float32, stride,
                                                      padding, pool, need_dx=False))
-            sizes.append(conv.workspace_size("forward", x_shape, w.shape, np.float32, stride,
-                                             padding, algorithm, nthreads, need_dx=False,
-                                             pool=pool if fused else 0))
+            need["work"] = max(need["work"], conv.workspace_size(
+                "forward", x_shape, w.shape, np.float32, stride, padding, algorithm, nthreads,
+                need_dx=False, pool=pool if fused else 0))
+            if fused:
+                need["argmax"] = max(need["argmax"], n * co * (ho // pool) * (wo // pool))
+            elif pool:
+                need["conv_out"] = max(need["conv_out"], n * co * ho * wo)
             kept = (0, 0, 0)
             if algorithm == "winograd":
                 arrays = self._kept.get(len(rows))
@@ -268,13 +273,14 @@ class _ConvWorkspace:
                 kept = tuple(a.ctypes.data for a in arrays)
             rows.append([conv.algorithm_code(algorithm), pool, int(fused), relu, ci,
                          shape[1], shape[2], co, kh, kw, stride, padding, ho, wo,
-                         w.ctypes.data, b.ctypes.data, y.ctypes.data,
-                         self.argmax.ctypes.data, self.conv_out.ctypes.data, 0, *kept])
-        if self.work.size < max(sizes):
-            self.work = np.empty(max(sizes), np.float32)
-            self._tables = {}
+                         w.ctypes.data, b.ctypes.data, y.ctypes.data, 0, 0, 0, *kept])
+        for name, size in need.items():
+            if self.scratch[name].size < size:  # new addresses: the tables made so far go
+                self.scratch[name] = np.empty(size, self.scratch[name].dtype)
+                self._tables = {}
         for row in rows:
-            row[19] = self.work.ctypes.data
+            row[17:20] = [self.scratch[name].ctypes.data
+                          for name in ("argmax", "conv_out", "work")]
         if len(self._tables) >= 8:
             self._tables = {}
         table = self._tables[key] = np.array(rows, dtype=np.int64)
