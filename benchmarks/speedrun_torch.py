@@ -10,6 +10,7 @@ Run it from a venv with torch (never a fastnn dependency):
 
 It reads MNIST from fastnn's packaged IDX files (gzip + numpy only, no fastnn import).
 """
+
 # ruff: noqa: E402 (the clock starts before the imports, which it times)
 import time
 
@@ -44,7 +45,7 @@ def read_idx(name):
     with gzip.open(path) as f:
         raw = f.read()
     dims = raw[3]
-    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
+    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
@@ -83,14 +84,16 @@ def main():
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01, betas=(0.7, 0.9))
     batch = 256
     steps = (len(x_train) - 1) // batch + 1
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.01, total_steps=steps,
-                                                    cycle_momentum=False)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=0.01, total_steps=steps, cycle_momentum=False
+    )
     started = time.perf_counter()
     model.train()
     for i in range(steps):
         optimizer.zero_grad()
-        loss = F.nll_loss(model(x_train[batch * i:batch * (i + 1)]),
-                          y_train[batch * i:batch * (i + 1)])
+        loss = F.nll_loss(
+            model(x_train[batch * i : batch * (i + 1)]), y_train[batch * i : batch * (i + 1)]
+        )
         loss.backward()
         optimizer.step()
         scheduler.step()
@@ -100,14 +103,26 @@ def main():
         accuracy = float((model(x_test).argmax(1) == y_test).float().mean())
     wall = process_wall_time()
     cpu = time.process_time()  # every thread's CPU seconds since the process started
-    print(f"torch speedrun seed {args.seed}: test accuracy {100 * accuracy:.2f}%  training "
-          f"{train_s:.2f} s  wall {wall:.2f} s  CPU {cpu:.2f} s ({args.threads} threads, torch "
-          f"{torch.__version__})")
+    print(
+        f"torch speedrun seed {args.seed}: test accuracy {100 * accuracy:.2f}%  training "
+        f"{train_s:.2f} s  wall {wall:.2f} s  CPU {cpu:.2f} s ({args.threads} threads, torch "
+        f"{torch.__version__})"
+    )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"framework": f"torch {torch.__version__}", "seed": args.seed,
-                       "threads": args.threads, "test_accuracy": accuracy,
-                       "train_s": train_s, "wall_s": wall, "cpu_s": cpu}, f, indent=2)
+            json.dump(
+                {
+                    "framework": f"torch {torch.__version__}",
+                    "seed": args.seed,
+                    "threads": args.threads,
+                    "test_accuracy": accuracy,
+                    "train_s": train_s,
+                    "wall_s": wall,
+                    "cpu_s": cpu,
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Examples:
     python examples/mnist_cnn.py --arch lenet --epochs 5 --json lenet.json --plot plots/
     python examples/mnist_cnn.py --backend cuda --profile
 """
+
 import sys
 
 from fastnn import examples_cli, nn, optim
@@ -27,6 +28,8 @@ from fastnn.augment import RandomAffine
 BEST_EPOCHS = 30
 
 
+# one row per block, as the network's diagram reads
+# fmt: off
 def build_cnn():
     return nn.Sequential(
         nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2),    # 28x28 -> 24x24 -> 12x12
@@ -60,6 +63,7 @@ def build_best():
         nn.Flatten(),
         nn.Linear(1024, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.25),
         nn.Linear(256, 10))
+# fmt: on
 
 
 def best_recipe(args):
@@ -78,10 +82,14 @@ ARCHITECTURES = {
 
 def main(argv=None):
     parser = examples_cli.parser(__doc__, epochs=6, sgd_lr=0.05, weight_decay=5e-4)
-    parser.add_argument("--arch", default="cnn", choices=sorted(ARCHITECTURES),
-                        help="cnn: the network above; lenet: LeNet-5; best: with BatchNorm, "
-                             "augmentation and AdamW, for the highest accuracy "
-                             "(default: %(default)s)")
+    parser.add_argument(
+        "--arch",
+        default="cnn",
+        choices=sorted(ARCHITECTURES),
+        help="cnn: the network above; lenet: LeNet-5; best: with BatchNorm, "
+        "augmentation and AdamW, for the highest accuracy "
+        "(default: %(default)s)",
+    )
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     build, name = ARCHITECTURES[args.arch]

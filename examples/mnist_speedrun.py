@@ -14,6 +14,7 @@ benchmarks/speedrun_torch.py; benchmarks/speedrun_compare.py runs both.
 
     python examples/mnist_speedrun.py --seed 3 --json run.json
 """
+
 # ruff: noqa: E402 (the clock starts before the imports, which it times)
 import time
 
@@ -44,6 +45,8 @@ def process_wall_time():
 MODEL_NAME = "speedrun 16c5-p2-32c5-p2-128-10"
 
 
+# one row per block, as the network's diagram reads
+# fmt: off
 def build():
     return nn.Sequential(
         nn.Conv2d(1, 16, 5), nn.ReLU(), nn.MaxPool2d(2),    # 28 -> 24 -> 12
@@ -51,17 +54,28 @@ def build():
         nn.Flatten(),                                       # 32 * 4 * 4 = 512
         nn.Linear(512, 128), nn.ReLU(),
         nn.Linear(128, 10))
+# fmt: on
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.strip(),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.strip(), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--seed", type=int, default=0, help="one seed for everything (default: 0)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="kernel threads (default: OpenMP's, which honours OMP_NUM_THREADS)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="kernel threads (default: OpenMP's, which honours OMP_NUM_THREADS)",
+    )
     p.add_argument("--epochs", type=int, default=1, help="passes over the data (1)")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="only the first N training and test images (quick checks)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only the first N training and test images (quick checks)",
+    )
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     args = p.parse_args(argv)
     if args.epochs < 1:
@@ -70,8 +84,9 @@ def main(argv=None):
         fastnn.set_num_threads(args.threads)
     (x_train, y_train), (x_test, y_test) = fastnn.datasets.mnist()
     if args.limit is not None:
-        x_train, y_train, x_test, y_test = (a[:args.limit] for a in (x_train, y_train, x_test,
-                                                                     y_test))
+        x_train, y_train, x_test, y_test = (
+            a[: args.limit] for a in (x_train, y_train, x_test, y_test)
+        )
     fastnn.seed(args.seed)
     model = build()
     optimizer = optim.Adam(lr=0.01, betas=(0.7, 0.9), schedule=optim.OneCycleLR(args.epochs))
@@ -84,15 +99,28 @@ def main(argv=None):
     # CPU seconds of every thread since the process started: what a busy machine inflates
     # least, so runs made at different loads can still be compared.
     cpu = time.process_time()
-    print(f"speedrun seed {args.seed}: test accuracy {100 * accuracy:.2f}%  training "
-          f"{sum(history['epoch_time']):.2f} s  wall {wall:.2f} s  CPU {cpu:.2f} s "
-          f"({fastnn.get_num_threads()} threads)")
+    print(
+        f"speedrun seed {args.seed}: test accuracy {100 * accuracy:.2f}%  training "
+        f"{sum(history['epoch_time']):.2f} s  wall {wall:.2f} s  CPU {cpu:.2f} s "
+        f"({fastnn.get_num_threads()} threads)"
+    )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"backend": "cpu", "model": MODEL_NAME,
-                       "epochs": epochs, "seed": args.seed, "test_accuracy": accuracy,
-                       "epoch_times_s": [float(t) for t in history["epoch_time"]],
-                       "threads": fastnn.get_num_threads(), "wall_s": wall, "cpu_s": cpu}, f, indent=2)
+            json.dump(
+                {
+                    "backend": "cpu",
+                    "model": MODEL_NAME,
+                    "epochs": epochs,
+                    "seed": args.seed,
+                    "test_accuracy": accuracy,
+                    "epoch_times_s": [float(t) for t in history["epoch_time"]],
+                    "threads": fastnn.get_num_threads(),
+                    "wall_s": wall,
+                    "cpu_s": cpu,
+                },
+                f,
+                indent=2,
+            )
     return accuracy, wall
 
 

@@ -12,6 +12,7 @@ their own buffers, and a thread's later calls reuse its buffers, so a batch-1 ca
 allocates nothing but its result. A thread's buffers go when the thread ends or the plan is
 replaced (new parameters, another dtype).
 """
+
 import math
 import threading
 import weakref
@@ -31,8 +32,7 @@ class DensePlan:
         self.params = [tuple(layer.params) for layer in self.layers]
         # (in_features, out_features, relu) per layer, fixed here so a workspace made later
         # describes the same chain as the parameters above
-        self.shapes = [(layer.in_features, layer.out_features, int(relu))
-                       for layer, relu in chain]
+        self.shapes = [(layer.in_features, layer.out_features, int(relu)) for layer, relu in chain]
         self.dtype = model.dtype
         self._per_thread = threading.local()  # .workspace: this thread's _Workspace
 
@@ -71,7 +71,7 @@ class DensePlan:
             labels = workspace.labels[:n]
             self._chain_forward(x, workspace.table, labels)
             return labels.copy()
-        return np.concatenate([self.predict(x[i:i + MAX_ROWS]) for i in range(0, n, MAX_ROWS)])
+        return np.concatenate([self.predict(x[i : i + MAX_ROWS]) for i in range(0, n, MAX_ROWS)])
 
     def outputs(self, x):
         """The last layer's outputs (a new array) for x, as predict takes it."""
@@ -80,7 +80,7 @@ class DensePlan:
             workspace = self._workspace(n)
             self._chain_forward(x, workspace.table, None)
             return workspace.buffers[-1][:n].copy()
-        return np.concatenate([self.outputs(x[i:i + MAX_ROWS]) for i in range(0, n, MAX_ROWS)])
+        return np.concatenate([self.outputs(x[i : i + MAX_ROWS]) for i in range(0, n, MAX_ROWS)])
 
 
 class _Workspace:
@@ -93,9 +93,12 @@ class _Workspace:
         self.rows = rows
         self.buffers = [np.empty((rows, fout), plan.dtype) for _, fout, _ in plan.shapes]
         self.table = np.array(
-            [[w.ctypes.data, b.ctypes.data, y.ctypes.data, fin, fout, relu]
-             for (fin, fout, relu), (w, b), y in zip(plan.shapes, plan.params, self.buffers)],
-            dtype=np.int64)
+            [
+                [w.ctypes.data, b.ctypes.data, y.ctypes.data, fin, fout, relu]
+                for (fin, fout, relu), (w, b), y in zip(plan.shapes, plan.params, self.buffers)
+            ],
+            dtype=np.int64,
+        )
         self.labels = np.empty(rows, np.int64)
 
 
@@ -114,11 +117,21 @@ class ConvPlan:
         self.layers = [layer for layer, _, _ in convs] + [layer for layer, _ in linears]
         self.n_convs = len(convs)
         self.params = [tuple(layer.params) for layer in self.layers]
-        self.conv_config = [(layer.in_channels, layer.out_channels, layer.kernel_size,
-                             layer.stride, layer.padding, int(relu), pool)
-                            for layer, relu, pool in convs]
-        self.shapes = [(layer.in_features, layer.out_features, int(relu))
-                       for layer, relu in linears]
+        self.conv_config = [
+            (
+                layer.in_channels,
+                layer.out_channels,
+                layer.kernel_size,
+                layer.stride,
+                layer.padding,
+                int(relu),
+                pool,
+            )
+            for layer, relu, pool in convs
+        ]
+        self.shapes = [
+            (layer.in_features, layer.out_features, int(relu)) for layer, relu in linears
+        ]
         self.dtype = model.dtype
         self._per_thread = threading.local()  # .workspace: this thread's _ConvWorkspace
 
@@ -138,15 +151,18 @@ class ConvPlan:
             return None
         steps = model.plan.eval_steps
         convs, linears, k = [], [], 0
-        while k < len(steps) and type(steps[k]) in (P.ConvStep, P.ConvPoolStep) and \
-                steps[k].fold is None:
+        while (
+            k < len(steps)
+            and type(steps[k]) in (P.ConvStep, P.ConvPoolStep)
+            and steps[k].fold is None
+        ):
             step = steps[k]
             pool = step.pool.kernel_size if type(step) is P.ConvPoolStep else 0
             convs.append((step.layer, step.relu, pool))
             k += 1
         if not convs or k >= len(steps) or type(steps[k]) is not P.FlattenStep:
             return None
-        for step in steps[k + 1:]:
+        for step in steps[k + 1 :]:
             if type(step) is not P.LinearStep or step.fold is not None:
                 return None
             linears.append((step.layer, step.relu))
@@ -174,8 +190,7 @@ class ConvPlan:
         buffer) and the labels buffer."""
         model = self._model()
         sample_shape = None if model is None else model._input_ok[1]
-        if sample_shape is None or len(sample_shape) != 3 or \
-                math.prod(sample_shape) != x.shape[1]:
+        if sample_shape is None or len(sample_shape) != 3 or math.prod(sample_shape) != x.shape[1]:
             raise ValueError(f"x must have samples of {sample_shape}, got {x.shape[1]} values")
         n = x.shape[0]
         workspace = self._workspace(n, tuple(sample_shape))
@@ -188,8 +203,9 @@ class ConvPlan:
         NaN or infinity in x raises ValueError."""
         n = x.shape[0]
         if n > MAX_ROWS:
-            return np.concatenate([self.predict(x[i:i + MAX_ROWS])
-                                   for i in range(0, n, MAX_ROWS)])
+            return np.concatenate(
+                [self.predict(x[i : i + MAX_ROWS]) for i in range(0, n, MAX_ROWS)]
+            )
         workspace, flat = self._run(x)
         labels = workspace.labels[:n]
         self._chain_forward(flat, workspace.table, labels, False)  # x was checked
@@ -199,8 +215,9 @@ class ConvPlan:
         """The last layer's outputs (a new array) for x, as predict takes it."""
         n = x.shape[0]
         if n > MAX_ROWS:
-            return np.concatenate([self.outputs(x[i:i + MAX_ROWS])
-                                   for i in range(0, n, MAX_ROWS)])
+            return np.concatenate(
+                [self.outputs(x[i : i + MAX_ROWS]) for i in range(0, n, MAX_ROWS)]
+            )
         workspace, flat = self._run(x)
         self._chain_forward(flat, workspace.table, None, False)
         return workspace.buffers[-1][:n].copy()
@@ -226,15 +243,22 @@ class _ConvWorkspace:
         # scratch, grown to what the tables made so far need: the kernels' workspace, the
         # argmax the fused max-pools write (never read), a convolution's output before a
         # max-pool that does not fuse
-        self.scratch = {"work": np.empty(1, np.float32), "argmax": np.empty(1, np.int32),
-                        "conv_out": np.empty(1, np.float32)}
+        self.scratch = {
+            "work": np.empty(1, np.float32),
+            "argmax": np.empty(1, np.int32),
+            "conv_out": np.empty(1, np.float32),
+        }
         self.flat = self.outputs[-1].reshape(rows, -1)
         self.buffers = [np.empty((rows, fout), np.float32) for _, fout, _ in plan.shapes]
         self.table = np.array(
-            [[w.ctypes.data, b.ctypes.data, y.ctypes.data, fin, fout, relu]
-             for (fin, fout, relu), (w, b), y in zip(plan.shapes, plan.params[plan.n_convs:],
-                                                     self.buffers)],
-            dtype=np.int64)
+            [
+                [w.ctypes.data, b.ctypes.data, y.ctypes.data, fin, fout, relu]
+                for (fin, fout, relu), (w, b), y in zip(
+                    plan.shapes, plan.params[plan.n_convs :], self.buffers
+                )
+            ],
+            dtype=np.int64,
+        )
         self.labels = np.empty(rows, np.int64)
         self._tables = {}  # (rows, threads) -> the convolutions' table
         # per stage run by Winograd: its transformed weights, the weights they were made
@@ -250,15 +274,29 @@ class _ConvWorkspace:
         rows = []
         need = {"work": 1, "argmax": 1, "conv_out": 1}
         for (shape, (co, ho, wo), _), config, (w, b), y in zip(
-                self.stages, plan.conv_config, plan.params, self.outputs):
+            self.stages, plan.conv_config, plan.params, self.outputs
+        ):
             ci, _, (kh, kw), stride, padding, relu, pool = config
             x_shape = (n, *shape)
             algorithm = conv.choose(x_shape, w.shape, np.float32, stride, padding)
-            fused = bool(pool) and bool(conv.fusable(x_shape, w.shape, np.float32, stride,
-                                                     padding, pool, need_dx=False))
-            need["work"] = max(need["work"], conv.workspace_size(
-                "forward", x_shape, w.shape, np.float32, stride, padding, algorithm, nthreads,
-                need_dx=False, pool=pool if fused else 0))
+            fused = bool(pool) and bool(
+                conv.fusable(x_shape, w.shape, np.float32, stride, padding, pool, need_dx=False)
+            )
+            need["work"] = max(
+                need["work"],
+                conv.workspace_size(
+                    "forward",
+                    x_shape,
+                    w.shape,
+                    np.float32,
+                    stride,
+                    padding,
+                    algorithm,
+                    nthreads,
+                    need_dx=False,
+                    pool=pool if fused else 0,
+                ),
+            )
             if fused:
                 need["argmax"] = max(need["argmax"], n * co * (ho // pool) * (wo // pool))
             elif pool:
@@ -269,18 +307,41 @@ class _ConvWorkspace:
                 if arrays is None:
                     arrays = self._kept[len(rows)] = (
                         np.empty(conv.kept_weights_size(x_shape, w.shape), np.float32),
-                        np.empty(w.size, np.float32), np.zeros(1, np.int64))
+                        np.empty(w.size, np.float32),
+                        np.zeros(1, np.int64),
+                    )
                 kept = tuple(a.ctypes.data for a in arrays)
-            rows.append([conv.algorithm_code(algorithm), pool, int(fused), relu, ci,
-                         shape[1], shape[2], co, kh, kw, stride, padding, ho, wo,
-                         w.ctypes.data, b.ctypes.data, y.ctypes.data, 0, 0, 0, *kept])
+            rows.append(
+                [
+                    conv.algorithm_code(algorithm),
+                    pool,
+                    int(fused),
+                    relu,
+                    ci,
+                    shape[1],
+                    shape[2],
+                    co,
+                    kh,
+                    kw,
+                    stride,
+                    padding,
+                    ho,
+                    wo,
+                    w.ctypes.data,
+                    b.ctypes.data,
+                    y.ctypes.data,
+                    0,
+                    0,
+                    0,
+                    *kept,
+                ]
+            )
         for name, size in need.items():
             if self.scratch[name].size < size:  # new addresses: the tables made so far go
                 self.scratch[name] = np.empty(size, self.scratch[name].dtype)
                 self._tables = {}
         for row in rows:
-            row[17:20] = [self.scratch[name].ctypes.data
-                          for name in ("argmax", "conv_out", "work")]
+            row[17:20] = [self.scratch[name].ctypes.data for name in ("argmax", "conv_out", "work")]
         if len(self._tables) >= 8:
             self._tables = {}
         table = self._tables[key] = np.array(rows, dtype=np.int64)

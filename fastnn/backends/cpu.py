@@ -10,6 +10,7 @@ directly: nothing is copied, realigned or scanned for NaN, and the overlap check
 The kernels still refuse wrong shapes with a ValueError, and an input that is not C-contiguous,
 aligned and of the weights' dtype takes the checked path.
 """
+
 import threading
 
 import numpy as np
@@ -36,8 +37,10 @@ _BITS = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
 def probe():
     """None when the compiled kernels import, else why this backend cannot run."""
     if _IMPORT_ERROR is not None:
-        return (f"fastnn's compiled kernels are missing: reinstall with `pip install .` in "
-                f"the fastnn checkout ({_IMPORT_ERROR})")
+        return (
+            f"fastnn's compiled kernels are missing: reinstall with `pip install .` in "
+            f"the fastnn checkout ({_IMPORT_ERROR})"
+        )
     return None
 
 
@@ -70,7 +73,7 @@ def _distinct(**outputs):
     """Outputs written by one call must not overlap each other."""
     items = [(k, v) for k, v in outputs.items() if v is not None]
     for i, (name, a) in enumerate(items):
-        for other, b in items[i + 1:]:
+        for other, b in items[i + 1 :]:
             if np.may_share_memory(a, b):
                 raise ValueError(f"{name} must not overlap {other}")
 
@@ -109,8 +112,10 @@ def _trusted(out, *reads):
 class CpuBackend(CpuLayerKernels, Backend):
     name = "cpu"
     xp = np
-    fills_out = frozenset(Backend.KERNELS + ("conv2d_maxpool_forward", "conv2d_maxpool_backward",
-                                            "smoothed_cross_entropy"))
+    fills_out = frozenset(
+        Backend.KERNELS
+        + ("conv2d_maxpool_forward", "conv2d_maxpool_backward", "smoothed_cross_entropy")
+    )
     fuses_conv2d_maxpool = True
     optional = frozenset(Backend.OPTIONAL_KERNELS)
     runs_dense_chain = True
@@ -133,8 +138,20 @@ class CpuBackend(CpuLayerKernels, Backend):
         _dense.linear_forward(x, w, b, bool(relu), out)
         return out
 
-    def linear_backward(self, x, w, y, dy, relu=False, *, check_finite=True, need_dx=True,
-                        out=None, work=None, check=True):
+    def linear_backward(
+        self,
+        x,
+        w,
+        y,
+        dy,
+        relu=False,
+        *,
+        check_finite=True,
+        need_dx=True,
+        out=None,
+        work=None,
+        check=True,
+    ):
         """(dx, dw, db) as the reference. out=(dx, dw, db) reuses arrays (any may be None);
         work, shape (N, out_features), holds the ReLU-masked dy (it may be dy itself, which is
         then overwritten). need_dx=False skips dx (returned as None), e.g. for the first
@@ -142,8 +159,9 @@ class CpuBackend(CpuLayerKernels, Backend):
         if not check and _trusted(out, x, w, dy) and (work is not None or not relu):
             # y is the forward pass's output, work the caller's scratch (or dy itself)
             dx, dw, db = out
-            _dense.linear_backward(x, w, y, dy, bool(relu), dx if need_dx else None, dw, db,
-                                   work if relu else None)
+            _dense.linear_backward(
+                x, w, y, dy, bool(relu), dx if need_dx else None, dw, db, work if relu else None
+            )
             return dx if need_dx else None, dw, db
         x, w, _ = self._linear_args(x, w)
         out_shape = (x.shape[0], w.shape[0])
@@ -165,21 +183,55 @@ class CpuBackend(CpuLayerKernels, Backend):
     # CONV2D: thin wrappers over fastnn/_kernels/conv.pyx (im2col + GEMM; direct kernels for one
     # input channel and Winograd for 5x5, float32).
 
-    def conv2d_forward(self, x, w, b, stride=1, padding=0, relu=False, *, check_finite=True,
-                       out=None, check=True, workspace=None):
+    def conv2d_forward(
+        self,
+        x,
+        w,
+        b,
+        stride=1,
+        padding=0,
+        relu=False,
+        *,
+        check_finite=True,
+        out=None,
+        check=True,
+        workspace=None,
+    ):
         """y as the reference (NCHW). out= receives y; workspace= is scratch for the kernel.
         Always checked: the checks are small beside a convolution."""
         x, w, b, stride, padding, y_shape = checks.conv_args(x, w, b, stride, padding)
         if check_finite:
             _finite("x", x)
         y = _output("out", out, y_shape, x.dtype, {"x": x, "w": w, "b": b})
-        _conv.forward(x, w, b, y, stride, padding, bool(relu),
-                      nthreads=_runtime.threads_now(), workspace=workspace)
+        _conv.forward(
+            x,
+            w,
+            b,
+            y,
+            stride,
+            padding,
+            bool(relu),
+            nthreads=_runtime.threads_now(),
+            workspace=workspace,
+        )
         return y
 
-    def conv2d_backward(self, x, w, y, dy, stride=1, padding=0, relu=False, *,
-                        check_finite=True, need_dx=True, out=None, check=True,
-                        workspace=None):
+    def conv2d_backward(
+        self,
+        x,
+        w,
+        y,
+        dy,
+        stride=1,
+        padding=0,
+        relu=False,
+        *,
+        check_finite=True,
+        need_dx=True,
+        out=None,
+        check=True,
+        workspace=None,
+    ):
         """(dx, dw, db) as the reference. out=(dx, dw, db) reuses arrays (any may be None);
         need_dx=False skips dx (returned as None), e.g. for the first
         layer."""
@@ -189,25 +241,51 @@ class CpuBackend(CpuLayerKernels, Backend):
         dx, dw, db = _gradient_outputs(out, x, w, dtype, need_dx, reads)
         if out is not None:
             _distinct(dx=dx, dw=dw, db=db)
-        _conv.backward(x, w, y, dy, dx, dw, db, stride, padding, bool(relu),
-                       nthreads=_runtime.threads_now(), workspace=workspace)
+        _conv.backward(
+            x,
+            w,
+            y,
+            dy,
+            dx,
+            dw,
+            db,
+            stride,
+            padding,
+            bool(relu),
+            nthreads=_runtime.threads_now(),
+            workspace=workspace,
+        )
         return dx, dw, db
 
     # ---- conv2d + ReLU + max-pool, fused (an extension of the kernel contract) -----------------
 
-    def conv2d_maxpool_fusable(self, x_shape, w_shape, dtype, stride=1, padding=0, pool=2, *,
-                               need_dx=True):
+    def conv2d_maxpool_fusable(
+        self, x_shape, w_shape, dtype, stride=1, padding=0, pool=2, *, need_dx=True
+    ):
         """Whether conv2d_maxpool_backward (with need_dx=False: conv2d_maxpool_forward) runs one
         fused kernel for these arguments rather than its allocating two-kernel fallback, so a
         model can run the two kernels itself, into buffers it keeps, where they do not fuse."""
         x_shape, w_shape = tuple(x_shape), tuple(w_shape)
         if len(x_shape) != 4 or len(w_shape) != 4:  # the kernels' own checks say what is wrong
             return False
-        return bool(_conv.fusable(x_shape, w_shape, np.dtype(dtype), stride, padding, pool,
-                                  need_dx=need_dx))
+        return bool(
+            _conv.fusable(x_shape, w_shape, np.dtype(dtype), stride, padding, pool, need_dx=need_dx)
+        )
 
-    def conv2d_maxpool_forward(self, x, w, b, stride=1, padding=0, relu=False, pool=2, *,
-                               check_finite=True, out=None, check=True):
+    def conv2d_maxpool_forward(
+        self,
+        x,
+        w,
+        b,
+        stride=1,
+        padding=0,
+        relu=False,
+        pool=2,
+        *,
+        check_finite=True,
+        out=None,
+        check=True,
+    ):
         """maxpool2d_forward(conv2d_forward(x, w, b, stride, padding, relu), pool): (y, argmax),
         y of shape (N, Co, Ho // pool, Wo // pool), argmax indexing each Ho x Wo plane of the
         convolution's output, as those two kernels give them. Where the conv kernels can fuse
@@ -215,8 +293,18 @@ class CpuBackend(CpuLayerKernels, Backend):
         never leaves the cache; otherwise the two kernels run. out=(y, argmax) reuses arrays.
         check=False: only where conv2d_maxpool_fusable said so for these shapes."""
         if not check and _trusted(out, x, w):
-            _conv.forward_maxpool(x, w, b, out[0], out[1], stride, padding, bool(relu), pool,
-                                  nthreads=_runtime.threads_now())
+            _conv.forward_maxpool(
+                x,
+                w,
+                b,
+                out[0],
+                out[1],
+                stride,
+                padding,
+                bool(relu),
+                pool,
+                nthreads=_runtime.threads_now(),
+            )
             return out
         x, w, b, stride, padding, conv_shape = checks.conv_args(x, w, b, stride, padding)
         pool, _, y_shape = checks.pool_args(conv_shape, pool, None)
@@ -231,13 +319,28 @@ class CpuBackend(CpuLayerKernels, Backend):
         argmax = _output("argmax", argmax_out, y_shape, np.int32, reads)
         if out is not None:
             _distinct(y=y, argmax=argmax)
-        _conv.forward_maxpool(x, w, b, y, argmax, stride, padding, bool(relu), pool,
-                              nthreads=_runtime.threads_now())
+        _conv.forward_maxpool(
+            x, w, b, y, argmax, stride, padding, bool(relu), pool, nthreads=_runtime.threads_now()
+        )
         return y, argmax
 
-    def conv2d_maxpool_backward(self, x, w, y, argmax, dy, stride=1, padding=0, relu=False,
-                                pool=2, *, check_finite=True, need_dx=True, out=None,
-                                check=True):
+    def conv2d_maxpool_backward(
+        self,
+        x,
+        w,
+        y,
+        argmax,
+        dy,
+        stride=1,
+        padding=0,
+        relu=False,
+        pool=2,
+        *,
+        check_finite=True,
+        need_dx=True,
+        out=None,
+        check=True,
+    ):
         """(dx, dw, db) of conv2d_maxpool_forward, given its outputs y and argmax and the
         gradient dy at y: maxpool2d_backward then conv2d_backward (the ReLU mask is y > 0 at
         each window's maximum, the only place a gradient goes), fused where the forward pass
@@ -246,34 +349,63 @@ class CpuBackend(CpuLayerKernels, Backend):
         check=False: only after a fused forward pass, into the caller's arrays."""
         if not check and _trusted(out, x, w, dy):
             dx, dw, db = out
-            _conv.backward_maxpool(x, w, y, argmax, dy, dx if need_dx else None, dw, db, stride,
-                                   padding, bool(relu), pool,
-                                   nthreads=_runtime.threads_now())
+            _conv.backward_maxpool(
+                x,
+                w,
+                y,
+                argmax,
+                dy,
+                dx if need_dx else None,
+                dw,
+                db,
+                stride,
+                padding,
+                bool(relu),
+                pool,
+                nthreads=_runtime.threads_now(),
+            )
             return dx if need_dx else None, dw, db
         x, w, _, stride, padding, conv_shape = checks.conv_args(x, w, None, stride, padding)
         pool, _, y_shape = checks.pool_args(conv_shape, pool, None)
         y, dy, dtype = _output_gradient_args(x, y, dy, y_shape, check_finite)
         if not _conv.fusable(x.shape, w.shape, dtype, stride, padding, pool, need_dx=need_dx):
             argmax = checks.argmax_array(argmax, y_shape, conv_shape[2] * conv_shape[3])
-            return self._conv2d_maxpool_backward_unfused(x, w, y, argmax, dy, stride, padding,
-                                                         relu, pool, conv_shape, out, need_dx)
+            return self._conv2d_maxpool_backward_unfused(
+                x, w, y, argmax, dy, stride, padding, relu, pool, conv_shape, out, need_dx
+            )
         if not isinstance(argmax, np.ndarray) or argmax.dtype.kind not in "iu":
-            raise TypeError(f"argmax must be an integer numpy.ndarray, got "
-                            f"{getattr(argmax, 'dtype', type(argmax).__name__)}")
+            raise TypeError(
+                f"argmax must be an integer numpy.ndarray, got "
+                f"{getattr(argmax, 'dtype', type(argmax).__name__)}"
+            )
         checks.expect_shape("argmax", argmax, y_shape)
         argmax = checks.contiguous(argmax, np.int32)  # aligned, too
         reads = {"x": x, "w": w, "y": y, "argmax": argmax, "dy": dy}
         dx, dw, db = _gradient_outputs(out, x, w, dtype, need_dx, reads)
         if out is not None:
             _distinct(dx=dx, dw=dw, db=db)
-        _conv.backward_maxpool(x, w, y, argmax, dy, dx, dw, db, stride, padding, bool(relu),
-                               pool, nthreads=_runtime.threads_now())
+        _conv.backward_maxpool(
+            x,
+            w,
+            y,
+            argmax,
+            dy,
+            dx,
+            dw,
+            db,
+            stride,
+            padding,
+            bool(relu),
+            pool,
+            nthreads=_runtime.threads_now(),
+        )
         return dx, dw, db
 
     # ---- max-pool -----------------------------------------------------------------------------
 
-    def maxpool2d_forward(self, x, kernel=2, stride=None, *, check_finite=True, out=None,
-                          check=True):
+    def maxpool2d_forward(
+        self, x, kernel=2, stride=None, *, check_finite=True, out=None, check=True
+    ):
         """(y, argmax) as the reference; out=(y, argmax) reuses arrays of shape (N, C, Ho, Wo)."""
         x = checks.float_array("x", x, 4)
         kernel, stride, y_shape = checks.pool_args(x.shape, kernel, stride)
@@ -286,21 +418,33 @@ class CpuBackend(CpuLayerKernels, Backend):
             _distinct(y=y, argmax=argmax)
         n, c, h, w = x.shape
         ho, wo = y_shape[2], y_shape[3]
-        _pool.maxpool_forward(x.reshape(n * c, h * w), h, w, kernel, stride,
-                              y.reshape(n * c, ho * wo), argmax.reshape(n * c, ho * wo), ho, wo)
+        _pool.maxpool_forward(
+            x.reshape(n * c, h * w),
+            h,
+            w,
+            kernel,
+            stride,
+            y.reshape(n * c, ho * wo),
+            argmax.reshape(n * c, ho * wo),
+            ho,
+            wo,
+        )
         return y, argmax
 
-    def maxpool2d_backward(self, dy, argmax, x_shape, kernel=2, stride=None, *,
-                           check_finite=True, out=None, check=True):
+    def maxpool2d_backward(
+        self, dy, argmax, x_shape, kernel=2, stride=None, *, check_finite=True, out=None, check=True
+    ):
         dy, argmax, x_shape, kernel, stride, y_shape = self._maxpool_backward_args(
-            dy, argmax, x_shape, kernel, stride)
+            dy, argmax, x_shape, kernel, stride
+        )
         n, c, h, w = x_shape
         if check_finite:
             _finite("dy", dy)
         dx = _output("dx", out, x_shape, dy.dtype, {"dy": dy, "argmax": argmax})
         planes = n * c
-        bad = _pool.maxpool_backward(dy.reshape(planes, -1), argmax.reshape(planes, -1),
-                                     dx.reshape(planes, h * w))
+        bad = _pool.maxpool_backward(
+            dy.reshape(planes, -1), argmax.reshape(planes, -1), dx.reshape(planes, h * w)
+        )
         if bad:  # unreachable after checks.argmax_array; the kernel skipped them, never wrote
             raise ValueError(f"argmax indices must be in [0, {h * w}), found {bad} outside")
         return dx
@@ -311,15 +455,20 @@ class CpuBackend(CpuLayerKernels, Backend):
         """(mean_loss, dlogits) as the reference. out= receives dlogits; it may be `logits`
         itself (the gradient then replaces the logits). The kernel checks int64 labels against
         [0, classes) itself, in one cheap pass, so check=False still refuses bad labels."""
-        if not check and _trusted(out, logits, out) and out.shape == logits.shape and \
-                checks.is_plain(labels, np.int64):
+        if (
+            not check
+            and _trusted(out, logits, out)
+            and out.shape == logits.shape
+            and checks.is_plain(labels, np.int64)
+        ):
             return logits.dtype.type(_loss.softmax_cross_entropy(logits, labels, out)), out
         logits = checks.float_array("logits", logits, 2)
         n, classes = logits.shape
         if n < 1 or classes < 1:
             raise ValueError(f"logits must have at least one row and one class, got {logits.shape}")
-        if not (isinstance(labels, np.ndarray) and labels.dtype == np.int64
-                and labels.shape == (n,)):
+        if not (
+            isinstance(labels, np.ndarray) and labels.dtype == np.int64 and labels.shape == (n,)
+        ):
             labels = checks.labels("labels", labels, n, classes)
         # else: the kernel checks int64 labels against [0, classes) itself, in one cheap pass
         if check_finite:
@@ -340,8 +489,9 @@ class CpuBackend(CpuLayerKernels, Backend):
         the threads. Returns out."""
         index = checks.contiguous(index, np.int64)
         if not isinstance(out, np.ndarray) or index.shape != (out.shape[0],):
-            raise ValueError(f"index must have shape ({getattr(out, 'shape', (0,))[0]},), got "
-                             f"{index.shape}")
+            raise ValueError(
+                f"index must have shape ({getattr(out, 'shape', (0,))[0]},), got {index.shape}"
+            )
         return self.row_gatherer(x, out)(index)
 
     def row_gatherer(self, x, out):
@@ -351,8 +501,10 @@ class CpuBackend(CpuLayerKernels, Backend):
         if not (isinstance(x, np.ndarray) and isinstance(out, np.ndarray)):
             raise TypeError("x and out must be numpy arrays")
         if x.dtype != out.dtype or x.shape[1:] != out.shape[1:]:
-            raise ValueError(f"out must hold rows of x ({x.dtype}, {x.shape[1:]}), got "
-                             f"{out.dtype}, {out.shape[1:]}")
+            raise ValueError(
+                f"out must hold rows of x ({x.dtype}, {x.shape[1:]}), got "
+                f"{out.dtype}, {out.shape[1:]}"
+            )
         out = checks.writable_array("out", out, out.shape, out.dtype)
         x = checks.contiguous(x)
         src = x.reshape(x.shape[0], -1).view(np.uint8)
@@ -363,6 +515,7 @@ class CpuBackend(CpuLayerKernels, Backend):
             rows = index.shape[0]
             kernel(src, index, dst[:rows])  # index bounds and dtype are the kernel's to check
             return out if rows == out.shape[0] else out[:rows]
+
         return gather
 
     def count_correct(self, outputs, labels):
@@ -375,16 +528,24 @@ class CpuBackend(CpuLayerKernels, Backend):
 
     # ---- optimizer updates (in place) ---------------------------------------------------------
 
-    def sgd_step(self, param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0,
-                 nesterov=False):
+    def sgd_step(
+        self, param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0, nesterov=False
+    ):
         param, grad, lr, momentum, weight_decay = self._sgd_args(
-            param, grad, velocity, lr, momentum, weight_decay, nesterov)
+            param, grad, velocity, lr, momentum, weight_decay, nesterov
+        )
         velocity = velocity if momentum else None
         # param, grad and state are updated elementwise: overlapping ones would be order-dependent
         _distinct(param=param, grad=grad, velocity=velocity)
-        _optim.sgd_step(param.reshape(-1), grad.reshape(-1),
-                        None if velocity is None else velocity.reshape(-1),
-                        lr, momentum, weight_decay, bool(nesterov))
+        _optim.sgd_step(
+            param.reshape(-1),
+            grad.reshape(-1),
+            None if velocity is None else velocity.reshape(-1),
+            lr,
+            momentum,
+            weight_decay,
+            bool(nesterov),
+        )
 
     # ---- every parameter of a model in one call (an extension of the kernel contract) ---------
 
@@ -399,17 +560,23 @@ class CpuBackend(CpuLayerKernels, Backend):
         if tables is None:
             tables = self._per_thread.tables = {}
         cached = tables.get(kind)
-        if cached is not None and len(cached[0]) == len(groups) and all(
-                a is b for old, new in zip(cached[0], groups) for a, b in zip(old, new)):
+        if (
+            cached is not None
+            and len(cached[0]) == len(groups)
+            and all(a is b for old, new in zip(cached[0], groups) for a, b in zip(old, new))
+        ):
             return cached[1:]
         checked = tuple(tuple(check_group(*g)) for g in groups)
         dtype = checked[0][0].dtype
         if any(g[0].dtype != dtype for g in checked):
             raise TypeError("all parameters must share one dtype")
         table = _optim.address_table(checked)
-        ranges = sorted((address, address + size * dtype.itemsize)
-                        for *addresses, size in table.tolist() for address in addresses
-                        if address and size)
+        ranges = sorted(
+            (address, address + size * dtype.itemsize)
+            for *addresses, size in table.tolist()
+            for address in addresses
+            if address and size
+        )
         for (_, end), (start, _) in zip(ranges, ranges[1:]):
             if start < end:  # updated in parallel chunks: any overlap would race
                 raise ValueError("parameters, gradients and optimizer state must not overlap")
@@ -419,8 +586,9 @@ class CpuBackend(CpuLayerKernels, Backend):
         tables[kind] = (checked if copied else groups, table, first_param)
         return table, first_param
 
-    def sgd_step_many(self, params, grads, velocities=None, *, lr, momentum=0.0,
-                      weight_decay=0.0, nesterov=False):
+    def sgd_step_many(
+        self, params, grads, velocities=None, *, lr, momentum=0.0, weight_decay=0.0, nesterov=False
+    ):
         """sgd_step for each (param, grad, velocity) of the lists, in one parallel kernel call
         (velocities may be None without momentum): the same results as sgd_step on each."""
         many = self._sgd_groups(params, grads, velocities, lr, momentum, weight_decay, nesterov)
@@ -430,23 +598,36 @@ class CpuBackend(CpuLayerKernels, Backend):
         table, first = self._update_table("sgd", groups, check_group)
         _optim.sgd_step_many(table, first, lr, momentum, weight_decay, bool(nesterov))
 
-    def adam_step_many(self, params, grads, ms, vs, *, lr, step, beta1=0.9, beta2=0.999,
-                       eps=1e-8, weight_decay=0.0):
+    def adam_step_many(
+        self, params, grads, ms, vs, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0
+    ):
         """adam_step for each (param, grad, m, v) of the lists, in one parallel kernel call."""
-        many = self._adam_groups(params, grads, ms, vs, lr, step, beta1, beta2, eps,
-                                 weight_decay)
+        many = self._adam_groups(params, grads, ms, vs, lr, step, beta1, beta2, eps, weight_decay)
         if many is None:
             return
         groups, check_group, lr, step, beta1, beta2, eps, weight_decay = many
         table, first = self._update_table("adam", groups, check_group)
-        _optim.adam_step_many(table, first, lr, beta1, beta2, 1 - beta1 ** step,
-                              1 - beta2 ** step, eps, weight_decay)
+        _optim.adam_step_many(
+            table, first, lr, beta1, beta2, 1 - beta1**step, 1 - beta2**step, eps, weight_decay
+        )
 
-    def adam_step(self, param, grad, m, v, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8,
-                  weight_decay=0.0):
+    def adam_step(
+        self, param, grad, m, v, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0
+    ):
         param, grad, lr, step, beta1, beta2, eps, weight_decay = self._adam_args(
-            param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay)
+            param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay
+        )
         _distinct(param=param, grad=grad, m=m, v=v)
-        _optim.adam_step(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
-                         lr, beta1, beta2, 1 - beta1 ** step, 1 - beta2 ** step, eps,
-                         weight_decay)
+        _optim.adam_step(
+            param.reshape(-1),
+            grad.reshape(-1),
+            m.reshape(-1),
+            v.reshape(-1),
+            lr,
+            beta1,
+            beta2,
+            1 - beta1**step,
+            1 - beta2**step,
+            eps,
+            weight_decay,
+        )

@@ -1,5 +1,5 @@
-"""The repository's own checks, run by the suite so that CI enforces them: ruff (lint),
-cython-lint (the kernels) and mypy (the public API's type hints), each with its settings in
+"""The repository's own checks, run by the suite so that CI enforces them: ruff (lint and
+format), cython-lint (the kernels) and mypy (the public API's type hints), each with its settings in
 pyproject.toml. A check is skipped where its tool is not installed (the `test` extra installs
 all three) or where the tests run outside a checkout."""
 
@@ -34,6 +34,10 @@ def run_tool(module, *args):
 
 def test_ruff_finds_nothing():
     run_tool("ruff", "-m", "ruff", "check", "--no-cache", ".")
+
+
+def test_ruff_format_would_change_nothing():
+    run_tool("ruff", "-m", "ruff", "format", "--check", "--no-cache", ".")
 
 
 def test_cython_lint_finds_nothing():
