@@ -4,6 +4,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -20,6 +21,7 @@ def _run(code, **env):
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=tempfile.gettempdir(),  # not the checkout: `python -c` would import its fastnn/
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.split()
