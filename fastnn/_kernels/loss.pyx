@@ -1,4 +1,7 @@
-"""Fused softmax cross-entropy: per-row loss and gradient in one sweep over the row.
+"""Fused softmax cross-entropy, plain or against label-smoothed targets: per-row loss and
+gradient in one sweep over the row.
+
+With smoothing s, a row's target is (1 - s) on its label plus s / classes on every class.
 
 Stable: every row is shifted by its maximum before exp, so logits of +-1e4 give a finite loss
 and gradient. Rows run in parallel; the mean is then summed serially in row order, so the loss
@@ -10,7 +13,7 @@ from libc.math cimport exp, expf, log
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
-from fastnn._kernels.runtime cimport resolve_threads
+from fastnn._kernels.runtime cimport threads_for
 
 # Below this many logits one thread is faster than waking the others.
 cdef Py_ssize_t PARALLEL_MIN_SIZE = 16384
@@ -39,6 +42,29 @@ cdef inline double _row(const floating* z, Py_ssize_t label, Py_ssize_t classes,
     return log(total) + zmax - z_label
 
 
+cdef inline double _smoothed_row(const floating* z, Py_ssize_t label, Py_ssize_t classes,
+                                 double smoothing, floating* d, double scale) noexcept nogil:
+    """Write scale * (softmax(z) - target) into d; return the row's smoothed cross-entropy.
+    d may be z itself: every z[j] is read before d[j] is written."""
+    cdef Py_ssize_t j
+    cdef double zmax = z[0], total = 0.0, z_sum = 0.0, p, norm, z_label = z[label]
+    cdef double off = smoothing / classes
+    for j in range(1, classes):
+        if z[j] > zmax:
+            zmax = z[j]
+    for j in range(classes):
+        z_sum = z_sum + z[j]
+        p = exp(z[j] - zmax)
+        d[j] = <floating>p
+        total = total + p
+    norm = scale / total
+    for j in range(classes):
+        d[j] = <floating>(d[j] * norm - scale * off)
+    d[label] -= <floating>(scale * (1.0 - smoothing))
+    # log-sum-exp minus the target-weighted logits (the targets sum to 1)
+    return log(total) + zmax - (1.0 - smoothing) * z_label - off * z_sum
+
+
 def softmax_cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labels,
                           floating[:, ::1] dlogits, int nthreads=0):
     """Mean cross-entropy of softmax(logits) against labels; writes d(mean loss)/d(logits).
@@ -46,10 +72,18 @@ def softmax_cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labe
     labels are checked again here (cheaply, serially) so that no label can make the kernel read
     or write outside the row, whatever the caller checked.
     """
+    return _mean_loss(logits, labels, dlogits, False, 0.0, nthreads)
+
+
+cdef double _mean_loss(const floating[:, ::1] logits, const int64_t[::1] labels,
+                       floating[:, ::1] dlogits, bint smoothed, double smoothing,
+                       int nthreads) except? -1.0:
+    """The mean (smoothed) cross-entropy of every row, the rows split over the threads; labels
+    are checked again here (cheaply, serially) so that no label can make the kernel read or
+    write outside the row, whatever the caller checked."""
     cdef Py_ssize_t n = logits.shape[0], classes = logits.shape[1], i
     cdef double total = 0.0, scale
     cdef double* row_loss
-    cdef int threads
     if labels.shape[0] != n:
         raise ValueError(f"labels must have shape ({n},), got ({labels.shape[0]},)")
     if dlogits.shape[0] != n or dlogits.shape[1] != classes:
@@ -63,14 +97,30 @@ def softmax_cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labe
     if row_loss == NULL:
         raise MemoryError()
     scale = 1.0 / n
-    threads = resolve_threads(nthreads) if n * classes >= PARALLEL_MIN_SIZE else 1
+    cdef int nt = threads_for(n * classes, PARALLEL_MIN_SIZE, nthreads)
     with nogil:
-        for i in prange(n, schedule="static", num_threads=threads):
-            row_loss[i] = _row(&logits[i, 0], labels[i], classes, &dlogits[i, 0], scale)
+        for i in prange(n, schedule="static", num_threads=nt):
+            if smoothed:
+                row_loss[i] = _smoothed_row(&logits[i, 0], labels[i], classes, smoothing,
+                                            &dlogits[i, 0], scale)
+            else:
+                row_loss[i] = _row(&logits[i, 0], labels[i], classes, &dlogits[i, 0], scale)
         for i in range(n):
             total += row_loss[i]
     free(row_loss)
     return total / n
+
+
+def smoothed_cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labels,
+                           double smoothing, floating[:, ::1] dlogits, int nthreads=0):
+    """Mean cross-entropy against label-smoothed targets; writes d(mean loss)/d(logits) into
+    dlogits (which may be logits itself)."""
+    cdef Py_ssize_t n = logits.shape[0], classes = logits.shape[1]
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+    if n < 1 or classes < 1:
+        raise ValueError(f"logits must have at least one row and one class, got ({n}, {classes})")
+    return _mean_loss(logits, labels, dlogits, True, smoothing, nthreads)
 
 
 cdef extern from "argmax.h" nogil:

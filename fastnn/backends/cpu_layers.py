@@ -14,7 +14,7 @@ try:
     from fastnn._kernels import activation as _activation
     from fastnn._kernels import augment as _augment
     from fastnn._kernels import avgpool as _avgpool
-    from fastnn._kernels import loss_smoothing as _smoothing
+    from fastnn._kernels import loss as _loss
     from fastnn._kernels import norm as _norm
     from fastnn._kernels import runtime as _runtime
 except ImportError:  # unbuilt checkout: cpu.probe() reports it; the reference stays usable
@@ -263,7 +263,7 @@ class CpuLayerKernels:
             dlogits = checks.writable_array("out", out, logits.shape, logits.dtype)
         else:
             dlogits = _out("out", out, logits.shape, logits.dtype, {"logits": logits})
-        loss = _smoothing.smoothed_cross_entropy(logits, labels, smoothing, dlogits, _threads())
+        loss = _loss.smoothed_cross_entropy(logits, labels, smoothing, dlogits, _threads())
         return logits.dtype.type(loss), dlogits
 
     def gather_affine(self, x, index, matrices, out=None):

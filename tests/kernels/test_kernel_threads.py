@@ -15,7 +15,6 @@ from fastnn._kernels import (  # noqa: E402
     dense,
     gemm,
     loss,
-    loss_smoothing,
     norm,
     optim,
     pool,
@@ -144,7 +143,7 @@ def run_layer_kernels(dtype, nthreads):
     out += [pooled, dplanes, means, dmeans, leaky, dleaky]
     logits, dlogits = normal((4000, 10), dtype, 24), np.empty((4000, 10), dtype)
     labels = np.random.default_rng(25).integers(0, 10, 4000)
-    smoothed = loss_smoothing.smoothed_cross_entropy(logits, labels, 0.1, dlogits, nthreads)
+    smoothed = loss.smoothed_cross_entropy(logits, labels, 0.1, dlogits, nthreads)
     out += [np.array(smoothed), dlogits]
     images = normal((64, 1, 28 * 28), dtype, 26)
     index = np.random.default_rng(27).permutation(64).astype(np.int64)
