@@ -149,7 +149,7 @@ class _ParametricStep(_KernelStep):
         """(relu, batch norm folded or None, index after them)."""
         fold = layers[i + 1] if _folded_batchnorm(layers, i, evaluation) else None
         j = i + 1 + (fold is not None)
-        relu = j < len(layers) and type(layers[j]) is L.ReLU
+        relu = _fused_relu(layers, j - 1)
         return relu, fold, j + relu
 
     @classmethod
