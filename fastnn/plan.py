@@ -47,7 +47,7 @@ class Step:
         self.layer = self.layers[0]
         self.backend = backend
         self.need_dx = True
-        self.reuse = False
+        self.reuse = self.reuse_forward = self.reuse_backward = False
         self._buffers = {}
         self._shape_memo = {}
 
@@ -69,7 +69,7 @@ class Step:
     def set_reuse(self, flag):
         """Keep training outputs and gradients in arrays reused between steps (a fit's
         arrays are dead once the optimizer has run); off frees them."""
-        self.reuse = bool(flag)
+        self.reuse = self.reuse_forward = self.reuse_backward = bool(flag)
         self._buffers = {}
 
     def _batch_shape(self, layer, x_shape):
@@ -94,6 +94,14 @@ class Step:
             buf = self._buffers[key] = self.backend.xp.empty(shape, dtype)
         return buf if buf.shape[0] == shape[0] else buf[: shape[0]]
 
+    def _forward_out(self, training, shape, dtype):
+        """The kept output buffer of a training pass, or None (a new array)."""
+        return self._scratch("y", shape, dtype) if training and self.reuse_forward else None
+
+    def _backward_out(self, shape, dtype):
+        """The kept input-gradient buffer of a backward pass, or None (a new array)."""
+        return self._scratch("dx", shape, dtype) if self.reuse_backward else None
+
     def forward(self, x, training):
         raise NotImplementedError
 
@@ -107,21 +115,10 @@ class _KernelStep(Step):
 
     FORWARD = BACKWARD = ""
 
-    def __init__(self, layers, backend):
-        super().__init__(layers, backend)
-        self.reuse_forward = self.reuse_backward = False
-
     def set_reuse(self, flag):
         super().set_reuse(flag)
         self.reuse_forward = self.reuse and self.FORWARD in self.backend.fills_out
         self.reuse_backward = self.reuse and self.BACKWARD in self.backend.fills_out
-
-    def _forward_out(self, training, shape, dtype):
-        """The kept output buffer of a training pass, or None (a new array)."""
-        return self._scratch("y", shape, dtype) if training and self.reuse_forward else None
-
-    def _backward_out(self, shape, dtype):
-        return self._scratch("dx", shape, dtype) if self.reuse_backward else None
 
 
 def _fused_relu(layers, i):
@@ -580,16 +577,12 @@ class ReLUStep(Step):
     def forward(self, x, training):
         xp = self.backend.xp
         if training:
-            self._y = y = xp.maximum(
-                x, 0, out=self._scratch("y", x.shape, x.dtype) if self.reuse else None
-            )
+            self._y = y = xp.maximum(x, 0, out=self._forward_out(True, x.shape, x.dtype))
             return y
         return xp.maximum(x, 0)
 
     def backward(self, dy):
-        dx = self.backend.xp.multiply(
-            dy, self._y > 0, out=self._scratch("dx", dy.shape, dy.dtype) if self.reuse else None
-        )
+        dx = self.backend.xp.multiply(dy, self._y > 0, out=self._backward_out(dy.shape, dy.dtype))
         self._y = None
         return dx
 
@@ -599,11 +592,7 @@ class SigmoidStep(Step):
 
     def forward(self, x, training):
         xp = self.backend.xp
-        y = xp.multiply(
-            x,
-            x.dtype.type(0.5),
-            out=self._scratch("y", x.shape, x.dtype) if training and self.reuse else None,
-        )
+        y = xp.multiply(x, x.dtype.type(0.5), out=self._forward_out(training, x.shape, x.dtype))
         xp.tanh(y, out=y)
         y += 1
         y *= 0.5
@@ -614,9 +603,7 @@ class SigmoidStep(Step):
     def backward(self, dy):
         y = self._y
         self._y = None
-        dx = self.backend.xp.subtract(
-            1, y, out=self._scratch("dx", y.shape, y.dtype) if self.reuse else None
-        )
+        dx = self.backend.xp.subtract(1, y, out=self._backward_out(y.shape, y.dtype))
         dx *= y
         dx *= dy
         return dx
@@ -626,9 +613,7 @@ class TanhStep(Step):
     def forward(self, x, training):
         xp = self.backend.xp
         if training:
-            self._y = y = xp.tanh(
-                x, out=self._scratch("y", x.shape, x.dtype) if self.reuse else None
-            )
+            self._y = y = xp.tanh(x, out=self._forward_out(True, x.shape, x.dtype))
             return y
         return xp.tanh(x)
 
@@ -636,7 +621,7 @@ class TanhStep(Step):
         xp = self.backend.xp
         y = self._y
         self._y = None
-        dx = xp.multiply(y, y, out=self._scratch("dx", y.shape, y.dtype) if self.reuse else None)
+        dx = xp.multiply(y, y, out=self._backward_out(y.shape, y.dtype))
         xp.subtract(1, dx, out=dx)
         dx *= dy
         return dx
