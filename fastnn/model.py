@@ -379,7 +379,8 @@ class Sequential:
         )
 
     def _outputs(self, x, batch_size):
-        batch_size = validation.integer("batch_size", batch_size, 1)
+        """The model's outputs for `x` in evaluation, `batch_size` (checked by the caller) rows
+        at a time."""
         x = self.prepare_input(x)
         n = x.shape[0]
         if n <= batch_size:
