@@ -230,10 +230,10 @@ def profile(
             model.load_state_dict(saved)
             model.train(was_training)
 
-    total = sum(r["forward_ms"] + (r["backward_ms"] or 0.0) for r in rows) + loss_ms + opt_ms
+    result = Profile(rows, loss_ms, opt_ms, step_ms, batch_size, epoch_size, b.name, steps)
+    total = result.parts_ms
     for r in rows:
         r["share"] = (r["forward_ms"] + (r["backward_ms"] or 0.0)) / total
-    result = Profile(rows, loss_ms, opt_ms, step_ms, batch_size, epoch_size, b.name, steps)
     if print_table:
         print(result, file=file)
     return result
