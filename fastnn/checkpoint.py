@@ -29,7 +29,7 @@ import numpy as np
 
 from . import _random, fileformat
 from ._version import __version__
-from .model import Sequential
+from .serialization import model_from_architecture
 
 FORMAT = "fastnn.checkpoint"
 FORMAT_VERSION = 1
@@ -229,10 +229,7 @@ def _read(archive):
     ):
         raise ValueError(f"history must hold {epoch} numbers per key")
 
-    try:
-        model = Sequential.from_config(header["architecture"], initialize=False)
-    except (TypeError, KeyError, OverflowError) as exc:
-        raise ValueError(f"architecture: {type(exc).__name__}: {exc}") from None
+    model = model_from_architecture(header["architecture"])
     shapes = {f"param.{name}": shape for name, shape in model.param_shapes().items()}
     buffer_names = [k[len("optim.") :] for k in header["arrays"] if k.startswith("optim.")]
     for name in buffer_names:

@@ -29,12 +29,18 @@ def load(path: str | os.PathLike[str], backend: Any = None) -> Sequential:
     return fileformat.read_file(path, "model file", lambda archive: _read_model(archive, backend))
 
 
+def model_from_architecture(architecture: Any, backend: Any = None) -> Sequential:
+    """A model of a saved architecture (Sequential.config()), its parameters left to
+    load_state_dict; ValueError for a tampered architecture (model files and checkpoints)."""
+    try:
+        return Sequential.from_config(architecture, backend=backend, initialize=False)
+    except (TypeError, KeyError, OverflowError) as exc:
+        raise ValueError(f"architecture: {type(exc).__name__}: {exc}") from None
+
+
 def _read_model(archive, backend):
     architecture, params = fileformat.read_model_header(archive, __version__)
-    try:
-        model = Sequential.from_config(architecture, backend=backend, initialize=False)
-    except (TypeError, KeyError, OverflowError) as exc:  # a tampered architecture
-        raise ValueError(f"architecture: {type(exc).__name__}: {exc}") from None
+    model = model_from_architecture(architecture, backend)
     if model.input_shape is not None:
         model.output_shape(model.input_shape)  # ValueError when it does not fit the layers
     expected = model.param_shapes()
