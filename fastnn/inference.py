@@ -23,7 +23,36 @@ import numpy as np
 MAX_ROWS = 1024
 
 
-class DensePlan:
+class _Plan:
+    """What DensePlan and ConvPlan share: the layers and parameter arrays they were built on."""
+
+    layers: list
+    params: list
+    dtype: object
+
+    def current(self, model):
+        """Whether this plan still describes `model` (same layers, same parameter arrays)."""
+        if self.dtype != model.dtype:
+            return False
+        for layer, params in zip(self.layers, self.params):
+            if layer.params[0] is not params[0] or layer.params[1] is not params[1]:
+                return False
+        return True
+
+
+def _dense_table(shapes, params, buffers):
+    """The dense chain kernel's table: weights, bias, output, in and out features, ReLU per
+    Linear layer."""
+    return np.array(
+        [
+            [w.ctypes.data, b.ctypes.data, y.ctypes.data, fin, fout, relu]
+            for (fin, fout, relu), (w, b), y in zip(shapes, params, buffers)
+        ],
+        dtype=np.int64,
+    )
+
+
+class DensePlan(_Plan):
     """The chain of `model`'s Linear layers, with buffers for up to MAX_ROWS rows."""
 
     def __init__(self, model, chain):
@@ -45,15 +74,6 @@ class DensePlan:
             return None
         chain = model.plan.linear_chain()  # None unless leading Flattens and Linear layers
         return ConvPlan.build(model) if chain is None else cls(model, chain)
-
-    def current(self, model):
-        """Whether this plan still describes `model` (same layers, same parameter arrays)."""
-        if self.dtype != model.dtype:
-            return False
-        for layer, params in zip(self.layers, self.params):
-            if layer.params[0] is not params[0] or layer.params[1] is not params[1]:
-                return False
-        return True
 
     def _workspace(self, rows):
         """This thread's buffers, with room for at least `rows` rows."""
@@ -92,17 +112,11 @@ class _Workspace:
     def __init__(self, plan, rows):
         self.rows = rows
         self.buffers = [np.empty((rows, fout), plan.dtype) for _, fout, _ in plan.shapes]
-        self.table = np.array(
-            [
-                [w.ctypes.data, b.ctypes.data, y.ctypes.data, fin, fout, relu]
-                for (fin, fout, relu), (w, b), y in zip(plan.shapes, plan.params, self.buffers)
-            ],
-            dtype=np.int64,
-        )
+        self.table = _dense_table(plan.shapes, plan.params, self.buffers)
         self.labels = np.empty(rows, np.int64)
 
 
-class ConvPlan:
+class ConvPlan(_Plan):
     """A CNN's inference in two compiled calls: the Conv2d layers (their ReLU and max-pool
     included) through the conv kernels' chain (fastnn._kernels.conv.chain_forward), then the
     Linear layers and the argmax through the DensePlan kernel. Each convolution runs the
@@ -169,15 +183,6 @@ class ConvPlan:
         if not linears or any(len(layer.params) != 2 for layer, *_ in convs + linears):
             return None
         return cls(model, convs, linears, conv_kernels, dense_kernels, runtime.threads_now)
-
-    def current(self, model):
-        """Whether this plan still describes `model` (same layers, same parameter arrays)."""
-        if self.dtype != model.dtype:
-            return False
-        for layer, params in zip(self.layers, self.params):
-            if layer.params[0] is not params[0] or layer.params[1] is not params[1]:
-                return False
-        return True
 
     def _workspace(self, rows, sample_shape):
         workspace = getattr(self._per_thread, "workspace", None)
@@ -250,15 +255,7 @@ class _ConvWorkspace:
         }
         self.flat = self.outputs[-1].reshape(rows, -1)
         self.buffers = [np.empty((rows, fout), np.float32) for _, fout, _ in plan.shapes]
-        self.table = np.array(
-            [
-                [w.ctypes.data, b.ctypes.data, y.ctypes.data, fin, fout, relu]
-                for (fin, fout, relu), (w, b), y in zip(
-                    plan.shapes, plan.params[plan.n_convs :], self.buffers
-                )
-            ],
-            dtype=np.int64,
-        )
+        self.table = _dense_table(plan.shapes, plan.params[plan.n_convs :], self.buffers)
         self.labels = np.empty(rows, np.int64)
         self._tables = {}  # (rows, threads) -> the convolutions' table
         # per stage run by Winograd: its transformed weights, the weights they were made
