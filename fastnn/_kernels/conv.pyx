@@ -570,6 +570,30 @@ def backward_maxpool(x, w, y, argmax, dy, dx, dw, db, int stride, int padding, b
 # direct and Winograd algorithms exist for float32 only, which the plan guarantees. The entry
 # points above checked every shape and dtype; None stands for an absent b, argmax or dx.
 
+cdef void _forward32(int algo, const float *x, const float *w, const float *b, float *y,
+                     int pool, int *argmax, float *work, int n, int ci, int h, int wd, int co,
+                     int kh, int kw, int stride, int padding, int ho, int wo, bint relu, int nt,
+                     float *kept, float *w_kept, int64_t *state) noexcept nogil:
+    """One float32 convolution by algorithm code, as forward() and the chain run it: `pool`
+    and `argmax` fuse a max-pool (direct and Winograd only); `kept` (or NULL), `w_kept` and
+    `state` keep Winograd's transformed weights between calls."""
+    cdef fastnn_wino_shape ws
+    cdef fastnn_direct_shape ds
+    if algo == GEMM:
+        _gemm_forward(x, w, b, y, n, ci, h, wd, co, kh, kw, stride, padding, ho, wo, relu,
+                      work, nt)
+    elif algo == WINOGRAD:
+        ws.n, ws.ci, ws.h, ws.w, ws.co, ws.pad = n, ci, h, wd, co, padding
+        if kept != NULL:
+            fastnn_wino_forward_kept(&ws, x, w, b, relu, y, pool, argmax, work, nt, kept,
+                                     w_kept, state)
+        else:
+            fastnn_wino_forward(&ws, x, w, b, relu, y, pool, argmax, work, nt)
+    else:
+        ds.n, ds.h, ds.w, ds.co, ds.kh, ds.kw, ds.pad = n, h, wd, co, kh, kw, padding
+        fastnn_direct_forward(&ds, x, w, b, relu, y, pool, argmax, work, nt)
+
+
 def _forward_kernel(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                     const floating[::1] b, floating[:, :, :, ::1] y, int[:, :, :, ::1] argmax,
                     floating[::1] work, int algo, int stride, int padding, bint relu, int pool,
@@ -579,29 +603,21 @@ def _forward_kernel(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     cdef int ho = y.shape[2], wo = y.shape[3]
     cdef const floating *pb = NULL
     cdef int *parg = NULL
-    cdef fastnn_wino_shape ws
-    cdef fastnn_direct_shape ds
     if b is not None:
         pb = &b[0]
     if argmax is not None:
         parg = &argmax[0, 0, 0, 0]
-    if algo == GEMM:
+    if floating is float:
+        with nogil:
+            _forward32(algo, &x[0, 0, 0, 0], &w[0, 0, 0, 0], pb, &y[0, 0, 0, 0], pool, parg,
+                       &work[0], n, ci, h, wd, co, kh, kw, stride, padding, ho, wo, relu, nt,
+                       NULL, NULL, NULL)
+    elif algo == GEMM:
         with nogil:
             _gemm_forward(&x[0, 0, 0, 0], &w[0, 0, 0, 0], pb, &y[0, 0, 0, 0], n, ci, h, wd, co,
                           kh, kw, stride, padding, ho, wo, relu, &work[0], nt)
-    elif floating is double:
-        raise ValueError("the direct and winograd algorithms are float32 only")
     else:
-        if algo == WINOGRAD:
-            ws.n, ws.ci, ws.h, ws.w, ws.co, ws.pad = n, ci, h, wd, co, padding
-            with nogil:
-                fastnn_wino_forward(&ws, &x[0, 0, 0, 0], &w[0, 0, 0, 0], pb, relu,
-                                    &y[0, 0, 0, 0], pool, parg, &work[0], nt)
-        else:
-            ds.n, ds.h, ds.w, ds.co, ds.kh, ds.kw, ds.pad = n, h, wd, co, kh, kw, padding
-            with nogil:
-                fastnn_direct_forward(&ds, &x[0, 0, 0, 0], &w[0, 0, 0, 0], pb, relu,
-                                      &y[0, 0, 0, 0], pool, parg, &work[0], nt)
+        raise ValueError("the direct and winograd algorithms are float32 only")
 
 
 def _backward_kernel(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -731,26 +747,11 @@ cdef void _chain_stage(const int64_t *row, const float *x, int n, int nt) noexce
     cdef float *work = <float *><size_t>row[CH_WORKADDR]
     # the convolution's own output: y itself, unless a max-pool runs after it
     cdef float *out = y if pool == 0 or fused else <float *><size_t>row[CH_CONVADDR]
-    cdef fastnn_wino_shape ws
-    cdef fastnn_direct_shape ds
-    if algo == GEMM:
-        _gemm_forward(x, w, b, out, n, ci, h, wd, co, kh, kw, stride, padding, ho, wo, relu,
-                      work, nt)
-    elif algo == WINOGRAD:
-        ws.n, ws.ci, ws.h, ws.w, ws.co, ws.pad = n, ci, h, wd, co, padding
-        if row[CH_KEPT] != 0:  # the weights' transform kept between calls
-            fastnn_wino_forward_kept(&ws, x, w, b, relu, out, pool if fused else 0,
-                                     argmax if fused else NULL, work, nt,
-                                     <float *><size_t>row[CH_KEPT],
-                                     <float *><size_t>row[CH_WKEPT],
-                                     <int64_t *><size_t>row[CH_STATE])
-        else:
-            fastnn_wino_forward(&ws, x, w, b, relu, out, pool if fused else 0,
-                                argmax if fused else NULL, work, nt)
-    else:
-        ds.n, ds.h, ds.w, ds.co, ds.kh, ds.kw, ds.pad = n, h, wd, co, kh, kw, padding
-        fastnn_direct_forward(&ds, x, w, b, relu, out, pool if fused else 0,
-                              argmax if fused else NULL, work, nt)
+    # kept: Winograd's transform of the weights, kept between calls (0: none)
+    _forward32(algo, x, w, b, out, pool if fused else 0, argmax if fused else NULL, work, n, ci,
+               h, wd, co, kh, kw, stride, padding, ho, wo, relu, nt,
+               <float *><size_t>row[CH_KEPT], <float *><size_t>row[CH_WKEPT],
+               <int64_t *><size_t>row[CH_STATE])
     if pool and not fused:
         _maxpool_values(out, <Py_ssize_t>n * co, ho, wo, pool, y)
 
