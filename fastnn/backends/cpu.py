@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import validation as checks
 from .base import Backend
-from .cpu_layers import CpuLayerKernels
+from .cpu_layers import CpuLayerKernels, _finite, _output
 
 try:
     from fastnn._kernels import conv as _conv
@@ -31,8 +31,6 @@ except ImportError as exc:  # a source checkout that was never built
 else:
     _IMPORT_ERROR = None
 
-_BITS = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
-
 
 def probe():
     """None when the compiled kernels import, else why this backend cannot run."""
@@ -42,23 +40,6 @@ def probe():
             f"the fastnn checkout ({_IMPORT_ERROR})"
         )
     return None
-
-
-def _finite(name, a):
-    """The reference's finiteness check, as one allocation-free compiled scan."""
-    if not _runtime.all_finite_bits(a.reshape(-1).view(_BITS[a.dtype])):
-        raise ValueError(f"{name} contains NaN or infinity")
-
-
-def _output(name, out, shape, dtype, reads, *, zero=False):
-    """`out` checked as a kernel output that overlaps none of `reads`, or a new array."""
-    if out is None:
-        return np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
-    out = checks.writable_array(name, out, shape, dtype)
-    for read_name, a in reads.items():
-        if a is not None and np.may_share_memory(out, a):
-            raise ValueError(f"{name} must not overlap {read_name}")
-    return out
 
 
 def _output_tuple(out, count):

@@ -1,6 +1,7 @@
 """Compiled versions of the kernels in numpy_layers.py (batch normalization, average pooling,
 leaky ReLU, label-smoothed cross-entropy, the affine batch gather): the same checks and
-meaning, with the thread count passed to each kernel explicitly. Mixed into CpuBackend.
+meaning, with the thread count passed to each kernel explicitly. Mixed into CpuBackend,
+which also takes its output and finiteness checks (_output, _finite) from here.
 Every kernel writes into out= arrays itself; check=False changes nothing here (the checks
 are small beside these passes over the data).
 """
@@ -25,16 +26,19 @@ def _threads():
     return _runtime.get_num_threads()
 
 
+_BITS = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
+
+
 def _finite(name, a):
-    if not _runtime.all_finite_bits(
-        a.reshape(-1).view(np.uint32 if a.dtype == np.float32 else np.uint64)
-    ):
+    """The reference's finiteness check, as one allocation-free compiled scan."""
+    if not _runtime.all_finite_bits(a.reshape(-1).view(_BITS[a.dtype])):
         raise ValueError(f"{name} contains NaN or infinity")
 
 
-def _out(name, out, shape, dtype, reads):
+def _output(name, out, shape, dtype, reads, *, zero=False):
+    """`out` checked as a kernel output that overlaps none of `reads`, or a new array."""
     if out is None:
-        return np.empty(shape, dtype)
+        return np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
     out = checks.writable_array(name, out, shape, dtype)
     for read_name, a in reads.items():
         if a is not None and np.may_share_memory(out, a):
@@ -42,7 +46,7 @@ def _out(name, out, shape, dtype, reads):
     return out
 
 
-def _rows(a, channels=None):
+def _rows(a):
     """a as the kernels' 2-D (N, rest) view."""
     return a.reshape(a.shape[0], -1)
 
@@ -72,7 +76,7 @@ class CpuLayerKernels:
         running_mean, running_var = running_stats(running_mean, running_var, channels)
         if check_finite:
             _finite("x", x)
-        y = _out("out", out, x.shape, x.dtype, {"x": x})
+        y = _output("out", out, x.shape, x.dtype, {"x": x})
         if training:
             count = x.size // channels
             if count < 2:
@@ -129,9 +133,9 @@ class CpuLayerKernels:
             if dx_out is dy:
                 dx = checks.writable_array("dx", dx_out, x.shape, x.dtype)
             else:
-                dx = _out("dx", dx_out, x.shape, x.dtype, {"x": x, "dy": dy, "y": y})
-        dgamma = _out("dgamma", dgamma_out, (channels,), x.dtype, {})
-        dbeta = _out("dbeta", dbeta_out, (channels,), x.dtype, {})
+                dx = _output("dx", dx_out, x.shape, x.dtype, {"x": x, "dy": dy, "y": y})
+        dgamma = _output("dgamma", dgamma_out, (channels,), x.dtype, {})
+        dbeta = _output("dbeta", dbeta_out, (channels,), x.dtype, {})
         dgamma64 = np.empty(channels)
         dbeta64 = np.empty(channels)
         no_dx = np.empty((0, x.size // x.shape[0]), x.dtype)
@@ -160,7 +164,7 @@ class CpuLayerKernels:
         kernel, stride, y_shape = checks.pool_args(x.shape, kernel, stride)
         if check_finite:
             _finite("x", x)
-        y = _out("out", out, y_shape, x.dtype, {"x": x})
+        y = _output("out", out, y_shape, x.dtype, {"x": x})
         n, c, h, w = x.shape
         ho, wo = y_shape[2], y_shape[3]
         _avgpool.avgpool_forward(
@@ -185,7 +189,7 @@ class CpuLayerKernels:
         checks.expect_shape("dy", dy, y_shape)
         if check_finite:
             _finite("dy", dy)
-        dx = _out("out", out, x_shape, dy.dtype, {"dy": dy})
+        dx = _output("out", out, x_shape, dy.dtype, {"dy": dy})
         n, c, h, w = x_shape
         _avgpool.avgpool_backward(
             dy.reshape(n * c, -1),
@@ -207,7 +211,7 @@ class CpuLayerKernels:
         if check_finite:
             _finite("x", x)
         n, c, h, w = x.shape
-        y = _out("out", out, (n, c), x.dtype, {"x": x})
+        y = _output("out", out, (n, c), x.dtype, {"x": x})
         _avgpool.global_avgpool_forward(x.reshape(n * c, h * w), y.reshape(-1), _threads())
         return y
 
@@ -217,7 +221,7 @@ class CpuLayerKernels:
         checks.expect_shape("dy", dy, x_shape[:2])
         if check_finite:
             _finite("dy", dy)
-        dx = _out("out", out, x_shape, dy.dtype, {"dy": dy})
+        dx = _output("out", out, x_shape, dy.dtype, {"dy": dy})
         n, c, h, w = x_shape
         _avgpool.global_avgpool_backward(dy.reshape(-1), dx.reshape(n * c, h * w), _threads())
         return dx
@@ -229,7 +233,7 @@ class CpuLayerKernels:
         x = checks.float_array("x", x, x.ndim)
         if check_finite:
             _finite("x", x)
-        y = _out("out", out, x.shape, x.dtype, {"x": x})
+        y = _output("out", out, x.shape, x.dtype, {"x": x})
         _activation.leaky_relu_forward(x.reshape(-1), slope, y.reshape(-1), _threads())
         return y
 
@@ -246,7 +250,7 @@ class CpuLayerKernels:
         if out is dy:  # in place: each element is read before it is written
             dx = checks.writable_array("out", out, x.shape, x.dtype)
         else:
-            dx = _out("out", out, x.shape, x.dtype, {"x": x, "dy": dy})
+            dx = _output("out", out, x.shape, x.dtype, {"x": x, "dy": dy})
         _activation.leaky_relu_backward(
             x.reshape(-1), dy.reshape(-1), slope, dx.reshape(-1), _threads()
         )
@@ -262,7 +266,7 @@ class CpuLayerKernels:
         if out is logits:
             dlogits = checks.writable_array("out", out, logits.shape, logits.dtype)
         else:
-            dlogits = _out("out", out, logits.shape, logits.dtype, {"logits": logits})
+            dlogits = _output("out", out, logits.shape, logits.dtype, {"logits": logits})
         loss = _loss.smoothed_cross_entropy(logits, labels, smoothing, dlogits, _threads())
         return logits.dtype.type(loss), dlogits
 
