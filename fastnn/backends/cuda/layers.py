@@ -48,8 +48,7 @@ class CudaLayerKernels:
     ):
         x, gamma, beta, c, positions = self._bn_x(x, gamma, beta)
         momentum, eps = bn_hyper(momentum, eps)
-        for name, a in (("running_mean", running_mean), ("running_var", running_var)):
-            checks.writable_array(name, a, (c,), _F32, self.xp)
+        checks.running_stats(running_mean, running_var, c, _F32, self.xp)
         if check_finite:
             self._finite("x", x)
         xp = self.xp
