@@ -262,13 +262,19 @@ def argmax_array(argmax, y_shape, plane, xp=np):
     return contiguous(argmax, xp.int32, xp)
 
 
+def logits_size(logits):
+    """(rows, classes) of 2-D logits, refused when either is 0."""
+    n, classes = logits.shape
+    if n < 1 or classes < 1:
+        raise ValueError(f"logits must have at least one row and one class, got {logits.shape}")
+    return n, classes
+
+
 def smoothed_cross_entropy_args(logits, labels_, smoothing, xp=np):
     """(logits, labels, smoothing) checked for smoothed_cross_entropy: 2-D float logits with at
     least one row and class, labels in [0, classes), smoothing in [0, 1)."""
     logits = float_array("logits", logits, 2, xp)
-    n, classes = logits.shape
-    if n < 1 or classes < 1:
-        raise ValueError(f"logits must have at least one row and one class, got {logits.shape}")
+    n, classes = logits_size(logits)
     labels_ = labels("labels", labels_, n, classes, xp)
     smoothing = real("smoothing", smoothing, minimum=0.0)
     if smoothing >= 1.0:

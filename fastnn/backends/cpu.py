@@ -444,9 +444,7 @@ class CpuBackend(CpuLayerKernels, Backend):
         ):
             return logits.dtype.type(_loss.softmax_cross_entropy(logits, labels, out)), out
         logits = checks.float_array("logits", logits, 2)
-        n, classes = logits.shape
-        if n < 1 or classes < 1:
-            raise ValueError(f"logits must have at least one row and one class, got {logits.shape}")
+        n, classes = checks.logits_size(logits)
         if not (
             isinstance(labels, np.ndarray) and labels.dtype == np.int64 and labels.shape == (n,)
         ):

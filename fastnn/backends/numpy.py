@@ -189,9 +189,7 @@ class NumpyBackend(NumpyLayerKernels, Backend):
     def softmax_cross_entropy(self, logits, labels, *, check_finite=True, out=None, check=True):
         """Mean cross-entropy of softmax(logits) and its gradient (already divided by N)."""
         logits = checks.float_array("logits", logits, 2)
-        n, classes = logits.shape
-        if n < 1 or classes < 1:
-            raise ValueError(f"logits must have at least one row and one class, got {logits.shape}")
+        n, classes = checks.logits_size(logits)
         labels = checks.labels("labels", labels, n, classes)
         if check_finite:
             checks.finite("logits", logits)

@@ -426,11 +426,7 @@ class CudaBackend(CudaLayerKernels, Backend):
         Labels may be a NumPy array (checked on the host, then copied over) or a device array
         (its range check needs a sync, skipped with check_finite=False)."""
         logits = self._f32("logits", logits, 2)
-        n, classes = logits.shape
-        if n < 1 or classes < 1:
-            raise ValueError(
-                f"logits must have at least one row and one class, got {tuple(logits.shape)}"
-            )
+        n, classes = checks.logits_size(logits)
         if not isinstance(labels, self.xp.ndarray):  # host labels: checked for free, copied
             labels = self.xp.asarray(checks.labels("labels", labels, n, classes))
         elif check_finite:
