@@ -573,6 +573,32 @@ class Backend:
         """An MLP's inference in one call (see fastnn.inference); only where runs_dense_chain."""
         raise NotImplementedError(f"backend {self.name!r} has no dense chain kernel")
 
+    # ---- the *_step_many address tables (cpu and cuda) ------------------------------------------
+
+    def _update_table(self, kind, groups, check_group):
+        """What `_address_table` builds from `groups` (param, grad, state... per parameter),
+        remembered per thread (in `self._per_thread`) while the very same arrays come back (a
+        layer's kept gradients), so a training step pays no per-array checks; `check_group`
+        checks one group on a miss. The cache keeps the arrays alive, so the addresses stay
+        valid; arrays a check had to copy are kept instead (never passed again, so never
+        matched by identity)."""
+        groups = tuple(tuple(g) for g in groups)
+        tables = getattr(self._per_thread, "tables", None)
+        if tables is None:
+            tables = self._per_thread.tables = {}
+        cached = tables.get(kind)
+        if (
+            cached is not None
+            and len(cached[0]) == len(groups)
+            and all(a is b for old, new in zip(cached[0], groups) for a, b in zip(old, new))
+        ):
+            return cached[1]
+        checked = tuple(tuple(check_group(*g)) for g in groups)
+        built = self._address_table(checked)
+        copied = any(a is not b for old, new in zip(groups, checked) for a, b in zip(old, new))
+        tables[kind] = (checked if copied else groups, built)
+        return built
+
     # ---- argument checks shared by the kernels --------------------------------------------------
 
     def _float_array(self, name, a, ndim):

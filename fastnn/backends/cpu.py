@@ -102,7 +102,7 @@ class CpuBackend(CpuLayerKernels, Backend):
     runs_dense_chain = True
 
     def __init__(self):
-        # .tables: optimizer kind -> (the arrays, their address table, float64?); per thread,
+        # .tables: optimizer kind -> (the arrays, (address table, first parameter)); per thread,
         # so models trained in parallel threads do not evict each other's tables every step
         self._per_thread = threading.local()
 
@@ -528,24 +528,9 @@ class CpuBackend(CpuLayerKernels, Backend):
 
     # ---- every parameter of a model in one call (an extension of the kernel contract) ---------
 
-    def _update_table(self, kind, groups, check_group):
-        """The address table of `groups` (param, grad, state... per parameter), remembered
-        while the very same arrays come back, so a training step pays no per-array checks;
-        `check_group` checks one group on a miss. The table keeps the arrays alive, so the
-        addresses stay valid. Arrays a check had to copy are not remembered. Returns the
-        table and the first parameter, flat (the kernel takes its type from it)."""
-        groups = tuple(tuple(g) for g in groups)
-        tables = getattr(self._per_thread, "tables", None)
-        if tables is None:
-            tables = self._per_thread.tables = {}
-        cached = tables.get(kind)
-        if (
-            cached is not None
-            and len(cached[0]) == len(groups)
-            and all(a is b for old, new in zip(cached[0], groups) for a, b in zip(old, new))
-        ):
-            return cached[1:]
-        checked = tuple(tuple(check_group(*g)) for g in groups)
+    def _address_table(self, checked):
+        """Backend._update_table's table of the checked groups, their ranges checked for
+        overlap: (table, the first parameter, flat: the kernel takes its type from it)."""
         dtype = checked[0][0].dtype
         if any(g[0].dtype != dtype for g in checked):
             raise TypeError("all parameters must share one dtype")
@@ -559,11 +544,7 @@ class CpuBackend(CpuLayerKernels, Backend):
         for (_, end), (start, _) in zip(ranges, ranges[1:]):
             if start < end:  # updated in parallel chunks: any overlap would race
                 raise ValueError("parameters, gradients and optimizer state must not overlap")
-        copied = any(a is not b for old, new in zip(groups, checked) for a, b in zip(old, new))
-        # a copy must not be matched by identity later: keep the copies (never passed again)
-        first_param = checked[0][0].reshape(-1)
-        tables[kind] = (checked if copied else groups, table, first_param)
-        return table, first_param
+        return table, checked[0][0].reshape(-1)
 
     def sgd_step_many(
         self, params, grads, velocities=None, *, lr, momentum=0.0, weight_decay=0.0, nesterov=False

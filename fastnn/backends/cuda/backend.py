@@ -64,7 +64,7 @@ class CudaBackend(CudaLayerKernels, Backend):
         self.kernels = _kernels if _kernels is not None else Kernels(launch.cupy_space(_xp))
         self.threads = threads
         # .guard: the running metrics of the epoch in progress (see running_metrics); .tables:
-        # optimizer kind -> (arrays, device address table, largest size). Per thread: models
+        # optimizer kind -> (arrays, (device address table, largest size)). Per thread: models
         # trained in parallel threads skip updates on their own loss only, and do not evict
         # each other's tables every step
         self._per_thread = threading.local()
@@ -550,25 +550,12 @@ class CudaBackend(CudaLayerKernels, Backend):
         data = a.data
         return data.ptr if hasattr(data, "ptr") else a.ctypes.data  # CuPy, else NumPy (tests)
 
-    def _update_table(self, kind, groups, check_group):
-        """The device table of addresses of `groups` (param, grad, state... per parameter) and
-        the largest size, remembered while the very same arrays come back (a layer's kept
-        gradients): a step then uploads and checks nothing. The cache keeps the arrays alive."""
-        groups = tuple(tuple(g) for g in groups)
-        cached = self._tables.get(kind)
-        if (
-            cached is not None
-            and len(cached[0]) == len(groups)
-            and all(a is b for old, new in zip(cached[0], groups) for a, b in zip(old, new))
-        ):
-            return cached[1:]
-        checked = tuple(tuple(check_group(*g)) for g in groups)
+    def _address_table(self, checked):
+        """Backend._update_table's device table of the checked groups' addresses (one row per
+        parameter, its size last) and the largest size."""
         rows = [[0 if a is None else self._address(a) for a in g] + [g[0].size] for g in checked]
         table = self.xp.asarray(np.array(rows, dtype=np.int64))
-        largest = max(g[0].size for g in checked)
-        copied = any(a is not b for old, new in zip(groups, checked) for a, b in zip(old, new))
-        self._tables[kind] = (checked if copied else groups, table, largest)
-        return table, largest
+        return table, max(g[0].size for g in checked)
 
     def _many_grid(self, largest, count):
         if count > 65535:
@@ -619,13 +606,6 @@ class CudaBackend(CudaLayerKernels, Backend):
         )
 
     # ---- the training loop's running numbers (an extension of the kernel contract) ------------
-
-    @property
-    def _tables(self):
-        tables = getattr(self._per_thread, "tables", None)
-        if tables is None:
-            tables = self._per_thread.tables = {}
-        return tables
 
     @property
     def _guard(self):
