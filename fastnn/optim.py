@@ -127,7 +127,12 @@ class Optimizer:
     # ---- checkpoints ---------------------------------------------------------------------------
 
     def config(self) -> dict[str, Any]:
-        return {"lr": self.base_lr}
+        return {"lr": self.base_lr, **self._clip_config()}
+
+    def _clip_config(self) -> dict[str, Any]:
+        """clip_norm as config() records it: only where set, so configs without it read as
+        before clip_norm existed."""
+        return {} if self.clip_norm is None else {"clip_norm": self.clip_norm}
 
     def state_dict(self) -> dict[str, Any]:
         """{"type", "config", "steps", "lr", "state": {param name: {buffer: numpy array}}}."""
@@ -219,6 +224,7 @@ class SGD(Optimizer):
             "momentum": self.momentum,
             "nesterov": self.nesterov,
             "weight_decay": self.weight_decay,
+            **self._clip_config(),
         }
 
     def step(self):
@@ -265,15 +271,13 @@ class Adam(Optimizer):
         self.weight_decay = real("weight_decay", weight_decay, 0.0)
 
     def config(self):
-        cfg = {
+        return {
             "lr": self.base_lr,
             "betas": list(self.betas),
             "eps": self.eps,
             "weight_decay": self.weight_decay,
+            **self._clip_config(),
         }
-        if self.clip_norm is not None:
-            cfg["clip_norm"] = self.clip_norm
-        return cfg
 
     def _l2_decay(self):
         """The weight decay added to the gradient (Adam's L2 penalty)."""

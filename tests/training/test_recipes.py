@@ -72,6 +72,15 @@ def test_clip_norm_scales_gradients_to_the_global_norm():
         optim.Adam(clip_norm=0)
 
 
+@pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.AdamW])
+def test_clip_norm_is_part_of_the_config(cls):
+    """config() (the repr, and the optimizer identity a checkpoint is resumed against) records
+    clip_norm where it is set; SGD's used to drop it."""
+    assert cls(clip_norm=2.0).config()["clip_norm"] == 2.0
+    assert "clip_norm=2.0" in repr(cls(clip_norm=2.0))
+    assert "clip_norm" not in cls().config()
+
+
 def test_label_smoothing_loss_in_training():
     (x, y), _ = fastnn.datasets.mnist()
     with pytest.raises(ValueError, match="label_smoothing"):
