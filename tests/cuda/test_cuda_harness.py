@@ -165,6 +165,18 @@ def test_loss_is_a_device_scalar_and_not_synced(library):
     assert np.ndim(loss) == 0 and np.isclose(float(loss), np.log(3))
 
 
+@pytest.mark.parametrize("classes", [3, 40])  # the one-launch path (<= 32) and the other
+def test_loss_gradient_goes_into_out_on_both_paths(library, classes):
+    """Kernels outside fills_out copy their result into out= (the Backend contract)."""
+    backend = host_harness.host_backend(library)
+    logits = backend.asarray(np.random.default_rng(0).standard_normal((4, classes)))
+    _, expected = backend.softmax_cross_entropy(logits, np.array([0, 1, 2, 0]))
+    out = backend.asarray(np.full((4, classes), 7.0))
+    _, d = backend.softmax_cross_entropy(logits, np.array([0, 1, 2, 0]), out=out)
+    assert d is out
+    np.testing.assert_array_equal(backend.to_numpy(out), backend.to_numpy(expected))
+
+
 def test_out_of_range_labels_give_nan_not_a_wild_read(library):
     backend = host_harness.host_backend(library)
     logits = backend.asarray(np.zeros((2, 3)))

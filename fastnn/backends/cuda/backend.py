@@ -441,7 +441,7 @@ class CudaBackend(CudaLayerKernels, Backend):
             self.kernels.softmax_xent_rows(
                 1, self._reduce_threads(n), logits, labels, dlogits, loss, n, classes
             )
-            return loss, dlogits
+            return loss, self._into(out, dlogits)
         row_loss = self.xp.empty(n, dtype=_F32)
         self.kernels.softmax_xent(
             n, self._reduce_threads(classes), logits, labels, dlogits, row_loss, n, classes
