@@ -28,7 +28,9 @@ _PROBE_SOURCE = r"""
 
 /* Independent accumulator chains, written out so that they live in registers: 12 cover FMA
    latency x throughput on current x86 cores (4-5 cycles x 2 pipes), and 12 + 2 constants fit
-   in the 16 ymm registers of AVX2. */
+   in the 16 ymm registers of AVX2. Each chain starts from its own value: chains that start
+   equal compute equal values, and the compiler merged them (GCC 12 kept 2 of 12), so the loop
+   ran latency-bound and the count of 12 chains overstated the peak by half again or more. */
 #define CHAINS 12
 #define STEP(f, c) acc##c = f(acc##c, m, a)
 #define ALL(f) STEP(f,0); STEP(f,1); STEP(f,2); STEP(f,3); STEP(f,4); STEP(f,5); \
@@ -36,18 +38,22 @@ _PROBE_SOURCE = r"""
 #define SUM(add) add(add(add(add(acc0, acc1), add(acc2, acc3)), add(add(acc4, acc5), add(acc6, acc7))), \
                      add(add(acc8, acc9), add(acc10, acc11)))
 
+#define START(set1, c) set1(1.0f + (c) * 1e-3f)
+#define STARTS(set1) START(set1, 0), acc1 = START(set1, 1), acc2 = START(set1, 2), \
+    acc3 = START(set1, 3), acc4 = START(set1, 4), acc5 = START(set1, 5), acc6 = START(set1, 6), \
+    acc7 = START(set1, 7), acc8 = START(set1, 8), acc9 = START(set1, 9), \
+    acc10 = START(set1, 10), acc11 = START(set1, 11)
+
 __attribute__((target("avx512f"))) static double fma_avx512(long iters) {
     __m512 m = _mm512_set1_ps(0.999999f), a = _mm512_set1_ps(1e-7f);
-    __m512 acc0 = m, acc1 = a, acc2 = m, acc3 = a, acc4 = m, acc5 = a,
-           acc6 = m, acc7 = a, acc8 = m, acc9 = a, acc10 = m, acc11 = a;
+    __m512 acc0 = STARTS(_mm512_set1_ps);
     for (long i = 0; i < iters; i++) { ALL(_mm512_fmadd_ps); }
     return _mm512_reduce_add_ps(SUM(_mm512_add_ps));
 }
 
 __attribute__((target("avx2,fma"))) static double fma_avx2(long iters) {
     __m256 m = _mm256_set1_ps(0.999999f), a = _mm256_set1_ps(1e-7f);
-    __m256 acc0 = m, acc1 = a, acc2 = m, acc3 = a, acc4 = m, acc5 = a,
-           acc6 = m, acc7 = a, acc8 = m, acc9 = a, acc10 = m, acc11 = a;
+    __m256 acc0 = STARTS(_mm256_set1_ps);
     for (long i = 0; i < iters; i++) { ALL(_mm256_fmadd_ps); }
     float out[8], sum = 0;
     _mm256_storeu_ps(out, SUM(_mm256_add_ps));
