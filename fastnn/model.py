@@ -339,10 +339,12 @@ class Sequential:
         """Gradients of the loss for the last training forward pass, into each layer's grads."""
         self.plan.backward(doutput)
 
-    def prepare_input(self, x: Any, name: str = "x") -> Any:
+    def prepare_input(self, x: Any, name: str = "x", keep_uint8: bool = False) -> Any:
         """`x` (uint8 images scaled to [0, 1], or floats) as a checked backend array of the
         model's dtype and per-sample shape, e.g. (N, 28, 28) -> (N, 1, 28, 28) for a CNN.
-        A device array of the model's backend (CuPy on cuda) is converted where it is."""
+        A device array of the model's backend (CuPy on cuda) is converted where it is.
+        keep_uint8: uint8 images on a host backend come back unscaled, in the per-sample shape
+        (a view where x allows), for a caller that scales each batch as it gathers it."""
         xp = self._backend.xp
         on_device = isinstance(x, xp.ndarray) and not isinstance(x, np.ndarray)
         if not on_device:
@@ -363,6 +365,8 @@ class Sequential:
             self._input_ok = (shape, sample)
         if on_device:
             x = self._backend.to_float(x)
+        elif keep_uint8 and x.dtype == np.uint8 and xp is np:
+            x = np.ascontiguousarray(x)
         else:
             x = to_float(x, name, self.dtype)
         return self._backend.asarray(x.reshape((x.shape[0], *sample)))

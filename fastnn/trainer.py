@@ -307,7 +307,10 @@ class Trainer:
             if model.input_shape is None:
                 model.input_shape = tuple(x.shape[1:])
             try:
-                xs = model.prepare_input(x)
+                # uint8 images stay uint8 on a host backend: each batch is scaled as it is
+                # gathered (Backend.row_gatherer), never the whole set at once (augment's
+                # gather warps float images)
+                xs = model.prepare_input(x, keep_uint8=augment is None)
                 ys = self.backend.xp.asarray(y)
                 if val is not None:
                     val = (
@@ -455,9 +458,11 @@ class Trainer:
         steps = -(-n // batch_size)
         # one buffer per epoch for the shuffled batch (the last, partial batch uses its head)
         rows = min(batch_size, n)
-        x_buf = xp.empty((rows, *x.shape[1:]), dtype=x.dtype)
+        scaled = x.dtype == np.uint8  # uint8 images: every batch goes through the gather
+        dtype = model.dtype if scaled else x.dtype
+        x_buf = xp.empty((rows, *x.shape[1:]), dtype=dtype)
         y_buf = xp.empty(rows, dtype=y.dtype)
-        d_buf = xp.empty((rows, *model.output_shape(x.shape[1:])), dtype=x.dtype)
+        d_buf = xp.empty((rows, *model.output_shape(x.shape[1:])), dtype=dtype)
         schedule = opt.schedule is not None
         batch_hooks = [c for c in callbacks if cb.defines(c, "on_batch_end")]
         # the number of rows whose argmax is the label (argmax costs more Python-side time per
@@ -465,6 +470,7 @@ class Trainer:
         count_correct = b.count_correct
         # the shuffled batch gather, its arrays checked once here
         gather = b.row_gatherer(x, x_buf) if on_host else None
+        in_order = np.arange(n, dtype=np.int64) if scaled and not shuffle else None
         # on a device: running loss, accuracy and a non-finite loss flag that the optimizer
         # kernels honour, one launch per step, read at the sync points below (None where the
         # backend keeps none)
@@ -540,6 +546,8 @@ class Trainer:
                         else:
                             xb = xp.take(x, idx, axis=0, out=x_buf[: hi - lo])
                             yb = xp.take(y, idx, out=y_buf[: hi - lo])
+                    elif scaled:
+                        xb, yb = gather(in_order[lo:hi]), y[lo:hi]
                     else:
                         xb, yb = x[lo:hi], y[lo:hi]
                     out = forward(xb, True)

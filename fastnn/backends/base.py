@@ -543,8 +543,19 @@ class Backend:
 
     def row_gatherer(self, x: Array, out: Array) -> Callable[[Array], Array]:
         """gather(index) -> out[:len(index)] = x[index]: the training loop's shuffled batch,
-        x and out fixed for a whole fit. index holds valid row numbers (a permutation)."""
+        x and out fixed for a whole fit. index holds valid row numbers (a permutation). uint8
+        x with a float out: the rows scaled to [0, 1] as fastnn.datasets.to_float scales them
+        (u / 255 in out's type)."""
         take = self.xp.take
+        if x.dtype == np.uint8 and out.dtype != np.uint8:
+
+            def gather_scaled(index):
+                batch = out[: index.shape[0]]
+                batch[...] = take(x, index, axis=0)
+                batch /= 255.0
+                return batch
+
+            return gather_scaled
 
         def gather(index):
             return take(x, index, axis=0, out=out[: index.shape[0]])

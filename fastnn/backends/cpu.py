@@ -479,6 +479,8 @@ class CpuBackend(CpuLayerKernels, Backend):
         kernel call per step. index must be int64; out bounds its length."""
         if not (isinstance(x, np.ndarray) and isinstance(out, np.ndarray)):
             raise TypeError("x and out must be numpy arrays")
+        if x.dtype == np.uint8 and out.dtype in (np.float32, np.float64):
+            return self._scaled_row_gatherer(x, out)
         if x.dtype != out.dtype or x.shape[1:] != out.shape[1:]:
             raise ValueError(
                 f"out must hold rows of x ({x.dtype}, {x.shape[1:]}), got "
@@ -489,6 +491,23 @@ class CpuBackend(CpuLayerKernels, Backend):
         src = x.reshape(x.shape[0], -1).view(np.uint8)
         dst = out.reshape(out.shape[0], -1).view(np.uint8)
         kernel = _runtime.gather_rows
+
+        def gather(index):
+            rows = index.shape[0]
+            kernel(src, index, dst[:rows])  # index bounds and dtype are the kernel's to check
+            return out if rows == out.shape[0] else out[:rows]
+
+        return gather
+
+    def _scaled_row_gatherer(self, x, out):
+        """row_gatherer for uint8 images into a float out: each batch's rows gathered and
+        scaled to [0, 1] in one pass (runtime.gather_rows_scaled)."""
+        if x.shape[1:] != out.shape[1:]:
+            raise ValueError(f"out must hold rows of shape {x.shape[1:]}, got {out.shape[1:]}")
+        out = checks.writable_array("out", out, out.shape, out.dtype)
+        src = checks.contiguous(x).reshape(x.shape[0], -1)
+        dst = out.reshape(out.shape[0], -1)
+        kernel = _runtime.gather_rows_scaled
 
         def gather(index):
             rows = index.shape[0]

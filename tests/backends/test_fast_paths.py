@@ -306,3 +306,33 @@ def test_row_gatherer_takes_any_shorter_index():
         gather(np.array([20], dtype=np.int64))
     with pytest.raises(ValueError, match="rows of x"):
         cpu.row_gatherer(x, np.empty((8, 4), np.float32))
+
+
+@pytest.mark.parametrize("backend", [cpu, ref], ids=["cpu", "numpy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(40, 784), (33, 1, 5, 7), (5, 1)])
+def test_row_gatherer_scales_uint8_as_to_float(backend, dtype, shape):
+    rng = np.random.default_rng(13)
+    x = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    x.reshape(-1)[:256] = np.arange(256)[: x.size]  # every byte value where there is room
+    out = np.empty((16, *shape[1:]), dtype)
+    gather = backend.row_gatherer(x, out)
+    index = rng.integers(0, shape[0], size=11)
+    part = gather(index)
+    expected = fastnn.datasets.to_float(x, dtype=dtype)[index]
+    assert part.dtype == dtype and part.shape == expected.shape
+    assert part.tobytes() == expected.tobytes()  # bit for bit, -0.0 and all
+    index = np.arange(16, dtype=np.int64) % shape[0]
+    whole = gather(index)
+    assert np.shares_memory(whole, out) and whole.shape == out.shape
+    assert whole.tobytes() == fastnn.datasets.to_float(x, dtype=dtype)[index].tobytes()
+    with pytest.raises(IndexError):
+        gather(np.array([shape[0]], dtype=np.int64))
+
+
+def test_scaled_row_gatherer_refuses_other_rows():
+    x = np.zeros((20, 3), np.uint8)
+    with pytest.raises(ValueError, match="rows of shape"):
+        cpu.row_gatherer(x, np.empty((8, 4), np.float32))
+    with pytest.raises(ValueError, match="rows of x"):
+        cpu.row_gatherer(x, np.empty((8, 3), np.float16))

@@ -82,18 +82,49 @@ def test_same_seed_gives_bitwise_identical_training(mnist_subset):
     assert not np.array_equal(mlp(hidden=32).state_dict()["1.weight"], w1["1.weight"])
 
 
-def test_uint8_and_scaled_floats_train_identically(mnist_subset):
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "shuffle,dtype,cnn,split",
+    [
+        (True, np.float32, False, None),
+        (False, np.float32, False, None),
+        (True, np.float64, False, 0.2),
+        (True, np.float32, True, None),
+        (False, np.float32, True, 0.1),
+    ],
+)
+def test_uint8_and_scaled_floats_train_identically(
+    mnist_subset, backend, shuffle, dtype, cnn, split
+):
+    # uint8 images are scaled batch by batch as they are gathered, floats are used as given:
+    # the same values, so the same weights bit for bit (a last partial batch of 50 included)
     (x, y), _ = mnist_subset
-    weights = []
-    for data in (x[:500], x[:500].astype(np.float32) / 255):
+    weights, histories = [], []
+    for data in (x[:450], x[:450].astype(dtype) / 255):
         fastnn.seed(0)
-        model = mlp(hidden=16)
-        fastnn.Trainer(model, optim.SGD(lr=0.1)).fit(
-            data, y[:500], epochs=1, batch_size=100, verbose=0
+        if cnn:
+            model = nn.Sequential(
+                nn.Conv2d(1, 4, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(576, 10)
+            )
+        else:
+            model = mlp(hidden=16)
+        model = model.to(dtype=dtype)
+        trainer = fastnn.Trainer(model, optim.SGD(lr=0.1, momentum=0.9), backend=backend)
+        history = trainer.fit(
+            data,
+            y[:450],
+            epochs=2,
+            batch_size=100,
+            shuffle=shuffle,
+            verbose=0,
+            validation_split=split,
         )
         weights.append(model.state_dict())
+        histories.append(history)
     for name in weights[0]:
+        assert weights[0][name].dtype == dtype
         np.testing.assert_array_equal(weights[0][name], weights[1][name])
+    assert histories[0]["loss"] == histories[1]["loss"]
 
 
 class StopAfter(callbacks.Callback):

@@ -2,10 +2,13 @@
    g = dy * (y > 0) (a product, as the reference, so NaN in dy stays NaN), and db[j] = the
    column sums of g in row order. Plain loops over restrict pointers, so the compiler
    vectorizes them; the in-place form (g written over dy) has its own loop, since dy and the
-   output are then one array. */
+   output are then one array. The mask is isgreater(y, 0), a quiet comparison: GCC kept
+   `y > 0`, which may trap on NaN, a branch per element and left the loops scalar (9% of an
+   MLP epoch's time). */
 #ifndef FASTNN_DENSE_MASK_H
 #define FASTNN_DENSE_MASK_H
 
+#include <math.h>
 #include <stddef.h>
 
 #define FASTNN_DEFINE_MASK(T, SUFFIX)                                                          \
@@ -20,7 +23,7 @@
             const T *restrict d = dy + i * ld, *restrict yr = y + i * ld;                      \
             T *restrict w = work + i * ld;                                                     \
             for (j = start; j < stop; j++) {                                                   \
-                T g = d[j] * (T)(yr[j] > 0);                                                   \
+                T g = d[j] * (T)isgreater(yr[j], 0);                                                   \
                 w[j] = g;                                                                      \
                 db[j] += g;                                                                    \
             }                                                                                  \
@@ -37,7 +40,7 @@
             T *restrict gr = g + i * ld;                                                       \
             const T *restrict yr = y + i * ld;                                                 \
             for (j = start; j < stop; j++) {                                                   \
-                gr[j] *= (T)(yr[j] > 0);                                                       \
+                gr[j] *= (T)isgreater(yr[j], 0);                                                       \
                 db[j] += gr[j];                                                                \
             }                                                                                  \
         }                                                                                      \
