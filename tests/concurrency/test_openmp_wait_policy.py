@@ -1,5 +1,5 @@
-"""fastnn asks OpenMP for a short spin at barriers (GOMP_SPINCOUNT=3000, instead of libgomp's
-300000) unless the user chose a wait policy or a spin count; see fastnn/_openmp_env.py."""
+"""fastnn asks OpenMP for a shorter spin at barriers (GOMP_SPINCOUNT=30000, instead of
+libgomp's 300000) unless the user chose a wait policy or a spin count; see fastnn/_openmp_env.py."""
 
 import os
 import subprocess
@@ -30,7 +30,7 @@ def _env_after_import(tmp_path, **chosen):
 
 
 def test_short_spin_when_the_user_chose_nothing(tmp_path):
-    assert _env_after_import(tmp_path) == ["None", "3000"]
+    assert _env_after_import(tmp_path) == ["None", "30000"]
 
 
 @pytest.mark.parametrize(
