@@ -537,13 +537,16 @@ def test_backend_conv2d_maxpool_bad_arguments():
         ((5, 32, 12, 12, 64, 5, 1, 0), np.float32, "gemm"),
         ((5, 3, 9, 8, 5, 3, 1, 2), np.float64, "gemm"),
         ((5, 2, 9, 9, 4, 3, 2, 1), np.float32, "gemm"),
+        ((5, 32, 12, 12, 64, 5, 1, 0), np.float32, "winograd"),  # the CNN's conv2
+        ((5, 6, 14, 14, 16, 5, 1, 0), np.float32, "winograd"),  # LeNet-5's, one input block
+        ((5, 13, 11, 9, 20, 5, 1, 2), np.float32, "winograd"),  # partial blocks and tiles
     ],
     ids=str,
 )
 def test_fewer_samples_than_threads_same_bits(shape, dtype, algorithm, pool, isa, conv_isa):
-    """With fewer samples than threads the work of one sample is split instead (channels or
-    the GEMM): each sample's output is bitwise what it is at one thread and in a larger
-    batch."""
+    """With fewer samples than threads the work of one sample is split instead (channels,
+    the GEMM, or Winograd's channel blocks and frequencies): each sample's output is bitwise
+    what it is at one thread and in a larger batch."""
     if algorithm == "gemm" and (pool or isa != ISAS[0]):
         pytest.skip("gemm: no fused max-pool, and the conv ISA does not select its kernels")
     conv_isa(isa)

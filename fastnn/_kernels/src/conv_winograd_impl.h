@@ -457,16 +457,17 @@ WTARGET static void WN(din_tile)(const float *dV, ptrdiff_t fs, float *dst, ptrd
 
 /* ---- one sample's passes ------------------------------------------------------------------- */
 
-/* x[n] (NCHW) -> xb (one sample, zero borders) -> V rows [t0, t0 + th*tw). */
-WTARGET static void WN(sample_input)(const wino_plan *p, const float *x, int n, float *xb,
-                                     float *V, int t0)
+/* x[n] (NCHW) -> xb (one sample, zero borders) -> V rows [t0, t0 + th*tw), input channel
+   blocks [cb0, cb1) (each block's part of xb and of V is its own). */
+WTARGET static void WN(sample_input_blocks)(const wino_plan *p, const float *x, int n, float *xb,
+                                            float *V, int t0, int cb0, int cb1)
 {
     size_t plane = (size_t)p->s.h * p->s.w;
     ptrdiff_t rs = (ptrdiff_t)p->wp * 8;
     int cb, r, ty, tx;
     if (p->hp != p->s.h || p->wp != p->s.w)
-        memset(xb, 0, sizeof(float) * p->xb_sample);
-    for (cb = 0; cb < p->cb; cb++) {
+        memset(xb + (size_t)cb0 * p->hp * rs, 0, sizeof(float) * (cb1 - cb0) * p->hp * rs);
+    for (cb = cb0; cb < cb1; cb++) {
         const float *src = x + ((size_t)n * p->s.ci + 8 * cb) * plane;
         float *dst = xb + (size_t)cb * p->hp * rs + (size_t)p->s.pad * rs + (size_t)p->s.pad * 8;
         int nl = p->s.ci - 8 * cb < 8 ? p->s.ci - 8 * cb : 8;
@@ -476,10 +477,16 @@ WTARGET static void WN(sample_input)(const wino_plan *p, const float *x, int n, 
     for (ty = 0; ty < p->th; ty++)
         for (tx = 0; tx < p->tw; tx++) {
             int t = t0 + ty * p->tw + tx;
-            for (cb = 0; cb < p->cb; cb++)
+            for (cb = cb0; cb < cb1; cb++)
                 WN(input_tile)(xb + (size_t)cb * p->hp * rs + (size_t)(4 * ty) * rs + 32 * tx,
                                rs, V + (ptrdiff_t)t * p->tsc + 8 * cb, p->cp);
         }
+}
+
+WTARGET static void WN(sample_input)(const wino_plan *p, const float *x, int n, float *xb,
+                                     float *V, int t0)
+{
+    WN(sample_input_blocks)(p, x, n, xb, V, t0, 0, p->cb);
 }
 
 /* ---- a k x k max-pool (stride k) on channel-blocked planes -------------------------------- */
@@ -542,17 +549,19 @@ WTARGET static void WN(unpool_blocked)(const float *dyp, const float *yp, const 
     vstore(sums, sum);
 }
 
-/* M rows [t0, t0 + th*tw) -> yb (one sample) -> y[n] (NCHW), plus bias, ReLU'd. With
-   pool = k > 0, y and argmax get the k x k max-pool of that instead (pb: scratch for it). */
-WTARGET static void WN(sample_output)(const wino_plan *p, const float *M, int t0,
-                                      const float *bias, int relu, float *yb, float *y, int n,
-                                      int pool, int *argmax, float *pb)
+/* M rows [t0, t0 + th*tw) -> yb (one sample) -> y[n] (NCHW), plus bias, ReLU'd, output
+   channel blocks [kb0, kb1). With pool = k > 0, y and argmax get the k x k max-pool of that
+   instead (pb: scratch for it). */
+WTARGET static void WN(sample_output_blocks)(const wino_plan *p, const float *M, int t0,
+                                             const float *bias, int relu, float *yb, float *y,
+                                             int n, int pool, int *argmax, float *pb, int kb0,
+                                             int kb1)
 {
     size_t plane = (size_t)p->ho * p->wo;
     ptrdiff_t rs = (ptrdiff_t)p->wo * 8;
     int ph = pool ? p->ho / pool : 0, pw = pool ? p->wo / pool : 0;
     int kb, ty, tx;
-    for (kb = 0; kb < p->kb; kb++) {
+    for (kb = kb0; kb < kb1; kb++) {
         float *ybk = yb + (size_t)kb * plane * 8;
         int nl = p->s.co - 8 * kb < 8 ? p->s.co - 8 * kb : 8;
         for (ty = 0; ty < p->th; ty++)
@@ -574,6 +583,13 @@ WTARGET static void WN(sample_output)(const wino_plan *p, const float *M, int t0
                              (ptrdiff_t)plane);
         }
     }
+}
+
+WTARGET static void WN(sample_output)(const wino_plan *p, const float *M, int t0,
+                                      const float *bias, int relu, float *yb, float *y, int n,
+                                      int pool, int *argmax, float *pb)
+{
+    WN(sample_output_blocks)(p, M, t0, bias, relu, yb, y, n, pool, argmax, pb, 0, p->kb);
 }
 
 /* dy[n] (masked by y > 0 when relu) -> gb (one sample) -> Z rows [t0, t0 + th*tw); the
@@ -643,6 +659,55 @@ WTARGET static void WN(sample_dinput)(const wino_plan *p, const float *dV, int t
 
 /* ---- entry points ----------------------------------------------------------------------------- */
 
+/* Fewer chunks than threads (a few samples: batch-1 inference): each chunk is split over the
+   team instead, by input channel blocks for the transform in, by frequency for the 64 GEMMs
+   and by output channel blocks for the transform out. Thread 0's tile buffers (its xb for the
+   blocked input, V, M) are shared; each thread writes output blocks into its own xb and pools
+   in its own scratch. Every element gets the arithmetic of the one-thread pass: the same bits. */
+WTARGET static void WN(forward_split)(const wino_plan *p, const float *x, const float *w,
+                                      const float *bias8, int relu, float *y, int pool,
+                                      int *argmax, float *thread_base, float *U, int transform,
+                                      int team)
+{
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team)
+#endif
+    {
+        float *shared_xb = thread_base, *V = shared_xb + p->xb_floats, *M = V + p->v_floats;
+        float *xb = thread_base + (size_t)conv_thread_num() * p->fwd_thread_floats;
+        float *pb = xb + p->xb_floats + p->v_floats + p->m_floats;
+        int nchunks = (p->s.n + p->chunk - 1) / p->chunk, chunk, block, f, s;
+        if (transform)
+            WN(transform_weights)(p, w, U, 0);
+        for (chunk = 0; chunk < nchunks; chunk++) {
+            int n0 = chunk * p->chunk;
+            int ns = p->s.n - n0 < p->chunk ? p->s.n - n0 : p->chunk;
+            int per = p->th * p->tw, tiles = ns * per;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (block = 0; block < p->cb; block++)
+                for (s = 0; s < ns; s++)
+                    WN(sample_input_blocks)(p, x, n0 + s, shared_xb, V, s * per, block,
+                                            block + 1);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (f = 0; f < 64; f++)
+                WN(gemm)(tiles, p->kb, p->cp, V + (size_t)f * p->cp, p->tsc, 1,
+                         U + (size_t)f * p->cp * p->kp, p->kp, M + (size_t)f * p->kp,
+                         p->tsk, 0);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (block = 0; block < p->kb; block++)
+                for (s = 0; s < ns; s++)
+                    WN(sample_output_blocks)(p, M, s * per, bias8, relu, xb, y, n0 + s, pool,
+                                             argmax, pb, block, block + 1);
+        }
+    }
+}
+
 /* Each thread takes whole chunks of samples: transform, 64 GEMMs, transform back. */
 WTARGET static void WN(forward)(const wino_plan *p, const float *x, const float *w,
                                 const float *bias, int relu, float *y, int pool, int *argmax,
@@ -654,6 +719,12 @@ WTARGET static void WN(forward)(const wino_plan *p, const float *x, const float 
     int nchunks = (p->s.n + p->chunk - 1) / p->chunk, o;
     for (o = 0; o < p->kp; o++)
         bias8[o] = bias != NULL && o < p->s.co ? bias[o] : 0.0f;
+    if (nthreads > 1 && nchunks < nthreads
+        && 25.0 * p->s.n * p->ho * p->wo * p->s.ci * p->s.co >= CONV_SPLIT_MACS) {
+        WN(forward_split)(p, x, w, bias8, relu, y, pool, argmax, thread_base, U,
+                          U_ready == NULL, nthreads);
+        return;
+    }
 #ifdef _OPENMP
 #pragma omp parallel num_threads(U_ready != NULL ? conv_team(nthreads, nchunks) : nthreads)
 #endif
