@@ -40,8 +40,12 @@ cdef int _num_threads = min(max(1, fastnn_omp_max_threads()), 1024)
 # on 2 cores: 1.15 s on 2 threads, 0.51 s on 1). With fastnn's default count (neither
 # set_num_threads nor OMP_NUM_THREADS chose one), kernels run on one thread while the
 # machine's run queue, less fastnn's own running threads, holds as many tasks as there are
-# cores beyond the ones fastnn would leave free; looked at every BUSY_CHECK_MS. Results do
-# not change: every kernel gives the same bits at any thread count.
+# cores beyond the ones fastnn would leave free; looked at every BUSY_CHECK_MS, and believed
+# when BUSY_VOTES of the last BUSY_SAMPLES looks agree (a single look catches transients: a
+# kernel worker, or one of fastnn's own threads going to sleep between the two reads; on a
+# quiet VM they sent one epoch in three to one thread for 100 ms at a time, MLP 784-512-256
+# epochs 0.86 -> 1.2-1.4 s). Results do not change: every kernel gives the same bits at any
+# thread count.
 cdef extern from *:
     """
     #include <dirent.h>
@@ -59,21 +63,13 @@ cdef extern from *:
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         return n > 0 ? (int)n : 1;
     }
-    /* Runnable tasks on the machine (4th field of /proc/loadavg) less this process's own
-       runnable threads (/proc/self/task/N/stat state R), or -1 where Linux's /proc is not. */
-    static int fastnn_other_runnable(void) {
-        FILE *f = fopen("/proc/loadavg", "r");
-        double a, b, c;
-        int running = -1, total, own = 0;
+    /* This process's runnable threads (/proc/self/task/N/stat state R), or -1. */
+    static int fastnn_own_runnable(void) {
         DIR *dir;
         struct dirent *e;
         char path[64], buf[256];
-        if (f == NULL)
-            return -1;
-        if (fscanf(f, "%lf %lf %lf %d/%d", &a, &b, &c, &running, &total) != 5)
-            running = -1;
-        fclose(f);
-        if (running < 0 || (dir = opendir("/proc/self/task")) == NULL)
+        int own = 0;
+        if ((dir = opendir("/proc/self/task")) == NULL)
             return -1;
         while ((e = readdir(dir)) != NULL) {
             FILE *t;
@@ -89,7 +85,27 @@ cdef extern from *:
             fclose(t);
         }
         closedir(dir);
-        return running > own ? running - own : 0;
+        return own;
+    }
+    /* Runnable tasks on the machine (4th field of /proc/loadavg) less this process's own
+       runnable threads, or -1 where Linux's /proc is not. The own threads are counted before
+       and after the machine's, and the larger count taken: one of fastnn's threads that went
+       to sleep (or woke) between the reads would otherwise count as another process. */
+    static int fastnn_other_runnable(void) {
+        FILE *f;
+        double a, b, c;
+        int running = -1, total, before, after;
+        if ((before = fastnn_own_runnable()) < 0 || (f = fopen("/proc/loadavg", "r")) == NULL)
+            return -1;
+        if (fscanf(f, "%lf %lf %lf %d/%d", &a, &b, &c, &running, &total) != 5)
+            running = -1;
+        fclose(f);
+        after = fastnn_own_runnable();
+        if (running < 0 || after < 0)
+            return -1;
+        if (after > before)
+            before = after;
+        return running > before ? running - before : 0;
     }
     """
     long long fastnn_monotonic_ms() noexcept nogil
@@ -97,27 +113,41 @@ cdef extern from *:
     int fastnn_other_runnable() noexcept nogil
 
 cdef enum:
-    BUSY_CHECK_MS = 100
+    BUSY_CHECK_MS = 25
+    BUSY_SAMPLES = 4   # the last this many looks (bits of _looks, newest lowest) ...
+    BUSY_VOTES = 3     # ... of which this many busy switch to one thread, as many quiet back
 
 # off once a count is chosen explicitly (set_num_threads, OMP_NUM_THREADS)
 cdef bint _adaptive = not os.environ.get("OMP_NUM_THREADS")
 cdef long long _next_check_ms = 0
 cdef bint _busy = False
+cdef unsigned int _looks = 0
 cdef int _online_cpus = fastnn_online_cpus()
 
 
 cdef int _effective_threads() noexcept nogil:
     """_num_threads, or 1 while the machine is busy (fastnn's default count only)."""
-    global _next_check_ms, _busy
+    global _next_check_ms, _busy, _looks
     cdef long long now
-    cdef int others
+    cdef int others, votes
+    cdef unsigned int looks
     if not _adaptive or _num_threads <= 1:
         return _num_threads
     now = fastnn_monotonic_ms()
-    if now >= _next_check_ms:  # racing threads may both look: the same answer, no harm
+    if now >= _next_check_ms:  # racing threads may both look: at worst one look is lost
         _next_check_ms = now + BUSY_CHECK_MS
         others = fastnn_other_runnable()
-        _busy = others >= 0 and others + _num_threads > _online_cpus
+        looks = ((_looks << 1) | (others >= 0 and others + _num_threads > _online_cpus)) \
+            & ((1u << BUSY_SAMPLES) - 1)
+        _looks = looks
+        votes = 0
+        while looks:
+            votes += looks & 1
+            looks >>= 1
+        if votes >= BUSY_VOTES:
+            _busy = True
+        elif BUSY_SAMPLES - votes >= BUSY_VOTES:
+            _busy = False
     return 1 if _busy else _num_threads
 
 
