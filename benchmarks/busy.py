@@ -7,10 +7,10 @@
 With other processes on every core, OpenMP threads that wait for each other at every barrier
 lose the most: a thread that is descheduled holds up the rest. The issue's goal is that the
 default-thread epoch stays within 1.15x of the one-thread epoch under the same load, and that
-the weights come out bitwise the same at any thread count. Both thread counts run in this one
-process, alternating (order rotated every rep), so they see the same background load; the
-table gives the median of the reps, the load average before and after, and whether the weights
-agree bit for bit. Set OMP_WAIT_POLICY / GOMP_SPINCOUNT in the environment to try other wait
+the weights come out bitwise the same at any thread count. Both thread counts, and PyTorch
+(its own default threads) where torch is importable, run in this one process, in an order
+rotated every rep, so they see the same background load; the table gives the median of the
+reps, the load average before and after, and whether fastnn's weights agree bit for bit. Set OMP_WAIT_POLICY / GOMP_SPINCOUNT in the environment to try other wait
 policies (fastnn only picks one when neither is set). fastnn's default count (no
 OMP_NUM_THREADS, no set_num_threads) runs one thread while other processes want the cores;
 the default-thread column measures that policy, as a user gets it.
@@ -61,6 +61,19 @@ def _epoch(workload, x, y, threads, seed=0, default=False):
     return dt, [np.asarray(v).copy() for v in net.model.state_dict().values()]
 
 
+def _torch_epoch(workload, x, y):
+    """Seconds for PyTorch to train over x (its own default threads), or None without torch."""
+    import runners
+
+    try:
+        run = runners.Runner("pytorch", workload, x, y).epoch()
+    except runners.Unavailable:
+        return None
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workloads", default=",".join(W.WORKLOADS))
@@ -97,16 +110,28 @@ def main(argv=None):
         f"{default_threads} threads, {args.burners} burner processes, env {env}, "
         f"{args.samples} samples per fit, {args.reps} reps"
     )
+    print(
+        f"{'workload':<12} {'default s':>9} {'1 thread s':>10} {'PyTorch s':>9} "
+        f"{'default/1':>9} {'PyTorch/default':>15}  bitwise identical"
+    )
     rows = []
     try:
         for name in [w.strip() for w in args.workloads.split(",") if w.strip()]:
             workload = W.WORKLOADS[name]
             xs = W.inputs_for(workload, x)
-            times = {default_threads: [], 1: []}
+            times = {default_threads: [], 1: [], "torch": []}
             weights = {}
             for rep in range(args.reps):
-                order = (default_threads, 1) if rep % 2 == 0 else (1, default_threads)
+                # rotated, so that every column meets the same load on average
+                order = [default_threads, 1, "torch"][rep % 3 :] + [default_threads, 1, "torch"][
+                    : rep % 3
+                ]
                 for n in order:
+                    if n == "torch":
+                        dt = _torch_epoch(workload, x, y)
+                        if dt is not None:
+                            times[n].append(dt)
+                        continue
                     dt, w = _epoch(workload, xs, y, n, default=adaptive and n == default_threads)
                     times[n].append(dt)
                     weights[n] = w
@@ -114,10 +139,13 @@ def main(argv=None):
                 np.array_equal(a, b) for a, b in zip(weights[default_threads], weights[1])
             )
             t_def, t_one = statistics.median(times[default_threads]), statistics.median(times[1])
-            rows.append((name, t_def, t_one, t_def / t_one, identical))
+            t_torch = statistics.median(times["torch"]) if times["torch"] else None
+            rows.append((name, t_def, t_one, t_def / t_one, identical, t_torch))
+            torch_s = "-" if t_torch is None else f"{t_torch:.3f}"
+            torch_ratio = "-" if t_torch is None else f"{t_torch / t_def:.2f}"
             print(
-                f"{name:<12} {default_threads} threads {t_def:7.3f} s   1 thread {t_one:7.3f} s"
-                f"   ratio {t_def / t_one:5.2f}   bitwise identical: {identical}",
+                f"{name:<12} {t_def:9.3f} {t_one:10.3f} {torch_s:>9} {t_def / t_one:9.2f} "
+                f"{torch_ratio:>15}  {identical}",
                 flush=True,
             )
     finally:
