@@ -23,7 +23,7 @@
             const T *restrict d = dy + i * ld, *restrict yr = y + i * ld;                      \
             T *restrict w = work + i * ld;                                                     \
             for (j = start; j < stop; j++) {                                                   \
-                T g = d[j] * (T)isgreater(yr[j], 0);                                                   \
+                T g = d[j] * (T)isgreater(yr[j], 0);                                           \
                 w[j] = g;                                                                      \
                 db[j] += g;                                                                    \
             }                                                                                  \
@@ -40,7 +40,7 @@
             T *restrict gr = g + i * ld;                                                       \
             const T *restrict yr = y + i * ld;                                                 \
             for (j = start; j < stop; j++) {                                                   \
-                gr[j] *= (T)isgreater(yr[j], 0);                                                       \
+                gr[j] *= (T)isgreater(yr[j], 0);                                               \
                 db[j] += gr[j];                                                                \
             }                                                                                  \
         }                                                                                      \
