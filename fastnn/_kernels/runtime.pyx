@@ -88,32 +88,32 @@ cdef extern from *:
         return own;
     }
     /* Runnable tasks on the machine (4th field of /proc/loadavg) less this process's own
-       runnable threads, or -1 where Linux's /proc is not. The own threads are counted before
-       and after the machine's, and the larger count taken: one of fastnn's threads that went
-       to sleep (or woke) between the reads would otherwise count as another process. */
-    static int fastnn_other_runnable(void) {
+       runnable threads, or -1 where Linux's /proc is not. When that leaves more than
+       `quiet_at_most` others, the own threads are counted again and the larger count taken:
+       one of fastnn's threads that went to sleep between the two reads would otherwise count
+       as another process. (The second count only then: a scan opens a file per thread.) */
+    static int fastnn_other_runnable(int quiet_at_most) {
         FILE *f;
         double a, b, c;
-        int running = -1, total, before, after;
-        if ((before = fastnn_own_runnable()) < 0 || (f = fopen("/proc/loadavg", "r")) == NULL)
+        int running = -1, total, own, again;
+        if ((own = fastnn_own_runnable()) < 0 || (f = fopen("/proc/loadavg", "r")) == NULL)
             return -1;
         if (fscanf(f, "%lf %lf %lf %d/%d", &a, &b, &c, &running, &total) != 5)
             running = -1;
         fclose(f);
-        after = fastnn_own_runnable();
-        if (running < 0 || after < 0)
+        if (running < 0)
             return -1;
-        if (after > before)
-            before = after;
-        return running > before ? running - before : 0;
+        if (running - own > quiet_at_most && (again = fastnn_own_runnable()) > own)
+            own = again;
+        return running > own ? running - own : 0;
     }
     """
     long long fastnn_monotonic_ms() noexcept nogil
     int fastnn_online_cpus() noexcept nogil
-    int fastnn_other_runnable() noexcept nogil
+    int fastnn_other_runnable(int quiet_at_most) noexcept nogil
 
 cdef enum:
-    BUSY_CHECK_MS = 25
+    BUSY_CHECK_MS = 40
     BUSY_SAMPLES = 4   # the last this many looks (bits of _looks, newest lowest) ...
     BUSY_VOTES = 3     # ... of which this many busy switch to one thread, as many quiet back
 
@@ -136,7 +136,7 @@ cdef int _effective_threads() noexcept nogil:
     now = fastnn_monotonic_ms()
     if now >= _next_check_ms:  # racing threads may both look: at worst one look is lost
         _next_check_ms = now + BUSY_CHECK_MS
-        others = fastnn_other_runnable()
+        others = fastnn_other_runnable(_online_cpus - _num_threads)
         looks = ((_looks << 1) | (others >= 0 and others + _num_threads > _online_cpus)) \
             & ((1u << BUSY_SAMPLES) - 1)
         _looks = looks
