@@ -9,7 +9,6 @@ address-space limit, so that a crash or a huge allocation fails one test instead
 import io
 import json
 import os
-import subprocess
 import sys
 import tracemalloc
 import zipfile
@@ -399,22 +398,9 @@ def mutation_campaign(tmp, iterations, seed):
 def test_random_mutations_never_crash_or_allocate(tmp_path):
     iterations = int(os.environ.get("FASTNN_FUZZ_LOAD_ITERATIONS", 600))
     seed = int(os.environ.get("FASTNN_FUZZ_SEED", 0))
-    tests = os.path.dirname(os.path.abspath(__file__))
-    code = (
-        f"import sys, json, fastnn_testing; import faulthandler; "
-        f"faulthandler.enable(); t = fastnn_testing.import_path({__file__!r}); "
-        f"print(json.dumps(t.mutation_campaign({str(tmp_path)!r}, {iterations}, {seed})))"
+    stats = fastnn_testing.run_in_child(
+        __file__, f"t.mutation_campaign({str(tmp_path)!r}, {iterations}, {seed})", timeout=900
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=fastnn_testing.child_env(),
-        timeout=900,
-        cwd=tests,
-    )
-    assert result.returncode == 0, f"exit status {result.returncode}\n{result.stderr[-3000:]}"
-    stats = json.loads(result.stdout.strip().splitlines()[-1])
     assert sum(cases for cases, _ in stats.values()) == iterations // 2 * 2
     # every kind of mutation ran, and most were refused (a few flips hit unused zip fields)
     assert len(stats) == 8, stats

@@ -8,9 +8,7 @@ The compiled modules under fastnn._kernels are fuzzed directly as well, in a sub
 a crash there fails one test instead of killing pytest.
 """
 
-import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -830,23 +828,10 @@ def raw_kernel_fuzz(examples, seed=0):
 
 def test_compiled_kernels_called_directly_never_crash():
     examples = int(os.environ.get("FASTNN_FUZZ_RAW_EXAMPLES", 2000))
-    tests = os.path.dirname(os.path.abspath(__file__))
     seed = int(os.environ.get("FASTNN_FUZZ_SEED", 0))
-    code = (
-        f"import sys, json, fastnn_testing; import faulthandler; "
-        f"faulthandler.enable(); t = fastnn_testing.import_path({__file__!r}); "
-        f"print(json.dumps(t.raw_kernel_fuzz({examples}, {seed})))"
+    stats = fastnn_testing.run_in_child(
+        __file__, f"t.raw_kernel_fuzz({examples}, {seed})", timeout=900
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=fastnn_testing.child_env(),
-        timeout=900,
-        cwd=tests,
-    )
-    assert result.returncode == 0, f"exit status {result.returncode}\n{result.stderr[-2000:]}"
-    stats = json.loads(result.stdout.strip().splitlines()[-1])
     # every entry point was reached and ran to completion at least once; many calls refused
     assert len(stats) == 13 and all(ran > 0 for ran, _, _ in stats.values()), stats
     assert sum(refused for _, refused, _ in stats.values()) > examples // 5, stats

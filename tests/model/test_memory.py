@@ -1,8 +1,6 @@
 """Memory: 2,000 training steps keep the process's resident memory flat after warm-up."""
 
-import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -77,25 +75,15 @@ def cnn():
 def measure_in_a_fresh_process():
     """Growth after warm-up of each run, measured in a new interpreter: a long test session's
     heap holds freed, still resident memory that a leak could fill unseen."""
-    tests = os.path.dirname(os.path.abspath(__file__))
-    code = (
-        f"import json, fastnn, fastnn_testing; fastnn.set_num_threads(1); "
-        f"t = fastnn_testing.import_path({__file__!r}); print(json.dumps({{"
-        f"'mlp-cpu': t.growth_after_warmup(t.mlp, 'cpu', (8, 8)), "
-        f"'mlp-numpy': t.growth_after_warmup(t.mlp, 'numpy', (8, 8)), "
-        f"'cnn-cpu': t.growth_after_warmup(t.cnn, 'cpu', (8, 8)), "
-        f"'leaking-control': t.growth_after_warmup(t.mlp, 'cpu', (8, 8), 64 * 2**10)}}))"
+    return fastnn_testing.run_in_child(
+        __file__,
+        "{"
+        "'mlp-cpu': t.growth_after_warmup(t.mlp, 'cpu', (8, 8)), "
+        "'mlp-numpy': t.growth_after_warmup(t.mlp, 'numpy', (8, 8)), "
+        "'cnn-cpu': t.growth_after_warmup(t.cnn, 'cpu', (8, 8)), "
+        "'leaking-control': t.growth_after_warmup(t.mlp, 'cpu', (8, 8), 64 * 2**10)}",
+        setup="import fastnn; fastnn.set_num_threads(1)",
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=fastnn_testing.child_env(),
-        timeout=600,
-        cwd=tests,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_training_keeps_resident_memory_flat():

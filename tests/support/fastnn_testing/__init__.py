@@ -118,3 +118,32 @@ def import_path(path: os.PathLike | str, name: str | None = None):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def run_in_child(
+    test_file: os.PathLike | str, expression: str, *, setup: str = "", timeout: float = 600
+) -> Any:
+    """The value of `expression`, evaluated in a fresh interpreter where the test module at
+    `test_file` is imported as `t` (after the statements `setup`) and passed back as JSON: for
+    measurements a long test session's state would blur (memory growth) and campaigns that
+    must not take the session down (fuzzing). A failed child fails the caller with the tail
+    of its stderr."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, faulthandler, fastnn_testing; faulthandler.enable(); "
+        + (f"{setup}; " if setup else "")
+        + f"t = fastnn_testing.import_path({str(test_file)!r}); print(json.dumps({expression}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=timeout,
+        cwd=Path(test_file).parent,
+    )
+    assert result.returncode == 0, f"exit status {result.returncode}\n{result.stderr[-3000:]}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
