@@ -256,22 +256,33 @@ def all_finite_bits(const float_bits[::1] bits):
 cdef Py_ssize_t GATHER_PARALLEL_BYTES = 65536
 
 
+cdef int _gather_threads(const int64_t[::1] index, Py_ssize_t rows, Py_ssize_t width,
+                         Py_ssize_t out_rows, Py_ssize_t out_width, str unit,
+                         int nthreads) except -1:
+    """The checks of a row gather (out of shape (len(index), width), every index in
+    [0, rows)) and its thread count: 0 when there is nothing to copy."""
+    cdef Py_ssize_t n = index.shape[0], i
+    if out_rows != n or out_width != width:
+        raise ValueError(f"out must have shape ({n}, {width}){unit}, got "
+                         f"({out_rows}, {out_width})")
+    for i in range(n):
+        if index[i] < 0 or index[i] >= rows:
+            raise IndexError(f"index {index[i]} is outside [0, {rows})")
+    if width == 0:
+        return 0
+    return resolve_threads(nthreads) if n * width >= GATHER_PARALLEL_BYTES else 1
+
+
 def gather_rows(const unsigned char[:, ::1] src, const int64_t[::1] index,
                 unsigned char[:, ::1] out, int nthreads=0):
     """out[i] = src[index[i]], rows as raw bytes (any dtype, viewed as uint8 rows). The rows
     are random places in memory, each a wait on DRAM: the threads split them, so more of those
     waits overlap. Indices outside [0, rows) raise IndexError before anything is copied."""
-    cdef Py_ssize_t n = index.shape[0], rows = src.shape[0], width = src.shape[1], i
-    cdef int threads
-    if out.shape[0] != n or out.shape[1] != width:
-        raise ValueError(f"out must have shape ({n}, {width}) (bytes), got "
-                         f"({out.shape[0]}, {out.shape[1]})")
-    for i in range(n):
-        if index[i] < 0 or index[i] >= rows:
-            raise IndexError(f"index {index[i]} is outside [0, {rows})")
-    if width == 0:
+    cdef Py_ssize_t n = index.shape[0], width = src.shape[1], i
+    cdef int threads = _gather_threads(index, src.shape[0], width, out.shape[0], out.shape[1],
+                                       " (bytes)", nthreads)
+    if threads == 0:
         return
-    threads = resolve_threads(nthreads) if n * width >= GATHER_PARALLEL_BYTES else 1
     with nogil:
         for i in prange(n, schedule="static", num_threads=threads):
             memcpy(&out[i, 0], &src[index[i], 0], width)
@@ -310,17 +321,11 @@ def gather_rows_scaled(const unsigned char[:, ::1] src, const int64_t[::1] index
     """out[i] = src[index[i]] / 255 in out's float type: uint8 image rows gathered and scaled
     to [0, 1] as fastnn.datasets.to_float scales them. Indices outside [0, rows) raise
     IndexError before anything is written."""
-    cdef Py_ssize_t n = index.shape[0], rows = src.shape[0], width = src.shape[1], i
-    cdef int threads
-    if out.shape[0] != n or out.shape[1] != width:
-        raise ValueError(f"out must have shape ({n}, {width}), got "
-                         f"({out.shape[0]}, {out.shape[1]})")
-    for i in range(n):
-        if index[i] < 0 or index[i] >= rows:
-            raise IndexError(f"index {index[i]} is outside [0, {rows})")
-    if width == 0:
+    cdef Py_ssize_t n = index.shape[0], width = src.shape[1], i
+    cdef int threads = _gather_threads(index, src.shape[0], width, out.shape[0], out.shape[1],
+                                       "", nthreads)
+    if threads == 0:
         return
-    threads = resolve_threads(nthreads) if n * width >= GATHER_PARALLEL_BYTES else 1
     with nogil:
         for i in prange(n, schedule="static", num_threads=threads):
             if floating is float:
