@@ -61,14 +61,17 @@ def _epoch(workload, x, y, threads, seed=0, default=False):
     return dt, [np.asarray(v).copy() for v in net.model.state_dict().values()]
 
 
+def _torch_available():
+    import torch_impl
+
+    return torch_impl.available()
+
+
 def _torch_epoch(workload, x, y):
-    """Seconds for PyTorch to train over x (its own default threads), or None without torch."""
+    """Seconds for PyTorch to train over x (its own default threads)."""
     import runners
 
-    try:
-        run = runners.Runner("pytorch", workload, x, y).epoch()
-    except runners.Unavailable:
-        return None
+    run = runners.Runner("pytorch", workload, x, y).epoch()
     t0 = time.perf_counter()
     run()
     return time.perf_counter() - t0
@@ -114,23 +117,20 @@ def main(argv=None):
         f"{'workload':<12} {'default s':>9} {'1 thread s':>10} {'PyTorch s':>9} "
         f"{'default/1':>9} {'PyTorch/default':>15}  bitwise identical"
     )
+    columns = [default_threads, 1] + (["torch"] if _torch_available() else [])
     rows = []
     try:
         for name in [w.strip() for w in args.workloads.split(",") if w.strip()]:
             workload = W.WORKLOADS[name]
             xs = W.inputs_for(workload, x)
-            times = {default_threads: [], 1: [], "torch": []}
+            times = {n: [] for n in columns} | {"torch": []}
             weights = {}
             for rep in range(args.reps):
                 # rotated, so that every column meets the same load on average
-                order = [default_threads, 1, "torch"][rep % 3 :] + [default_threads, 1, "torch"][
-                    : rep % 3
-                ]
+                order = columns[rep % len(columns) :] + columns[: rep % len(columns)]
                 for n in order:
                     if n == "torch":
-                        dt = _torch_epoch(workload, x, y)
-                        if dt is not None:
-                            times[n].append(dt)
+                        times[n].append(_torch_epoch(workload, x, y))
                         continue
                     dt, w = _epoch(workload, xs, y, n, default=adaptive and n == default_threads)
                     times[n].append(dt)
