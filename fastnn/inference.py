@@ -191,8 +191,9 @@ class ConvPlan(_Plan):
         return workspace
 
     def _run(self, x):
-        """The last Linear layer's outputs for x's n <= MAX_ROWS rows (a view of this thread's
-        buffer) and the labels buffer."""
+        """This thread's workspace, the flattened output of the convolutions for x's
+        n <= MAX_ROWS rows (a view of its buffer), and the thread count they ran on (the Linear
+        layers run on the same)."""
         model = self._model()
         sample_shape = None if model is None else model._input_ok[1]
         if sample_shape is None or len(sample_shape) != 3 or math.prod(sample_shape) != x.shape[1]:
@@ -201,7 +202,7 @@ class ConvPlan(_Plan):
         workspace = self._workspace(n, tuple(sample_shape))
         nthreads = self._get_num_threads()
         self._conv.chain_forward(x, workspace.conv_table(n, nthreads), True, nthreads)
-        return workspace, workspace.flat[:n]
+        return workspace, workspace.flat[:n], nthreads
 
     def predict(self, x):
         """Class indices (a new int64 array) for x, a C-contiguous (N, C*H*W) float32 array;
@@ -211,9 +212,9 @@ class ConvPlan(_Plan):
             return np.concatenate(
                 [self.predict(x[i : i + MAX_ROWS]) for i in range(0, n, MAX_ROWS)]
             )
-        workspace, flat = self._run(x)
+        workspace, flat, nthreads = self._run(x)
         labels = workspace.labels[:n]
-        self._chain_forward(flat, workspace.table, labels, False)  # x was checked
+        self._chain_forward(flat, workspace.table, labels, False, nthreads)  # x was checked
         return labels.copy()
 
     def outputs(self, x):
@@ -223,8 +224,8 @@ class ConvPlan(_Plan):
             return np.concatenate(
                 [self.outputs(x[i : i + MAX_ROWS]) for i in range(0, n, MAX_ROWS)]
             )
-        workspace, flat = self._run(x)
-        self._chain_forward(flat, workspace.table, None, False)
+        workspace, flat, nthreads = self._run(x)
+        self._chain_forward(flat, workspace.table, None, False, nthreads)
         return workspace.buffers[-1][:n].copy()
 
 
@@ -238,9 +239,9 @@ class _ConvWorkspace:
         self.plan, self.rows, self.sample_shape = plan, rows, sample_shape
         self.stages = []  # (layer input shape, conv output shape, pooled output shape)
         shape = sample_shape
-        for _, co, (kh, kw), stride, padding, _, pool in plan.conv_config:
-            _, h, w = shape
-            ho, wo = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
+        for layer, config in zip(plan.layers, plan.conv_config):
+            pool = config[-1]
+            co, ho, wo = layer.output_shape(shape)
             out = (co, ho // pool, wo // pool) if pool else (co, ho, wo)
             self.stages.append((shape, (co, ho, wo), out))
             shape = out

@@ -763,6 +763,7 @@ def chain_forward(const float[:, ::1] x, const int64_t[:, ::1] table, bint check
     flattened to (N, C*H*W), float32; each stage reads the previous one's y. With
     check_finite, NaN or infinity in x raises ValueError before any work."""
     cdef Py_ssize_t n = x.shape[0], stages = table.shape[0], i
+    cdef int64_t pool
     cdef int nt = resolve_threads(nthreads)
     cdef bint finite = True
     cdef const float *h
@@ -773,10 +774,10 @@ def chain_forward(const float[:, ::1] x, const int64_t[:, ::1] table, bint check
     if table[0, CH_CI] * table[0, CH_H] * table[0, CH_W] != x.shape[1]:
         raise ValueError(f"x must have {table[0, CH_CI] * table[0, CH_H] * table[0, CH_W]} "
                          f"features, got {x.shape[1]}")
-    for i in range(1, stages):
-        if (table[i, CH_CI], table[i, CH_H], table[i, CH_W]) != (
-                table[i - 1, CH_CO], table[i - 1, CH_HO] // max(table[i - 1, CH_POOL], 1),
-                table[i - 1, CH_WO] // max(table[i - 1, CH_POOL], 1)):
+    for i in range(1, stages):  # C comparisons: this runs on every predict call
+        pool = max(table[i - 1, CH_POOL], 1)
+        if (table[i, CH_CI] != table[i - 1, CH_CO] or table[i, CH_H] != table[i - 1, CH_HO] // pool
+                or table[i, CH_W] != table[i - 1, CH_WO] // pool):
             raise ValueError(f"stage {i} does not take the output of stage {i - 1}")
     if n == 0:
         return

@@ -115,11 +115,8 @@ def smoothed_cross_entropy(const floating[:, ::1] logits, const int64_t[::1] lab
                            double smoothing, floating[:, ::1] dlogits, int nthreads=0):
     """Mean cross-entropy against label-smoothed targets; writes d(mean loss)/d(logits) into
     dlogits (which may be logits itself)."""
-    cdef Py_ssize_t n = logits.shape[0], classes = logits.shape[1]
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
-    if n < 1 or classes < 1:
-        raise ValueError(f"logits must have at least one row and one class, got ({n}, {classes})")
     return _mean_loss(logits, labels, dlogits, True, smoothing, nthreads)
 
 

@@ -11,7 +11,7 @@ from cython.parallel cimport prange
 from libc.math cimport sqrt, sqrtf
 from libc.stdint cimport int64_t
 
-from fastnn._kernels.runtime cimport resolve_threads
+from fastnn._kernels.runtime cimport threads_for
 
 cnp.import_array()
 
@@ -59,8 +59,6 @@ cdef inline void _adam(floating* p, const floating* g, floating* m, floating* v,
         p[i] = p[i] - lr * m_hat / (root + eps)
 
 
-cdef inline int _threads_for(Py_ssize_t n, int nthreads) noexcept nogil:
-    return resolve_threads(nthreads) if n >= PARALLEL_MIN_SIZE else 1
 
 
 def _same_size(name, Py_ssize_t size, Py_ssize_t expected):
@@ -88,7 +86,7 @@ def sgd_step(floating[::1] param, const floating[::1] grad, floating[::1] veloci
     cdef const floating* g = &grad[0]
     with nogil:
         for chunk in prange((n + CHUNK - 1) // CHUNK, schedule="static",
-                            num_threads=_threads_for(n, nthreads)):
+                            num_threads=threads_for(n, PARALLEL_MIN_SIZE, nthreads)):
             start = chunk * CHUNK
             _sgd(p + start, g + start, NULL if v == NULL else v + start, min(CHUNK, n - start),
                  <floating>lr, <floating>momentum, <floating>weight_decay, nesterov)
@@ -114,7 +112,7 @@ def adam_step(floating[::1] param, const floating[::1] grad, floating[::1] m, fl
     cdef floating* v_ = &v[0]
     with nogil:
         for chunk in prange((n + CHUNK - 1) // CHUNK, schedule="static",
-                            num_threads=_threads_for(n, nthreads)):
+                            num_threads=threads_for(n, PARALLEL_MIN_SIZE, nthreads)):
             start = chunk * CHUNK
             _adam(p + start, g + start, m_ + start, v_ + start, min(CHUNK, n - start),
                   <floating>lr, <floating>beta1, <floating>(1.0 - beta1), <floating>beta2,
@@ -172,7 +170,7 @@ cdef tuple _chunk_plan(const int64_t[:, ::1] table, str columns, const void* fir
     for t in range(table.shape[0]):
         s[t] = total
         total += (table[t, count_column] + CHUNK - 1) // CHUNK
-    return starts, total, _threads_for(total * CHUNK, nthreads)
+    return starts, total, threads_for(total * CHUNK, PARALLEL_MIN_SIZE, nthreads)
 
 
 cdef void _sgd_many(const int64_t[:, ::1] table, const int64_t[::1] starts,

@@ -9,7 +9,7 @@ from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memset
 
-from fastnn._kernels.runtime cimport resolve_threads
+from fastnn._kernels.runtime cimport threads_for
 
 cdef Py_ssize_t PARALLEL_MIN_SIZE = 16384
 
@@ -79,7 +79,7 @@ def maxpool_forward(const floating[:, ::1] x, Py_ssize_t height, Py_ssize_t widt
     if (y.shape[0] != planes or y.shape[1] != out_h * out_w
             or argmax.shape[0] != planes or argmax.shape[1] != out_h * out_w):
         raise ValueError(f"y and argmax must have shape ({planes}, {out_h * out_w})")
-    threads = resolve_threads(nthreads) if planes * height * width >= PARALLEL_MIN_SIZE else 1
+    threads = threads_for(planes * height * width, PARALLEL_MIN_SIZE, nthreads)
     with nogil:
         for p in prange(planes, schedule="static", num_threads=threads):
             if kernel == 2 and stride == 2:
@@ -102,7 +102,7 @@ def maxpool_backward(const floating[:, ::1] dy, const int32_t[:, ::1] argmax,
     if argmax.shape[0] != planes or argmax.shape[1] != size or dx.shape[0] != planes:
         raise ValueError(f"dy, argmax and dx must all have {planes} planes, dy and argmax "
                          f"{size} values per plane")
-    threads = resolve_threads(nthreads) if planes * plane >= PARALLEL_MIN_SIZE else 1
+    threads = threads_for(planes * plane, PARALLEL_MIN_SIZE, nthreads)
     with nogil:
         for p in prange(planes, schedule="static", num_threads=threads):
             memset(&dx[p, 0], 0, plane * sizeof(floating))

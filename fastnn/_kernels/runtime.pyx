@@ -270,7 +270,7 @@ cdef int _gather_threads(const int64_t[::1] index, Py_ssize_t rows, Py_ssize_t w
             raise IndexError(f"index {index[i]} is outside [0, {rows})")
     if width == 0:
         return 0
-    return resolve_threads(nthreads) if n * width >= GATHER_PARALLEL_BYTES else 1
+    return threads_for(n * width, GATHER_PARALLEL_BYTES, nthreads)
 
 
 def gather_rows(const unsigned char[:, ::1] src, const int64_t[::1] index,

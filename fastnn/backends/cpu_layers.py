@@ -23,7 +23,9 @@ except ImportError:  # unbuilt checkout: cpu.probe() reports it; the reference s
 
 
 def _threads():
-    return _runtime.get_num_threads()
+    """The thread count a kernel called now runs (fastnn's default drops to one thread while
+    the machine is busy, as in every other kernel)."""
+    return _runtime.threads_now()
 
 
 _BITS = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
