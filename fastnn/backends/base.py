@@ -547,7 +547,7 @@ class Backend:
         x with a float out: the rows scaled to [0, 1] as fastnn.datasets.to_float scales them
         (u / 255 in out's type)."""
         take = self.xp.take
-        if x.dtype == np.uint8 and out.dtype != np.uint8:
+        if x.dtype == np.uint8 and out.dtype.kind == "f":
 
             def gather_scaled(index):
                 batch = out[: index.shape[0]]

@@ -476,38 +476,23 @@ class CpuBackend(CpuLayerKernels, Backend):
     def row_gatherer(self, x, out):
         """A function gather(index) -> out[:len(index)] = x[index], with x and out checked here
         once (gather_rows checks them on every call): the training loop's batch gather, one
-        kernel call per step. index must be int64; out bounds its length."""
+        kernel call per step. index must be int64; out bounds its length. uint8 x with a
+        float32/float64 out: the rows scaled to [0, 1] on the way (gather_rows_scaled)."""
         if not (isinstance(x, np.ndarray) and isinstance(out, np.ndarray)):
             raise TypeError("x and out must be numpy arrays")
-        if x.dtype == np.uint8 and out.dtype in (np.float32, np.float64):
-            return self._scaled_row_gatherer(x, out)
-        if x.dtype != out.dtype or x.shape[1:] != out.shape[1:]:
+        scaled = x.dtype == np.uint8 and out.dtype in (np.float32, np.float64)
+        if x.shape[1:] != out.shape[1:] or not (scaled or x.dtype == out.dtype):
             raise ValueError(
                 f"out must hold rows of x ({x.dtype}, {x.shape[1:]}), got "
                 f"{out.dtype}, {out.shape[1:]}"
             )
         out = checks.writable_array("out", out, out.shape, out.dtype)
-        x = checks.contiguous(x)
-        src = x.reshape(x.shape[0], -1).view(np.uint8)
-        dst = out.reshape(out.shape[0], -1).view(np.uint8)
-        kernel = _runtime.gather_rows
-
-        def gather(index):
-            rows = index.shape[0]
-            kernel(src, index, dst[:rows])  # index bounds and dtype are the kernel's to check
-            return out if rows == out.shape[0] else out[:rows]
-
-        return gather
-
-    def _scaled_row_gatherer(self, x, out):
-        """row_gatherer for uint8 images into a float out: each batch's rows gathered and
-        scaled to [0, 1] in one pass (runtime.gather_rows_scaled)."""
-        if x.shape[1:] != out.shape[1:]:
-            raise ValueError(f"out must hold rows of shape {x.shape[1:]}, got {out.shape[1:]}")
-        out = checks.writable_array("out", out, out.shape, out.dtype)
         src = checks.contiguous(x).reshape(x.shape[0], -1)
         dst = out.reshape(out.shape[0], -1)
-        kernel = _runtime.gather_rows_scaled
+        if scaled:
+            kernel = _runtime.gather_rows_scaled
+        else:  # any dtype, as raw bytes
+            kernel, src, dst = _runtime.gather_rows, src.view(np.uint8), dst.view(np.uint8)
 
         def gather(index):
             rows = index.shape[0]
