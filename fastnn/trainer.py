@@ -470,7 +470,9 @@ class Trainer:
         count_correct = b.count_correct
         # the shuffled batch gather, its arrays checked once here
         gather = b.row_gatherer(x, x_buf) if on_host else None
-        in_order = np.arange(n, dtype=np.int64) if scaled and not shuffle else None
+        # batches in order still go through the gather when it converts or warps them
+        in_order = None if shuffle else np.arange(n, dtype=np.int64)
+        host_gather = on_host and (shuffle or scaled or augment is not None)
         # on a device: running loss, accuracy and a non-finite loss flag that the optimizer
         # kernels honour, one launch per step, read at the sync points below (None where the
         # backend keeps none)
@@ -481,7 +483,6 @@ class Trainer:
         rng = _random.generator()
         if augment is not None:  # the gather warps each image too (fastnn.augment)
             height, width = x.shape[2], x.shape[3]
-            in_order = np.arange(n, dtype=np.int64)
             gather_affine = b.gather_affine
 
             def gather(index):
@@ -529,25 +530,12 @@ class Trainer:
                         opt.set_epoch(epoch + step / steps)
                     lo = step * batch_size
                     hi = min(lo + batch_size, n)
-                    if augment is not None:
+                    if host_gather:
                         idx = order[lo:hi] if shuffle else in_order[lo:hi]
                         xb = gather(idx)
                         yb = np.take(y, idx, out=y_buf[: hi - lo], mode="clip")
-                    elif shuffle:
-                        idx = order[lo:hi]
-                        if gather is not None:
-                            xb = gather(idx)
-                            yb = np.take(y, idx, out=y_buf[: hi - lo], mode="clip")
-                        elif on_host:
-                            xb = np.take(x, idx, axis=0, out=x_buf[: hi - lo], mode="clip")
-                            yb = np.take(y, idx, out=y_buf[: hi - lo], mode="clip")
-                        elif batch_gather is not None:
-                            xb, yb = batch_gather(idx)
-                        else:
-                            xb = xp.take(x, idx, axis=0, out=x_buf[: hi - lo])
-                            yb = xp.take(y, idx, out=y_buf[: hi - lo])
-                    elif scaled:
-                        xb, yb = gather(in_order[lo:hi]), y[lo:hi]
+                    elif shuffle:  # on a device
+                        xb, yb = batch_gather(order[lo:hi])
                     else:
                         xb, yb = x[lo:hi], y[lo:hi]
                     out = forward(xb, True)
