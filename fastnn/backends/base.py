@@ -460,13 +460,7 @@ class Backend:
         xp = self.xp
         x, w, _, stride, padding, conv_shape = checks.conv_args(x, w, None, stride, padding, xp)
         pool, _, y_shape = checks.pool_args(conv_shape, pool, None)
-        y = checks.float_array("y", y, 4, xp)
-        dy = checks.float_array("dy", dy, 4, xp)
-        checks.same_dtype(x=x, y=y, dy=dy)
-        checks.expect_shape("y", y, y_shape)
-        checks.expect_shape("dy", dy, y_shape)
-        if check_finite:
-            checks.finite("dy", dy, xp)
+        y, dy, _ = self._output_gradient_args(x, y, dy, y_shape, check_finite)
         argmax = checks.argmax_array(argmax, y_shape, conv_shape[2] * conv_shape[3], xp)
         return self._conv2d_maxpool_backward_unfused(
             x, w, y, argmax, dy, stride, padding, relu, pool, conv_shape, out, need_dx
@@ -615,6 +609,22 @@ class Backend:
     def _float_array(self, name, a, ndim):
         """A float array argument of `ndim` dimensions (a backend may narrow the dtypes)."""
         return checks.float_array(name, a, ndim, self.xp)
+
+    def _finite(self, name, a):
+        """Refuse NaN or infinity in `a` (a backend may scan faster)."""
+        checks.finite(name, a, self.xp)
+
+    def _output_gradient_args(self, x, y, dy, y_shape, check_finite):
+        """A backward kernel's y (the forward output) and dy checked against the output shape
+        and x's dtype, dy scanned for NaN/infinity when check_finite: (y, dy, dtype)."""
+        y = self._float_array("y", y, len(y_shape))
+        dy = self._float_array("dy", dy, len(y_shape))
+        dtype = checks.same_dtype(x=x, y=y, dy=dy)
+        checks.expect_shape("y", y, y_shape)
+        checks.expect_shape("dy", dy, y_shape)
+        if check_finite:
+            self._finite("dy", dy)
+        return y, dy, dtype
 
     def _linear_args(self, x, w, b=None):
         x = self._float_array("x", x, 2)

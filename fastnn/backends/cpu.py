@@ -59,19 +59,6 @@ def _distinct(**outputs):
                 raise ValueError(f"{name} must not overlap {other}")
 
 
-def _output_gradient_args(x, y, dy, y_shape, check_finite):
-    """A backward kernel's y (the forward output) and dy checked against the output shape and
-    x's dtype, dy scanned for NaN/infinity when check_finite: (y, dy, dtype)."""
-    y = checks.float_array("y", y, len(y_shape))
-    dy = checks.float_array("dy", dy, len(y_shape))
-    dtype = checks.same_dtype(x=x, y=y, dy=dy)
-    checks.expect_shape("y", y, y_shape)
-    checks.expect_shape("dy", dy, y_shape)
-    if check_finite:
-        _finite("dy", dy)
-    return y, dy, dtype
-
-
 def _gradient_outputs(out, x, w, dtype, need_dx, reads):
     """(dx or None, dw, db): out=(dx, dw, db)'s arrays checked (any may be None: new ones)."""
     dx_out, dw_out, db_out = _output_tuple(out, 3)
@@ -100,6 +87,7 @@ class CpuBackend(CpuLayerKernels, Backend):
     fuses_conv2d_maxpool = True
     optional = frozenset(Backend.OPTIONAL_KERNELS)
     runs_dense_chain = True
+    _finite = staticmethod(_finite)  # Backend's checks scan with the compiled kernel here
 
     def __init__(self):
         # .tables: optimizer kind -> (the arrays, (address table, first parameter)); per thread,
@@ -146,7 +134,7 @@ class CpuBackend(CpuLayerKernels, Backend):
             return dx if need_dx else None, dw, db
         x, w, _ = self._linear_args(x, w)
         out_shape = (x.shape[0], w.shape[0])
-        y, dy, dtype = _output_gradient_args(x, y, dy, out_shape, check_finite)
+        y, dy, dtype = self._output_gradient_args(x, y, dy, out_shape, check_finite)
         reads = {"x": x, "w": w, "y": y, "dy": dy}
         dx, dw, db = _gradient_outputs(out, x, w, dtype, need_dx, reads)
         if not relu:
@@ -217,7 +205,7 @@ class CpuBackend(CpuLayerKernels, Backend):
         need_dx=False skips dx (returned as None), e.g. for the first
         layer."""
         x, w, _, stride, padding, y_shape = checks.conv_args(x, w, None, stride, padding)
-        y, dy, dtype = _output_gradient_args(x, y, dy, y_shape, check_finite)
+        y, dy, dtype = self._output_gradient_args(x, y, dy, y_shape, check_finite)
         reads = {"x": x, "w": w, "y": y, "dy": dy}
         dx, dw, db = _gradient_outputs(out, x, w, dtype, need_dx, reads)
         if out is not None:
@@ -348,7 +336,7 @@ class CpuBackend(CpuLayerKernels, Backend):
             return dx if need_dx else None, dw, db
         x, w, _, stride, padding, conv_shape = checks.conv_args(x, w, None, stride, padding)
         pool, _, y_shape = checks.pool_args(conv_shape, pool, None)
-        y, dy, dtype = _output_gradient_args(x, y, dy, y_shape, check_finite)
+        y, dy, dtype = self._output_gradient_args(x, y, dy, y_shape, check_finite)
         if not _conv.fusable(x.shape, w.shape, dtype, stride, padding, pool, need_dx=need_dx):
             argmax = checks.argmax_array(argmax, y_shape, conv_shape[2] * conv_shape[3])
             return self._conv2d_maxpool_backward_unfused(

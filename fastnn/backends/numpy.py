@@ -54,13 +54,7 @@ class NumpyBackend(NumpyLayerKernels, Backend):
         """Gradients of linear_forward; dx is None when need_dx is False (a model's first layer)."""
         x, w, _ = self._linear_args(x, w)
         out_shape = (x.shape[0], w.shape[0])
-        y = checks.float_array("y", y, 2)
-        dy = checks.float_array("dy", dy, 2)
-        checks.same_dtype(x=x, y=y, dy=dy)
-        checks.expect_shape("y", y, out_shape)
-        checks.expect_shape("dy", dy, out_shape)
-        if check_finite:
-            checks.finite("dy", dy)
+        y, dy, _ = self._output_gradient_args(x, y, dy, out_shape, check_finite)
         if relu:
             dy = dy * (y > 0)
         dx = dy @ w if need_dx else None
@@ -114,13 +108,7 @@ class NumpyBackend(NumpyLayerKernels, Backend):
     ):
         """Gradients of conv2d_forward; dx is None when need_dx is False (a model's first layer)."""
         x, w, _, stride, padding, out_shape = checks.conv_args(x, w, None, stride, padding)
-        y = checks.float_array("y", y, 4)
-        dy = checks.float_array("dy", dy, 4)
-        checks.same_dtype(x=x, y=y, dy=dy)
-        checks.expect_shape("y", y, out_shape)
-        checks.expect_shape("dy", dy, out_shape)
-        if check_finite:
-            checks.finite("dy", dy)
+        y, dy, _ = self._output_gradient_args(x, y, dy, out_shape, check_finite)
         if relu:
             dy = dy * (y > 0)
         _, _, ho, wo = out_shape

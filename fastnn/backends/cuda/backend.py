@@ -110,10 +110,7 @@ class CudaBackend(CudaLayerKernels, Backend):
             )
         return a
 
-    _float_array = _f32  # Backend._linear_args checks through it
-
-    def _finite(self, name, a):
-        checks.finite(name, a, self.xp)
+    _float_array = _f32  # Backend's argument checks go through it
 
     def _grid(self, total):
         """Blocks for a grid-stride loop over `total` elements (capped: each thread loops)."""
@@ -203,12 +200,7 @@ class CudaBackend(CudaLayerKernels, Backend):
         gradient arrays, so the optimizer's address table stays valid between steps."""
         x, w, _ = self._linear_args(x, w)
         out_shape = (x.shape[0], w.shape[0])
-        y = self._f32("y", y, 2)
-        dy = self._f32("dy", dy, 2)
-        checks.expect_shape("y", y, out_shape)
-        checks.expect_shape("dy", dy, out_shape)
-        if check_finite:
-            self._finite("dy", dy)
+        y, dy, _ = self._output_gradient_args(x, y, dy, out_shape, check_finite)
         dx_out, dw_out, db_out = self._outputs(out, (x.shape, w.shape, (w.shape[0],)))
         dz, db = self._bias_grad(y, dy, x.shape[0], w.shape[0], 1, relu, db_out)
         dx = self.xp.matmul(dz, w, out=dx_out) if need_dx else None
@@ -296,12 +288,7 @@ class CudaBackend(CudaLayerKernels, Backend):
         """(dx, dw, db) as the reference; need_dx=False skips dx (returned as None);
         out=(dx, dw, db) receives them, as linear_backward."""
         x, w, _, stride, padding, out_shape = self._conv_args(x, w, None, stride, padding)
-        y = self._f32("y", y, 4)
-        dy = self._f32("dy", dy, 4)
-        checks.expect_shape("y", y, out_shape)
-        checks.expect_shape("dy", dy, out_shape)
-        if check_finite:
-            self._finite("dy", dy)
+        y, dy, _ = self._output_gradient_args(x, y, dy, out_shape, check_finite)
         n, co, ho, wo = out_shape
         positions = ho * wo
         dx_out, dw_out, db_out = self._outputs(out, (x.shape, w.shape, (co,)))
