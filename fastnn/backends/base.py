@@ -490,11 +490,10 @@ class Backend:
         nesterov: bool = False,
     ) -> None:
         """sgd_step on each (param, grad, velocity) of the lists (an optimizer's whole step)."""
-        if velocities is None:
-            velocities = [None] * len(params)
-        if not len(params) == len(grads) == len(velocities):
-            raise ValueError("params, grads and velocities must be lists of the same length")
-        for p, g, v in zip(params, grads, velocities):
+        groups = self._sgd_groups(params, grads, velocities, lr, momentum, weight_decay, nesterov)
+        if groups is None:
+            return
+        for p, g, v in groups[0]:
             self.sgd_step(
                 p, g, v, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
             )
@@ -514,9 +513,10 @@ class Backend:
         weight_decay: float = 0.0,
     ) -> None:
         """adam_step on each (param, grad, m, v) of the lists."""
-        if not len(params) == len(grads) == len(ms) == len(vs):
-            raise ValueError("params, grads, ms and vs must be lists of the same length")
-        for p, g, m, v in zip(params, grads, ms, vs):
+        groups = self._adam_groups(params, grads, ms, vs, lr, step, beta1, beta2, eps, weight_decay)
+        if groups is None:
+            return
+        for p, g, m, v in groups[0]:
             self.adam_step(
                 p,
                 g,
@@ -669,11 +669,15 @@ class Backend:
             raise ValueError("nesterov needs momentum > 0")
         return lr, momentum, weight_decay
 
-    def _sgd_args(self, param, grad, velocity, lr, momentum, weight_decay, nesterov):
-        lr, momentum, weight_decay = self._sgd_hyper(lr, momentum, weight_decay, nesterov)
+    def _sgd_group(self, param, grad, velocity, momentum):
+        """One parameter's arrays of an SGD step checked: (param, grad)."""
         if momentum and velocity is None:
             raise ValueError("velocity is required when momentum > 0")
-        param, grad = self._step_args(param, grad, velocity=velocity if momentum else None)
+        return self._step_args(param, grad, velocity=velocity if momentum else None)
+
+    def _sgd_args(self, param, grad, velocity, lr, momentum, weight_decay, nesterov):
+        lr, momentum, weight_decay = self._sgd_hyper(lr, momentum, weight_decay, nesterov)
+        param, grad = self._sgd_group(param, grad, velocity, momentum)
         return param, grad, lr, momentum, weight_decay
 
     @staticmethod
@@ -700,9 +704,7 @@ class Backend:
             velocities = [None] * len(params)
 
         def check_group(p, g, v):
-            if momentum and v is None:
-                raise ValueError("velocity is required when momentum > 0")
-            return (*self._step_args(p, g, velocity=v), v)
+            return (*self._sgd_group(p, g, v, momentum), v)
 
         return zip(params, grads, velocities), check_group, lr, momentum, weight_decay
 
@@ -716,9 +718,7 @@ class Backend:
         hyper = self._adam_hyper(lr, step, beta1, beta2, eps, weight_decay)
 
         def check_group(p, g, m, v):
-            if m is None or v is None:
-                raise TypeError("m and v (Adam's moment estimates) must be arrays, got None")
-            return (*self._step_args(p, g, m=m, v=v), m, v)
+            return (*self._adam_group(p, g, m, v), m, v)
 
         return (zip(params, grads, ms, vs), check_group, *hyper)
 
@@ -731,11 +731,15 @@ class Backend:
         running_var *= 1.0 - momentum
         running_var += momentum * var * (count / (count - 1))
 
+    def _adam_group(self, param, grad, m, v):
+        """One parameter's arrays of an Adam step checked: (param, grad)."""
+        if m is None or v is None:
+            raise TypeError("m and v (Adam's moment estimates) must be arrays, got None")
+        return self._step_args(param, grad, m=m, v=v)
+
     def _adam_args(self, param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay):
         lr, step, beta1, beta2, eps, weight_decay = self._adam_hyper(
             lr, step, beta1, beta2, eps, weight_decay
         )
-        if m is None or v is None:
-            raise TypeError("m and v (Adam's moment estimates) must be arrays, got None")
-        param, grad = self._step_args(param, grad, m=m, v=v)
+        param, grad = self._adam_group(param, grad, m, v)
         return param, grad, lr, step, beta1, beta2, eps, weight_decay
