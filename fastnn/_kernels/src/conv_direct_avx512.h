@@ -141,22 +141,19 @@ D512 static void direct512_flat_forward(const direct_plan *p, const float *x, co
     size_t plane = (size_t)p->ho * p->wo, sq = (size_t)16 * p->nq;
     int ph = pool ? p->ho / pool : 0, pw = pool ? p->wo / pool : 0;
     int taps = p->taps, wq = p->wq;
-    int groups = (p->s.co + 5) / 6;
-    int parts = p->s.n < nthreads && (double)p->s.co * p->ho * p->wo * p->taps >= CONV_SPLIT_MACS
-        ? (nthreads < groups ? nthreads : groups) : 1;
+    int parts = conv_sample_parts(p->s.n, p->s.co, 6, (double)p->s.co * p->ho * p->wo * taps,
+                                  nthreads);
     int unit, units = p->s.n * parts;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(conv_team(nthreads, units))
 #endif
     for (unit = 0; unit < units; unit++) {
-        int n = unit / parts, part = unit % parts;
-        int cb = 6 * (groups * part / parts), ce = 6 * (groups * (part + 1) / parts);
+        int n = unit / parts, part = unit % parts, cb, ce;
         float *xq = thread_base + (size_t)conv_thread_num() * p->fwd_thread_floats;
         float *yq = xq + p->xq_floats;
         const float *src = x + (size_t)n * p->s.h * p->s.w;
         int o0, q0, c, v, r;
-        if (ce > p->s.co)
-            ce = p->s.co;
+        conv_part_channels(p->s.co, 6, part, parts, &cb, &ce);
         memset(xq, 0, sizeof(float) * p->xq_floats);
         for (r = 0; r < p->s.h; r++)
             memcpy(xq + (size_t)(r + p->s.pad) * wq + p->s.pad, src + (size_t)r * p->s.w,
@@ -202,7 +199,8 @@ D512 static void direct512_flat_forward(const direct_plan *p, const float *x, co
     }
 }
 
-/* pool 0 or 2 here; another pool goes through a plane buffer and pool_plane. */
+/* Pools 0 and 2 run along flattened rows (direct512_flat_forward); any other pool here, two
+   output rows of six channels at a time into a plane buffer, then pool_plane. */
 D512 static void direct512_forward(const direct_plan *p, const float *x, const float *w,
                                    const float *bias, int relu, float *y, int pool,
                                    int *argmax, float *work, int nthreads)
@@ -211,7 +209,6 @@ D512 static void direct512_forward(const direct_plan *p, const float *x, const f
     float *bb = wb + p->wb_floats;             /* [co + 12] */
     float *thread_base = bb + p->bb_floats;
     size_t plane = (size_t)p->ho * p->wo;
-    int ph = pool ? p->ho / pool : 0, pw = pool ? p->wo / pool : 0;
     int taps = p->taps, o;
     memset(wb, 0, sizeof(float) * (p->wb_floats + p->bb_floats));
     memcpy(wb, w, sizeof(float) * (size_t)p->s.co * taps);
@@ -223,25 +220,22 @@ D512 static void direct512_forward(const direct_plan *p, const float *x, const f
     }
     /* fewer samples than threads (batch-1 inference): each sample's channels are cut into
        parts too, at whole register blocks, so every output is computed as it is otherwise */
-    int groups = (p->s.co + 5) / 6;
-    int parts = p->s.n < nthreads && (double)p->s.co * p->ho * p->wo * p->taps >= CONV_SPLIT_MACS
-        ? (nthreads < groups ? nthreads : groups) : 1;
+    int ph = p->ho / pool, pw = p->wo / pool;
+    int parts = conv_sample_parts(p->s.n, p->s.co, 6, (double)p->s.co * p->ho * p->wo * taps,
+                                  nthreads);
     int unit, units = p->s.n * parts;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(conv_team(nthreads, units))
 #endif
     for (unit = 0; unit < units; unit++) {
-        int n = unit / parts, part = unit % parts;
-        int cb = 6 * (groups * part / parts), ce = 6 * (groups * (part + 1) / parts);
+        int n = unit / parts, part = unit % parts, cb, ce;
         float *xp = thread_base + (size_t)conv_thread_num() * p->fwd_thread_floats;
-        /* pool 2: straight to y; no pool: y's planes; another pool: a buffer, pooled after */
-        float *ys = pool && pool != 2 ? xp + p->xp_floats : y + (size_t)n * p->s.co * plane;
-        int rows = pool == 2 ? 2 * ph : p->ho, oh, o0, c, r, v;
-        if (ce > p->s.co)
-            ce = p->s.co;
+        float *ys = xp + p->xp_floats;  /* the convolution's planes, pooled after */
+        int oh, o0, c, r, v;
+        conv_part_channels(p->s.co, 6, part, parts, &cb, &ce);
         direct_avx2_pad_input(p, x, n, xp);
-        for (oh = 0; oh < rows; oh += 2) {
-            int two = oh + 1 < rows;
+        for (oh = 0; oh < p->ho; oh += 2) {
+            int two = oh + 1 < p->ho;
             for (o0 = cb; o0 < ce; o0 += 6) {
                 int nch = p->s.co - o0 < 6 ? p->s.co - o0 : 6;
                 __m512 acc[2][6][2];
@@ -255,13 +249,6 @@ D512 static void direct512_forward(const direct_plan *p, const float *x, const f
                             if (relu)
                                 acc[r][c][v] = d512_relu(acc[r][c][v]);
                         }
-                    if (pool == 2) {
-                        size_t at = ((size_t)n * p->s.co + o0 + c) * ph * pw
-                            + (size_t)(oh / 2) * pw;
-                        d512_pool2(acc[0][c], acc[1][c], oh / 2, p->wo, pw, y + at,
-                                   argmax + at);
-                        continue;
-                    }
                     for (r = 0; r < 1 + two; r++)
                         for (v = 0; v < 2; v++)
                             _mm512_mask_storeu_ps(
@@ -270,11 +257,10 @@ D512 static void direct512_forward(const direct_plan *p, const float *x, const f
                 }
             }
         }
-        if (pool && pool != 2)
-            for (c = cb; c < ce; c++) {
-                size_t at = ((size_t)n * p->s.co + c) * ph * pw;
-                direct_avx2_pool_plane(ys + c * plane, p->wo, pool, ph, pw, y + at, argmax + at);
-            }
+        for (c = cb; c < ce; c++) {
+            size_t at = ((size_t)n * p->s.co + c) * ph * pw;
+            direct_avx2_pool_plane(ys + c * plane, p->wo, pool, ph, pw, y + at, argmax + at);
+        }
     }
 }
 

@@ -213,21 +213,18 @@ WTARGET static void WN(forward)(const direct_plan *p, const float *x, const floa
         bb[o] = bias != NULL ? bias[o] : 0.0f;
     /* fewer samples than threads (batch-1 inference): each sample's channels are cut into
        parts too, at whole register blocks, so every output is computed as it is otherwise */
-    int groups = (p->s.co + p->cb - 1) / p->cb;
-    int parts = p->s.n < nthreads && (double)p->s.co * p->ho * p->wo * p->taps >= CONV_SPLIT_MACS
-        ? (nthreads < groups ? nthreads : groups) : 1;
+    int parts = conv_sample_parts(p->s.n, p->s.co, p->cb,
+                                  (double)p->s.co * p->ho * p->wo * p->taps, nthreads);
     int unit, units = p->s.n * parts;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(conv_team(nthreads, units))
 #endif
     for (unit = 0; unit < units; unit++) {
-        int n = unit / parts, part = unit % parts;
-        int cb = p->cb * (groups * part / parts), ce = p->cb * (groups * (part + 1) / parts);
+        int n = unit / parts, part = unit % parts, cb, ce;
         float *xp = thread_base + (size_t)conv_thread_num() * p->fwd_thread_floats;
         float *ys = pool ? xp + p->xp_floats : y + (size_t)n * p->s.co * plane;
         int oh, o0, v0, c;
-        if (ce > p->s.co)
-            ce = p->s.co;
+        conv_part_channels(p->s.co, p->cb, part, parts, &cb, &ce);
         WN(pad_input)(p, x, n, xp);
         for (oh = 0; oh < p->ho; oh++)
             for (o0 = cb; o0 < ce; o0 += p->cb) {

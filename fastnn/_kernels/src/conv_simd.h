@@ -63,6 +63,28 @@ static inline int conv_team(int nthreads, int units) { return units < nthreads ?
    LeNet-5's, 0.12M, does not). */
 #define CONV_SPLIT_MACS 200000.0
 
+/* Parts a sample's `co` output channels are cut into, at whole blocks of `block` channels:
+   with fewer samples than threads and a sample worth splitting (`macs` multiply-adds), as
+   many as threads (or blocks); otherwise one. */
+static inline int conv_sample_parts(int n, int co, int block, double macs, int nthreads)
+{
+    int blocks = (co + block - 1) / block;
+    if (n >= nthreads || macs < CONV_SPLIT_MACS)
+        return 1;
+    return nthreads < blocks ? nthreads : blocks;
+}
+
+/* Output channels [*begin, *end) of part `part` of `parts` (conv_sample_parts). */
+static inline void conv_part_channels(int co, int block, int part, int parts, int *begin,
+                                      int *end)
+{
+    int blocks = (co + block - 1) / block;
+    *begin = block * (blocks * part / parts);
+    *end = block * (blocks * (part + 1) / parts);
+    if (*end > co)
+        *end = co;
+}
+
 /* Workspaces start at the first 64-byte boundary of the caller's buffer: callers add this many
    floats to the size they ask for. */
 #define CONV_ALIGN_SLACK 16

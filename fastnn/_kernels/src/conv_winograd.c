@@ -137,21 +137,34 @@ size_t fastnn_wino_backward_floats(const fastnn_wino_shape *s, int pool, int nth
         + p.bgb_floats + 2 * p.bv_floats + p.bz_floats + (size_t)p.bchunk * p.pool_floats;
 }
 
+#if CONV_HAVE_VECTORS
+/* The forward pass of the AVX2 build (avx2) or the portable one; U: transformed weights kept
+   by the caller, made by the same build, or NULL. */
+static void wino_run_forward(int avx2, const wino_plan *p, const float *x, const float *w,
+                             const float *bias, int relu, float *y, int pool, int *argmax,
+                             float *work, int nt, const float *U)
+{
+#if CONV_HAVE_AVX2
+    if (avx2) {
+        wino_avx2_forward(p, x, w, bias, relu, y, pool, argmax, conv_align(work), nt, U);
+        return;
+    }
+#else
+    (void)avx2;
+#endif
+    wino_portable_forward(p, x, w, bias, relu, y, pool, argmax, conv_align(work), nt, U);
+}
+#endif
+
 void fastnn_wino_forward(const fastnn_wino_shape *s, const float *x, const float *w,
                          const float *bias, int relu, float *y, int pool, int *argmax,
                          float *work, int nthreads)
 {
 #if CONV_HAVE_VECTORS
     wino_plan p;
-    int nt = conv_threads(nthreads);
     wino_make_plan(s, pool, &p);
-#if CONV_HAVE_AVX2
-    if (fastnn_conv_use_avx2()) {
-        wino_avx2_forward(&p, x, w, bias, relu, y, pool, argmax, conv_align(work), nt, NULL);
-        return;
-    }
-#endif
-    wino_portable_forward(&p, x, w, bias, relu, y, pool, argmax, conv_align(work), nt, NULL);
+    wino_run_forward(fastnn_conv_use_avx2(), &p, x, w, bias, relu, y, pool, argmax, work,
+                     conv_threads(nthreads), NULL);
 #else
     (void)s; (void)x; (void)w; (void)bias; (void)relu; (void)y; (void)pool; (void)argmax;
     (void)work; (void)nthreads;
@@ -213,13 +226,7 @@ void fastnn_wino_forward_kept(const fastnn_wino_shape *s, const float *x, const 
         memcpy(w_kept, w, wsize);
         *state = build;
     }
-#if CONV_HAVE_AVX2
-    if (build == 2) {
-        wino_avx2_forward(&p, x, w, bias, relu, y, pool, argmax, conv_align(work), nt, U);
-        return;
-    }
-#endif
-    wino_portable_forward(&p, x, w, bias, relu, y, pool, argmax, conv_align(work), nt, U);
+    wino_run_forward(build == 2, &p, x, w, bias, relu, y, pool, argmax, work, nt, U);
 #else
     (void)s; (void)x; (void)w; (void)bias; (void)relu; (void)y; (void)pool; (void)argmax;
     (void)work; (void)nthreads; (void)kept; (void)w_kept; (void)state;
