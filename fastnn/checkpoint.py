@@ -202,14 +202,9 @@ def _expect(header, key, kind):
 
 
 def _read(archive):
-    header = fileformat.read_json_header(archive, HEADER)
-    if header.get("format") != FORMAT:
-        raise ValueError("header does not describe a fastnn checkpoint")
-    if header.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"checkpoint format version {header.get('format_version')!r} is not "
-            f"supported (this fastnn reads version {FORMAT_VERSION})"
-        )
+    header = fileformat.read_format_header(
+        archive, HEADER, FORMAT, FORMAT_VERSION, "checkpoint", __version__
+    )
     epoch = _expect(header, "epoch", int)
     steps = _expect(header, "optimizer_steps", int)
     if epoch < 0 or steps < 0:

@@ -286,16 +286,25 @@ def read_json_header(archive, name):
     return header
 
 
+def read_format_header(archive, name, fmt, version, what, fastnn_version):
+    """The JSON header `name` of a fastnn `what` ("model", "checkpoint"), its format `fmt` and
+    format version `version` checked."""
+    header = read_json_header(archive, name)
+    if header.get("format") != fmt:
+        raise ValueError(f"header does not describe a fastnn {what}")
+    if header.get("format_version") != version:
+        raise ValueError(
+            f"{what} format version {header.get('format_version')!r} is not supported "
+            f"(this fastnn {fastnn_version} reads version {version})"
+        )
+    return header
+
+
 def read_model_header(archive, fastnn_version):
     """(architecture, {param name: header entry}) of a model file, its format checked."""
-    header = read_json_header(archive, MODEL_HEADER)
-    if header.get("format") != MODEL_FORMAT:
-        raise ValueError("header does not describe a fastnn model")
-    if header.get("format_version") != MODEL_FORMAT_VERSION:
-        raise ValueError(
-            f"format version {header.get('format_version')!r} is not supported "
-            f"(this fastnn {fastnn_version} reads version {MODEL_FORMAT_VERSION})"
-        )
+    header = read_format_header(
+        archive, MODEL_HEADER, MODEL_FORMAT, MODEL_FORMAT_VERSION, "model", fastnn_version
+    )
     if not isinstance(header.get("fastnn_version"), str):
         raise ValueError("header lacks the fastnn version")
     params = header.get("params")
