@@ -39,6 +39,28 @@ class _Plan:
                 return False
         return True
 
+    def predict(self, x):
+        """Class indices (a new int64 array) for x, a C-contiguous (N, features) array of the
+        model's dtype; NaN or infinity in x raises ValueError."""
+        return self._in_slices(x, True)
+
+    def outputs(self, x):
+        """The last layer's outputs (a new array) for x, as predict takes it."""
+        return self._in_slices(x, False)
+
+    def _in_slices(self, x, labels):
+        n = x.shape[0]
+        if n > MAX_ROWS:
+            parts = [self._in_slices(x[i : i + MAX_ROWS], labels) for i in range(0, n, MAX_ROWS)]
+            return np.concatenate(parts)
+        workspace = self._run(x, labels)
+        return workspace.labels[:n].copy() if labels else workspace.buffers[-1][:n].copy()
+
+    def _run(self, x, labels):
+        """Run the plan on x's n <= MAX_ROWS rows into this thread's workspace (its labels too
+        when `labels`); returns the workspace."""
+        raise NotImplementedError
+
 
 def _dense_table(shapes, params, buffers):
     """The dense chain kernel's table: weights, bias, output, in and out features, ReLU per
@@ -82,25 +104,11 @@ class DensePlan(_Plan):
             workspace = self._per_thread.workspace = _Workspace(self, rows)
         return workspace
 
-    def predict(self, x):
-        """Class indices (a new int64 array) for x, a C-contiguous (N, in_features) array of
-        the model's dtype; NaN or infinity in x raises ValueError."""
+    def _run(self, x, labels):
         n = x.shape[0]
-        if n <= MAX_ROWS:
-            workspace = self._workspace(n)
-            labels = workspace.labels[:n]
-            self._chain_forward(x, workspace.table, labels)
-            return labels.copy()
-        return np.concatenate([self.predict(x[i : i + MAX_ROWS]) for i in range(0, n, MAX_ROWS)])
-
-    def outputs(self, x):
-        """The last layer's outputs (a new array) for x, as predict takes it."""
-        n = x.shape[0]
-        if n <= MAX_ROWS:
-            workspace = self._workspace(n)
-            self._chain_forward(x, workspace.table, None)
-            return workspace.buffers[-1][:n].copy()
-        return np.concatenate([self.outputs(x[i : i + MAX_ROWS]) for i in range(0, n, MAX_ROWS)])
+        workspace = self._workspace(n)
+        self._chain_forward(x, workspace.table, workspace.labels[:n] if labels else None)
+        return workspace
 
 
 class _Workspace:
@@ -190,43 +198,23 @@ class ConvPlan(_Plan):
             workspace = self._per_thread.workspace = _ConvWorkspace(self, rows, sample_shape)
         return workspace
 
-    def _run(self, x):
-        """This thread's workspace, the flattened output of the convolutions for x's
-        n <= MAX_ROWS rows (a view of its buffer), and the thread count they ran on (the Linear
-        layers run on the same)."""
+    def _run(self, x, labels):
         model = self._model()
         sample_shape = None if model is None else model._input_ok[1]
         if sample_shape is None or len(sample_shape) != 3 or math.prod(sample_shape) != x.shape[1]:
             raise ValueError(f"x must have samples of {sample_shape}, got {x.shape[1]} values")
         n = x.shape[0]
         workspace = self._workspace(n, tuple(sample_shape))
-        nthreads = self._get_num_threads()
+        nthreads = self._get_num_threads()  # one look at the machine's load for both calls
         self._conv.chain_forward(x, workspace.conv_table(n, nthreads), True, nthreads)
-        return workspace, workspace.flat[:n], nthreads
-
-    def predict(self, x):
-        """Class indices (a new int64 array) for x, a C-contiguous (N, C*H*W) float32 array;
-        NaN or infinity in x raises ValueError."""
-        n = x.shape[0]
-        if n > MAX_ROWS:
-            return np.concatenate(
-                [self.predict(x[i : i + MAX_ROWS]) for i in range(0, n, MAX_ROWS)]
-            )
-        workspace, flat, nthreads = self._run(x)
-        labels = workspace.labels[:n]
-        self._chain_forward(flat, workspace.table, labels, False, nthreads)  # x was checked
-        return labels.copy()
-
-    def outputs(self, x):
-        """The last layer's outputs (a new array) for x, as predict takes it."""
-        n = x.shape[0]
-        if n > MAX_ROWS:
-            return np.concatenate(
-                [self.outputs(x[i : i + MAX_ROWS]) for i in range(0, n, MAX_ROWS)]
-            )
-        workspace, flat, nthreads = self._run(x)
-        self._chain_forward(flat, workspace.table, None, False, nthreads)
-        return workspace.buffers[-1][:n].copy()
+        self._chain_forward(  # the conv chain checked x
+            workspace.flat[:n],
+            workspace.table,
+            workspace.labels[:n] if labels else None,
+            False,
+            nthreads,
+        )
+        return workspace
 
 
 class _ConvWorkspace:
