@@ -59,8 +59,6 @@ cdef inline void _adam(floating* p, const floating* g, floating* m, floating* v,
         p[i] = p[i] - lr * m_hat / (root + eps)
 
 
-
-
 def _same_size(name, Py_ssize_t size, Py_ssize_t expected):
     if size != expected:
         raise ValueError(f"{name} must have {expected} elements, got {size}")
